@@ -1,0 +1,19 @@
+# Quick start: `make demo` (the main job on a built-in default) and `make test` (the whole suite).
+# Both create .venv and install gptlab first when needed (scripts/setup.sh).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export GPTLAB_DATA_DIR ?= $(abspath ../shared/data)
+
+.PHONY: setup demo test bench
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	@bash scripts/demo.sh
+
+test: setup
+	@bash scripts/test.sh
+
+bench: setup
+	$(PY) benchmarks/generate.py

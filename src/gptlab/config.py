@@ -1,0 +1,76 @@
+"""Model configuration: the `GPTConfig` dataclass and named presets."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+GPT2_VOCAB_SIZE = 50257
+
+
+@dataclass
+class GPTConfig:
+    """Shape of a GPT-2-family model; everything the model builder needs and nothing else."""
+
+    vocab_size: int = GPT2_VOCAB_SIZE  # number of token ids the embedding and LM head cover
+    context_length: int = 1024  # longest sequence the learned position embedding covers
+    n_layer: int = 12  # transformer blocks
+    n_head: int = 12  # attention heads per block
+    n_embd: int = 768  # width of the residual stream
+    dropout: float = 0.0  # dropout on embeddings, attention weights and residual branches
+    qkv_bias: bool = True  # GPT-2 has biases on the q/k/v projection
+    tie_embeddings: bool = True  # LM head shares its weight with the token embedding
+    layer_norm_eps: float = 1e-5  # epsilon of every LayerNorm
+    name: str = field(default="custom", compare=False)  # preset name, for display only
+
+    def __post_init__(self) -> None:
+        problems = []
+        for attr in ("vocab_size", "context_length", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, attr)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                problems.append(f"{attr} must be a positive integer, got {value!r}")
+        if not problems and self.n_embd % self.n_head:
+            problems.append(
+                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
+                f"try n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if problems:
+            raise ValueError("invalid GPTConfig: " + "; ".join(problems))
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @classmethod
+    def from_name(cls, name: str, **overrides: Any) -> GPTConfig:
+        """Build a preset by name, with optional field overrides (e.g. a shorter context)."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[name], "name": name, **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GPTConfig:
+        """Inverse of `to_dict`; unknown keys are an error so a typo never passes silently."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown GPTConfig field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # OpenAI GPT-2 sizes (parameter counts with tied embeddings).
+    "gpt2": dict(n_layer=12, n_head=12, n_embd=768),  # 124M
+    "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024),  # 355M
+    "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280),  # 774M
+    "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600),  # 1558M
+    # Small CPU-friendly presets with the GPT-2 vocabulary.
+    "gpt-tiny": dict(n_layer=2, n_head=2, n_embd=16, context_length=128),  # ~0.8M, for tests
+    "gpt-small": dict(n_layer=6, n_head=6, n_embd=384, context_length=256),  # ~30M
+}

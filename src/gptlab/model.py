@@ -1,0 +1,254 @@
+"""GPT-2, written from scratch, with GPT-2/Hugging Face parameter names.
+
+Parameter names follow GPT-2 (`wte`, `wpe`, `h.{i}.attn.c_attn`, ...) so importing the published
+weights is a loop over keys, not a table of renames (see `checkpoint/hf.py`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gptlab.config import GPTConfig
+
+ATTENTION_IMPLS = ("sdpa", "math")
+
+
+@dataclass
+class KVCache:
+    """Preallocated keys/values for every layer, written by position (no concatenation).
+
+    `valid[b, s]` is False for left-padding slots, so a batch of prompts of different lengths
+    decodes exactly as each prompt would alone: pads are never attended to and positions
+    count real tokens only.
+    """
+
+    keys: list[Tensor]  # per layer: (B, nh, max_len, hs)
+    values: list[Tensor]  # per layer: (B, nh, max_len, hs)
+    valid: Tensor  # (B, max_len) bool
+    length: int = 0  # slots filled so far
+
+    @classmethod
+    def allocate(
+        cls,
+        config: GPTConfig,
+        batch_size: int,
+        max_len: int | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> KVCache:
+        """Allocate a cache for `batch_size` sequences of up to `max_len` tokens."""
+        max_len = max_len or config.context_length
+        shape = (batch_size, config.n_head, max_len, config.head_dim)
+        return cls(
+            keys=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)],
+            values=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)],
+            valid=torch.zeros(batch_size, max_len, dtype=torch.bool, device=device),
+        )
+
+    @property
+    def max_len(self) -> int:
+        return self.valid.shape[1]
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm over the last dimension with a learned scale and shift."""
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
+
+
+def attend(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float, impl: str
+) -> Tensor:
+    """Scaled dot-product attention of T queries over S >= T keys.
+
+    `mask` (bool, True = may attend) broadcasts to (B, nh, T, S); when it is None the queries are
+    the last T positions of the keys and attention is causal.
+    """
+    T, S = q.shape[-2], k.shape[-2]
+    if impl == "sdpa":
+        is_causal = mask is None and T > 1
+        if is_causal and T != S:
+            mask = causal_mask(T, S, q.device)
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal and T == S
+        )
+    # the explicit path: softmax(q k^T / sqrt(hs) + mask) v
+    att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))  # (B, nh, T, S)
+    if mask is None:
+        mask = causal_mask(T, S, q.device)
+    att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+    att = F.dropout(att, p=dropout, training=dropout > 0)
+    return att @ v  # (B, nh, T, hs)
+
+
+def causal_mask(T: int, S: int, device: torch.device) -> Tensor:
+    """(T, S) bool mask where query i (at key position S - T + i) sees keys 0..S - T + i."""
+    return torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+        self.impl = "sdpa"  # or "math"; see GPT.set_attention
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.qkv_bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.resid_drop = nn.Dropout(config.dropout)
+
+    def forward(
+        self, x: Tensor, mask: Tensor | None, kv: tuple[Tensor, Tensor] | None, start: int
+    ) -> Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        if kv is not None:
+            k_buf, v_buf = kv
+            k_buf[:, :, start : start + T] = k
+            v_buf[:, :, start : start + T] = v
+            k, v = k_buf[:, :, : start + T], v_buf[:, :, : start + T]  # (B, nh, S, hs)
+        dropout = self.dropout if self.training else 0.0
+        y = attend(q, k, v, mask, dropout, self.impl)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_drop(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = LayerNorm(config.n_embd, config.layer_norm_eps)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = LayerNorm(config.n_embd, config.layer_norm_eps)
+        self.mlp = MLP(config)
+
+    def forward(
+        self, x: Tensor, mask: Tensor | None, kv: tuple[Tensor, Tensor] | None, start: int
+    ) -> Tensor:
+        x = x + self.attn(self.ln_1(x), mask, kv, start)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.context_length, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = LayerNorm(config.n_embd, config.layer_norm_eps)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.tie_weights()
+        if self.wte.weight.device.type != "meta":
+            self.reset_parameters()
+
+    def tie_weights(self) -> None:
+        """Share the LM head with the token embedding (again after loading with assign=True)."""
+        if self.config.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
+
+    def reset_parameters(self) -> None:
+        """GPT-2 initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layer)."""
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, 0.0, 0.02)
+            if isinstance(module, (nn.Linear, LayerNorm)) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+            if isinstance(module, LayerNorm):
+                nn.init.ones_(module.weight)
+        proj_std = 0.02 / math.sqrt(2 * self.config.n_layer)
+        for block in self.h:
+            nn.init.normal_(block.attn.c_proj.weight, 0.0, proj_std)
+            nn.init.normal_(block.mlp.c_proj.weight, 0.0, proj_std)
+
+    def set_attention(self, impl: str) -> None:
+        """Choose the attention implementation: "sdpa" (fused) or "math" (explicit softmax)."""
+        if impl not in ATTENTION_IMPLS:
+            raise ValueError(f"attention must be one of {ATTENTION_IMPLS}, got {impl!r}")
+        for block in self.h:
+            block.attn.impl = impl
+
+    def hidden(self, idx: Tensor, cache: KVCache | None = None, valid: Tensor | None = None) -> Tensor:
+        """Final-LayerNorm hidden states (B, T, C) for token ids `idx` (B, T).
+
+        With a `cache`, `idx` continues the cached sequences and its keys/values are stored;
+        `valid` (B, T) marks real tokens (False = left padding), only meaningful with a cache.
+        """
+        B, T = idx.shape
+        start = cache.length if cache is not None else 0
+        if start + T > (cache.max_len if cache is not None else self.config.context_length):
+            raise ValueError(
+                f"sequence of {start + T} tokens exceeds the context length "
+                f"({cache.max_len if cache is not None else self.config.context_length})"
+            )
+        mask = None
+        if cache is None:
+            pos = torch.arange(T, device=idx.device)  # (T,)
+        else:
+            if valid is None:
+                valid = torch.ones(B, T, dtype=torch.bool, device=idx.device)
+            cache.valid[:, start : start + T] = valid
+            seen = cache.valid[:, : start + T]  # (B, S)
+            pos = (seen.cumsum(dim=1)[:, start:] - 1).clamp(min=0)  # (B, T): real tokens before
+            if not bool(seen.all()) or 1 < T < start + T:
+                S = start + T
+                itself = torch.arange(start, S, device=idx.device)[:, None] == torch.arange(S, device=idx.device)
+                mask = (causal_mask(T, S, idx.device) & seen[:, None, :]) | itself  # (B, T, S)
+                mask = mask[:, None]  # (B, 1, T, S): a pad query still sees itself (no NaN rows)
+        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
+        for i, block in enumerate(self.h):
+            kv = (cache.keys[i], cache.values[i]) if cache is not None else None
+            x = block(x, mask, kv, start)
+        if cache is not None:
+            cache.length = start + T
+        return self.ln_f(x)
+
+    def forward(self, idx: Tensor, cache: KVCache | None = None, valid: Tensor | None = None) -> Tensor:
+        """Next-token logits (B, T, vocab_size) for every position of `idx` (B, T)."""
+        return self.lm_head(self.hidden(idx, cache, valid))
+
+    def num_parameters(self, non_embedding: bool = False) -> int:
+        """Unique parameter count (tied weights once); optionally without the embeddings."""
+        total = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            total -= self.wpe.weight.numel() + self.wte.weight.numel()
+        return total
+
+    def flops_per_token(self, seq_len: int | None = None, training: bool = False) -> int:
+        """Estimated FLOPs per token: 2 per matmul weight plus attention (Kaplan et al. 2020).
+
+        Training is three forward passes' worth (forward + backward).
+        """
+        seq_len = seq_len or self.config.context_length
+        matmul_params = self.num_parameters() - self.wpe.weight.numel()
+        if not self.config.tie_embeddings:
+            matmul_params -= self.wte.weight.numel()  # an untied embedding is a lookup
+        forward = 2 * matmul_params + 2 * self.config.n_layer * seq_len * self.config.n_embd
+        return 3 * forward if training else forward
