@@ -1,0 +1,66 @@
+"""Load a model from whatever the user names: a preset, a checkpoint folder, a HF folder or hub name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from gptlab.checkpoint.hf import download_from_hub, export_hf_folder, is_hf_folder, load_hf_folder
+from gptlab.checkpoint.native import is_native_checkpoint, load_checkpoint, save_checkpoint
+from gptlab.config import PRESETS, GPTConfig
+from gptlab.model import GPT
+from gptlab.tokenizer import GPT2Tokenizer, Tokenizer
+
+__all__ = ["LoadedModel", "export_hf_folder", "load_checkpoint", "load_model", "save_checkpoint"]
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to use, its tokenizer, and where it came from (for messages)."""
+
+    model: GPT
+    tokenizer: Tokenizer
+    source: str  # "preset", "checkpoint", "hf-folder" or "hub"
+    description: str  # one line for people, e.g. "preset gpt-tiny (random weights)"
+
+    @property
+    def random_weights(self) -> bool:
+        return self.source == "preset"
+
+
+def load_model(
+    spec: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0
+) -> LoadedModel:
+    """Resolve `spec`: preset name → random init (seeded); folder → our checkpoint or HF GPT-2;
+    `owner/name` → Hugging Face hub (needs network or the hub cache)."""
+    path = Path(spec).expanduser()
+    if spec in PRESETS and not path.exists():
+        torch.manual_seed(seed)
+        model = GPT(GPTConfig.from_name(spec)).to(dtype)
+        loaded = LoadedModel(model, GPT2Tokenizer(), "preset", f"preset {spec} (random weights, seed {seed})")
+    elif path.is_dir():
+        loaded = _load_folder(path, dtype)
+    elif "/" in spec and not path.exists() and not spec.startswith((".", "/", "~")):
+        model = load_hf_folder(download_from_hub(spec), dtype)
+        loaded = LoadedModel(model, GPT2Tokenizer(), "hub", f"Hugging Face hub model {spec}")
+    else:
+        raise ValueError(
+            f"model {spec!r} not found: expected a preset ({', '.join(PRESETS)}), a gptlab "
+            "checkpoint folder, a Hugging Face GPT-2 folder, or a hub name like openai-community/gpt2"
+        )
+    loaded.model.to(device).eval()
+    return loaded
+
+
+def _load_folder(path: Path, dtype: torch.dtype) -> LoadedModel:
+    if is_native_checkpoint(path):
+        model, tokenizer, _ = load_checkpoint(path, dtype)
+        return LoadedModel(model, tokenizer, "checkpoint", f"gptlab checkpoint {path}")
+    if is_hf_folder(path):
+        return LoadedModel(load_hf_folder(path, dtype), GPT2Tokenizer(), "hf-folder", f"Hugging Face folder {path}")
+    raise ValueError(
+        f"{path}: not a model folder: no config.json from gptlab (\"format\": \"gptlab\") "
+        "or Hugging Face (\"model_type\")"
+    )

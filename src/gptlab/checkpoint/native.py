@@ -1,0 +1,90 @@
+"""gptlab's own checkpoint folder: `model.safetensors` + `config.json` (model + tokenizer).
+
+No pickle anywhere: tensors are safetensors, everything else JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from gptlab.checkpoint.weights import build_model, read_json, read_safetensors, state_to_save
+from gptlab.config import GPTConfig
+from gptlab.model import GPT
+from gptlab.tokenizer import Tokenizer, tokenizer_from_dict
+
+FORMAT = "gptlab"
+FORMAT_VERSION = 1
+
+
+def is_native_checkpoint(folder: Path) -> bool:
+    """True for a folder written by `save_checkpoint`."""
+    config = folder / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        return read_json(config).get("format") == FORMAT
+    except ValueError:
+        return False
+
+
+def save_checkpoint(
+    model: GPT, tokenizer: Tokenizer, folder: str | Path, extra: dict[str, Any] | None = None
+) -> Path:
+    """Write the checkpoint atomically: a half-written folder never replaces a good one."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        save_file(state_to_save(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        meta = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "model": model.config.to_dict(),
+            "tokenizer": tokenizer.to_dict(),
+            **(extra or {}),
+        }
+        (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        _replace_folder(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def _replace_folder(new: Path, target: Path) -> None:
+    """Move `new` into place of `target`, keeping the old folder until the move succeeded."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(
+    folder: str | Path, dtype: torch.dtype | None = None
+) -> tuple[GPT, Tokenizer, dict[str, Any]]:
+    """Model, tokenizer and the rest of config.json from a folder written by `save_checkpoint`."""
+    folder = Path(folder)
+    meta = read_json(folder / "config.json")
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{folder / 'config.json'}: not a gptlab checkpoint (no \"format\": \"gptlab\")")
+    try:
+        config = GPTConfig.from_dict(meta["model"])
+        tokenizer = tokenizer_from_dict(meta["tokenizer"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{folder / 'config.json'}: invalid gptlab checkpoint config ({err})") from err
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: missing (the checkpoint folder is incomplete)")
+    model = build_model(config, read_safetensors(weights), str(weights), dtype)
+    return model, tokenizer, meta

@@ -1,0 +1,100 @@
+"""Shared weight-file plumbing: read safetensors with readable errors, check a state dict
+against a model, and build a model on the meta device so loading never allocates twice."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import Tensor
+
+from gptlab.config import GPTConfig
+from gptlab.model import GPT
+
+
+def read_safetensors(path: Path) -> dict[str, Tensor]:
+    """All tensors of a .safetensors file; a truncated or foreign file gets a clear error."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise ValueError(
+            f"{path}: not a readable safetensors file ({err}); it may be truncated "
+            "(an interrupted download or copy) or in another format"
+        ) from err
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from disk, with the file named in any error."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
+
+
+def check_state_dict(expected: dict[str, torch.Size], found: dict[str, Tensor], source: str) -> None:
+    """Raise one readable error listing missing/unexpected keys and shape mismatches."""
+    problems = []
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    if missing:
+        problems.append(f"missing key(s): {_some(missing)}")
+    if unexpected:
+        problems.append(f"unexpected key(s): {_some(unexpected)}")
+    for key in expected.keys() & found.keys():
+        if tuple(found[key].shape) != tuple(expected[key]):
+            problems.append(
+                f"{key}: the file has shape {tuple(found[key].shape)}, the model expects "
+                f"{tuple(expected[key])}"
+            )
+    if problems:
+        raise ValueError(
+            f"{source}: weights do not fit the model: " + "; ".join(problems)
+            + ". Likely cause: the config does not match the weights (a different n_layer, "
+            "n_embd, n_head, vocab_size or context_length), or the file belongs to another model."
+        )
+
+
+def _some(keys: list[str], limit: int = 5) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def expected_shapes(config: GPTConfig) -> dict[str, torch.Size]:
+    """Parameter names and shapes of a GPT with `config`, without allocating it."""
+    with torch.device("meta"):
+        model = GPT(config)
+    return {k: v.shape for k, v in model.state_dict().items() if k not in tied_keys(config)}
+
+
+def tied_keys(config: GPTConfig) -> set[str]:
+    """Keys that are views of another parameter and therefore not stored in files."""
+    return {"lm_head.weight"} if config.tie_embeddings else set()
+
+
+def build_model(
+    config: GPTConfig, state: dict[str, Tensor], source: str, dtype: torch.dtype | None = None
+) -> GPT:
+    """Create a GPT on the meta device and adopt `state` (checked first) without copying."""
+    check_state_dict(expected_shapes(config), state, source)
+    if dtype is not None:
+        state = {k: v.to(dtype) for k, v in state.items()}
+    with torch.device("meta"):
+        model = GPT(config)
+    model.load_state_dict(state, strict=not config.tie_embeddings, assign=True)
+    model.tie_weights()
+    return model.eval()
+
+
+def state_to_save(model: GPT) -> dict[str, Tensor]:
+    """The model's tensors for a file: contiguous, tied views left out."""
+    skip = tied_keys(model.config)
+    return {k: v.detach().contiguous() for k, v in model.state_dict().items() if k not in skip}

@@ -1,0 +1,200 @@
+"""Text generation: prefill a KV cache with the prompt, then decode one token per step.
+
+Generation is an iterator of token ids; the CLI, the REPL, a server stream and batch
+evaluation all consume the same iterator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from gptlab.model import GPT, KVCache
+from gptlab.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerationSettings:
+    """How to pick each next token and when to stop."""
+
+    max_new_tokens: int = 64  # upper bound on generated tokens per prompt
+    temperature: float = 1.0  # 0 = greedy (argmax), as in the OpenAI API
+    top_k: int | None = None  # sample only among the k most likely tokens
+    top_p: float | None = None  # nucleus sampling: smallest set with probability mass >= p
+    seed: int | None = None  # makes sampling reproducible
+    stop_ids: tuple[int, ...] = ()  # generation of a sequence ends at any of these (not emitted)
+    stop_strings: tuple[str, ...] = field(default=())  # text-level stops, see `stream_text`
+    kv_cache: bool = True  # False recomputes the whole sequence each step (for teaching/tests)
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+def sample_next(
+    logits: Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Pick next token ids (B,) from logits (B, V): greedy at temperature 0, else sampled."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        drop_sorted = cumulative - sorted_logits.softmax(dim=-1) >= top_p  # mass before >= p
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    probs = logits.softmax(dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+
+
+def fit_to_context(prompt: Sequence[int], settings: GenerationSettings, context_length: int) -> list[int]:
+    """Left-truncate a prompt so that prompt + new tokens fit the model's context (warns)."""
+    if settings.max_new_tokens >= context_length:
+        log.warning(
+            "max_new_tokens=%d does not fit the context length %d; using %d",
+            settings.max_new_tokens, context_length, context_length // 2,
+        )
+        settings.max_new_tokens = context_length // 2
+    room = context_length - settings.max_new_tokens
+    if len(prompt) > room:
+        log.warning(
+            "prompt of %d tokens left-truncated to its last %d to leave room for %d new tokens "
+            "in the context of %d", len(prompt), room, settings.max_new_tokens, context_length,
+        )
+        return list(prompt[-room:])
+    return list(prompt)
+
+
+def _left_pad(prompts: Sequence[Sequence[int]], device: torch.device) -> tuple[Tensor, Tensor]:
+    """Token ids (B, T) left-padded with 0, and the (B, T) mask of real tokens."""
+    width = max(len(p) for p in prompts)
+    ids = torch.zeros(len(prompts), width, dtype=torch.long)
+    valid = torch.zeros(len(prompts), width, dtype=torch.bool)
+    for row, prompt in enumerate(prompts):
+        if prompt:
+            ids[row, width - len(prompt) :] = torch.tensor(prompt)
+            valid[row, width - len(prompt) :] = True
+    return ids.to(device), valid.to(device)
+
+
+@torch.inference_mode()
+def decode_steps(
+    model: GPT, prompts: Sequence[Sequence[int]], settings: GenerationSettings
+) -> Iterator[Tensor]:
+    """Yield the next token ids (B,) of every prompt, step by step.
+
+    Stops after `max_new_tokens` steps or once every row has produced a stop id; rows that
+    stopped keep yielding stop ids, which callers drop.
+    """
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token")
+    settings = dataclasses.replace(settings)  # fit_to_context may shorten max_new_tokens
+    device = next(model.parameters()).device
+    prompts = [fit_to_context(p, settings, model.config.context_length) for p in prompts]
+    ids, valid = _left_pad(prompts, device)
+    generator = torch.Generator(device=device)
+    if settings.seed is not None:
+        generator.manual_seed(settings.seed)
+    else:
+        generator.seed()
+    stop = torch.tensor(settings.stop_ids or [-1], device=device)
+    finished = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+    dtype = next(model.parameters()).dtype
+    cache = KVCache.allocate(model.config, len(prompts), ids.shape[1] + settings.max_new_tokens, device, dtype)
+    model_input = ids
+    for _ in range(settings.max_new_tokens):
+        if not settings.kv_cache:  # recompute everything: a fresh cache over the whole sequence
+            cache = KVCache.allocate(model.config, len(prompts), ids.shape[1], device, dtype)
+            model_input = ids
+        hidden = model.hidden(model_input, cache, valid[:, -model_input.shape[1] :])  # (B, T, C)
+        logits = model.lm_head(hidden[:, -1])  # (B, V)
+        next_ids = sample_next(logits, settings.temperature, settings.top_k, settings.top_p, generator)
+        next_ids = torch.where(finished, stop[0], next_ids)
+        finished |= torch.isin(next_ids, stop)
+        yield next_ids
+        if bool(finished.all()):
+            return
+        model_input = next_ids[:, None]
+        ids = torch.cat([ids, model_input], dim=1)
+        valid = torch.cat([valid, torch.ones_like(model_input, dtype=torch.bool)], dim=1)
+
+
+def generate(model: GPT, prompt: Sequence[int], settings: GenerationSettings) -> Iterator[int]:
+    """Yield generated token ids for one prompt, ending before the first stop id."""
+    for step in decode_steps(model, [prompt], settings):
+        token = int(step[0])
+        if token in settings.stop_ids:
+            return
+        yield token
+
+
+def generate_batch(
+    model: GPT, prompts: Sequence[Sequence[int]], settings: GenerationSettings
+) -> list[list[int]]:
+    """Generated ids for a batch of prompts (left-padded), each cut before its first stop id."""
+    outputs: list[list[int]] = [[] for _ in prompts]
+    done = [False] * len(prompts)
+    for step in decode_steps(model, prompts, settings):
+        for row, token in enumerate(step.tolist()):
+            done[row] = done[row] or token in settings.stop_ids
+            if not done[row]:
+                outputs[row].append(token)
+    return outputs
+
+
+def stream_text(tokens: Iterator[int], tokenizer: Tokenizer, stop_strings: Sequence[str] = ()) -> Iterator[str]:
+    """Turn a token iterator into text pieces, ending before the first stop string.
+
+    Holds back bytes of an incomplete UTF-8 character and any tail that could still grow into
+    a stop string, so what is yielded never has to be taken back.
+    """
+    ids: list[int] = []
+    emitted = 0  # characters of the decoded text already yielded
+    for token in tokens:
+        ids.append(token)
+        text = tokenizer.decode_bytes(ids).decode("utf-8", errors="ignore")
+        for stop in stop_strings:
+            at = text.find(stop, max(0, emitted - len(stop)))
+            if at != -1:
+                if at > emitted:
+                    yield text[emitted:at]
+                return
+        safe = len(text) - _longest_stop_prefix_suffix(text, stop_strings)
+        if safe > emitted:
+            yield text[emitted:safe]
+            emitted = safe
+    text = tokenizer.decode_bytes(ids).decode("utf-8", errors="ignore")
+    if len(text) > emitted:
+        yield text[emitted:]
+
+
+def _longest_stop_prefix_suffix(text: str, stop_strings: Sequence[str]) -> int:
+    """Length of the longest end of `text` that is the beginning of some stop string."""
+    longest = 0
+    for stop in stop_strings:
+        for n in range(min(len(stop) - 1, len(text)), longest, -1):
+            if stop.startswith(text[-n:]):
+                longest = n
+                break
+    return longest

@@ -1,0 +1,156 @@
+import json
+import struct
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from gptlab.checkpoint import export_hf_folder, load_checkpoint, load_model, save_checkpoint
+from gptlab.config import GPTConfig
+from gptlab.generation import GenerationSettings, generate
+from gptlab.model import GPT
+from gptlab.tokenizer import CharTokenizer, GPT2Tokenizer
+from hf_models import WIDTHS, load_hf, save_random_hf_gpt2
+
+PROMPTS = ["Hello, my name is", "The quick brown fox jumps over", "In 1908, Edith Wharton wrote"]
+
+
+@pytest.fixture(scope="module")
+def hf_gpt2_124m(tmp_path_factory):
+    return save_random_hf_gpt2(tmp_path_factory.mktemp("hf-gpt2"), n_layer=12, n_embd=768, n_head=12)
+
+
+def _check_parity(folder, greedy_tokens: int = 32) -> None:
+    ours = load_model(str(folder)).model
+    theirs = load_hf(folder)
+    tok = GPT2Tokenizer()
+    for prompt in PROMPTS:
+        ids = torch.tensor([tok.encode(prompt)])
+        with torch.no_grad():
+            diff = (ours(ids) - theirs(ids).logits).abs().max().item()
+        assert diff < 1e-4, f"{prompt!r}: max |logit difference| {diff}"
+    ids = tok.encode(PROMPTS[0])
+    ours_greedy = list(generate(ours, ids, GenerationSettings(max_new_tokens=greedy_tokens, temperature=0)))
+    with torch.no_grad():
+        hf_out = theirs.generate(torch.tensor([ids]), max_new_tokens=greedy_tokens, do_sample=False,
+                                 eos_token_id=None, pad_token_id=50256)
+    assert ours_greedy == hf_out[0, len(ids):].tolist()
+
+
+def test_gpt2_124m_matches_transformers(hf_gpt2_124m):
+    _check_parity(hf_gpt2_124m)
+
+
+@pytest.mark.parametrize("preset", ["gpt2-medium", "gpt2-large", "gpt2-xl"])
+def test_two_layer_models_of_every_width_match_transformers(tmp_path, preset):
+    n_embd, n_head = WIDTHS[preset]
+    _check_parity(save_random_hf_gpt2(tmp_path, n_layer=2, n_embd=n_embd, n_head=n_head, seed=1), 8)
+
+
+def test_export_round_trip_loads_in_transformers(tmp_path):
+    torch.manual_seed(3)
+    model = GPT(GPTConfig.from_name("gpt-tiny")).eval()
+    folder = export_hf_folder(model, tmp_path / "hf")
+    ids = torch.randint(0, 50257, (2, 20))
+    with torch.no_grad():
+        assert (load_hf(folder)(ids).logits - model(ids)).abs().max() < 1e-5
+    assert (load_model(str(folder)).model(ids) - model(ids)).abs().max() == 0
+
+
+def test_native_checkpoint_round_trip_keeps_tokenizer_and_extra(tmp_path):
+    torch.manual_seed(4)
+    model = GPT(GPTConfig(vocab_size=5, context_length=16, n_layer=1, n_head=1, n_embd=8, tie_embeddings=False))
+    save_checkpoint(model, CharTokenizer("abcde"), tmp_path / "ckpt", extra={"note": "hi"})
+    loaded, tokenizer, meta = load_checkpoint(tmp_path / "ckpt")
+    assert tokenizer.to_dict() == {"type": "char", "chars": "abcde"} and meta["note"] == "hi"
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    assert not list(tmp_path.glob(".ckpt.*")), "temporary folders left behind"
+
+
+def test_saving_again_replaces_the_checkpoint(tmp_path):
+    model = GPT(GPTConfig.from_name("gpt-tiny"))
+    save_checkpoint(model, GPT2Tokenizer(), tmp_path / "c")
+    with torch.no_grad():
+        model.ln_f.bias.fill_(1.0)
+    save_checkpoint(model, GPT2Tokenizer(), tmp_path / "c")
+    assert torch.equal(load_checkpoint(tmp_path / "c")[0].ln_f.bias, torch.ones(16))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]
+
+
+@pytest.fixture()
+def hf_tiny(tmp_path):
+    return save_random_hf_gpt2(tmp_path / "tiny", n_layer=2, n_embd=16, n_head=2, vocab_size=64, n_positions=32)
+
+
+def test_missing_key_is_named(hf_tiny):
+    weights = load_file(hf_tiny / "model.safetensors")
+    del weights["transformer.h.1.mlp.c_fc.weight"]
+    save_file(weights, hf_tiny / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"missing key\(s\): h\.1\.mlp\.c_fc\.weight"):
+        load_model(str(hf_tiny))
+
+
+def test_unexpected_key_is_named(hf_tiny):
+    weights = load_file(hf_tiny / "model.safetensors")
+    weights["transformer.h.2.ln_1.weight"] = torch.ones(16)
+    save_file(weights, hf_tiny / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"unexpected key\(s\): h\.2\.ln_1\.weight"):
+        load_model(str(hf_tiny))
+
+
+def test_wrong_shape_names_key_and_both_shapes(hf_tiny):
+    weights = load_file(hf_tiny / "model.safetensors")
+    weights["transformer.wpe.weight"] = torch.zeros(30, 16)
+    save_file(weights, hf_tiny / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"wpe\.weight: the file has shape \(30, 16\), the model expects \(32, 16\)"):
+        load_model(str(hf_tiny))
+
+
+def test_config_that_does_not_match_the_weights(hf_tiny):
+    config = json.loads((hf_tiny / "config.json").read_text())
+    config["n_layer"] = 3
+    (hf_tiny / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"missing key\(s\): h\.2\..*config does not match the weights"):
+        load_model(str(hf_tiny))
+
+
+def test_truncated_safetensors_file(hf_tiny):
+    path = hf_tiny / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="not a readable safetensors file.*truncated"):
+        load_model(str(hf_tiny))
+
+
+def test_non_safetensors_file(hf_tiny):
+    (hf_tiny / "model.safetensors").write_bytes(struct.pack("<Q", 12) + b"not json!!!!")
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        load_model(str(hf_tiny))
+
+
+def test_legacy_pytorch_bin_is_read_without_pickle_code(tmp_path, hf_tiny):
+    weights = load_file(hf_tiny / "model.safetensors")
+    (hf_tiny / "model.safetensors").unlink()
+    torch.save(weights, hf_tiny / "pytorch_model.bin")
+    ids = torch.randint(0, 64, (1, 10))
+    with torch.no_grad():
+        assert (load_model(str(hf_tiny)).model(ids) - load_hf(hf_tiny)(ids).logits).abs().max() < 1e-5
+
+
+def test_other_architectures_and_unknown_specs_are_refused(tmp_path, hf_tiny):
+    config = json.loads((hf_tiny / "config.json").read_text())
+    config["model_type"] = "llama"
+    (hf_tiny / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="model_type 'llama' is not supported"):
+        load_model(str(hf_tiny))
+    with pytest.raises(ValueError, match="model 'no-such-model' not found: expected a preset"):
+        load_model("no-such-model")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="not a model folder"):
+        load_model(str(tmp_path / "empty"))
+
+
+def test_hub_name_offline_gives_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="could not get 'openai-community/gpt2-nonexistent'.*Offline"):
+        load_model("openai-community/gpt2-nonexistent")

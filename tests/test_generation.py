@@ -1,0 +1,120 @@
+import logging
+
+import pytest
+import torch
+
+from gptlab.config import GPTConfig
+from gptlab.generation import GenerationSettings, decode_steps, generate, generate_batch, sample_next, stream_text
+from gptlab.model import GPT
+from gptlab.tokenizer import CharTokenizer
+
+CONFIG = GPTConfig(vocab_size=50, context_length=96, n_layer=2, n_head=2, n_embd=32)
+
+
+@pytest.fixture(scope="module")
+def model() -> GPT:
+    torch.manual_seed(0)
+    return GPT(CONFIG).eval()
+
+
+def test_greedy_is_argmax_and_top_k_1_or_tiny_top_p_is_greedy():
+    logits = torch.randn(4, 50)
+    greedy = sample_next(logits, temperature=0)
+    assert torch.equal(greedy, logits.argmax(-1))
+    assert torch.equal(sample_next(logits, temperature=1.0, top_k=1), greedy)
+    assert torch.equal(sample_next(logits, temperature=1.0, top_p=1e-6), greedy)
+
+
+def test_top_k_and_top_p_restrict_the_support():
+    logits = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0]]).repeat(2000, 1)
+    gen = torch.Generator().manual_seed(0)
+    assert set(sample_next(logits, 1.0, top_k=2, generator=gen).tolist()) == {0, 1}
+    probs = logits[0].softmax(-1)  # 0.64, 0.24, 0.09, ...: p=0.8 keeps the first two
+    assert probs[0] < 0.8 < probs[0] + probs[1]
+    assert set(sample_next(logits, 1.0, top_p=0.8, generator=gen).tolist()) == {0, 1}
+    assert set(sample_next(logits, 1.0, generator=gen).tolist()) == {0, 1, 2, 3, 4}
+
+
+def test_sampling_is_reproducible_with_a_seed(model):
+    settings = GenerationSettings(max_new_tokens=20, temperature=1.0, top_k=10, seed=123)
+    first = list(generate(model, [1, 2, 3], settings))
+    assert first == list(generate(model, [1, 2, 3], settings))
+    other = list(generate(model, [1, 2, 3], GenerationSettings(max_new_tokens=20, top_k=10, seed=7)))
+    assert first != other
+
+
+def test_cached_and_uncached_generation_give_identical_tokens(model):
+    cached = list(generate(model, [5, 6, 7], GenerationSettings(max_new_tokens=64, temperature=0)))
+    uncached = list(generate(model, [5, 6, 7], GenerationSettings(max_new_tokens=64, temperature=0, kv_cache=False)))
+    assert len(cached) == 64
+    assert cached == uncached
+
+
+def test_batch_with_left_padding_equals_one_by_one(model):
+    prompts = [[1, 2, 3, 4, 5, 6, 7], [8], [9, 10, 11]]
+    settings = GenerationSettings(max_new_tokens=24, temperature=0)
+    alone = [list(generate(model, p, settings)) for p in prompts]
+    assert generate_batch(model, prompts, settings) == alone
+
+
+def test_generation_stops_before_a_stop_id(model):
+    free = list(generate(model, [3, 1], GenerationSettings(max_new_tokens=30, temperature=0)))
+    stop = free[10]
+    cut = list(generate(model, [3, 1], GenerationSettings(max_new_tokens=30, temperature=0, stop_ids=(stop,))))
+    assert cut == free[: free.index(stop)]
+
+
+def test_batch_stops_each_row_independently(model):
+    prompts = [[3, 1], [4, 4, 4]]
+    free = generate_batch(model, prompts, GenerationSettings(max_new_tokens=20, temperature=0))
+    stop = free[0][5]
+    cut = generate_batch(model, prompts, GenerationSettings(max_new_tokens=20, temperature=0, stop_ids=(stop,)))
+    for row in range(2):
+        expected = free[row][: free[row].index(stop)] if stop in free[row] else free[row]
+        assert cut[row] == expected
+
+
+def test_long_prompt_is_left_truncated_with_a_warning(model, caplog):
+    prompt = list(range(50)) * 2  # 100 tokens > context 96
+    settings = GenerationSettings(max_new_tokens=16, temperature=0)
+    with caplog.at_level(logging.WARNING):
+        out = list(generate(model, prompt, settings))
+    assert "left-truncated to its last 80" in caplog.text
+    assert out == list(generate(model, prompt[-80:], settings))
+    assert len(out) == 16
+
+
+def test_decode_steps_yields_one_tensor_per_step(model):
+    steps = list(decode_steps(model, [[1, 2], [3]], GenerationSettings(max_new_tokens=5, temperature=0)))
+    assert len(steps) == 5 and all(s.shape == (2,) for s in steps)
+
+
+def test_empty_prompt_and_bad_settings_are_refused(model):
+    with pytest.raises(ValueError, match="at least one token"):
+        list(generate(model, [], GenerationSettings()))
+    with pytest.raises(ValueError, match="temperature must be >= 0"):
+        GenerationSettings(temperature=-1)
+    with pytest.raises(ValueError, match="top_p must be in"):
+        GenerationSettings(top_p=1.5)
+
+
+def test_stream_text_stops_before_a_stop_string_and_never_takes_back():
+    tok = CharTokenizer("abcx#\n ")
+    ids = tok.encode("ab c\n##x abc")
+    assert "".join(stream_text(iter(ids), tok, ["##"])) == "ab c\n"
+    assert "".join(stream_text(iter(ids), tok, ["#y"])) == "ab c\n##x abc"  # a near miss is released
+    pieces = list(stream_text(iter(ids), tok))
+    assert pieces == list("ab c\n##x abc")
+
+
+class ByteTokenizer(CharTokenizer):
+    """Each id is one byte, so a character can be split across tokens (as in GPT-2's BPE)."""
+
+    def decode_bytes(self, ids):
+        return bytes(ids)
+
+
+def test_stream_text_holds_back_a_split_utf8_character():
+    data = "é ok".encode()  # é is two bytes
+    pieces = list(stream_text(iter(list(data)), ByteTokenizer("x")))
+    assert pieces == ["é", " ", "o", "k"]

@@ -1,0 +1,95 @@
+import torch
+
+from gptlab.config import GPTConfig
+from gptlab.model import GPT, KVCache
+
+CONFIG = GPTConfig(vocab_size=97, context_length=64, n_layer=2, n_head=4, n_embd=32)
+
+
+def make_model(seed: int = 0, **overrides) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(**{**CONFIG.to_dict(), **overrides})).eval()
+
+
+def test_gpt2_parameter_names():
+    names = set(make_model().state_dict())
+    for expected in ["wte.weight", "wpe.weight", "h.0.ln_1.weight", "h.0.attn.c_attn.weight",
+                     "h.0.attn.c_attn.bias", "h.1.attn.c_proj.weight", "h.0.ln_2.bias",
+                     "h.1.mlp.c_fc.weight", "h.1.mlp.c_proj.bias", "ln_f.weight", "lm_head.weight"]:
+        assert expected in names
+
+
+def test_lm_head_is_tied_to_token_embedding():
+    model = make_model()
+    assert model.lm_head.weight is model.wte.weight
+    untied = make_model(tie_embeddings=False)
+    assert untied.lm_head.weight is not untied.wte.weight
+    assert untied.num_parameters() == model.num_parameters() + 97 * 32
+
+
+def test_forward_shapes_and_causality():
+    model = make_model()
+    idx = torch.randint(0, 97, (3, 10))
+    logits = model(idx)
+    assert logits.shape == (3, 10, 97)
+    changed = idx.clone()
+    changed[:, 7] = (changed[:, 7] + 1) % 97
+    # positions before 7 cannot see the change; position 7 and later do
+    assert torch.equal(model(changed)[:, :7], logits[:, :7])
+    assert not torch.allclose(model(changed)[:, 7:], logits[:, 7:])
+
+
+def test_sdpa_and_explicit_softmax_attention_agree():
+    model = make_model()
+    idx = torch.randint(0, 97, (2, 40))
+    sdpa = model(idx)
+    model.set_attention("math")
+    math_path = model(idx)
+    assert (sdpa - math_path).abs().max() < 1e-5
+
+
+def test_cached_logits_match_uncached_for_every_step():
+    model = make_model()
+    idx = torch.randint(0, 97, (2, 48))
+    full = model(idx)
+    for impl in ("sdpa", "math"):
+        model.set_attention(impl)
+        cache = KVCache.allocate(model.config, batch_size=2)
+        steps = [model(idx[:, :16], cache)]  # prefill 16, then chunks of 1 and 7
+        for t in range(16, 41):
+            steps.append(model(idx[:, t : t + 1], cache))
+        steps.append(model(idx[:, 41:48], cache))
+        assert cache.length == 48
+        assert (torch.cat(steps, dim=1) - full).abs().max() < 1e-5
+
+
+def test_left_padding_in_cache_changes_nothing():
+    model = make_model()
+    prompt = torch.randint(0, 97, (1, 12))
+    alone = model(prompt, KVCache.allocate(model.config, 1))[:, -1]
+    padded = torch.cat([torch.zeros(1, 5, dtype=torch.long), prompt], dim=1)
+    valid = torch.cat([torch.zeros(1, 5, dtype=torch.bool), torch.ones(1, 12, dtype=torch.bool)], dim=1)
+    with_pads = model(padded, KVCache.allocate(model.config, 1), valid)[:, -1]
+    assert (alone - with_pads).abs().max() < 1e-5
+
+
+def test_too_long_input_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="65 tokens exceeds the context length \\(64\\)"):
+        make_model()(torch.zeros(1, 65, dtype=torch.long))
+
+
+def test_flops_per_token_follows_6n_rule_for_training():
+    model = make_model()
+    n = model.num_parameters() - model.wpe.weight.numel()
+    assert model.flops_per_token(seq_len=1) == 2 * n + 2 * 2 * 32
+    assert model.flops_per_token(seq_len=1, training=True) == 3 * (2 * n + 2 * 2 * 32)
+
+
+def test_dropout_only_in_training_mode():
+    model = make_model(dropout=0.5)
+    idx = torch.randint(0, 97, (1, 8))
+    assert torch.equal(model(idx), model(idx))
+    model.train()
+    assert not torch.equal(model(idx), model(idx))
