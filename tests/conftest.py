@@ -18,3 +18,11 @@ def data_dir() -> Path:
     if not (path / "README.md").exists():
         pytest.fail(f"offline data mirror not found at {path}; set GPTLAB_DATA_DIR")
     return path
+
+
+@pytest.fixture(scope="session")
+def hf_gpt2_124m(tmp_path_factory) -> Path:
+    """A random-weight `transformers` GPT-2 124M saved with `save_pretrained` (seed 0)."""
+    from hf_models import save_random_hf_gpt2
+
+    return save_random_hf_gpt2(tmp_path_factory.mktemp("hf-gpt2"), n_layer=12, n_embd=768, n_head=12)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+PROMPTS = ["Hello, my name is", "The quick brown fox jumps over", "In 1908, Edith Wharton wrote"]
 WIDTHS = {  # (n_embd, n_head) of each published size
     "gpt2": (768, 12),
     "gpt2-medium": (1024, 16),
@@ -31,3 +32,11 @@ def load_hf(folder: Path):
     from transformers import GPT2LMHeadModel
 
     return GPT2LMHeadModel.from_pretrained(folder, attn_implementation="eager").eval()
+
+
+def hf_greedy(model, ids: list[int], max_new_tokens: int) -> list[int]:
+    """Token ids that `transformers` greedy `generate` appends to `ids`."""
+    with torch.no_grad():
+        out = model.generate(torch.tensor([ids]), max_new_tokens=max_new_tokens, do_sample=False,
+                             eos_token_id=None, pad_token_id=50256)
+    return out[0, len(ids):].tolist()

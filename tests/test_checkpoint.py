@@ -10,14 +10,7 @@ from gptlab.config import GPTConfig
 from gptlab.generation import GenerationSettings, generate
 from gptlab.model import GPT
 from gptlab.tokenizer import CharTokenizer, GPT2Tokenizer
-from hf_models import WIDTHS, load_hf, save_random_hf_gpt2
-
-PROMPTS = ["Hello, my name is", "The quick brown fox jumps over", "In 1908, Edith Wharton wrote"]
-
-
-@pytest.fixture(scope="module")
-def hf_gpt2_124m(tmp_path_factory):
-    return save_random_hf_gpt2(tmp_path_factory.mktemp("hf-gpt2"), n_layer=12, n_embd=768, n_head=12)
+from hf_models import PROMPTS, WIDTHS, hf_greedy, load_hf, save_random_hf_gpt2
 
 
 def _check_parity(folder, greedy_tokens: int = 32) -> None:
@@ -31,10 +24,7 @@ def _check_parity(folder, greedy_tokens: int = 32) -> None:
         assert diff < 1e-4, f"{prompt!r}: max |logit difference| {diff}"
     ids = tok.encode(PROMPTS[0])
     ours_greedy = list(generate(ours, ids, GenerationSettings(max_new_tokens=greedy_tokens, temperature=0)))
-    with torch.no_grad():
-        hf_out = theirs.generate(torch.tensor([ids]), max_new_tokens=greedy_tokens, do_sample=False,
-                                 eos_token_id=None, pad_token_id=50256)
-    assert ours_greedy == hf_out[0, len(ids):].tolist()
+    assert ours_greedy == hf_greedy(theirs, ids, greedy_tokens)
 
 
 def test_gpt2_124m_matches_transformers(hf_gpt2_124m):

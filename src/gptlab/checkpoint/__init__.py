@@ -7,8 +7,10 @@ from pathlib import Path
 
 import torch
 
-from gptlab.checkpoint.hf import download_from_hub, export_hf_folder, is_hf_folder, load_hf_folder
-from gptlab.checkpoint.native import is_native_checkpoint, load_checkpoint, save_checkpoint
+from gptlab.checkpoint.hf import download_from_hub, export_hf_folder, load_hf_folder
+from gptlab.checkpoint.native import FORMAT as NATIVE_FORMAT
+from gptlab.checkpoint.native import load_checkpoint, save_checkpoint
+from gptlab.checkpoint.weights import read_json
 from gptlab.config import PRESETS, GPTConfig
 from gptlab.model import GPT
 from gptlab.tokenizer import GPT2Tokenizer, Tokenizer
@@ -55,12 +57,15 @@ def load_model(
 
 
 def _load_folder(path: Path, dtype: torch.dtype) -> LoadedModel:
-    if is_native_checkpoint(path):
+    if not (path / "config.json").is_file():
+        raise ValueError(f"{path}: not a model folder: it has no config.json")
+    config = read_json(path / "config.json")  # a readable error when it is not JSON
+    if config.get("format") == NATIVE_FORMAT:
         model, tokenizer, _ = load_checkpoint(path, dtype)
         return LoadedModel(model, tokenizer, "checkpoint", f"gptlab checkpoint {path}")
-    if is_hf_folder(path):
+    if "model_type" in config:
         return LoadedModel(load_hf_folder(path, dtype), GPT2Tokenizer(), "hf-folder", f"Hugging Face folder {path}")
     raise ValueError(
-        f"{path}: not a model folder: no config.json from gptlab (\"format\": \"gptlab\") "
-        "or Hugging Face (\"model_type\")"
+        f"{path}: not a model folder: its config.json is neither gptlab's (\"format\": \"gptlab\") "
+        "nor Hugging Face's (\"model_type\")"
     )

@@ -25,17 +25,6 @@ TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
-def is_hf_folder(folder: Path) -> bool:
-    """True for a folder with a Hugging Face `config.json` (a `model_type` field)."""
-    config = folder / "config.json"
-    if not config.is_file():
-        return False
-    try:
-        return "model_type" in read_json(config)
-    except ValueError:
-        return False
-
-
 def config_from_hf(hf: dict[str, Any], source: str) -> GPTConfig:
     """Our config from a Hugging Face GPT-2 config.json; other architectures are refused."""
     if hf.get("model_type") != "gpt2":

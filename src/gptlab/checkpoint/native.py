@@ -24,17 +24,6 @@ FORMAT = "gptlab"
 FORMAT_VERSION = 1
 
 
-def is_native_checkpoint(folder: Path) -> bool:
-    """True for a folder written by `save_checkpoint`."""
-    config = folder / "config.json"
-    if not config.is_file():
-        return False
-    try:
-        return read_json(config).get("format") == FORMAT
-    except ValueError:
-        return False
-
-
 def save_checkpoint(
     model: GPT, tokenizer: Tokenizer, folder: str | Path, extra: dict[str, Any] | None = None
 ) -> Path:

@@ -1,0 +1,40 @@
+"""Tokenizers behind one protocol, and the two ways to get one: by name or from a checkpoint's description."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from gptlab.tokenizer.base import Tokenizer
+from gptlab.tokenizer.char import CharTokenizer
+from gptlab.tokenizer.gpt2 import GPT2Tokenizer
+
+__all__ = ["CharTokenizer", "GPT2Tokenizer", "Tokenizer", "get_tokenizer", "tokenizer_from_dict"]
+
+KNOWN_TYPES = ("char", "gpt2")
+
+
+def get_tokenizer(name: str, text: str | None = None) -> Tokenizer:
+    """A tokenizer by name; "char" builds its alphabet from text (the training corpus), "gpt2" ignores text."""
+    if name == "gpt2":
+        return GPT2Tokenizer()
+    if name == "char":
+        if text is None:
+            raise ValueError("the char tokenizer builds its alphabet from the training text; pass text=...")
+        return CharTokenizer.from_text(text)
+    raise ValueError(f"unknown tokenizer {name!r}; choose one of: {', '.join(KNOWN_TYPES)}")
+
+
+def tokenizer_from_dict(d: Mapping[str, Any]) -> Tokenizer:
+    """Rebuild the tokenizer a checkpoint was saved with, from its `to_dict()` description."""
+    kind = d.get("type") if isinstance(d, Mapping) else None
+    if kind == "gpt2":
+        return GPT2Tokenizer()
+    if kind == "char":
+        chars = d.get("chars")
+        if not isinstance(chars, str) or not chars:
+            raise ValueError(f"a char tokenizer description needs a non-empty 'chars' string, got {chars!r}")
+        return CharTokenizer(chars)
+    raise ValueError(
+        f"unknown tokenizer description {d!r}: 'type' must be one of {', '.join(KNOWN_TYPES)}"
+    )

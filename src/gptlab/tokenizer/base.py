@@ -1,0 +1,41 @@
+"""The interface every tokenizer offers, so data, training and generation never care which one is used."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+
+class Tokenizer(Protocol):
+    """Text <-> token ids, plus a JSON description saved with checkpoints to rebuild it."""
+
+    @property
+    def name(self) -> str:
+        """Short kind name, e.g. "gpt2" or "char"."""
+        ...
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids the model's embedding must cover."""
+        ...
+
+    @property
+    def eos_id(self) -> int | None:
+        """Id that ends a document (generation stops on it), or None when there is none."""
+        ...
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids for text."""
+        ...
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text for token ids."""
+        ...
+
+    def decode_bytes(self, ids: Sequence[int]) -> bytes:
+        """Raw bytes for token ids, so a stream can hold back an incomplete UTF-8 character."""
+        ...
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able description that `tokenizer_from_dict` turns back into an equal tokenizer."""
+        ...
