@@ -179,10 +179,11 @@ def _timed(call: Callable[[], object]) -> float:
 
 
 RSS_SCRIPT = """
-import resource, sys
+import re, sys
 import torch
 {imports}
-peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM is this process's peak RSS; unlike ru_maxrss it does not inherit the parent's peak
+peak = lambda: int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read())[1]) / 1024
 before = peak()
 model = {load}
 print(before, peak())

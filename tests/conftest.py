@@ -10,6 +10,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("GPTLAB_DATA_DIR", str(REPO.parent / "shared" / "data"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if "GPTLAB_CACHE_DIR" not in os.environ:  # keep the user's ~/.cache/gptlab out of the tests
+    import tempfile
+
+    os.environ["GPTLAB_CACHE_DIR"] = tempfile.mkdtemp(prefix="gptlab-test-cache-")
 
 
 @pytest.fixture(scope="session")

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 import json
 import logging
+import os
+import re
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -109,6 +115,88 @@ def _interactive(loaded: LoadedModel, settings: GenerationSettings) -> int:
         print()
 
 
+def _field_help(cls: type) -> dict[str, str]:
+    """Each dataclass field's trailing `# comment`: the one place its meaning is written."""
+    pattern = re.compile(r"^\s+(\w+): [^=#]+(?:=[^#]*)?#\s*(.+)$")
+    return {m[1]: m[2] for line in inspect.getsource(cls).splitlines() if (m := pattern.match(line))}
+
+
+def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
+    """One `--flag` per field; defaults are suppressed so that only flags given override a config."""
+    helps = _field_help(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip or dataclasses.is_dataclass(f.default_factory if f.default_factory is not dataclasses.MISSING else None):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        text = helps.get(f.name, "") + (f" (default: {default})" if default not in (None, "") else "")
+        kind = str(f.type)
+        if kind == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
+        elif kind.startswith("list"):
+            parser.add_argument(flag, nargs="+", default=argparse.SUPPRESS, metavar="X", help=text)
+        else:
+            convert = int if kind.startswith("int") else float if kind.startswith("float") else str
+            parser.add_argument(flag, type=convert, default=argparse.SUPPRESS, metavar=f.name.upper(), help=text)
+
+
+def _pretrain_config(args: argparse.Namespace) -> Any:
+    from gptlab.training.pretrain import PretrainConfig
+
+    given = {k: v for k, v in vars(args).items() if k not in ("func", "command", "verbose", "config", "resume")}
+    base: dict[str, Any] = {}
+    config_file = args.config
+    if config_file is None and args.resume:
+        out = Path(given.get("out", "runs/pretrain"))
+        config_file = out / "config.json" if (out / "config.json").is_file() else None
+    if config_file is not None:
+        base = json.loads(Path(config_file).read_text(encoding="utf-8"))
+    train_fields = {f.name for f in dataclasses.fields(PretrainConfig.__dataclass_fields__["train"].default_factory)}
+    train_values = {**base.get("train", {}), **{k: v for k, v in given.items() if k in train_fields}}
+    top = {**{k: v for k, v in base.items() if k != "train"}, **{k: v for k, v in given.items() if k not in train_fields}}
+    if "data" not in top:
+        raise ValueError("pretrain needs --data (a registry name such as the-verdict, or text files) or --config")
+    return PretrainConfig.from_dict({**top, "train": train_values})
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from gptlab.evaluation.plots import plot_run
+    from gptlab.training.pretrain import run
+
+    config = _pretrain_config(args)
+    torch.set_grad_enabled(True)
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
+    bar = tqdm(total=config.train.max_steps, desc="pretrain", unit="step", dynamic_ncols=True,
+               disable=not main_process)
+
+    def on_event(event: Any) -> None:
+        if event.kind == "step":
+            bar.n = event.step
+            bar.set_postfix(loss=f"{event.values['loss']:.3f}", lr=f"{event.values['lr']:.1e}", refresh=False)
+            bar.refresh()
+        elif event.kind == "eval":
+            v = event.values
+            bar.write(f"step {v['step']}: train loss {v['train_loss']:.3f}, val loss {v['val_loss']:.3f}, "
+                      f"{v['tokens_per_second']:,.0f} tokens/s", file=sys.stderr)
+            if "sample" in v:
+                bar.write(f"  sample: {v['sample']!r}", file=sys.stderr)
+
+    summary = run(config, resume=args.resume, on_event=on_event)
+    bar.close()
+    if not main_process:
+        return 0
+    plots = plot_run(config.out)
+    print(json.dumps(summary, indent=2))
+    print(f"run folder: {config.out} (plots: {', '.join(p.name for p in plots) or 'none'})")
+    if summary["status"] == "interrupted":
+        print(f"interrupted: saved {config.out}/checkpoints/last; continue with "
+              f"gptlab pretrain --out {config.out} --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
 def _add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, metavar="MODEL",
                    help="a preset (gpt-tiny, gpt-small, gpt2, gpt2-medium, gpt2-large, gpt2-xl: random "
@@ -155,6 +243,20 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--json", action="store_true",
                      help='print one JSON object {"prompt", "completion", "completion_ids"}')
     gen.set_defaults(func=cmd_generate)
+
+    from gptlab.training.loop import TrainSettings
+    from gptlab.training.pretrain import PretrainConfig
+
+    pre = commands.add_parser(
+        "pretrain", help="pretrain a GPT on text files or built-in data sets (checkpoints, resume, plots)",
+        description="Pretrain a GPT with next-token prediction. Writes runs/<name>/ with config.json, "
+                    "metrics.jsonl, loss.png, lr.png, checkpoints/last and checkpoints/best, summary.json. "
+                    "Run under `torchrun --nproc_per_node=N` for data-parallel training.")
+    pre.add_argument("--config", default=None, help="a run's config.json to replay (flags given override it)")
+    pre.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoints/last")
+    _add_dataclass_flags(pre, PretrainConfig)
+    _add_dataclass_flags(pre, TrainSettings)
+    pre.set_defaults(func=cmd_pretrain)
     return parser
 
 

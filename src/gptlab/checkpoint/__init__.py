@@ -35,8 +35,8 @@ class LoadedModel:
 def load_model(
     spec: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0
 ) -> LoadedModel:
-    """Resolve `spec`: preset name → random init (seeded); folder → our checkpoint or HF GPT-2;
-    `owner/name` → Hugging Face hub (needs network or the hub cache)."""
+    """Resolve `spec`: preset name → random init (seeded); folder → our checkpoint, a training
+    run (its best, else last, checkpoint) or HF GPT-2; `owner/name` → Hugging Face hub."""
     path = Path(spec).expanduser()
     if spec in PRESETS and not path.exists():
         torch.manual_seed(seed)
@@ -50,13 +50,18 @@ def load_model(
     else:
         raise ValueError(
             f"model {spec!r} not found: expected a preset ({', '.join(PRESETS)}), a gptlab "
-            "checkpoint folder, a Hugging Face GPT-2 folder, or a hub name like openai-community/gpt2"
+            "checkpoint or run folder, a Hugging Face GPT-2 folder, or a hub name like openai-community/gpt2"
         )
     loaded.model.to(device).eval()
     return loaded
 
 
 def _load_folder(path: Path, dtype: torch.dtype) -> LoadedModel:
+    for run_checkpoint in (path / "checkpoints" / "best", path / "checkpoints" / "last"):
+        if (run_checkpoint / "config.json").is_file():  # a training run folder
+            loaded = _load_folder(run_checkpoint, dtype)
+            loaded.description = f"run {path} ({run_checkpoint.name} checkpoint)"
+            return loaded
     if not (path / "config.json").is_file():
         raise ValueError(f"{path}: not a model folder: it has no config.json")
     config = read_json(path / "config.json")  # a readable error when it is not JSON

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,34 +30,54 @@ def save_checkpoint(
 ) -> Path:
     """Write the checkpoint atomically: a half-written folder never replaces a good one."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-    try:
-        save_file(state_to_save(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        meta = {
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
-            "model": model.config.to_dict(),
-            "tokenizer": tokenizer.to_dict(),
-            **(extra or {}),
-        }
-        (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        _replace_folder(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    write_folder_atomically(folder, lambda tmp: write_model_files(model, tokenizer, tmp, extra))
     return folder
 
 
-def _replace_folder(new: Path, target: Path) -> None:
-    """Move `new` into place of `target`, keeping the old folder until the move succeeded."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-    os.replace(new, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def write_model_files(
+    model: GPT, tokenizer: Tokenizer, folder: Path, extra: dict[str, Any] | None = None
+) -> None:
+    """`model.safetensors` + `config.json` (model config, tokenizer, `extra`) into `folder`."""
+    save_file(state_to_save(model), str(folder / "model.safetensors"), metadata={"format": "pt"})
+    meta = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "model": model.config.to_dict(),
+        "tokenizer": tokenizer.to_dict(),
+        **(extra or {}),
+    }
+    (folder / "config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+
+def write_folder_atomically(folder: Path, write: Callable[[Path], None]) -> None:
+    """Let `write` fill a temporary sibling folder, then swap it in place of `folder`.
+
+    A crash or error while writing leaves the previous `folder` untouched and no debris.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        write(tmp)
+        _apply_umask(tmp)
+        old = None
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _apply_umask(folder: Path) -> None:
+    """mkdtemp and some writers create owner-only files; give them the usual permissions."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.iterdir():
+        path.chmod(0o666 & ~umask)
 
 
 def load_checkpoint(

@@ -1,0 +1,1 @@
+"""Data sets and collates: language-model text now; classification, instructions and preferences later."""

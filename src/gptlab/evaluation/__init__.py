@@ -1,0 +1,1 @@
+"""Metrics, plots and (later) test-set responses and LLM judging."""

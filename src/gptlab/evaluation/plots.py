@@ -1,0 +1,53 @@
+"""Plots of a run folder's `metrics.jsonl` (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """The evaluation records of a run, in order."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_run(run_dir: str | Path) -> list[Path]:
+    """Write `loss.png` (train/val loss vs steps, tokens seen on top) and `lr.png`; return paths."""
+    run_dir = Path(run_dir)
+    records = read_metrics(run_dir)
+    if not records:
+        return []
+    steps = [r["step"] for r in records]
+    tokens = [r["tokens"] for r in records]
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(steps, [r["train_loss"] for r in records], label="training loss")
+    ax.plot(steps, [r["val_loss"] for r in records], linestyle="-.", label="validation loss")
+    ax.set_xlabel("steps")
+    ax.set_ylabel("loss")
+    ax.legend(loc="upper right")
+    top = ax.twiny()  # the book's second x-axis: tokens seen
+    top.plot(tokens, [r["val_loss"] for r in records], alpha=0)
+    top.set_xlabel("tokens seen")
+    fig.tight_layout()
+    loss_png = run_dir / "loss.png"
+    fig.savefig(loss_png, dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.plot(steps, [r["lr"] for r in records], marker=".")
+    ax.set_xlabel("steps")
+    ax.set_ylabel("learning rate (at eval steps)")
+    fig.tight_layout()
+    lr_png = run_dir / "lr.png"
+    fig.savefig(lr_png, dpi=100)
+    plt.close(fig)
+    return [loss_png, lr_png]

@@ -1,0 +1,1 @@
+"""The single training loop and the small task files that plug into it."""

@@ -1,0 +1,13 @@
+"""Loss functions the tasks plug into the loop."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+IGNORE_INDEX = -100  # targets with this value (padding, masked prompts) add no loss
+
+
+def lm_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """Mean next-token cross-entropy over (B, T, V) logits and (B, T) targets."""
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)

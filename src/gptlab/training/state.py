@@ -1,0 +1,103 @@
+"""Training checkpoints: model files (written by the task) + optimizer + RNG + progress.
+
+Every checkpoint folder gets a `manifest.json` with the sha256 of its files, so a corrupted or
+half-copied checkpoint is detected on resume instead of silently training from garbage.
+Nothing is pickled: tensors go to safetensors, the rest to JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from gptlab.checkpoint.native import write_folder_atomically
+from gptlab.checkpoint.weights import read_json, read_safetensors, tied_keys
+
+MANIFEST = "manifest.json"
+
+
+def save_training_checkpoint(
+    folder: Path,
+    write_model: Callable[[Path], None],
+    optimizer: torch.optim.Optimizer | None,
+    progress: dict[str, Any],
+    rng: torch.Tensor | None = None,
+) -> None:
+    """Write model (via `write_model`), optimizer, RNG (`rng`, default: the current state) and
+    `progress` atomically into `folder`."""
+
+    def write(tmp: Path) -> None:
+        write_model(tmp)
+        tensors = {"rng.cpu": rng if rng is not None else torch.get_rng_state()}
+        if torch.cuda.is_available():
+            tensors["rng.cuda"] = torch.cuda.get_rng_state()
+        groups = None
+        if optimizer is not None:
+            opt_state = optimizer.state_dict()
+            for index, slots in opt_state["state"].items():
+                for name, value in slots.items():
+                    tensors[f"optimizer.{index}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+            groups = opt_state["param_groups"]
+        save_file(tensors, str(tmp / "training.safetensors"))
+        (tmp / "training.json").write_text(json.dumps({**progress, "param_groups": groups}, indent=2))
+        digests = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        (tmp / MANIFEST).write_text(json.dumps(digests, indent=2))
+
+    write_folder_atomically(folder, write)
+
+
+def verify_checkpoint(folder: Path) -> None:
+    """Raise a clear error if any file of a training checkpoint is missing or altered."""
+    manifest = read_json(folder / MANIFEST)
+    for name, digest in manifest.items():
+        path = folder / name
+        if not path.is_file():
+            raise ValueError(f"checkpoint {folder} is incomplete: {name} is missing")
+        if _sha256(path) != digest:
+            raise ValueError(
+                f"checkpoint {folder} is corrupted: {name} does not match its recorded sha256 "
+                "(a partial copy or a disk error); resume from another checkpoint or start again"
+            )
+
+
+def load_training_state(
+    folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None
+) -> dict[str, Any]:
+    """Restore model weights, optimizer and RNG from `folder`; return the saved progress."""
+    verify_checkpoint(folder)
+    weights = read_safetensors(folder / "model.safetensors")
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    tied = tied_keys(model.config) if hasattr(model, "config") else set()
+    if set(missing) - tied or unexpected:
+        raise ValueError(
+            f"{folder}: checkpoint does not fit the model (missing {sorted(set(missing) - tied)[:5]}, "
+            f"unexpected {unexpected[:5]})"
+        )
+    tensors = read_safetensors(folder / "training.safetensors")
+    progress = read_json(folder / "training.json")
+    if optimizer is not None and progress.get("param_groups") is not None:
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optimizer."):
+                _, index, name = key.split(".", 2)
+                state.setdefault(int(index), {})[name] = value
+        optimizer.load_state_dict({"state": state, "param_groups": progress["param_groups"]})
+    torch.set_rng_state(tensors["rng.cpu"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    return progress
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

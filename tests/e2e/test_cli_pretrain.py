@@ -1,0 +1,98 @@
+"""`gptlab pretrain` as a user runs it, including Ctrl-C, resume and torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+TINY = ["--data", "the-verdict", "--model", "gpt-tiny", "--context-length", "32", "--batch-size", "4",
+        "--eval-batches", "2", "--warmup-steps", "5", "--lr", "3e-3", "--sample-tokens", "8", "--seed", "3"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def gptlab(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "gptlab"), *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_pretrain_on_the_verdict_writes_a_complete_run_folder(tmp_path):
+    run = tmp_path / "verdict"
+    out = gptlab("pretrain", *TINY, "--max-steps", "60", "--eval-every", "20", "--out", str(run))
+    assert out.returncode == 0, out.stderr
+    records = metrics(run)
+    assert [r["step"] for r in records] == [20, 40, 60]
+    assert records[-1]["val_loss"] < records[0]["val_loss"] and records[-1]["train_loss"] < records[0]["train_loss"]
+    assert set(records[0]) >= {"step", "tokens", "train_loss", "val_loss", "lr", "tokens_per_second", "elapsed"}
+    for name in ("loss.png", "lr.png"):
+        assert (run / name).read_bytes()[:8] == PNG_MAGIC
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 60 and summary["best_val_loss"] == min(r["val_loss"] for r in records)
+    for checkpoint in ("best", "last"):
+        assert (run / "checkpoints" / checkpoint / "model.safetensors").is_file()
+    assert "sample: 'Every effort moves you" in out.stderr  # the progress output shows samples
+    config = json.loads((run / "config.json").read_text())
+    assert config["task"] == "pretrain" and config["train"]["max_steps"] == 60
+
+    # the run folder is a model everywhere a model is accepted
+    gen = gptlab("generate", "--model", str(run), "--prompt", "Every effort", "--max-new-tokens", "5", "--json")
+    assert gen.returncode == 0 and len(json.loads(gen.stdout)["completion_ids"]) == 5
+    assert "best checkpoint" in gptlab("info", str(run)).stdout
+
+    # --config replays the run
+    replay = gptlab("pretrain", "--config", str(run / "config.json"), "--out", str(tmp_path / "replay"))
+    assert replay.returncode == 0, replay.stderr
+    assert [r["val_loss"] for r in metrics(tmp_path / "replay")] == pytest.approx([r["val_loss"] for r in records], abs=1e-6)
+
+
+def test_ctrl_c_saves_last_and_resume_finishes_like_an_uninterrupted_run(tmp_path):
+    straight = tmp_path / "straight"
+    assert gptlab("pretrain", *TINY, "--max-steps", "400", "--eval-every", "40", "--out", str(straight)).returncode == 0
+    run = tmp_path / "interrupted"
+    proc = subprocess.Popen([str(BIN / "gptlab"), "pretrain", *TINY, "--max-steps", "400", "--eval-every", "40",
+                             "--out", str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 300
+    while not (run / "metrics.jsonl").is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted: saved" in err and "--resume" in err
+    stopped_at = json.loads((run / "checkpoints" / "last" / "training.json").read_text())["step"]
+    assert 40 <= stopped_at < 400
+    resumed = gptlab("pretrain", "--out", str(run), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = metrics(straight), metrics(run)
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a, b):
+        assert ra["val_loss"] == pytest.approx(rb["val_loss"], abs=1e-6)
+        assert ra["train_loss"] == pytest.approx(rb["train_loss"], abs=1e-6)
+
+
+def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path):
+    common = [*TINY, "--max-steps", "12", "--eval-every", "4", "--sample-tokens", "0", "--device", "cpu"]
+    single = gptlab("pretrain", *common, "--grad-accum", "2", "--out", str(tmp_path / "single"))
+    assert single.returncode == 0, single.stderr
+    ddp = subprocess.run([str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", "-m", "gptlab", "pretrain",
+                          *common, "--out", str(tmp_path / "ddp")], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert ddp.returncode == 0, ddp.stderr
+    a, b = metrics(tmp_path / "single"), metrics(tmp_path / "ddp")
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [4, 8, 12]
+    assert [r["tokens"] for r in a] == [r["tokens"] for r in b]
+    for ra, rb in zip(a, b):
+        assert ra["train_loss"] == pytest.approx(rb["train_loss"], abs=1e-4)
+        assert ra["val_loss"] == pytest.approx(rb["val_loss"], abs=1e-4)
+    assert (tmp_path / "ddp" / "checkpoints" / "last" / "model.safetensors").is_file()

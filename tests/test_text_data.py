@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+import torch
+
+from gptlab.data.text import WindowSampler, split_tokens, token_stream
+from gptlab.tokenizer import CharTokenizer, GPT2Tokenizer
+
+
+def test_the_verdict_tokenizes_to_the_books_count_and_is_cached():
+    tokens = token_stream(["the-verdict"], GPT2Tokenizer())
+    assert len(tokens) == 5145 and tokens.dtype == np.uint16
+    again = token_stream(["the-verdict"], GPT2Tokenizer())
+    assert isinstance(again, np.memmap) and np.array_equal(again, tokens)
+
+
+def test_split_is_by_position():
+    train, val = split_tokens(np.arange(100), 0.1)
+    assert train.tolist() == list(range(90)) and val.tolist() == list(range(90, 100))
+
+
+def test_windows_targets_are_inputs_shifted_and_each_window_is_seen_once_per_epoch():
+    tokens = np.arange(1000, dtype=np.uint16)
+    sampler = WindowSampler(tokens, context_length=10, batch_size=3, mode="windows", seed=0)
+    assert sampler.num_windows == 99
+    firsts = []
+    for index in range(33):  # 99 windows / 3 per batch = one epoch
+        x, y = sampler.batch(index)
+        assert torch.equal(x[:, 1:], y[:, :-1]) and x.shape == (3, 10)
+        firsts += x[:, 0].tolist()
+    assert sorted(firsts) == list(range(0, 990, 10))
+    assert torch.equal(sampler.batch(5)[0], sampler.batch(5)[0])  # a pure function of the index
+    assert not torch.equal(sampler.batch(0)[0], sampler.batch(33)[0])  # epochs reshuffle
+
+
+def test_stride_and_random_mode():
+    tokens = np.arange(100, dtype=np.uint16)
+    assert WindowSampler(tokens, 10, 2, "windows", stride=5).num_windows == 18
+    sampler = WindowSampler(tokens, 10, 4, "random", seed=3)
+    x, y = sampler.batch(7)
+    assert torch.equal(x, sampler.batch(7)[0]) and not torch.equal(x, sampler.batch(8)[0])
+    assert torch.equal(x + 1, y)
+
+
+def test_text_shorter_than_a_window_is_explained():
+    with pytest.raises(ValueError, match="text too short: 50 tokens, but one training window needs context_length \\+ 1 = 65"):
+        WindowSampler(np.arange(50), context_length=64, batch_size=1)
+
+
+def test_char_vocabulary_and_unknown_sources(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text("abcabc\n")
+    assert token_stream([str(path)], CharTokenizer.from_text("abc\n")).tolist() == [1, 2, 3, 1, 2, 3, 0]
+    with pytest.raises(FileNotFoundError, match="no-such.txt: no such text file.*the-verdict"):
+        token_stream(["no-such.txt"], GPT2Tokenizer())
+    (tmp_path / "bad.txt").write_bytes(b"ok\xff\xfe")
+    with pytest.raises(ValueError, match="bad.txt: not UTF-8 text \\(byte 2"):
+        token_stream([str(tmp_path / "bad.txt")], GPT2Tokenizer())

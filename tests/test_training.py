@@ -1,0 +1,88 @@
+import json
+
+import pytest
+
+from gptlab.training.loop import Event, TrainSettings
+from gptlab.training.pretrain import PretrainConfig, run
+
+
+def config(out, dropout: float = 0.1, **train) -> PretrainConfig:
+    settings = dict(max_steps=12, batch_size=4, eval_every=4, eval_batches=2, warmup_steps=2, lr=3e-3, seed=7)
+    return PretrainConfig(data=["the-verdict"], out=str(out), model="gpt-tiny", context_length=32, dropout=dropout,
+                          sample_tokens=0, train=TrainSettings(**{**settings, **train}))
+
+
+def metrics(out) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def interrupt_at(step: int):
+    def on_event(event: Event) -> None:
+        if event.kind == "step" and event.step == step:
+            raise KeyboardInterrupt
+
+    return on_event
+
+
+@pytest.mark.parametrize("stop_at", [6, 8])  # mid-way between evaluations, and right on one
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path, stop_at):
+    straight = run(config(tmp_path / "a"))
+    assert run(config(tmp_path / "b"), on_event=interrupt_at(stop_at))["status"] == "interrupted"
+    assert json.loads((tmp_path / "b" / "checkpoints" / "last" / "training.json").read_text())["step"] == stop_at
+    resumed = run(config(tmp_path / "b"), resume=True)
+    assert resumed["status"] == "completed" and resumed["steps"] == straight["steps"] == 12
+    a, b = metrics(tmp_path / "a"), metrics(tmp_path / "b")
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [4, 8, 12]
+    for ra, rb in zip(a, b):
+        for key in ("train_loss", "val_loss", "lr", "tokens"):
+            assert ra[key] == pytest.approx(rb[key], abs=1e-6), (ra["step"], key)
+    assert resumed["best_val_loss"] == pytest.approx(straight["best_val_loss"], abs=1e-6)
+
+
+def test_loss_falls_and_the_best_checkpoint_tracks_val_loss(tmp_path):
+    summary = run(config(tmp_path, max_steps=40, eval_every=10, dropout=0.0))
+    records = metrics(tmp_path)
+    assert records[-1]["train_loss"] < records[0]["train_loss"] - 0.5
+    assert summary["best_val_loss"] == min(r["val_loss"] for r in records)
+    assert summary["final_val_loss"] == records[-1]["val_loss"]
+    assert set(summary) >= {"best_val_loss", "final_val_loss", "steps", "tokens", "wall_seconds", "tokens_per_second"}
+    assert summary["tokens"] == 40 * 4 * 32
+
+
+def test_corrupted_checkpoint_is_reported_on_resume(tmp_path):
+    run(config(tmp_path, max_steps=4))
+    weights = tmp_path / "checkpoints" / "last" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="checkpoints/last is corrupted: model.safetensors does not match"):
+        run(config(tmp_path, max_steps=8), resume=True)
+
+
+def test_a_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    run(config(tmp_path, max_steps=4))
+    last = tmp_path / "checkpoints" / "last"
+    before = (last / "training.json").read_text()
+
+    import gptlab.training.state as state
+
+    def broken_save(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(state, "save_file", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        run(config(tmp_path, max_steps=8), resume=True)
+    assert (last / "training.json").read_text() == before
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best", "last"]
+    state.verify_checkpoint(last)
+
+
+def test_nothing_to_resume_and_too_short_text(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        run(config(tmp_path / "fresh"), resume=True)
+    short = tmp_path / "short.txt"
+    short.write_text("only a few words here")
+    cfg = config(tmp_path / "short")
+    cfg.data = [str(short)]
+    with pytest.raises(ValueError, match="training split: text too short: 4 tokens"):
+        run(cfg)
