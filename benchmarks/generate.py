@@ -11,9 +11,13 @@ What is measured (same method for both libraries, runs interleaved gptlab/HF):
   the difference of the two best-of-repeats times. Generate-loop overheads are included.
 - prefill ms: one no-cache forward pass over a long prompt, logits for the last position only
   (what generation needs), best of repeats.
-- peak RSS of loading the saved folder, each in a fresh subprocess.
+- peak RSS (VmHWM) of loading the saved folder, then of one forward pass (which makes lazily
+  memory-mapped weights resident), each library in a fresh subprocess.
 - memory-bandwidth bound for decode: bytes of weights read per token (fp32 parameter bytes)
-  against a measured large-array copy bandwidth; each library's fraction of that bound.
+  against a measured large-array copy bandwidth (on torch's threads and on one thread, since
+  batch-1 matrix-vector products ran on one core here); each library's fraction of that bound.
+- CPU contention: CPU time used by other processes and stolen by the hypervisor during the run,
+  with a warning when the machine was not quiet.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ class Options:
     seed: int = 0  # weights and prompt
     threads: int | None = None  # torch threads for both libraries (default: torch's default)
     skip_rss: bool = False  # skip the two loading subprocesses
+    profile: bool = False  # also print torch.profiler's top operators of one decode run each
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -74,6 +79,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--seed", type=int, default=defaults.seed, help="seed for weights and prompts")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     p.add_argument("--skip-rss", action="store_true", help="skip the loading-RSS subprocesses")
+    p.add_argument("--profile", action="store_true", help="print top operators of one decode run each")
     args = p.parse_args(argv)
     if args.new_tokens < 2 or args.prompt_tokens < 1 or args.repeats < 1:
         p.error("need --new-tokens >= 2, --prompt-tokens >= 1, --repeats >= 1")
@@ -100,6 +106,27 @@ def machine_lines() -> list[str]:
         f"python       {platform.python_version()}, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), transformers {transformers.__version__}",
     ]
+
+
+def cpu_snapshot() -> tuple[float, float, float, float]:
+    """(wall s, busy CPU s of the whole machine, stolen CPU s, this process's CPU s incl. children)."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in f.readline().split()[1:9])
+    hz, own = os.sysconf("SC_CLK_TCK"), os.times()
+    mine = own.user + own.system + own.children_user + own.children_system
+    return time.perf_counter(), (user + nice + system + irq + softirq) / hz, steal / hz, mine
+
+
+def contention_line(before: tuple[float, ...], after: tuple[float, ...]) -> str:
+    """How much CPU other processes and the hypervisor (steal) took during the run; warns."""
+    wall, busy, steal, mine = (b - a for a, b in zip(before, after))
+    capacity = wall * (os.cpu_count() or 1)
+    others, stolen = max(busy - mine, 0.0) / capacity, steal / capacity
+    line = (f"cpu contention during the run: other processes {others:.0%}, hypervisor steal {stolen:.0%} "
+            f"of {os.cpu_count()} cores; this process {mine / capacity:.0%}")
+    if others > 0.05 or stolen > 0.02:
+        line += "  WARNING: the machine was not quiet; timings are unreliable, run again"
+    return line
 
 
 def save_hf_folder(folder: Path, seed: int) -> Path:
@@ -163,12 +190,28 @@ def check_agreement(ours, theirs, prompt: list[int], n: int) -> str:
     return f"greedy check: {same}/{n} leading tokens equal, outputs {verdict}; first 8 = {a[:8]}"
 
 
-def memory_bandwidth(megabytes: int, repeats: int = 5) -> float:
-    """Bytes/s of a large tensor copy, counting the read and the write, best of `repeats`."""
+def profile_decode(calls: dict[str, Callable[[], object]], rows: int = 8) -> None:
+    """Print the operators that take the most CPU time in one run of each call."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for name, call in calls.items():
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            call()
+        print(f"\nprofile of one decode run, {name}:")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
+
+
+def memory_bandwidth(megabytes: int, threads: int, repeats: int = 5) -> float:
+    """Bytes/s of a large tensor copy on `threads` threads, counting read + write, best of `repeats`."""
     n = megabytes * 2**20 // 4
-    src, dst = torch.rand(n), torch.empty(n)
+    src, dst = torch.ones(n), torch.empty(n)
     dst.copy_(src)  # touch the pages
-    best = min(_timed(lambda: dst.copy_(src)) for _ in range(repeats))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        best = min(_timed(lambda: dst.copy_(src)) for _ in range(repeats))
+    finally:
+        torch.set_num_threads(before)
     return 2 * n * 4 / best
 
 
@@ -186,7 +229,10 @@ import torch
 peak = lambda: int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read())[1]) / 1024
 before = peak()
 model = {load}
-print(before, peak())
+loaded = peak()
+with torch.inference_mode():
+    model(torch.tensor([[0]]))  # touches every weight (lazily mapped files become resident)
+print(before, loaded, peak())
 """
 LOADERS = {
     "gptlab": ("from gptlab.checkpoint import load_model", "load_model(sys.argv[1]).model"),
@@ -194,87 +240,130 @@ LOADERS = {
 }
 
 
-def load_rss(folder: Path) -> dict[str, tuple[float, float]]:
-    """(peak MB after imports, peak MB after loading) per library, each in a fresh subprocess."""
+def load_rss(folder: Path) -> dict[str, tuple[float, float, float]]:
+    """Peak RSS MB after imports, after loading, after a first forward; one fresh process each."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"}
     result = {}
     for name, (imports, load) in LOADERS.items():
         code = RSS_SCRIPT.format(imports=imports, load=load)
         out = subprocess.run([sys.executable, "-c", code, str(folder)], env=env, check=True,
                              capture_output=True, text=True).stdout.split()
-        result[name] = (float(out[0]), float(out[1]))
+        result[name] = tuple(float(x) for x in out)
     return result
 
 
-# ---------------------------------------------------------------- report
+# ---------------------------------------------------------------- run and report
+
+@dataclass
+class Results:
+    """Raw measurements (seconds, bytes, MB) from which the table is computed."""
+
+    n_params: int
+    decode: dict[str, list[float]]  # {ours,theirs}_{full,first}: generate N tokens / 1 token
+    prefill: dict[str, list[float]]  # ours, theirs: one forward over the long prompt
+    rss: dict[str, tuple[float, ...]]  # library -> peak MB (imports, load, load + forward)
+    bandwidth: float  # bytes/s, torch's default threads (best of the start and end samples)
+    bandwidth_samples: tuple[float, float]  # bytes/s measured before and after the models ran
+    bandwidth_1t: float  # bytes/s, one thread
+
+
+def measure(opt: Options) -> Results:
+    """Every measurement, printing progress lines as phases finish."""
+    gen = torch.Generator().manual_seed(opt.seed)
+    prompt = torch.randint(0, 50257, (opt.prompt_tokens,), generator=gen).tolist()
+    long_ids = torch.randint(0, 50257, (1, opt.prefill_tokens), generator=gen)
+    n = opt.new_tokens
+    bw_start = memory_bandwidth(opt.bandwidth_mb, torch.get_num_threads())
+    with tempfile.TemporaryDirectory(prefix="gptlab-bench-") as tmp:
+        folder = save_hf_folder(Path(tmp) / "gpt2-random", opt.seed)
+        weights_mb = (folder / "model.safetensors").stat().st_size / 2**20
+        ours, theirs = load_both(folder)
+        print(f"model        gpt2 124M shape, seeded random weights ({ours.num_parameters() / 1e6:.1f}M "
+              f"params, {weights_mb:.0f} MB safetensors), fp32, same folder for both; "
+              f"HF attention: {theirs.config._attn_implementation}")
+        print(check_agreement(ours, theirs, prompt, n), flush=True)
+        rss = {} if opt.skip_rss else load_rss(folder)
+        decode = best_times({
+            "ours_full": lambda: gptlab_generate(ours, prompt, n),
+            "theirs_full": lambda: hf_generate(theirs, prompt, n),
+            "ours_first": lambda: gptlab_generate(ours, prompt, 1),
+            "theirs_first": lambda: hf_generate(theirs, prompt, 1),
+        }, opt.repeats)
+        if opt.profile:
+            profile_decode({"gptlab": lambda: gptlab_generate(ours, prompt, n),
+                            "transformers": lambda: hf_generate(theirs, prompt, n)})
+        prefill = best_times({
+            "ours": lambda: gptlab_prefill(ours, long_ids),
+            "theirs": lambda: hf_prefill(theirs, long_ids),
+        }, opt.repeats)
+    bw_end = memory_bandwidth(opt.bandwidth_mb, torch.get_num_threads())
+    bw_1t = memory_bandwidth(opt.bandwidth_mb, 1)
+    return Results(ours.num_parameters(), decode, prefill, rss, max(bw_start, bw_end), (bw_start, bw_end), bw_1t)
+
 
 def row(label: str, ours: float, theirs: float, fmt: str, ratio: bool = True) -> str:
     r = f"{ours / theirs:.2f}x" if ratio and theirs else ""
     return f"| {label} | {ours:{fmt}} | {theirs:{fmt}} | {r} |"
 
 
+def report(opt: Options, res: Results) -> tuple[list[str], str]:
+    """The markdown table and the one-line summary."""
+    n, dec, pre = opt.new_tokens, res.decode, res.prefill
+    tps = {who: (n - 1) / (min(dec[f"{who}_full"]) - min(dec[f"{who}_first"])) for who in ("ours", "theirs")}
+    bound = res.bandwidth / (4 * res.n_params)  # every fp32 weight is read once per decoded token
+    bound_1t = res.bandwidth_1t / (4 * res.n_params)
+    lines = [
+        "| metric | gptlab | transformers | gptlab / HF |",
+        "|---|---:|---:|---:|",
+        row(f"decode tok/s (batch 1, {opt.prompt_tokens}-token prompt, {n} new, greedy)",
+            tps["ours"], tps["theirs"], ".1f"),
+        row(f"end-to-end tok/s ({n} new incl. prefill)", n / min(dec["ours_full"]),
+            n / min(dec["theirs_full"]), ".1f"),
+        row(f"prefill ms ({opt.prefill_tokens} tokens, last-position logits)", 1e3 * min(pre["ours"]),
+            1e3 * min(pre["theirs"]), ".0f"),
+        row(f"decode as fraction of bandwidth bound ({bound:.0f} tok/s, {torch.get_num_threads()} threads)",
+            tps["ours"] / bound, tps["theirs"] / bound, ".0%"),
+        row(f"decode as fraction of 1-thread bandwidth bound ({bound_1t:.0f} tok/s)", tps["ours"] / bound_1t,
+            tps["theirs"] / bound_1t, ".0%"),
+    ]
+    if res.rss:
+        (o0, o1, o2), (h0, h1, h2) = res.rss["gptlab"], res.rss["transformers"]
+        lines += [
+            row("peak RSS MB, fresh process, load + 1 forward", o2, h2, ".0f"),
+            row("  peak RSS growth MB: load only", o1 - o0, h1 - h0, ".0f", ratio=False),
+            row("  peak RSS growth MB: load + 1 forward", o2 - o0, h2 - h0, ".0f"),
+        ]
+    summary = (f"summary: gptlab decode {tps['ours']:.1f} tok/s vs transformers {tps['theirs']:.1f} "
+               f"({tps['ours'] / tps['theirs']:.2f}x); prefill {1e3 * min(pre['ours']):.0f} vs "
+               f"{1e3 * min(pre['theirs']):.0f} ms ({min(pre['theirs']) / min(pre['ours']):.2f}x HF speed); "
+               f"decode at {tps['ours'] / bound:.0%} (gptlab) and {tps['theirs'] / bound:.0%} (HF) of "
+               f"the {bound:.0f} tok/s memory-bandwidth bound")
+    return lines, summary
+
+
 def main(argv: list[str] | None = None) -> None:
     opt = parse_args(argv)
     if opt.threads:
         torch.set_num_threads(opt.threads)
-    t0 = time.perf_counter()
+    transformers.utils.logging.disable_progress_bar()
+    before = cpu_snapshot()
     print("\n".join(machine_lines()))
-    gen = torch.Generator().manual_seed(opt.seed)
-    prompt = torch.randint(0, 50257, (opt.prompt_tokens,), generator=gen).tolist()
-    long_ids = torch.randint(0, 50257, (1, opt.prefill_tokens), generator=gen)
-
-    with tempfile.TemporaryDirectory(prefix="gptlab-bench-") as tmp:
-        folder = save_hf_folder(Path(tmp) / "gpt2-random", opt.seed)
-        weights_mb = (folder / "model.safetensors").stat().st_size / 2**20
-        ours, theirs = load_both(folder)
-        n_params = ours.num_parameters()
-        print(f"model        gpt2 124M shape, seeded random weights ({n_params / 1e6:.1f}M params, "
-              f"{weights_mb:.0f} MB safetensors), fp32")
-        print(check_agreement(ours, theirs, prompt, opt.new_tokens))
-        rss = {} if opt.skip_rss else load_rss(folder)
-
-        n = opt.new_tokens
-        dec = best_times({
-            "ours_full": lambda: gptlab_generate(ours, prompt, n),
-            "theirs_full": lambda: hf_generate(theirs, prompt, n),
-            "ours_first": lambda: gptlab_generate(ours, prompt, 1),
-            "theirs_first": lambda: hf_generate(theirs, prompt, 1),
-        }, opt.repeats)
-        pre = best_times({
-            "ours": lambda: gptlab_prefill(ours, long_ids),
-            "theirs": lambda: hf_prefill(theirs, long_ids),
-        }, opt.repeats)
-    bandwidth = memory_bandwidth(opt.bandwidth_mb)
-
-    def decode_tps(who: str) -> float:
-        return (n - 1) / (min(dec[f"{who}_full"]) - min(dec[f"{who}_first"]))
-
-    ours_tps, theirs_tps = decode_tps("ours"), decode_tps("theirs")
-    bytes_per_token = n_params * 4  # every weight is read once per decoded token (fp32)
-    bound = bandwidth / bytes_per_token
-    print(f"\nmemory bandwidth (copy of {opt.bandwidth_mb} MB, read+write, best of 5): "
-          f"{bandwidth / 1e9:.1f} GB/s; weights per token {bytes_per_token / 1e6:.0f} MB "
-          f"-> decode bound {bound:.1f} tok/s")
-    print(f"decode spread (full {n}-token runs, s): gptlab {_spread(dec['ours_full'])}, "
-          f"transformers {_spread(dec['theirs_full'])}\n")
-    lines = [
-        "| metric | gptlab | transformers | gptlab / HF |",
-        "|---|---:|---:|---:|",
-        row(f"decode tok/s (batch 1, {opt.prompt_tokens}-token prompt, {n} new, greedy)", ours_tps, theirs_tps, ".1f"),
-        row(f"end-to-end tok/s ({n} new incl. prefill)", n / min(dec["ours_full"]), n / min(dec["theirs_full"]), ".1f"),
-        row(f"prefill ms ({opt.prefill_tokens} tokens, last-position logits)", 1e3 * min(pre["ours"]),
-            1e3 * min(pre["theirs"]), ".0f"),
-        row("decode, fraction of bandwidth bound", ours_tps / bound, theirs_tps / bound, ".0%"),
-    ]
-    if rss:
-        (ob, op), (tb, tp) = rss["gptlab"], rss["transformers"]
-        lines.append(row("peak RSS of loading, MB (fresh process)", op, tp, ".0f"))
-        lines.append(row("  of which loading (peak after - before load)", op - ob, tp - tb, ".0f"))
+    res = measure(opt)
+    after = cpu_snapshot()
+    n, mb = opt.new_tokens, 4 * res.n_params / 1e6
+    start_bw, end_bw = (b / 1e9 for b in res.bandwidth_samples)
+    print(f"\nmemory bandwidth (torch copy of {opt.bandwidth_mb} MB, read + write, best of 5): "
+          f"{res.bandwidth / 1e9:.1f} GB/s on {torch.get_num_threads()} threads (before/after the "
+          f"models ran: {start_bw:.1f}/{end_bw:.1f}), {res.bandwidth_1t / 1e9:.1f} GB/s on 1 thread")
+    print(f"weights read per decoded token: {mb:.0f} MB (fp32 parameters) -> bound "
+          f"{res.bandwidth / 1e6 / mb:.1f} tok/s ({res.bandwidth_1t / 1e6 / mb:.1f} on 1 thread)")
+    print(f"decode timing: (N-1) / (t(generate N) - t(generate 1)), N = {n}, best of {opt.repeats} "
+          f"after a warm-up; t(generate {n}) s: gptlab {_spread(res.decode['ours_full'])}, "
+          f"transformers {_spread(res.decode['theirs_full'])}\n")
+    lines, summary = report(opt, res)
     print("\n".join(lines))
-    print(f"\nsummary: gptlab decodes at {ours_tps:.1f} tok/s vs transformers {theirs_tps:.1f} "
-          f"({ours_tps / theirs_tps:.2f}x), prefill {min(pre['theirs']) / min(pre['ours']):.2f}x "
-          f"HF speed, {ours_tps / bound:.0%} of the {bound:.0f} tok/s bandwidth bound "
-          f"[{time.perf_counter() - t0:.0f} s total]")
+    print(f"\n{contention_line(before, after)}")
+    print(f"{summary} [{after[0] - before[0]:.0f} s]")
 
 
 def _spread(times: list[float]) -> str:
