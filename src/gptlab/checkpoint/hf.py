@@ -17,9 +17,8 @@ from torch import Tensor
 
 from gptlab.checkpoint.weights import build_model, read_json, read_safetensors, state_to_save, tied_keys
 from gptlab.config import GPTConfig
-from gptlab.model import GPT
+from gptlab.model import GPT, PROJECTION_WEIGHTS
 
-CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers in old HF files
 TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
@@ -94,13 +93,13 @@ def read_hf_weights(folder: Path) -> dict[str, Tensor]:
 
 
 def hf_to_gptlab(hf_state: dict[str, Tensor], config: GPTConfig) -> dict[str, Tensor]:
-    """Rename (drop `transformer.`) and transpose Conv1D weights; drop tied and buffer keys."""
+    """Rename (drop `transformer.`) and transpose Conv1D weights (as views); drop tied and buffer keys."""
     state = {}
     for key, tensor in hf_state.items():
         name = key.removeprefix("transformer.")
         if name.endswith(BUFFER_SUFFIXES) or name in tied_keys(config):
             continue
-        state[name] = tensor.t().contiguous() if name.endswith(CONV1D_WEIGHTS) else tensor
+        state[name] = tensor.t() if name.endswith(PROJECTION_WEIGHTS) else tensor  # a view, no copy
     return state
 
 
@@ -136,7 +135,7 @@ def export_hf_folder(model: GPT, folder: str | Path, tokenizer_files: dict[str, 
     state = {}
     for name, tensor in state_to_save(model).items():
         state[f"transformer.{name}" if not name.startswith("lm_head") else name] = (
-            tensor.t().contiguous() if name.endswith(CONV1D_WEIGHTS) else tensor
+            tensor.t().contiguous() if name.endswith(PROJECTION_WEIGHTS) else tensor
         )
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
     (folder / "config.json").write_text(json.dumps(config_to_hf(model.config), indent=2) + "\n")

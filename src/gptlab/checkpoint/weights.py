@@ -91,6 +91,7 @@ def build_model(
         model = GPT(config)
     model.load_state_dict(state, strict=not config.tie_embeddings, assign=True)
     model.tie_weights()
+    model.use_input_major_projections()
     return model.eval()
 
 
