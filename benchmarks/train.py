@@ -51,6 +51,10 @@ def worker(args: argparse.Namespace) -> None:
     """Train one library for warm-up + timed steps; print one JSON line of results."""
     import torch
 
+    if args.worker == "gptlab" or args.tuned_malloc:
+        from gptlab.runtime import keep_large_allocations_on_heap
+
+        keep_large_allocations_on_heap()  # what gptlab's training loop does on CPU
     model, optimizer, loss_fn = build(args.worker, args.preset, args.dropout)
     gen = torch.Generator().manual_seed(1)
     data = torch.randint(0, 50257, (args.warmup + args.steps, args.batch_size, args.seq_len + 1), generator=gen)
@@ -99,6 +103,8 @@ def main() -> None:
     parser.add_argument("--dropout", type=float, default=0.1)
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--steps", type=int, default=8, help="timed steps")
+    parser.add_argument("--tuned-malloc", action="store_true",
+                        help="give transformers gptlab's glibc malloc tuning too (to isolate its effect)")
     parser.add_argument("--worker", choices=["gptlab", "hf"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -108,7 +114,8 @@ def main() -> None:
     import torch
     import transformers
 
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k != "worker"]
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("worker", "tuned_malloc")]
+    flags += ["--tuned-malloc"] if args.tuned_malloc else []
     results = {}
     for library in ("gptlab", "hf"):
         out = subprocess.run([sys.executable, __file__, *flags, "--worker", library],
@@ -125,7 +132,8 @@ def main() -> None:
     print(f"machine: {_cpu_name()}, {torch.get_num_threads()} threads; torch {torch.__version__}, "
           f"transformers {transformers.__version__}; {date.today()}")
     print(f"config: {args.preset}, batch {args.batch_size} x {args.seq_len}, fp32, dropout {args.dropout}, "
-          f"AdamW, {args.warmup} warm-up + {args.steps} timed steps")
+          f"AdamW, {args.warmup} warm-up + {args.steps} timed steps; glibc malloc tuned for "
+          f"{'both' if args.tuned_malloc else 'gptlab only (as its training loop does)'}")
     print(f"matmul: {flops / 1e9:.1f} GFLOP/s fp32 -> bound {bound:.0f} tokens/s at 6N = {6 * n / 1e9:.2f} GFLOP/token")
     print(f"{'library':<14}{'tokens/s':>10}{'s/step':>9}{'of bound':>10}{'peak RSS MB':>13}")
     for library, name in (("gptlab", "gptlab"), ("hf", "transformers")):

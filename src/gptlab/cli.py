@@ -169,13 +169,12 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     torch.set_grad_enabled(True)
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
     bar = tqdm(total=config.train.max_steps, desc="pretrain", unit="step", dynamic_ncols=True,
-               disable=not main_process)
+               disable=not main_process, mininterval=0.5 if sys.stderr.isatty() else 30)
 
     def on_event(event: Any) -> None:
         if event.kind == "step":
-            bar.n = event.step
             bar.set_postfix(loss=f"{event.values['loss']:.3f}", lr=f"{event.values['lr']:.1e}", refresh=False)
-            bar.refresh()
+            bar.update(event.step - bar.n)
         elif event.kind == "eval":
             v = event.values
             bar.write(f"step {v['step']}: train loss {v['train_loss']:.3f}, val loss {v['val_loss']:.3f}, "

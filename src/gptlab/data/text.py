@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +88,8 @@ class WindowSampler:
     stride: int | None = None  # default: context_length (no overlap)
     seed: int = 0
     shuffle: bool = True
+    _epoch: int = field(default=-1, init=False, repr=False)  # the epoch whose order is cached
+    _epoch_order: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.mode not in ("windows", "random"):
@@ -120,9 +122,12 @@ class WindowSampler:
         return rows_t[:, :-1], rows_t[:, 1:]
 
     def _order(self, epoch: int) -> np.ndarray:
+        """Window starts in the seeded order of `epoch` (kept for the epoch's next batches)."""
         if not self.shuffle:
             return self.starts
-        return np.random.default_rng([self.seed, epoch]).permutation(self.starts)
+        if self._epoch != epoch:
+            self._epoch, self._epoch_order = epoch, np.random.default_rng([self.seed, epoch]).permutation(self.starts)
+        return self._epoch_order
 
 
 def split_tokens(tokens: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:

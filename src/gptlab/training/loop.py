@@ -24,6 +24,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from gptlab.devices import pick_device
+from gptlab.runtime import keep_large_allocations_on_heap
 from gptlab.training.optim import build_optimizer, lr_at
 from gptlab.training.state import load_training_state, save_training_checkpoint
 
@@ -125,6 +126,8 @@ def _to(batch: Batch, device: torch.device) -> Batch:
 def train(model: nn.Module, task: Task, settings: TrainSettings, out_dir: str | Path,
           resume: bool = False, on_event: Callable[[Event], None] | None = None) -> dict[str, Any]:
     """Train `model` on `task`, writing metrics and checkpoints under `out_dir`; return the summary."""
+    if next(model.parameters()).device.type == "cpu" or settings.device == "cpu":
+        keep_large_allocations_on_heap()
     run = _Run(Path(out_dir), model, task, settings, on_event)
     if resume:
         run.resume()
