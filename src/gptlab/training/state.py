@@ -83,10 +83,14 @@ def load_training_state(
     tensors = read_safetensors(folder / "training.safetensors")
     progress = read_json(folder / "training.json")
     if optimizer is not None and progress.get("param_groups") is not None:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
         state: dict[int, dict[str, torch.Tensor]] = {}
         for key, value in tensors.items():
             if key.startswith("optimizer."):
                 _, index, name = key.split(".", 2)
+                param = params[int(index)]
+                if value.shape == param.shape:  # moments must share the parameter's memory layout:
+                    value = torch.empty_like(param).copy_(value)  # fused AdamW walks raw memory
                 state.setdefault(int(index), {})[name] = value
         optimizer.load_state_dict({"state": state, "param_groups": progress["param_groups"]})
     torch.set_rng_state(tensors["rng.cpu"])
