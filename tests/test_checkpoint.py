@@ -142,5 +142,5 @@ def test_other_architectures_and_unknown_specs_are_refused(tmp_path, hf_tiny):
 
 def test_hub_name_offline_gives_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(FileNotFoundError, match="could not get 'openai-community/gpt2-nonexistent'.*Offline"):
+    with pytest.raises(FileNotFoundError, match="no folder named 'openai-community/gpt2-nonexistent', and could not get .*Offline"):
         load_model("openai-community/gpt2-nonexistent")

@@ -168,10 +168,14 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     config = _pretrain_config(args)
     torch.set_grad_enabled(True)
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
-    bar = tqdm(total=config.train.max_steps, desc="pretrain", unit="step", dynamic_ncols=True,
-               disable=not main_process, mininterval=0.5 if sys.stderr.isatty() else 30)
+    bar = None
 
     def on_event(event: Any) -> None:
+        nonlocal bar
+        if bar is None:  # created at the first step, after data and model are ready
+            bar = tqdm(total=config.train.max_steps, initial=event.step - 1, desc="pretrain", unit="step",
+                       dynamic_ncols=True, disable=not main_process,
+                       mininterval=0.5 if sys.stderr.isatty() else 30)
         if event.kind == "step":
             bar.set_postfix(loss=f"{event.values['loss']:.3f}", lr=f"{event.values['lr']:.1e}", refresh=False)
             bar.update(event.step - bar.n)
@@ -183,7 +187,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
                 bar.write(f"  sample: {v['sample']!r}", file=sys.stderr)
 
     summary = run(config, resume=args.resume, on_event=on_event)
-    bar.close()
+    if bar is not None:
+        bar.close()
     if not main_process:
         return 0
     plots = plot_run(config.out)

@@ -45,7 +45,11 @@ def load_model(
     elif path.is_dir():
         loaded = _load_folder(path, dtype)
     elif "/" in spec and not path.exists() and not spec.startswith((".", "/", "~")):
-        model = load_hf_folder(download_from_hub(spec), dtype)
+        try:
+            folder = download_from_hub(spec)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"no folder named {spec!r}, and {err}") from err
+        model = load_hf_folder(folder, dtype)
         loaded = LoadedModel(model, GPT2Tokenizer(), "hub", f"Hugging Face hub model {spec}")
     else:
         raise ValueError(
