@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from gptlab import __version__
 from gptlab.checkpoint import LoadedModel, load_model
 from gptlab.devices import pick_device
 from gptlab.generation import GenerationSettings, generate, stream_text
+from gptlab.training.loop import TrainSettings
+from gptlab.training.pretrain import PretrainConfig, run
 
 log = logging.getLogger("gptlab")
 QUIT_WORDS = ("quit", "exit")
@@ -140,9 +143,7 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple
             parser.add_argument(flag, type=convert, default=argparse.SUPPRESS, metavar=f.name.upper(), help=text)
 
 
-def _pretrain_config(args: argparse.Namespace) -> Any:
-    from gptlab.training.pretrain import PretrainConfig
-
+def _pretrain_config(args: argparse.Namespace) -> PretrainConfig:
     given = {k: v for k, v in vars(args).items() if k not in ("func", "command", "verbose", "config", "resume")}
     base: dict[str, Any] = {}
     config_file = args.config
@@ -151,7 +152,7 @@ def _pretrain_config(args: argparse.Namespace) -> Any:
         config_file = out / "config.json" if (out / "config.json").is_file() else None
     if config_file is not None:
         base = json.loads(Path(config_file).read_text(encoding="utf-8"))
-    train_fields = {f.name for f in dataclasses.fields(PretrainConfig.__dataclass_fields__["train"].default_factory)}
+    train_fields = {f.name for f in dataclasses.fields(TrainSettings)}
     train_values = {**base.get("train", {}), **{k: v for k, v in given.items() if k in train_fields}}
     top = {**{k: v for k, v in base.items() if k != "train"}, **{k: v for k, v in given.items() if k not in train_fields}}
     if "data" not in top:
@@ -160,10 +161,7 @@ def _pretrain_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from gptlab.evaluation.plots import plot_run
-    from gptlab.training.pretrain import run
+    from gptlab.evaluation.plots import plot_run  # matplotlib: imported only when needed
 
     config = _pretrain_config(args)
     torch.set_grad_enabled(True)
@@ -247,9 +245,6 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--json", action="store_true",
                      help='print one JSON object {"prompt", "completion", "completion_ids"}')
     gen.set_defaults(func=cmd_generate)
-
-    from gptlab.training.loop import TrainSettings
-    from gptlab.training.pretrain import PretrainConfig
 
     pre = commands.add_parser(
         "pretrain", help="pretrain a GPT on text files or built-in data sets (checkpoints, resume, plots)",
