@@ -93,3 +93,29 @@ def test_dropout_only_in_training_mode():
     assert torch.equal(model(idx), model(idx))
     model.train()
     assert not torch.equal(model(idx), model(idx))
+
+
+def test_classifier_head_reads_the_last_real_token_under_right_padding():
+    model = make_model(num_classes=3)
+    assert model.lm_head.weight.shape == (3, 32) and model.lm_head.bias is not None
+    assert model.lm_head.weight is not model.wte.weight
+    short = torch.tensor([[5, 6, 7]])
+    alone = model.classify(short, torch.tensor([3]))
+    padded = torch.tensor([[5, 6, 7, 0, 0, 0], [1, 2, 3, 4, 5, 6]])
+    both = model.classify(padded, torch.tensor([3, 6]))
+    assert both.shape == (2, 3)
+    assert (both[0] - alone[0]).abs().max() < 1e-5  # padding after the text changes nothing
+    at_padding = model.lm_head(model.hidden(padded)[0, -1])
+    assert (at_padding - alone[0]).abs().max() > 1e-4  # the book's last-position read would differ
+
+
+def test_classifier_config_round_trips_through_a_checkpoint(tmp_path):
+    from gptlab.checkpoint import load_checkpoint, save_checkpoint
+    from gptlab.tokenizer import CharTokenizer
+
+    model = make_model(num_classes=2, vocab_size=4)
+    save_checkpoint(model, CharTokenizer("abcd"), tmp_path / "clf")
+    loaded = load_checkpoint(tmp_path / "clf")[0]
+    idx, lengths = torch.tensor([[0, 1, 2]]), torch.tensor([2])
+    assert loaded.config.num_classes == 2
+    assert torch.equal(loaded.classify(idx, lengths), model.classify(idx, lengths))

@@ -22,6 +22,7 @@ class GPTConfig:
     qkv_bias: bool = True  # GPT-2 has biases on the q/k/v projection
     tie_embeddings: bool = True  # LM head shares its weight with the token embedding
     layer_norm_eps: float = 1e-5  # epsilon of every LayerNorm
+    num_classes: int | None = None  # set for a classifier: the head maps to classes (untied, biased)
     name: str = field(default="custom", compare=False)  # preset name, for display only
 
     def __post_init__(self) -> None:
@@ -35,6 +36,8 @@ class GPTConfig:
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
                 f"try n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}"
             )
+        if self.num_classes is not None and self.num_classes < 2:
+            problems.append(f"num_classes must be at least 2, got {self.num_classes}")
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"dropout must be in [0, 1), got {self.dropout!r}")
         if problems:
@@ -43,6 +46,11 @@ class GPTConfig:
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
+
+    @property
+    def head_is_tied(self) -> bool:
+        """The LM head reuses the token embedding (never for a classifier head)."""
+        return self.tie_embeddings and self.num_classes is None
 
     @classmethod
     def from_name(cls, name: str, **overrides: Any) -> GPTConfig:

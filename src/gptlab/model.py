@@ -166,7 +166,10 @@ class GPT(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = LayerNorm(config.n_embd, config.layer_norm_eps)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.num_classes is None:
+            self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        else:  # "swap the head": a classifier reads the same hidden states
+            self.lm_head = nn.Linear(config.n_embd, config.num_classes)
         self.tie_weights()
         if self.wte.weight.device.type != "meta":
             self.reset_parameters()
@@ -174,7 +177,7 @@ class GPT(nn.Module):
 
     def tie_weights(self) -> None:
         """Share the LM head with the token embedding (again after loading with assign=True)."""
-        if self.config.tie_embeddings:
+        if self.config.head_is_tied:
             self.lm_head.weight = self.wte.weight
 
     def reset_parameters(self) -> None:
@@ -247,6 +250,16 @@ class GPT(nn.Module):
         """Next-token logits (B, T, vocab_size) for every position of `idx` (B, T)."""
         return self.lm_head(self.hidden(idx, cache, valid))
 
+    def classify(self, idx: Tensor, lengths: Tensor) -> Tensor:
+        """Class logits (B, num_classes) from the hidden state of each row's last real token.
+
+        `idx` (B, T) is right-padded and `lengths` (B,) counts real tokens: reading position
+        T - 1 would read padding for every row shorter than the longest.
+        """
+        h = self.hidden(idx)  # (B, T, C)
+        last = h[torch.arange(idx.shape[0], device=idx.device), lengths - 1]  # (B, C)
+        return self.lm_head(last)
+
     def num_parameters(self, non_embedding: bool = False) -> int:
         """Unique parameter count (tied weights once); optionally without the embeddings."""
         total = sum(p.numel() for p in self.parameters())
@@ -261,7 +274,7 @@ class GPT(nn.Module):
         """
         seq_len = seq_len or self.config.context_length
         matmul_params = self.num_parameters() - self.wpe.weight.numel()
-        if not self.config.tie_embeddings:
+        if not self.config.head_is_tied:
             matmul_params -= self.wte.weight.numel()  # an untied embedding is a lookup
         forward = 2 * matmul_params + 2 * self.config.n_layer * seq_len * self.config.n_embd
         return 3 * forward if training else forward

@@ -77,7 +77,7 @@ def expected_shapes(config: GPTConfig) -> dict[str, torch.Size]:
 
 def tied_keys(config: GPTConfig) -> set[str]:
     """Keys that are views of another parameter and therefore not stored in files."""
-    return {"lm_head.weight"} if config.tie_embeddings else set()
+    return {"lm_head.weight"} if config.head_is_tied else set()
 
 
 def build_model(
@@ -89,7 +89,7 @@ def build_model(
         state = {k: v.to(dtype) for k, v in state.items()}
     with torch.device("meta"):
         model = GPT(config)
-    model.load_state_dict(state, strict=not config.tie_embeddings, assign=True)
+    model.load_state_dict(state, strict=not tied_keys(config), assign=True)
     model.tie_weights()
     model.use_input_major_projections()
     return model.eval()
