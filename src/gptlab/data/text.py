@@ -10,13 +10,14 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from gptlab.data.order import EpochOrder
 from gptlab.files import REGISTRY, cache_dir, fetch
 from gptlab.tokenizer import Tokenizer
 
@@ -88,8 +89,6 @@ class WindowSampler:
     stride: int | None = None  # default: context_length (no overlap)
     seed: int = 0
     shuffle: bool = True
-    _epoch: int = field(default=-1, init=False, repr=False)  # the epoch whose order is cached
-    _epoch_order: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.mode not in ("windows", "random"):
@@ -102,6 +101,7 @@ class WindowSampler:
             )
         stride = self.stride or self.context_length
         self.starts = np.arange(0, len(self.tokens) - need + 1, stride)
+        self.order = EpochOrder(len(self.starts), self.seed, self.shuffle)
 
     @property
     def num_windows(self) -> int:
@@ -113,21 +113,10 @@ class WindowSampler:
             rng = np.random.default_rng([self.seed, index])
             starts = rng.integers(0, len(self.tokens) - self.context_length, size=self.batch_size)
         else:
-            positions = np.arange(index * self.batch_size, (index + 1) * self.batch_size)
-            epochs, offsets = np.divmod(positions, self.num_windows)
-            orders = {e: self._order(e) for e in set(epochs.tolist())}
-            starts = np.array([orders[e][o] for e, o in zip(epochs.tolist(), offsets)])
+            starts = self.starts[self.order.positions(index, self.batch_size)]
         rows = np.stack([self.tokens[s : s + self.context_length + 1] for s in starts]).astype(np.int64)
         rows_t = torch.from_numpy(rows)
         return rows_t[:, :-1], rows_t[:, 1:]
-
-    def _order(self, epoch: int) -> np.ndarray:
-        """Window starts in the seeded order of `epoch` (kept for the epoch's next batches)."""
-        if not self.shuffle:
-            return self.starts
-        if self._epoch != epoch:
-            self._epoch, self._epoch_order = epoch, np.random.default_rng([self.seed, epoch]).permutation(self.starts)
-        return self._epoch_order
 
 
 def split_tokens(tokens: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
