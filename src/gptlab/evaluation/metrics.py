@@ -1,0 +1,43 @@
+"""Classification and language-model metrics as plain functions of predictions and labels."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def confusion_matrix(predictions: Tensor, labels: Tensor, num_classes: int) -> list[list[int]]:
+    """counts[true][predicted] for class ids 0..num_classes-1."""
+    flat = labels.long() * num_classes + predictions.long()
+    counts = torch.bincount(flat, minlength=num_classes * num_classes)
+    return counts.view(num_classes, num_classes).tolist()
+
+
+def classification_report(predictions: Tensor, labels: Tensor, num_classes: int) -> dict:
+    """Accuracy, macro precision/recall/F1 and the confusion matrix (rows: true, columns: predicted)."""
+    confusion = confusion_matrix(predictions, labels, num_classes)
+    precisions, recalls, f1s = [], [], []
+    for c in range(num_classes):
+        true_positive = confusion[c][c]
+        predicted = sum(row[c] for row in confusion)
+        actual = sum(confusion[c])
+        precision = true_positive / predicted if predicted else 0.0
+        recall = true_positive / actual if actual else 0.0
+        precisions.append(precision)
+        recalls.append(recall)
+        f1s.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+    total = int(labels.numel())
+    return {
+        "accuracy": sum(confusion[c][c] for c in range(num_classes)) / total if total else math.nan,
+        "precision": sum(precisions) / num_classes,
+        "recall": sum(recalls) / num_classes,
+        "f1": sum(f1s) / num_classes,
+        "confusion": confusion,
+    }
+
+
+def perplexity(mean_loss: float) -> float:
+    """exp of a mean next-token cross-entropy (nats)."""
+    return math.exp(mean_loss)

@@ -1,0 +1,28 @@
+import math
+
+import pytest
+import torch
+
+from gptlab.evaluation.metrics import classification_report, confusion_matrix, perplexity
+
+
+def test_confusion_and_macro_scores_by_hand():
+    labels = torch.tensor([0, 0, 0, 1, 1, 2])
+    preds = torch.tensor([0, 0, 1, 1, 2, 2])
+    assert confusion_matrix(preds, labels, 3) == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    report = classification_report(preds, labels, 3)
+    assert report["accuracy"] == pytest.approx(4 / 6)
+    # precision: 2/2, 1/2, 1/2; recall: 2/3, 1/2, 1/1
+    assert report["precision"] == pytest.approx((1 + 0.5 + 0.5) / 3)
+    assert report["recall"] == pytest.approx((2 / 3 + 0.5 + 1) / 3)
+    f1 = [2 * 1 * (2 / 3) / (1 + 2 / 3), 0.5, 2 * 0.5 * 1 / 1.5]
+    assert report["f1"] == pytest.approx(sum(f1) / 3)
+
+
+def test_a_class_never_predicted_scores_zero_not_nan():
+    report = classification_report(torch.tensor([0, 0]), torch.tensor([0, 1]), 2)
+    assert report["precision"] == pytest.approx(0.25) and report["f1"] == pytest.approx((2 / 3) / 2)
+
+
+def test_perplexity():
+    assert perplexity(math.log(50257)) == pytest.approx(50257)
