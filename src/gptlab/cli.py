@@ -22,7 +22,10 @@ from gptlab.checkpoint import LoadedModel, load_model
 from gptlab.devices import pick_device
 from gptlab.generation import GenerationSettings, generate, stream_text
 from gptlab.training.loop import TrainSettings
-from gptlab.training.pretrain import PretrainConfig, run
+from gptlab.training.classify import ClassifyConfig, classify_texts
+from gptlab.training.classify import run as run_classify
+from gptlab.training.pretrain import PretrainConfig
+from gptlab.training.pretrain import run as run_pretrain
 
 log = logging.getLogger("gptlab")
 QUIT_WORDS = ("quit", "exit")
@@ -124,14 +127,16 @@ def _field_help(cls: type) -> dict[str, str]:
     return {m[1]: m[2] for line in inspect.getsource(cls).splitlines() if (m := pattern.match(line))}
 
 
-def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
-    """One `--flag` per field; defaults are suppressed so that only flags given override a config."""
+def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, shown: object | None = None) -> None:
+    """One `--flag` per field; defaults (shown from `shown`, an instance) are suppressed in the
+    namespace so that only flags given override a config file."""
     helps = _field_help(cls)
     for f in dataclasses.fields(cls):
-        if f.name in skip or dataclasses.is_dataclass(f.default_factory if f.default_factory is not dataclasses.MISSING else None):
+        if str(f.type) == "TrainSettings":  # nested settings get their own flags
             continue
         flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else None
+        default = getattr(shown, f.name) if shown is not None else (
+            f.default if f.default is not dataclasses.MISSING else None)
         text = helps.get(f.name, "") + (f" (default: {default})" if default not in (None, "") else "")
         kind = str(f.type)
         if kind == "bool":
@@ -143,12 +148,13 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple
             parser.add_argument(flag, type=convert, default=argparse.SUPPRESS, metavar=f.name.upper(), help=text)
 
 
-def _pretrain_config(args: argparse.Namespace) -> PretrainConfig:
+def _task_config(args: argparse.Namespace, cls: type, default_out: str) -> Any:
+    """The task's config dataclass: a --config file (or, with --resume, the run's own), then flags."""
     given = {k: v for k, v in vars(args).items() if k not in ("func", "command", "verbose", "config", "resume")}
     base: dict[str, Any] = {}
     config_file = args.config
     if config_file is None and args.resume:
-        out = Path(given.get("out", "runs/pretrain"))
+        out = Path(given.get("out", default_out))
         config_file = out / "config.json" if (out / "config.json").is_file() else None
     if config_file is not None:
         base = json.loads(Path(config_file).read_text(encoding="utf-8"))
@@ -156,14 +162,15 @@ def _pretrain_config(args: argparse.Namespace) -> PretrainConfig:
     train_values = {**base.get("train", {}), **{k: v for k, v in given.items() if k in train_fields}}
     top = {**{k: v for k, v in base.items() if k != "train"}, **{k: v for k, v in given.items() if k not in train_fields}}
     if "data" not in top:
-        raise ValueError("pretrain needs --data (a registry name such as the-verdict, or text files) or --config")
-    return PretrainConfig.from_dict({**top, "train": train_values})
+        raise ValueError(f"{args.command} needs --data or --config")
+    defaults = dataclasses.asdict(cls.__dataclass_fields__["train"].default_factory())  # the task's own
+    return cls.from_dict({**top, "train": {**defaults, **train_values}})
 
 
-def cmd_pretrain(args: argparse.Namespace) -> int:
+def _train_with_progress(config: Any, run_task: Callable[..., dict], resume: bool, again: str) -> int:
+    """Run a training task with a progress bar, eval lines and plots; 130 after Ctrl-C."""
     from gptlab.evaluation.plots import plot_run  # matplotlib: imported only when needed
 
-    config = _pretrain_config(args)
     torch.set_grad_enabled(True)
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
     bar = None
@@ -171,7 +178,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     def on_event(event: Any) -> None:
         nonlocal bar
         if bar is None:  # created at the first step, after data and model are ready
-            bar = tqdm(total=config.train.max_steps, initial=event.step - 1, desc="pretrain", unit="step",
+            bar = tqdm(total=config.train.max_steps, initial=event.step - 1, desc="train", unit="step",
                        dynamic_ncols=True, disable=not main_process,
                        mininterval=0.5 if sys.stderr.isatty() else 30)
         if event.kind == "step":
@@ -179,12 +186,13 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
             bar.update(event.step - bar.n)
         elif event.kind == "eval":
             v = event.values
-            bar.write(f"step {v['step']}: train loss {v['train_loss']:.3f}, val loss {v['val_loss']:.3f}, "
-                      f"{v['tokens_per_second']:,.0f} tokens/s", file=sys.stderr)
+            extra = "".join(f", {k.replace('_', ' ')} {v[k]:.3f}" for k in v if k.endswith("accuracy"))
+            bar.write(f"step {v['step']}: train loss {v['train_loss']:.3f}, val loss {v['val_loss']:.3f}"
+                      f"{extra}, {v['tokens_per_second']:,.0f} tokens/s", file=sys.stderr)
             if "sample" in v:
                 bar.write(f"  sample: {v['sample']!r}", file=sys.stderr)
 
-    summary = run(config, resume=args.resume, on_event=on_event)
+    summary = run_task(config, resume=resume, on_event=on_event)
     if bar is not None:
         bar.close()
     if not main_process:
@@ -194,8 +202,39 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     print(f"run folder: {config.out} (plots: {', '.join(p.name for p in plots) or 'none'})")
     if summary["status"] == "interrupted":
         print(f"interrupted: saved {config.out}/checkpoints/last; continue with "
-              f"gptlab pretrain --out {config.out} --resume", file=sys.stderr)
+              f"{again} --out {config.out} --resume", file=sys.stderr)
         return 130
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    config = _task_config(args, PretrainConfig, "runs/pretrain")
+    return _train_with_progress(config, run_pretrain, args.resume, "gptlab pretrain")
+
+
+def cmd_finetune_classify(args: argparse.Namespace) -> int:
+    config = _task_config(args, ClassifyConfig, "runs/classify")
+    return _train_with_progress(config, run_classify, args.resume, "gptlab finetune classify")
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    texts = list(args.texts)
+    if args.file:
+        texts += [line for line in Path(args.file).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not texts:
+        raise ValueError("give texts to classify as arguments or with --file")
+    loaded = load_model(args.model, device=pick_device(args.device))
+    names = loaded.extra.get("labels")
+    if loaded.model.config.num_classes is None or not names:
+        raise ValueError(f"{args.model} is not a classifier (train one with gptlab finetune classify)")
+    results = [{"text": text, "label": names[int(p.argmax())], "probability": round(float(p.max()), 4),
+                "probabilities": {n: round(float(v), 4) for n, v in zip(names, p)}}
+               for text, p in zip(texts, classify_texts(loaded, texts))]
+    for result in results:
+        if args.json:
+            print(json.dumps(result))
+        else:
+            print(f"{result['label']}\t{result['probability']:.3f}\t{result['text']}")
     return 0
 
 
@@ -256,6 +295,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataclass_flags(pre, PretrainConfig)
     _add_dataclass_flags(pre, TrainSettings)
     pre.set_defaults(func=cmd_pretrain)
+
+    finetune = commands.add_parser("finetune", help="fine-tune a model for a task (classify)",
+                                   description="Fine-tune a model for a task.")
+    tasks = finetune.add_subparsers(dest="task", metavar="TASK", required=True)
+    clf = tasks.add_parser(
+        "classify", help="train a text classifier (SMS spam or any labelled CSV/TSV/JSONL)",
+        description="Swap the LM head for a class head and fine-tune it on labelled text. Writes "
+                    "runs/<name>/ with the splits, metrics, plots, checkpoints and summary.json "
+                    "(accuracy, F1 and confusion on train/val/test).")
+    clf.add_argument("--config", default=None, help="a run's config.json to replay (flags given override it)")
+    clf.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoints/last")
+    _add_dataclass_flags(clf, ClassifyConfig)
+    _add_dataclass_flags(clf, TrainSettings, shown=ClassifyConfig.__dataclass_fields__["train"].default_factory())
+    clf.set_defaults(func=cmd_finetune_classify)
+
+    cls = commands.add_parser("classify", help="label texts with a trained classifier",
+                              description="Print label, probability and text for each text.")
+    cls.add_argument("--model", required=True, help="a classifier run or checkpoint folder")
+    cls.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify")
+    cls.add_argument("--file", help="a file with one text per line")
+    cls.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (default: auto)")
+    cls.add_argument("--json", action="store_true", help="print one JSON object per text")
+    cls.set_defaults(func=cmd_classify)
     return parser
 
 

@@ -246,8 +246,14 @@ class GPT(nn.Module):
             cache.length = start + T
         return self.ln_f(x)
 
-    def forward(self, idx: Tensor, cache: KVCache | None = None, valid: Tensor | None = None) -> Tensor:
-        """Next-token logits (B, T, vocab_size) for every position of `idx` (B, T)."""
+    def forward(self, idx: Tensor, cache: KVCache | None = None, valid: Tensor | None = None,
+                lengths: Tensor | None = None) -> Tensor:
+        """Next-token logits (B, T, vocab_size) for every position of `idx` (B, T); for a
+        classifier (`num_classes` set), class logits (B, num_classes) via `classify(idx, lengths)`."""
+        if self.config.num_classes is not None:
+            if lengths is None:
+                raise ValueError("a classifier needs the real length of each right-padded row")
+            return self.classify(idx, lengths)
         return self.lm_head(self.hidden(idx, cache, valid))
 
     def classify(self, idx: Tensor, lengths: Tensor) -> Tensor:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -26,6 +26,7 @@ class LoadedModel:
     tokenizer: Tokenizer
     source: str  # "preset", "checkpoint", "hf-folder" or "hub"
     description: str  # one line for people, e.g. "preset gpt-tiny (random weights)"
+    extra: dict = field(default_factory=dict)  # the rest of a gptlab config.json (e.g. class labels)
 
     @property
     def random_weights(self) -> bool:
@@ -70,8 +71,8 @@ def _load_folder(path: Path, dtype: torch.dtype) -> LoadedModel:
         raise ValueError(f"{path}: not a model folder: it has no config.json")
     config = read_json(path / "config.json")  # a readable error when it is not JSON
     if config.get("format") == NATIVE_FORMAT:
-        model, tokenizer, _ = load_checkpoint(path, dtype)
-        return LoadedModel(model, tokenizer, "checkpoint", f"gptlab checkpoint {path}")
+        model, tokenizer, meta = load_checkpoint(path, dtype)
+        return LoadedModel(model, tokenizer, "checkpoint", f"gptlab checkpoint {path}", meta)
     if "model_type" in config:
         return LoadedModel(load_hf_folder(path, dtype), GPT2Tokenizer(), "hf-folder", f"Hugging Face folder {path}")
     raise ValueError(

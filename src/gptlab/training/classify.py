@@ -1,0 +1,192 @@
+"""Classification fine-tuning: swap the LM head for a class head, train through the shared loop."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gptlab.checkpoint import LoadedModel, load_model
+from gptlab.checkpoint.native import write_model_files
+from gptlab.data.classification import (
+    SMS_SPAM, Example, LabelMap, balance, encode_padded, load_examples, split, write_split,
+)
+from gptlab.data.order import EpochOrder
+from gptlab.evaluation.metrics import classification_report
+from gptlab.model import GPT
+from gptlab.training.loop import Task, TrainSettings, train
+
+log = logging.getLogger(__name__)
+
+
+def _book_settings() -> TrainSettings:
+    """The book's chapter-6 recipe: AdamW 5e-5, weight decay 0.1, batch 8, ~5 epochs of 1,045."""
+    return TrainSettings(max_steps=650, batch_size=8, lr=5e-5, min_lr=5e-5, warmup_steps=0,
+                         weight_decay=0.1, eval_every=50, eval_batches=5)
+
+
+@dataclass
+class ClassifyConfig:
+    """Everything `gptlab finetune classify` needs; saved as the run's replayable `config.json`."""
+
+    data: str  # sms-spam, or a .csv/.tsv (header row) or .jsonl file
+    out: str = "runs/classify"  # run folder
+    model: str = "gpt-small"  # preset (random init), checkpoint or run folder, HF GPT-2 folder or hub name
+    text_column: str = "text"  # column (or JSON field) holding the text
+    label_column: str = "label"  # column (or JSON field) holding the label
+    balance: str = "auto"  # yes, no, or auto (yes for sms-spam, as in the book)
+    train_fraction: float = 0.7  # share of examples for training (the book's 70/10/20)
+    val_fraction: float = 0.1  # share for validation; the rest is the test split
+    max_length: int | None = None  # tokens per text (default: longest training text, capped at the context)
+    train_layers: str = "last"  # last (last block + final norm + head), last-K, or all
+    data_seed: int = 123  # seeds balancing and splitting
+    train: TrainSettings = field(default_factory=_book_settings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"task": "classify", **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ClassifyConfig:
+        data = {k: v for k, v in data.items() if k != "task"}
+        return cls(**{**data, "train": TrainSettings(**data.get("train", {}))})
+
+
+def with_class_head(model: GPT, num_classes: int, seed: int) -> GPT:
+    """Replace the LM head by a fresh linear head over `num_classes` (the book's "swap the head")."""
+    model.config = dataclasses.replace(model.config, num_classes=num_classes)
+    torch.manual_seed(seed)
+    head = nn.Linear(model.config.n_embd, num_classes, device=model.wte.weight.device)
+    nn.init.normal_(head.weight, 0.0, 0.02)
+    nn.init.zeros_(head.bias)
+    model.lm_head = head
+    return model
+
+
+def freeze_for(model: GPT, train_layers: str) -> None:
+    """Train only what `train_layers` names: `all`, `last` (= last-1) or `last-K` blocks + norm + head."""
+    if train_layers == "all":
+        model.requires_grad_(True)
+        return
+    match = re.fullmatch(r"last(?:-(\d+))?", train_layers)
+    if not match:
+        raise ValueError(f"--train-layers {train_layers!r}: expected all, last or last-K (e.g. last-2)")
+    count = int(match[1] or 1)
+    if not 1 <= count <= model.config.n_layer:
+        raise ValueError(f"--train-layers {train_layers}: the model has {model.config.n_layer} blocks")
+    model.requires_grad_(False)
+    for module in [*model.h[-count:], model.ln_f, model.lm_head]:
+        module.requires_grad_(True)
+
+
+@dataclass
+class Encoded:
+    """One split as tensors: right-padded ids (N, L), real lengths (N,), class ids (N,)."""
+
+    ids: Tensor
+    lengths: Tensor
+    labels: Tensor
+
+    def batch(self, positions) -> tuple[Tensor, Tensor, Tensor]:
+        """Rows at `positions`, trimmed to their longest text (pure padding columns dropped)."""
+        lengths = self.lengths[positions]
+        width = int(lengths.max())
+        return self.ids[positions, :width], lengths, self.labels[positions]
+
+
+def _encode(examples: list[Example], labels: LabelMap, tokenizer, max_length: int, pad_id: int) -> Encoded:
+    ids, lengths = encode_padded([e.text for e in examples], tokenizer, max_length, pad_id)
+    return Encoded(ids, lengths, torch.tensor(labels.ids(examples)))
+
+
+def _loss(model: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
+    ids, lengths, labels = batch
+    return F.cross_entropy(model(ids, lengths=lengths).float(), labels)
+
+
+@torch.no_grad()
+def predict(model: GPT, data: Encoded, batch_size: int = 32) -> Tensor:
+    """Predicted class ids for every row of `data`."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(data.labels), batch_size):
+        ids, lengths, _ = data.batch(torch.arange(start, min(start + batch_size, len(data.labels))))
+        out.append(model(ids.to(device), lengths=lengths.to(device)).argmax(-1).cpu())
+    return torch.cat(out)
+
+
+def run(config: ClassifyConfig, resume: bool = False, on_event=None) -> dict[str, Any]:
+    """Fine-tune a classifier as `config` says; writes the run folder and returns its summary."""
+    settings = config.train
+    examples = load_examples(config.data, config.text_column, config.label_column)
+    if config.balance not in ("auto", "yes", "no"):
+        raise ValueError(f"--balance must be auto, yes or no, got {config.balance!r}")
+    if config.balance == "yes" or (config.balance == "auto" and config.data == SMS_SPAM):
+        examples = balance(examples, config.data_seed)
+    splits = dict(zip(("train", "val", "test"), split(examples, (config.train_fraction, config.val_fraction),
+                                                     config.data_seed)))
+    labels = LabelMap.from_examples(splits["train"])
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, part in splits.items():
+        write_split(part, out / f"{name}.jsonl")
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+
+    loaded = load_model(config.model)
+    model = with_class_head(loaded.model, len(labels.names), settings.seed)
+    freeze_for(model, config.train_layers)
+    tokenizer = loaded.tokenizer
+    pad_id = tokenizer.eos_id if tokenizer.eos_id is not None else 0
+    longest = max(len(tokenizer.encode(e.text)) for e in splits["train"])
+    max_length = min(config.max_length or longest, model.config.context_length)
+    data = {name: _encode(part, labels, tokenizer, max_length, pad_id) for name, part in splits.items()}
+    log.info("classifying into %s: %d/%d/%d train/val/test examples, up to %d tokens each",
+             ", ".join(labels.names), *(len(p) for p in splits.values()), max_length)
+
+    train_order = EpochOrder(len(data["train"].labels), settings.seed)
+    val_order = EpochOrder(len(data["val"].labels), shuffle=False)
+    extra = {"labels": list(labels.names), "max_length": max_length, "run": config.to_dict()}
+    task = Task(
+        train_batch=lambda i: data["train"].batch(train_order.positions(i, settings.batch_size)),
+        val_batch=lambda i: data["val"].batch(val_order.positions(i, settings.batch_size)),
+        loss=_loss,
+        count_tokens=lambda batch: int(batch[1].sum()),
+        write_model=lambda m, folder: write_model_files(m, tokenizer, folder, extra),
+        eval_metrics=lambda m: {"val_accuracy": classification_report(
+            predict(m, data["val"]), data["val"].labels, len(labels.names))["accuracy"]},
+    )
+    summary = train(model, task, settings, out, resume=resume, on_event=on_event)
+    return _final_report(model, data, labels, out, summary)
+
+
+def _final_report(model: GPT, data: dict[str, Encoded], labels: LabelMap, out: Path,
+                  summary: dict[str, Any]) -> dict[str, Any]:
+    """Accuracy, macro P/R/F1 and confusion on every split, added to `summary.json`."""
+    for name, part in data.items():
+        report = classification_report(predict(model, part), part.labels, len(labels.names))
+        summary[f"{name}_accuracy"] = report["accuracy"]
+        summary[f"{name}_f1"] = report["f1"]
+        if name == "test":
+            summary.update(test_precision=report["precision"], test_recall=report["recall"],
+                           test_confusion=report["confusion"])
+    summary["labels"] = list(labels.names)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def classify_texts(loaded: LoadedModel, texts: list[str]) -> Tensor:
+    """Class probabilities (N, num_classes) for raw texts, encoded as in training."""
+    max_length = int(loaded.extra.get("max_length") or loaded.model.config.context_length)
+    pad_id = loaded.tokenizer.eos_id if loaded.tokenizer.eos_id is not None else 0
+    ids, lengths = encode_padded(texts, loaded.tokenizer, max_length, pad_id)
+    device = next(loaded.model.parameters()).device
+    with torch.no_grad():
+        return loaded.model(ids.to(device), lengths=lengths.to(device)).softmax(-1).cpu()

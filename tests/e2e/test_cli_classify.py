@@ -1,0 +1,66 @@
+"""`gptlab finetune classify` and `gptlab classify` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def gptlab(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "gptlab"), *args], capture_output=True, text=True, timeout=600)
+
+
+def test_sms_spam_run_folder_and_classify_command(tmp_path):
+    run = tmp_path / "spam"
+    out = gptlab("finetune", "classify", "--data", "sms-spam", "--model", "gpt-tiny", "--train-layers", "all",
+                 "--max-steps", "120", "--eval-every", "40", "--lr", "1e-3", "--out", str(run))
+    assert out.returncode == 0, out.stderr
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["labels"] == ["ham", "spam"]
+    assert summary["test_accuracy"] > 0.8 and len(summary["test_confusion"]) == 2
+    assert sum(map(sum, summary["test_confusion"])) == 300
+    assert [len((run / f"{s}.jsonl").read_text().splitlines()) for s in ("train", "val", "test")] == [1045, 149, 300]
+    assert "val accuracy" in out.stderr
+    labels = gptlab("classify", "--model", str(run), "--json",
+                    "WIN a FREE vacation now!!! Call 09061701461", "Hey, are we still meeting today?")
+    assert labels.returncode == 0, labels.stderr
+    results = [json.loads(line) for line in labels.stdout.splitlines()]
+    assert [r["label"] for r in results] == ["spam", "ham"]
+    assert all(0.5 <= r["probability"] <= 1 for r in results)
+    (tmp_path / "texts.txt").write_text("Call now to claim your prize\n\nok see you at 5\n")
+    from_file = gptlab("classify", "--model", str(run), "--file", str(tmp_path / "texts.txt"))
+    assert from_file.returncode == 0 and len(from_file.stdout.splitlines()) == 2
+
+
+def test_three_class_csv_trains_and_evaluates(tmp_path):
+    rng = random.Random(0)
+    words = {"sport": ["goal", "match", "team", "score"], "food": ["pizza", "salad", "soup", "bread"],
+             "weather": ["rain", "sunny", "snow", "wind"]}
+    lines = ["message,topic"]
+    for _ in range(60):
+        for topic, vocab in words.items():
+            lines.append(f"{' '.join(rng.choices(vocab, k=4))} today,{topic}")
+    (tmp_path / "topics.csv").write_text("\n".join(lines) + "\n")
+    out = gptlab("finetune", "classify", "--data", str(tmp_path / "topics.csv"), "--text-column", "message",
+                 "--label-column", "topic", "--model", "gpt-tiny", "--train-layers", "all", "--max-steps", "60",
+                 "--eval-every", "30", "--lr", "3e-3", "--out", str(tmp_path / "run"))
+    assert out.returncode == 0, out.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["labels"] == ["food", "sport", "weather"]
+    assert summary["test_accuracy"] >= 0.9 and len(summary["test_confusion"]) == 3
+    verdict = gptlab("classify", "--model", str(tmp_path / "run"), "pizza soup bread salad today")
+    assert verdict.stdout.split("\t")[0] == "food"
+
+
+def test_bad_input_is_one_line(tmp_path):
+    (tmp_path / "bad.csv").write_text("body,label\nhello,a\n")
+    out = gptlab("finetune", "classify", "--data", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "r"))
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "bad.csv:2: missing column 'text'" in out.stderr
+    not_a_classifier = gptlab("classify", "--model", "gpt-tiny", "hello")
+    assert not_a_classifier.returncode == 1 and "is not a classifier" in not_a_classifier.stderr

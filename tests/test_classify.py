@@ -1,0 +1,39 @@
+import json
+
+import pytest
+import torch
+
+from gptlab.checkpoint import load_model
+from gptlab.config import GPTConfig
+from gptlab.model import GPT
+from gptlab.training.classify import ClassifyConfig, freeze_for, run, with_class_head
+from gptlab.training.loop import TrainSettings
+
+
+def test_train_layers_choose_what_trains():
+    model = with_class_head(GPT(GPTConfig.from_name("gpt-tiny")), 3, seed=0)
+    freeze_for(model, "last")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, _ in model.named_parameters() if n.startswith(("h.1.", "ln_f.", "lm_head."))}
+    freeze_for(model, "last-2")
+    assert {n for n, p in model.named_parameters() if not p.requires_grad} == {"wte.weight", "wpe.weight"}
+    freeze_for(model, "all")
+    assert all(p.requires_grad for p in model.parameters())
+    for bad, message in [("first", "expected all, last or last-K"), ("last-3", "the model has 2 blocks")]:
+        with pytest.raises(ValueError, match=message):
+            freeze_for(model, bad)
+
+
+def test_frozen_parameters_really_stay_unchanged(tmp_path):
+    torch.manual_seed(0)
+    start = GPT(GPTConfig.from_name("gpt-tiny")).state_dict()
+    config = ClassifyConfig(data="sms-spam", out=str(tmp_path), model="gpt-tiny", train_layers="last",
+                            train=TrainSettings(max_steps=6, batch_size=8, lr=1e-2, eval_every=3, eval_batches=1,
+                                                warmup_steps=0, seed=0))
+    run(config)
+    trained = load_model(str(tmp_path / "checkpoints" / "last")).model.state_dict()
+    for name in ("wte.weight", "wpe.weight", "h.0.attn.c_attn.weight", "h.0.mlp.c_fc.bias"):
+        assert torch.equal(trained[name], start[name]), name
+    assert not torch.equal(trained["h.1.mlp.c_fc.weight"], start["h.1.mlp.c_fc.weight"])
+    assert trained["lm_head.weight"].shape == (2, 16)
+    assert [json.loads(line)["label"] for line in (tmp_path / "test.jsonl").read_text().splitlines()].count("spam") > 100
