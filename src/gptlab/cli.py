@@ -199,6 +199,9 @@ def _train_with_progress(config: Any, run_task: Callable[..., dict], resume: boo
         return 0
     plots = plot_run(config.out)
     print(json.dumps(summary, indent=2))
+    if "baseline" in summary:
+        print(f"test accuracy: {summary['test_accuracy']:.4f} (this model) vs "
+              f"{summary['baseline']['test_accuracy']:.4f} ({summary['baseline']['method']})")
     print(f"run folder: {config.out} (plots: {', '.join(p.name for p in plots) or 'none'})")
     if summary["status"] == "interrupted":
         print(f"interrupted: saved {config.out}/checkpoints/last; continue with "

@@ -26,6 +26,10 @@ def test_sms_spam_run_folder_and_classify_command(tmp_path):
     assert sum(map(sum, summary["test_confusion"])) == 300
     assert [len((run / f"{s}.jsonl").read_text().splitlines()) for s in ("train", "val", "test")] == [1045, 149, 300]
     assert "val accuracy" in out.stderr
+    assert summary["baseline"]["test_accuracy"] > 0.95 and "logistic regression" in summary["baseline"]["method"]
+    assert "vs" in out.stdout and "(this model)" in out.stdout
+    for plot in ("loss.png", "accuracy.png", "confusion.png"):
+        assert (run / plot).read_bytes()[:4] == b"\x89PNG"
     labels = gptlab("classify", "--model", str(run), "--json",
                     "WIN a FREE vacation now!!! Call 09061701461", "Hey, are we still meeting today?")
     assert labels.returncode == 0, labels.stderr

@@ -50,4 +50,45 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     lr_png = run_dir / "lr.png"
     fig.savefig(lr_png, dpi=100)
     plt.close(fig)
-    return [loss_png, lr_png]
+    written = [loss_png, lr_png]
+    if any("val_accuracy" in r for r in records):
+        written.append(_accuracy_plot(run_dir, records))
+    summary = run_dir / "summary.json"
+    if summary.is_file() and "test_confusion" in (result := json.loads(summary.read_text())):
+        written.append(_confusion_plot(run_dir, result["test_confusion"], result["labels"]))
+    return written
+
+
+def _accuracy_plot(run_dir: Path, records: list[dict]) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    kept = [r for r in records if "val_accuracy" in r]
+    ax.plot([r["step"] for r in kept], [r["val_accuracy"] for r in kept], marker=".", label="validation accuracy")
+    ax.set_xlabel("steps")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    path = run_dir / "accuracy.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _confusion_plot(run_dir: Path, confusion: list[list[int]], labels: list[str]) -> Path:
+    """Test-split confusion matrix: rows are true labels, columns predictions."""
+    fig, ax = plt.subplots(figsize=(1.2 * len(labels) + 2.5, 1.2 * len(labels) + 2))
+    ax.imshow(confusion, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    peak = max(max(row) for row in confusion) or 1
+    for i, row in enumerate(confusion):
+        for j, count in enumerate(row):
+            ax.text(j, i, str(count), ha="center", va="center", color="white" if count > peak / 2 else "black")
+    ax.set_title("test split")
+    fig.tight_layout()
+    path = run_dir / "confusion.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

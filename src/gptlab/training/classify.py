@@ -20,6 +20,7 @@ from gptlab.data.classification import (
     SMS_SPAM, Example, LabelMap, balance, encode_padded, load_examples, split, write_split,
 )
 from gptlab.data.order import EpochOrder
+from gptlab.evaluation.baseline import tfidf_logistic_regression
 from gptlab.evaluation.metrics import classification_report
 from gptlab.model import GPT
 from gptlab.training.loop import Task, TrainSettings, train
@@ -164,12 +165,12 @@ def run(config: ClassifyConfig, resume: bool = False, on_event=None) -> dict[str
             predict(m, data["val"]), data["val"].labels, len(labels.names))["accuracy"]},
     )
     summary = train(model, task, settings, out, resume=resume, on_event=on_event)
-    return _final_report(model, data, labels, out, summary)
+    return _final_report(model, data, splits, labels, out, summary)
 
 
-def _final_report(model: GPT, data: dict[str, Encoded], labels: LabelMap, out: Path,
-                  summary: dict[str, Any]) -> dict[str, Any]:
-    """Accuracy, macro P/R/F1 and confusion on every split, added to `summary.json`."""
+def _final_report(model: GPT, data: dict[str, Encoded], splits: dict[str, list[Example]], labels: LabelMap,
+                  out: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """Accuracy, macro P/R/F1 and confusion on every split, and the TF-IDF baseline, into `summary.json`."""
     for name, part in data.items():
         report = classification_report(predict(model, part), part.labels, len(labels.names))
         summary[f"{name}_accuracy"] = report["accuracy"]
@@ -178,6 +179,9 @@ def _final_report(model: GPT, data: dict[str, Encoded], labels: LabelMap, out: P
             summary.update(test_precision=report["precision"], test_recall=report["recall"],
                            test_confusion=report["confusion"])
     summary["labels"] = list(labels.names)
+    summary["baseline"] = tfidf_logistic_regression(
+        [e.text for e in splits["train"]], data["train"].labels.tolist(),
+        [e.text for e in splits["test"]], data["test"].labels.tolist())
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
