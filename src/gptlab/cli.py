@@ -163,7 +163,7 @@ def _task_config(args: argparse.Namespace, cls: type, default_out: str) -> Any:
     top = {**{k: v for k, v in base.items() if k != "train"}, **{k: v for k, v in given.items() if k not in train_fields}}
     if "data" not in top:
         raise ValueError(f"{args.command} needs --data or --config")
-    defaults = dataclasses.asdict(cls.__dataclass_fields__["train"].default_factory())  # the task's own
+    defaults = dataclasses.asdict(cls.default_train(top))  # the task's own, for these flags
     return cls.from_dict({**top, "train": {**defaults, **train_values}})
 
 

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BIN = Path(sys.executable).parent
 
 
@@ -68,3 +70,31 @@ def test_bad_input_is_one_line(tmp_path):
     assert "bad.csv:2: missing column 'text'" in out.stderr
     not_a_classifier = gptlab("classify", "--model", "gpt-tiny", "hello")
     assert not_a_classifier.returncode == 1 and "is not a classifier" in not_a_classifier.stderr
+
+
+def test_pretrain_on_texts_pretrains_then_fine_tunes_with_the_recipe_defaults(tmp_path):
+    run = tmp_path / "quick"
+    out = gptlab("finetune", "classify", "--data", "sms-spam", "--model", "gpt-tiny", "--pretrain-on-texts",
+                 "--pretrain-steps", "3", "--max-steps", "6", "--eval-every", "3", "--out", str(run))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "pretraining step 3" in out.stderr
+    assert (run / "pretrain" / "checkpoints" / "last" / "model.safetensors").is_file()
+    assert (run / "pretrain-texts.txt").read_text().count("\n") == 1045  # training texts only
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["lr"] == 3e-4 and config["train"]["max_steps"] == 6
+
+
+@pytest.mark.slow  # about 5 minutes; run with `bash scripts/test.sh -m slow`
+def test_from_scratch_recipe_reaches_95_percent_on_sms_spam(tmp_path):
+    """The documented one-flag recipe for machines without pretrained GPT-2 weights."""
+    run = tmp_path / "scratch"
+    out = gptlab("finetune", "classify", "--data", "sms-spam", "--model", "gpt-small", "--pretrain-on-texts",
+                 "--out", str(run))
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["test_accuracy"] >= 0.95, summary
+    assert (run / "pretrain" / "checkpoints" / "last" / "model.safetensors").is_file()
+    assert json.loads((run / "config.json").read_text())["train"]["lr"] == 3e-4  # the recipe's defaults
+    labels = gptlab("classify", "--model", str(run), "WIN a FREE vacation now!!! Call 09061701461",
+                    "Hey, are we still meeting today?")
+    assert [line.split("\t")[0] for line in labels.stdout.splitlines()] == ["spam", "ham"]

@@ -24,6 +24,8 @@ from gptlab.evaluation.baseline import tfidf_logistic_regression
 from gptlab.evaluation.metrics import classification_report
 from gptlab.model import GPT
 from gptlab.training.loop import Task, TrainSettings, train
+from gptlab.training.pretrain import PretrainConfig
+from gptlab.training.pretrain import run as run_pretrain
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,12 @@ def _book_settings() -> TrainSettings:
     """The book's chapter-6 recipe: AdamW 5e-5, weight decay 0.1, batch 8, ~5 epochs of 1,045."""
     return TrainSettings(max_steps=650, batch_size=8, lr=5e-5, min_lr=5e-5, warmup_steps=0,
                          weight_decay=0.1, eval_every=50, eval_batches=5)
+
+
+def _from_scratch_settings() -> TrainSettings:
+    """Fine-tuning after `--pretrain-on-texts`: all layers learn, so a higher rate with warmup."""
+    return TrainSettings(max_steps=650, batch_size=8, lr=3e-4, min_lr=3e-5, warmup_steps=50,
+                         weight_decay=0.1, eval_every=130, eval_batches=5)
 
 
 @dataclass
@@ -47,9 +55,16 @@ class ClassifyConfig:
     train_fraction: float = 0.7  # share of examples for training (the book's 70/10/20)
     val_fraction: float = 0.1  # share for validation; the rest is the test split
     max_length: int | None = None  # tokens per text (default: longest training text, capped at the context)
-    train_layers: str = "last"  # last (last block + final norm + head), last-K, or all
+    train_layers: str = "auto"  # last (last block + final norm + head), last-K, all, or auto (all after --pretrain-on-texts, else last)
+    pretrain_on_texts: bool = False  # the recipe without pretrained weights: LM-pretrain on the training texts first
+    pretrain_steps: int = 60  # language-model steps of that pretraining (about four passes over the texts)
     data_seed: int = 123  # seeds balancing and splitting
     train: TrainSettings = field(default_factory=_book_settings)
+
+    @staticmethod
+    def default_train(given: dict[str, Any]) -> TrainSettings:
+        """Optimiser defaults for these flags: the book's, or the from-scratch recipe's."""
+        return _from_scratch_settings() if given.get("pretrain_on_texts") else _book_settings()
 
     def to_dict(self) -> dict[str, Any]:
         return {"task": "classify", **dataclasses.asdict(self)}
@@ -141,9 +156,13 @@ def run(config: ClassifyConfig, resume: bool = False, on_event=None) -> dict[str
         write_split(part, out / f"{name}.jsonl")
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
 
-    loaded = load_model(config.model)
+    start = _pretrain_on_texts(config, splits["train"], out) if config.pretrain_on_texts else config.model
+    loaded = load_model(start)
     model = with_class_head(loaded.model, len(labels.names), settings.seed)
-    freeze_for(model, config.train_layers)
+    train_layers = config.train_layers
+    if train_layers == "auto":
+        train_layers = "all" if config.pretrain_on_texts else "last"
+    freeze_for(model, train_layers)
     tokenizer = loaded.tokenizer
     pad_id = tokenizer.eos_id if tokenizer.eos_id is not None else 0
     longest = max(len(tokenizer.encode(e.text)) for e in splits["train"])
@@ -166,6 +185,28 @@ def run(config: ClassifyConfig, resume: bool = False, on_event=None) -> dict[str
     )
     summary = train(model, task, settings, out, resume=resume, on_event=on_event)
     return _final_report(model, data, splits, labels, out, summary)
+
+
+def _pretrain_on_texts(config: ClassifyConfig, train: list[Example], out: Path) -> str:
+    """Language-model pretraining of `config.model` on the training texts; returns the checkpoint."""
+    texts = out / "pretrain-texts.txt"
+    texts.write_text("\n".join(e.text for e in train) + "\n", encoding="utf-8")
+    seed = config.train.seed
+    settings = TrainSettings(max_steps=config.pretrain_steps, batch_size=8, lr=1e-3, min_lr=1e-4,
+                             warmup_steps=max(1, config.pretrain_steps // 10),
+                             eval_every=max(1, config.pretrain_steps // 3),
+                             eval_batches=2, seed=seed, device=config.train.device)
+    pretrain_config = PretrainConfig(data=[str(texts)], out=str(out / "pretrain"), model=config.model,
+                                     sample_tokens=0, train=settings)
+    log.info("pretraining %s on the %d training texts for %d steps", config.model, len(train), config.pretrain_steps)
+    run_pretrain(pretrain_config, on_event=_log_evaluations)
+    return str(out / "pretrain" / "checkpoints" / "last")
+
+
+def _log_evaluations(event) -> None:
+    if event.kind == "eval":
+        log.info("pretraining step %d: train loss %.3f, val loss %.3f",
+                 event.step, event.values["train_loss"], event.values["val_loss"])
 
 
 def _final_report(model: GPT, data: dict[str, Encoded], splits: dict[str, list[Example]], labels: LabelMap,

@@ -47,6 +47,11 @@ class PretrainConfig:
     sample_tokens: int = 30  # tokens of that sample (0 = no samples)
     train: TrainSettings = field(default_factory=TrainSettings)
 
+    @staticmethod
+    def default_train(given: dict[str, Any]) -> TrainSettings:
+        """Optimiser defaults (the same for every pretraining run)."""
+        return TrainSettings()
+
     def to_dict(self) -> dict[str, Any]:
         return {"task": "pretrain", **dataclasses.asdict(self)}
 
