@@ -261,6 +261,16 @@ def _add_generation_flags(p: argparse.ArgumentParser) -> None:
                    help="recompute the whole sequence every step (slow; to compare with the cache)")
 
 
+def _add_trainer(commands, name: str, config_cls: type, func: Callable, help: str, description: str) -> None:
+    """A training command: --config/--resume plus one flag per field of the task and its settings."""
+    parser = commands.add_parser(name, help=help, description=description)
+    parser.add_argument("--config", default=None, help="a run's config.json to replay (flags given override it)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoints/last")
+    _add_dataclass_flags(parser, config_cls)
+    _add_dataclass_flags(parser, TrainSettings, shown=config_cls.default_train({}))
+    parser.set_defaults(func=func)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gptlab", description="Build, load, train and run GPT-2-family language models.",
@@ -288,30 +298,20 @@ def build_parser() -> argparse.ArgumentParser:
                      help='print one JSON object {"prompt", "completion", "completion_ids"}')
     gen.set_defaults(func=cmd_generate)
 
-    pre = commands.add_parser(
-        "pretrain", help="pretrain a GPT on text files or built-in data sets (checkpoints, resume, plots)",
-        description="Pretrain a GPT with next-token prediction. Writes runs/<name>/ with config.json, "
-                    "metrics.jsonl, loss.png, lr.png, checkpoints/last and checkpoints/best, summary.json. "
-                    "Run under `torchrun --nproc_per_node=N` for data-parallel training.")
-    pre.add_argument("--config", default=None, help="a run's config.json to replay (flags given override it)")
-    pre.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoints/last")
-    _add_dataclass_flags(pre, PretrainConfig)
-    _add_dataclass_flags(pre, TrainSettings)
-    pre.set_defaults(func=cmd_pretrain)
+    _add_trainer(commands, "pretrain", PretrainConfig, cmd_pretrain,
+                 help="pretrain a GPT on text files or built-in data sets (checkpoints, resume, plots)",
+                 description="Pretrain a GPT with next-token prediction. Writes runs/<name>/ with config.json, "
+                             "metrics.jsonl, loss.png, lr.png, checkpoints/last and checkpoints/best, "
+                             "summary.json. Run under `torchrun --nproc_per_node=N` for data-parallel training.")
 
     finetune = commands.add_parser("finetune", help="fine-tune a model for a task (classify)",
                                    description="Fine-tune a model for a task.")
     tasks = finetune.add_subparsers(dest="task", metavar="TASK", required=True)
-    clf = tasks.add_parser(
-        "classify", help="train a text classifier (SMS spam or any labelled CSV/TSV/JSONL)",
-        description="Swap the LM head for a class head and fine-tune it on labelled text. Writes "
-                    "runs/<name>/ with the splits, metrics, plots, checkpoints and summary.json "
-                    "(accuracy, F1 and confusion on train/val/test).")
-    clf.add_argument("--config", default=None, help="a run's config.json to replay (flags given override it)")
-    clf.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoints/last")
-    _add_dataclass_flags(clf, ClassifyConfig)
-    _add_dataclass_flags(clf, TrainSettings, shown=ClassifyConfig.__dataclass_fields__["train"].default_factory())
-    clf.set_defaults(func=cmd_finetune_classify)
+    _add_trainer(tasks, "classify", ClassifyConfig, cmd_finetune_classify,
+                 help="train a text classifier (SMS spam or any labelled CSV/TSV/JSONL)",
+                 description="Swap the LM head for a class head and fine-tune it on labelled text. Writes "
+                             "runs/<name>/ with the splits, metrics, plots, checkpoints and summary.json "
+                             "(accuracy, F1 and confusion on train/val/test, and a TF-IDF baseline).")
 
     cls = commands.add_parser("classify", help="label texts with a trained classifier",
                               description="Print label, probability and text for each text.")
