@@ -122,12 +122,12 @@ def decode_steps(
     finished = torch.zeros(len(prompts), dtype=torch.bool, device=device)
     dtype = next(model.parameters()).dtype
     cache = KVCache.allocate(model.config, len(prompts), ids.shape[1] + settings.max_new_tokens, device, dtype)
-    model_input = ids
+    model_input, input_valid = ids, valid
     for _ in range(settings.max_new_tokens):
         if not settings.kv_cache:  # recompute everything: a fresh cache over the whole sequence
             cache = KVCache.allocate(model.config, len(prompts), ids.shape[1], device, dtype)
-            model_input = ids
-        hidden = model.hidden(model_input, cache, valid[:, -model_input.shape[1] :])  # (B, T, C)
+            model_input, input_valid = ids, valid
+        hidden = model.hidden(model_input, cache, input_valid)  # (B, T, C)
         logits = model.lm_head(hidden[:, -1])  # (B, V)
         next_ids = sample_next(logits, settings.temperature, settings.top_k, settings.top_p, generator)
         next_ids = torch.where(finished, stop[0], next_ids)
@@ -135,9 +135,10 @@ def decode_steps(
         yield next_ids
         if bool(finished.all()):
             return
-        model_input = next_ids[:, None]
-        ids = torch.cat([ids, model_input], dim=1)
-        valid = torch.cat([valid, torch.ones_like(model_input, dtype=torch.bool)], dim=1)
+        model_input, input_valid = next_ids[:, None], None  # new tokens are real; the cache has the rest
+        if not settings.kv_cache:  # only the recomputing path needs the whole sequence
+            ids = torch.cat([ids, model_input], dim=1)
+            valid = torch.cat([valid, torch.ones_like(model_input, dtype=torch.bool)], dim=1)
 
 
 def generate(model: GPT, prompt: Sequence[int], settings: GenerationSettings) -> Iterator[int]:

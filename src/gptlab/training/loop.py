@@ -126,8 +126,6 @@ def _to(batch: Batch, device: torch.device) -> Batch:
 def train(model: nn.Module, task: Task, settings: TrainSettings, out_dir: str | Path,
           resume: bool = False, on_event: Callable[[Event], None] | None = None) -> dict[str, Any]:
     """Train `model` on `task`, writing metrics and checkpoints under `out_dir`; return the summary."""
-    if next(model.parameters()).device.type == "cpu" or settings.device == "cpu":
-        keep_large_allocations_on_heap()
     run = _Run(Path(out_dir), model, task, settings, on_event)
     if resume:
         run.resume()
@@ -159,6 +157,8 @@ class _Run:
                  on_event: Callable[[Event], None] | None) -> None:
         self.out_dir, self.model, self.task, self.settings = out_dir, model, task, settings
         self.ddp, self.device = _setup_distributed(settings.device)
+        if self.device.type == "cpu":  # only CPU training page-faults its activations (runtime.py)
+            keep_large_allocations_on_heap()
         self.emit = on_event if (on_event and self.ddp.main) else (lambda event: None)
         torch.manual_seed(settings.seed + self.ddp.rank)
         model.to(self.device)
