@@ -96,6 +96,11 @@ class _Dist:
         return self.rank == 0
 
 
+def is_main_process() -> bool:
+    """True unless this is a non-zero rank under `torchrun`: the process that writes reports."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _setup_distributed(device_name: str) -> tuple[_Dist, torch.device]:
     """Join the `torchrun` process group when launched by it; pick this process's device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

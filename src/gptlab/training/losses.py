@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-IGNORE_INDEX = -100  # targets with this value (padding, masked prompts) add no loss
+from gptlab.data.instruction import IGNORE_INDEX
+
 
 
 def lm_loss(logits: Tensor, targets: Tensor) -> Tensor:

@@ -1,0 +1,135 @@
+"""`gptlab chat`: a terminal conversation with an instruction-tuned model, streamed token by token.
+
+This is an edge of the package, like `cli.py`: it reads the keyboard and prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gptlab.checkpoint import LoadedModel
+from gptlab.data.instruction import PromptStyle
+from gptlab.generation import GenerationSettings, generate, stream_text
+from gptlab.tokenizer import Tokenizer
+
+HELP = ('Type a message and press Enter. End a line with \\ to continue on the next; put """ on a line '
+        'of its own before and after pasted text.\n'
+        "/settings [name=value ...]  show or change temperature, top_k, top_p, max_new_tokens, seed\n"
+        "/reset                      forget the conversation so far\n"
+        "/quit                       leave (or Ctrl-D); Ctrl-C stops an answer")
+SETTABLE: dict[str, Callable[[str], object]] = {
+    "temperature": float, "top_k": int, "top_p": float, "max_new_tokens": int, "seed": int,
+}
+
+
+@dataclass
+class Conversation:
+    """Earlier turns as token ids; each new prompt carries as many of the latest as the context allows."""
+
+    tokenizer: Tokenizer
+    style: PromptStyle
+    context_length: int
+    turns: list[list[int]] = field(default_factory=list)
+
+    def prompt(self, message: str, max_new_tokens: int) -> list[int]:
+        """Token ids to continue: the latest turns that fit, then the new message in the prompt style."""
+        new = self.tokenizer.encode(self.style.prompt(message))
+        room = self.context_length - max_new_tokens - len(new)
+        history: list[int] = []
+        for turn in reversed(self.turns):
+            if len(turn) > room:
+                break
+            history, room = turn + history, room - len(turn)
+        return history + new
+
+    def add(self, message: str, response: str) -> None:
+        """Remember a finished turn, ended with end-of-text as in training."""
+        ids = self.tokenizer.encode(self.style.prompt(message)) + self.tokenizer.encode(response)
+        self.turns.append(ids + ([self.tokenizer.eos_id] if self.tokenizer.eos_id is not None else []))
+
+
+def change_settings(settings: GenerationSettings, assignments: list[str]) -> GenerationSettings:
+    """Settings with `name=value` changes applied (`none` clears top_k/top_p/seed); validated."""
+    changes: dict[str, object] = {}
+    for assignment in assignments:
+        name, sep, value = assignment.partition("=")
+        if not sep or name not in SETTABLE:
+            raise ValueError(f"{assignment!r}: expected name=value with name one of {', '.join(SETTABLE)}")
+        try:
+            changes[name] = None if value.lower() == "none" else SETTABLE[name](value)
+        except ValueError:
+            raise ValueError(f"{name}: {value!r} is not a number") from None
+    return dataclasses.replace(settings, **changes)
+
+
+def describe(settings: GenerationSettings) -> str:
+    return " ".join(f"{name}={getattr(settings, name)}" for name in SETTABLE)
+
+
+def read_message(read: Callable[[str], str]) -> str:
+    """One message: a line, lines joined by a trailing backslash, or a block between `\"\"\"` lines."""
+    first = read(">>> ")
+    if first.strip() == '"""':
+        lines = []
+        while (line := read("... ")).strip() != '"""':
+            lines.append(line)
+        return "\n".join(lines)
+    lines = [first]
+    while lines[-1].endswith("\\"):
+        lines[-1] = lines[-1][:-1]
+        lines.append(read("... "))
+    return "\n".join(lines)
+
+
+def chat(loaded: LoadedModel, style: PromptStyle, settings: GenerationSettings,
+         read: Callable[[str], str] = input) -> int:
+    """The REPL: read a message or a command, stream the answer; returns the exit code."""
+    conversation = Conversation(loaded.tokenizer, style, loaded.model.config.context_length)
+    print(f"Chatting with {loaded.description} ({style.name} prompts). {describe(settings)}\n{HELP}")
+    while True:
+        try:
+            message = read_message(read).strip()
+        except EOFError:
+            print()
+            return 0
+        except KeyboardInterrupt:
+            print("\n(Ctrl-D or /quit to leave)")
+            continue
+        if not message:
+            continue
+        command, *arguments = message.split()
+        if command in ("/quit", "/exit"):
+            return 0
+        if command == "/reset":
+            conversation.turns.clear()
+            print("(conversation forgotten)")
+        elif command == "/settings":
+            try:
+                settings = change_settings(settings, arguments)
+            except ValueError as err:
+                print(f"error: {err}")
+            print(describe(settings))
+        elif command.startswith("/"):
+            print(f"unknown command {command}\n{HELP}")
+        else:
+            _answer(loaded, conversation, message, settings)
+
+
+def _answer(loaded: LoadedModel, conversation: Conversation, message: str, settings: GenerationSettings) -> None:
+    """Stream the model's answer; a finished answer joins the conversation, one stopped by Ctrl-C does not."""
+    eos = loaded.tokenizer.eos_id
+    settings = dataclasses.replace(settings, stop_ids=(eos,) if eos is not None else (),
+                                   stop_strings=(*settings.stop_strings, *conversation.style.stop_strings))
+    prompt = conversation.prompt(message, settings.max_new_tokens)
+    pieces = []
+    try:
+        for piece in stream_text(generate(loaded.model, prompt, settings), loaded.tokenizer, settings.stop_strings):
+            pieces.append(piece)
+            print(piece, end="", flush=True)
+    except KeyboardInterrupt:
+        print(" [stopped]")
+        return
+    print()
+    conversation.add(message, "".join(pieces).strip())

@@ -1,0 +1,176 @@
+"""Instruction data: records, prompt styles, seeded splits, and the collate that masks with -100.
+
+A record is `instruction`, optional `input`, and `output`. The prompt style turns the first two
+into the text the model continues; training teaches it to continue with the output and then
+`<|endoftext|>`. Prompt and output are tokenized separately, so the tokens a model is trained
+to answer after are exactly the tokens it sees when it is asked (chat, evaluation, server).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from gptlab.files import REGISTRY, fetch
+from gptlab.tokenizer import Tokenizer
+
+INSTRUCTION_DATA = "instruction-data"
+IGNORE_INDEX = -100  # targets that add no loss (PyTorch's default `ignore_index`)
+ALPACA_HEADER = ("Below is an instruction that describes a task. "
+                 "Write a response that appropriately completes the request.")
+
+
+@dataclass(frozen=True)
+class PromptStyle:
+    """How an instruction (and input) becomes the text before a response, and what ends one."""
+
+    name: str
+    header: str  # text before the instruction
+    input_prefix: str  # between the instruction and a non-empty input
+    response_prefix: str  # after instruction and input: the model writes from here
+    stop_strings: tuple[str, ...]  # a response ends before any of these (besides end-of-text)
+
+    def prompt(self, instruction: str, input: str = "") -> str:
+        """Everything the model sees before its response; the input part is left out when empty."""
+        return self.header + instruction + (self.input_prefix + input if input else "") + self.response_prefix
+
+
+PROMPT_STYLES = {
+    style.name: style
+    for style in (
+        PromptStyle("alpaca", ALPACA_HEADER + "\n\n### Instruction:\n", "\n\n### Input:\n",
+                    "\n\n### Response:\n", ("###",)),
+        PromptStyle("phi3", "<|user|>\n", "\n", "\n<|assistant|>\n", ("<|user|>",)),
+    )
+}
+
+
+def prompt_style(name: str) -> PromptStyle:
+    """The named style, or an error listing the known ones."""
+    if name not in PROMPT_STYLES:
+        raise ValueError(f"unknown prompt style {name!r}; known: {', '.join(PROMPT_STYLES)}")
+    return PROMPT_STYLES[name]
+
+
+@dataclass(frozen=True, eq=False)
+class Record:
+    """One instruction example, and the record as read (written back beside a model's response)."""
+
+    instruction: str
+    input: str
+    output: str
+    original: dict[str, Any]
+
+
+def load_records(source: str, instruction_field: str = "instruction", input_field: str = "input",
+                 output_field: str = "output", require_output: bool = True) -> list[Record]:
+    """`instruction-data` (registry) or a JSON list / JSONL file of records.
+
+    Errors name the file and the record: its index in a JSON list (from 0, as `data[17]`), or
+    its line in a JSONL file.
+    """
+    path = fetch(INSTRUCTION_DATA) if source == INSTRUCTION_DATA else Path(source).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{source}: no such file, and not a registered data set (known: {INSTRUCTION_DATA})")
+    name = REGISTRY[INSTRUCTION_DATA].filename if source == INSTRUCTION_DATA else str(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{name}: not UTF-8 text ({err.reason}); re-save the file as UTF-8") from None
+    rows = _jsonl_rows(name, text) if path.suffix.lower() == ".jsonl" else _json_rows(name, text)
+    if not rows:
+        raise ValueError(f"{name}: no records found")
+    fields = (instruction_field, input_field, output_field)
+    return [_record(where, row, fields, require_output) for where, row in rows]
+
+
+def _json_rows(name: str, text: str) -> list[tuple[str, Any]]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{name}:{err.lineno}: not valid JSON ({err.msg})") from None
+    if not isinstance(data, list):
+        raise ValueError(f"{name}: expected a JSON list of records, found {type(data).__name__}")
+    return [(f"{name}, record {i}", row) for i, row in enumerate(data)]
+
+
+def _jsonl_rows(name: str, text: str) -> list[tuple[str, Any]]:
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append((f"{name}:{number}", json.loads(line)))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{name}:{number}: not valid JSON ({err.msg})") from None
+    return rows
+
+
+def _record(where: str, row: Any, fields: tuple[str, str, str], require_output: bool) -> Record:
+    instruction_field, input_field, output_field = fields
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: expected an object with {instruction_field!r} and {output_field!r}")
+    values = []
+    for field, required in ((instruction_field, True), (input_field, False), (output_field, require_output)):
+        value = row.get(field)
+        if value is None and required:
+            raise ValueError(f"{where}: missing {field!r} field (found: {', '.join(map(str, row)) or 'none'})")
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{where}: field {field!r} must be a string, found {type(value).__name__}")
+        values.append(value or "")
+    if not values[0].strip():
+        raise ValueError(f"{where}: empty {instruction_field!r}")
+    return Record(*values, original=row)
+
+
+def split_records(records: list[Record], seed: int, train: float = 0.85, test: float = 0.10
+                  ) -> tuple[list[Record], list[Record], list[Record]]:
+    """Seeded shuffle, then train / test / validation as in the book: 85% and 10% rounded down,
+    validation the rest (935/110/55 of 1,100)."""
+    if not (0 < train and 0 <= test and train + test <= 1):
+        raise ValueError(f"split fractions train={train}, test={test} must be positive and sum to at most 1")
+    shuffled = list(records)
+    random.Random(seed).shuffle(shuffled)
+    n_train, n_test = int(len(shuffled) * train), int(len(shuffled) * test)
+    return shuffled[:n_train], shuffled[n_train:n_train + n_test], shuffled[n_train + n_test:]
+
+
+def write_records(records: list[Record], path: Path, responses: list[str] | None = None) -> None:
+    """A JSON list of the records as read, each with its `model_response` when given (the book's format)."""
+    rows = [dict(r.original) for r in records]
+    if responses is not None:
+        for row, response in zip(rows, responses, strict=True):
+            row["model_response"] = response
+    path.write_text(json.dumps(rows, indent=4, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def encode_record(record: Record, tokenizer: Tokenizer, style: PromptStyle) -> tuple[list[int], int]:
+    """Token ids of prompt + output, and how many of them are the prompt."""
+    prompt = tokenizer.encode(style.prompt(record.instruction, record.input))
+    return prompt + tokenizer.encode(record.output), len(prompt)
+
+
+def collate(items: list[tuple[list[int], int]], pad_id: int, mask_prompt: bool = True,
+            max_length: int | None = None) -> tuple[Tensor, Tensor]:
+    """Inputs and next-token targets (B, T) for `encode_record` items, padded to the longest.
+
+    Each sequence is followed by one `pad_id` (end-of-text), which stays a target so the model
+    learns to stop; later padding and, with `mask_prompt`, the targets inside the prompt are
+    `IGNORE_INDEX`. `max_length` truncates both to that many positions.
+    """
+    width = max(len(ids) for ids, _ in items)
+    inputs = torch.full((len(items), width), pad_id, dtype=torch.long)
+    targets = torch.full((len(items), width), IGNORE_INDEX, dtype=torch.long)
+    for row, (ids, prompt_length) in enumerate(items):
+        inputs[row, :len(ids)] = torch.tensor(ids)
+        targets[row, :len(ids)] = torch.tensor(ids[1:] + [pad_id])
+        if mask_prompt:
+            targets[row, :prompt_length - 1] = IGNORE_INDEX  # position P-1 predicts the first output token
+    if max_length is not None:
+        inputs, targets = inputs[:, :max_length], targets[:, :max_length]
+    return inputs, targets

@@ -1,0 +1,128 @@
+"""`gptlab finetune instruct`, `gptlab respond` and `gptlab chat` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pexpect
+import pytest
+
+BIN = Path(sys.executable).parent
+COLOURS = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white"]
+
+
+def gptlab(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "gptlab"), *args], capture_output=True, text=True, timeout=600)
+
+
+def sixteen_records() -> list[dict]:
+    records = []
+    for number, colour in enumerate(COLOURS):
+        records.append({"instruction": f"Name a fruit that is {colour}.", "input": "",
+                        "output": f"A {colour} fruit is number {number}."})
+        records.append({"instruction": "Repeat the word.", "input": colour, "output": f"{colour} {colour} {colour}"})
+    return records
+
+
+@pytest.fixture(scope="module")
+def overfit_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A 2-layer, 64-wide model fine-tuned on 16 records until it knows them by heart."""
+    folder = tmp_path_factory.mktemp("overfit")
+    data = folder / "sixteen.json"
+    data.write_text(json.dumps(sixteen_records(), indent=1))
+    base = gptlab("pretrain", "--data", "the-verdict", "--model", "gpt-tiny", "--n-embd", "64", "--n-head", "4",
+                  "--max-steps", "1", "--out", str(folder / "base"))
+    assert base.returncode == 0, base.stderr
+    sft = gptlab("finetune", "instruct", "--data", str(data), "--val-data", str(data), "--test-data", str(data),
+                 "--model", str(folder / "base"), "--out", str(folder / "sft"), "--max-steps", "150",
+                 "--eval-every", "50", "--lr", "3e-3", "--min-lr", "3e-4", "--warmup-steps", "10",
+                 "--weight-decay", "0", "--response-tokens", "20")
+    assert sft.returncode == 0, sft.stderr
+    return folder / "sft", data
+
+
+def test_tiny_model_trained_on_16_records_reproduces_them_through_respond(overfit_run, tmp_path):
+    run, data = overfit_run
+    out = gptlab("respond", "--model", str(run), "--data", str(data), "--out", str(tmp_path / "answers.json"))
+    assert out.returncode == 0, out.stderr
+    assert "wrote 16 responses (alpaca prompts)" in out.stdout
+    answers = json.loads((tmp_path / "answers.json").read_text())
+    assert [a["model_response"] for a in answers] == [r["output"] for r in sixteen_records()]
+    assert answers[1] == {**sixteen_records()[1], "model_response": "red red red"}
+    in_run = json.loads((run / "instruction-data-with-response.json").read_text())
+    assert [a["model_response"] for a in in_run] == [r["output"] for r in sixteen_records()]
+    assert json.loads((run / "checkpoints" / "best" / "config.json").read_text())["prompt_style"] == "alpaca"
+
+
+def test_chat_answers_resets_changes_settings_and_quits(overfit_run):
+    run, _ = overfit_run
+    env = {**os.environ, "TERM": "dumb"}
+    chat = pexpect.spawn(str(BIN / "gptlab"), ["chat", "--model", str(run), "--temperature", "0"],
+                         env=env, encoding="utf-8", timeout=60)
+    try:
+        chat.expect("alpaca prompts")
+        chat.expect(">>> ")
+        chat.sendline("Name a fruit that is red.")
+        chat.expect(r"A red fruit is number 0\.\r\n")
+        chat.expect(">>> ")
+        chat.sendline("/settings top_k=5 temperature=0")
+        chat.expect("temperature=0.0 top_k=5")
+        chat.sendline("/settings top_k=zero")
+        chat.expect("error: top_k: 'zero' is not a number")
+        chat.sendline("/reset")
+        chat.expect(r"\(conversation forgotten\)")
+        chat.sendline('"""')  # a pasted block, possibly over several lines
+        chat.expect(r"\.\.\. ")
+        chat.sendline("Name a fruit that is blue.")
+        chat.sendline('"""')
+        chat.expect(r"A blue fruit is number 1\.\r\n")
+        chat.expect(">>> ")
+        chat.sendintr()  # Ctrl-C at the prompt does not leave
+        chat.expect(r"Ctrl-D or /quit to leave")
+        chat.sendline("/quit")
+        chat.expect(pexpect.EOF)
+    finally:
+        chat.close()
+    assert chat.exitstatus == 0
+
+
+def test_chat_leaves_on_ctrl_d(overfit_run):
+    run, _ = overfit_run
+    chat = pexpect.spawn(str(BIN / "gptlab"), ["chat", "--model", str(run)], env={**os.environ, "TERM": "dumb"},
+                         encoding="utf-8", timeout=60)
+    chat.expect(">>> ")
+    chat.sendeof()
+    chat.expect(pexpect.EOF)
+    chat.close()
+    assert chat.exitstatus == 0
+
+
+def test_instruction_data_run_folder_is_complete(tmp_path):
+    run = tmp_path / "instruct"
+    out = gptlab("finetune", "instruct", "--data", "instruction-data", "--model", "gpt-tiny", "--out", str(run),
+                 "--max-steps", "20", "--eval-every", "10", "--lr", "1e-3", "--response-tokens", "8")
+    assert out.returncode == 0, out.stderr
+    evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in evals] == [10, 20] and evals[1]["val_loss"] < evals[0]["val_loss"]
+    assert "sample:" in out.stderr
+    responses = json.loads((run / "instruction-data-with-response.json").read_text())
+    assert len(responses) == 110 and all(isinstance(r["model_response"], str) for r in responses)
+    test = json.loads((run / "test.json").read_text())
+    assert [r["instruction"] for r in responses] == [r["instruction"] for r in test]
+    assert [len(json.loads((run / f"{s}.json").read_text())) for s in ("train", "test", "val")] == [935, 110, 55]
+    assert (run / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((run / "summary.json").read_text())["responses"].endswith("instruction-data-with-response.json")
+    assert json.loads((run / "config.json").read_text())["task"] == "instruct"
+
+
+def test_bad_records_are_one_line(tmp_path):
+    (tmp_path / "bad.json").write_text('[{"instruction": "a", "output": "b"}, {"instruction": "c"}]')
+    out = gptlab("finetune", "instruct", "--data", str(tmp_path / "bad.json"), "--model", "gpt-tiny",
+                 "--out", str(tmp_path / "run"))
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'bad.json'}, record 1: missing 'output' field " \
+                                                  "(found: instruction)"
