@@ -7,7 +7,10 @@ from gptlab.data.instruction import (
     IGNORE_INDEX, PROMPT_STYLES, Record, collate, encode_record, load_records, prompt_style, split_records,
     write_records,
 )
+from gptlab.config import GPTConfig
+from gptlab.model import GPT
 from gptlab.tokenizer import GPT2Tokenizer
+from gptlab.training.losses import lm_loss, lm_loss_on_targets
 
 X = IGNORE_INDEX
 PAD = 50256
@@ -66,14 +69,16 @@ def test_collate_truncates_to_max_length():
     assert inputs.dtype == targets.dtype == torch.long
 
 
-def test_loss_ignores_exactly_the_masked_targets():
-    from gptlab.training.losses import lm_loss
+def test_loss_ignores_exactly_the_masked_targets_and_skips_their_logits():
     torch.manual_seed(0)
-    logits = torch.randn(2, 6, 60_000)
-    _, targets = collate(BATCH, PAD, mask_prompt=True)
+    model = GPT(GPTConfig.from_name("gpt-tiny")).eval()
+    inputs, targets = collate(BATCH, PAD, mask_prompt=True)
+    logits = model(inputs)  # (2, 6, V)
     keep = targets != X
     expected = torch.nn.functional.cross_entropy(logits[keep], targets[keep])
     assert torch.allclose(lm_loss(logits, targets), expected)
+    assert model(inputs, positions=keep).shape == (int(keep.sum()), 50257)
+    assert torch.allclose(lm_loss_on_targets(model, inputs, targets), expected, atol=1e-6)
 
 
 def test_book_split_sizes_are_exact_and_seeded():

@@ -247,14 +247,19 @@ class GPT(nn.Module):
         return self.ln_f(x)
 
     def forward(self, idx: Tensor, cache: KVCache | None = None, valid: Tensor | None = None,
-                lengths: Tensor | None = None) -> Tensor:
+                lengths: Tensor | None = None, positions: Tensor | None = None) -> Tensor:
         """Next-token logits (B, T, vocab_size) for every position of `idx` (B, T); for a
-        classifier (`num_classes` set), class logits (B, num_classes) via `classify(idx, lengths)`."""
+        classifier (`num_classes` set), class logits (B, num_classes) via `classify(idx, lengths)`.
+
+        With `positions` (B, T) bool, logits (N, vocab_size) for only those N positions: training
+        that takes no loss on prompts and padding then skips most of the costly LM head.
+        """
         if self.config.num_classes is not None:
             if lengths is None:
                 raise ValueError("a classifier needs the real length of each right-padded row")
             return self.classify(idx, lengths)
-        return self.lm_head(self.hidden(idx, cache, valid))
+        h = self.hidden(idx, cache, valid)  # (B, T, C)
+        return self.lm_head(h if positions is None else h[positions])
 
     def classify(self, idx: Tensor, lengths: Tensor) -> Tensor:
         """Class logits (B, num_classes) from the hidden state of each row's last real token.

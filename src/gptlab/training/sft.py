@@ -21,7 +21,7 @@ from gptlab.devices import pick_device
 from gptlab.evaluation.responses import RESPONSES_FILE, generate_responses
 from gptlab.generation import GenerationSettings, generate
 from gptlab.training.loop import Event, Task, TrainSettings, is_main_process, train
-from gptlab.training.losses import lm_loss
+from gptlab.training.losses import lm_loss_on_targets
 
 log = logging.getLogger(__name__)
 SAMPLE_TOKENS = 35  # length of the sample response printed at each evaluation
@@ -100,7 +100,7 @@ def run(config: SFTConfig, resume: bool = False, on_event=None) -> dict[str, Any
     task = Task(
         train_batch=lambda i: batch(train_items, train_order.positions(i, settings.batch_size)),
         val_batch=lambda i: batch(val_items, val_positions(i)),
-        loss=lambda m, b: lm_loss(m(b[0]), b[1]),
+        loss=lambda m, b: lm_loss_on_targets(m, *b),
         count_tokens=lambda b: b[0].numel(),
         write_model=lambda m, folder: write_model_files(m, tokenizer, folder, extra),
         sample=_sample_response(tokenizer, style, parts["val"][0]),
