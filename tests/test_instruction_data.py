@@ -1,13 +1,15 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 
+from gptlab.config import GPTConfig
 from gptlab.data.instruction import (
     IGNORE_INDEX, PROMPT_STYLES, Record, collate, encode_record, load_records, prompt_style, split_records,
     write_records,
 )
-from gptlab.config import GPTConfig
+from gptlab.data.order import EpochOrder
 from gptlab.model import GPT
 from gptlab.tokenizer import GPT2Tokenizer
 from gptlab.training.losses import lm_loss, lm_loss_on_targets
@@ -124,3 +126,19 @@ def test_missing_file_and_outputs_optional_for_answering(tmp_path):
         load_records(str(tmp_path / "nope.json"))
     (tmp_path / "q.json").write_text('[{"instruction": "Say hi."}]')
     assert load_records(str(tmp_path / "q.json"), require_output=False)[0].output == ""
+
+
+def test_length_grouped_order_visits_every_record_once_per_epoch_with_less_padding():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 200, size=935).tolist()
+    plain, grouped = EpochOrder(935, seed=1), EpochOrder(935, seed=1, lengths=lengths, group=400, run=8)
+
+    def padding(order: EpochOrder, epoch: int) -> int:
+        batches = np.split(order.epoch_order(epoch), range(8, 935, 8))
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+
+    for epoch in (0, 1):
+        assert sorted(grouped.epoch_order(epoch).tolist()) == list(range(935))
+        assert padding(grouped, epoch) < padding(plain, epoch) / 4
+    assert grouped.epoch_order(0).tolist() != grouped.epoch_order(1).tolist()
+    assert EpochOrder(935, seed=1, lengths=lengths).positions(3, 8).tolist() == grouped.positions(3, 8).tolist()

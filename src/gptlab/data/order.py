@@ -18,6 +18,9 @@ class EpochOrder:
     n: int  # number of items
     seed: int = 0
     shuffle: bool = True
+    lengths: list[int] | None = None  # item lengths: put similar lengths next to each other (less padding)
+    group: int = 400  # with `lengths`: sort within windows of this many items, then shuffle runs of `run`
+    run: int = 8  # with `lengths`: items that stay together (the batch size)
     _epoch: int = field(default=-1, init=False, repr=False)  # the epoch whose order is cached
     _order: np.ndarray | None = field(default=None, init=False, repr=False)
 
@@ -32,5 +35,17 @@ class EpochOrder:
         if not self.shuffle:
             return np.arange(self.n)
         if self._epoch != epoch:
-            self._epoch, self._order = epoch, np.random.default_rng([self.seed, epoch]).permutation(self.n)
+            rng = np.random.default_rng([self.seed, epoch])
+            order = rng.permutation(self.n)
+            if self.lengths is not None:
+                order = self._grouped_by_length(order, rng)
+            self._epoch, self._order = epoch, order
         return self._order
+
+    def _grouped_by_length(self, order: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Sort each window of `group` shuffled items by length, then shuffle runs of `run` items:
+        batches hold similar lengths, yet which batches come when stays random."""
+        lengths = np.asarray(self.lengths)
+        windows = [w[np.argsort(lengths[w], kind="stable")] for w in np.split(order, range(self.group, self.n, self.group))]
+        runs = np.split(np.concatenate(windows), range(self.run, self.n, self.run))
+        return np.concatenate([runs[i] for i in rng.permutation(len(runs))])

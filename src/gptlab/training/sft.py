@@ -51,6 +51,7 @@ class SFTConfig:
     val_data: str | None = None  # validation records from this file instead (its share of --data trains)
     test_data: str | None = None  # test records from this file instead (its share of --data trains)
     data_seed: int = 123  # seeds the train/test/validation split
+    group_by_length: bool = False  # batch records of similar length (less padding, faster; less random batches)
     response_tokens: int = 256  # max new tokens per test-set response after training (0 = skip them)
     train: TrainSettings = field(default_factory=_book_settings)
 
@@ -88,7 +89,8 @@ def run(config: SFTConfig, resume: bool = False, on_event=None) -> dict[str, Any
     settings = config.train
     settings = dataclasses.replace(settings, eval_batches=min(settings.eval_batches,
                                                               -(-len(val_items) // settings.batch_size)))
-    train_order = EpochOrder(len(train_items), settings.seed)
+    train_order = EpochOrder(len(train_items), settings.seed, run=settings.batch_size,
+                             lengths=[len(ids) for ids, _ in train_items] if config.group_by_length else None)
 
     def batch(items: list[tuple[list[int], int]], positions) -> tuple:
         return collate([items[i] for i in positions], tokenizer.eos_id, config.mask_prompt, max_length)
