@@ -23,7 +23,7 @@ from gptlab.data.order import EpochOrder
 from gptlab.evaluation.baseline import tfidf_logistic_regression
 from gptlab.evaluation.metrics import classification_report
 from gptlab.model import GPT
-from gptlab.training.loop import Task, TrainSettings, train
+from gptlab.training.loop import RunConfig, Task, TrainSettings, train
 from gptlab.training.pretrain import PretrainConfig
 from gptlab.training.pretrain import run as run_pretrain
 
@@ -43,8 +43,10 @@ def _from_scratch_settings() -> TrainSettings:
 
 
 @dataclass
-class ClassifyConfig:
+class ClassifyConfig(RunConfig):
     """Everything `gptlab finetune classify` needs; saved as the run's replayable `config.json`."""
+
+    TASK = "classify"
 
     data: str  # sms-spam, or a .csv/.tsv (header row) or .jsonl file
     out: str = "runs/classify"  # run folder
@@ -65,14 +67,6 @@ class ClassifyConfig:
     def default_train(given: dict[str, Any]) -> TrainSettings:
         """Optimiser defaults for these flags: the book's, or the from-scratch recipe's."""
         return _from_scratch_settings() if given.get("pretrain_on_texts") else _book_settings()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"task": "classify", **dataclasses.asdict(self)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ClassifyConfig:
-        data = {k: v for k, v in data.items() if k != "task"}
-        return cls(**{**data, "train": TrainSettings(**data.get("train", {}))})
 
 
 def with_class_head(model: GPT, num_classes: int, seed: int) -> GPT:

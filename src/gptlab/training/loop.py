@@ -8,6 +8,7 @@ the caller's job.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
@@ -62,6 +63,20 @@ class TrainSettings:
             raise ValueError(f"precision must be 32, bf16-mixed or auto, got {self.precision!r}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
+class RunConfig:
+    """Base of every task's config dataclass: the replayable `config.json` of a run, both ways."""
+
+    TASK: ClassVar[str]  # the name written into config.json, e.g. "pretrain"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"task": self.TASK, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        fields = {k: v for k, v in data.items() if k != "task"}
+        return cls(**{**fields, "train": TrainSettings(**fields.get("train", {}))})
 
 
 @dataclass

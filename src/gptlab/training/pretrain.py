@@ -20,7 +20,7 @@ from gptlab.data.text import WindowSampler, read_text, resolve_text, split_token
 from gptlab.generation import GenerationSettings, generate
 from gptlab.model import GPT
 from gptlab.tokenizer import CharTokenizer, GPT2Tokenizer, Tokenizer, tokenizer_from_dict
-from gptlab.training.loop import Task, TrainSettings, train
+from gptlab.training.loop import RunConfig, Task, TrainSettings, train
 from gptlab.training.losses import lm_loss
 
 log = logging.getLogger(__name__)
@@ -28,8 +28,10 @@ RANDOM_SAMPLING_ABOVE = 100_000  # tokens; smaller texts are walked in windows, 
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(RunConfig):
     """Everything `gptlab pretrain` needs; saved as the run's replayable `config.json`."""
+
+    TASK = "pretrain"
 
     data: list[str]  # registry names (the-verdict, tinyshakespeare) or text files
     out: str = "runs/pretrain"  # run folder
@@ -51,14 +53,6 @@ class PretrainConfig:
     def default_train(given: dict[str, Any]) -> TrainSettings:
         """Optimiser defaults (the same for every pretraining run)."""
         return TrainSettings()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"task": "pretrain", **dataclasses.asdict(self)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PretrainConfig:
-        data = {k: v for k, v in data.items() if k != "task"}
-        return cls(**{**data, "train": TrainSettings(**data.get("train", {}))})
 
 
 def build_tokenizer(spec: str, sources: list[str]) -> Tokenizer:

@@ -20,7 +20,7 @@ from gptlab.data.order import EpochOrder
 from gptlab.devices import pick_device
 from gptlab.evaluation.responses import RESPONSES_FILE, generate_responses
 from gptlab.generation import GenerationSettings, generate
-from gptlab.training.loop import Event, Task, TrainSettings, is_main_process, train
+from gptlab.training.loop import Event, RunConfig, Task, TrainSettings, is_main_process, train
 from gptlab.training.losses import lm_loss_on_targets
 
 log = logging.getLogger(__name__)
@@ -34,8 +34,10 @@ def _book_settings() -> TrainSettings:
 
 
 @dataclass
-class SFTConfig:
+class SFTConfig(RunConfig):
     """Everything `gptlab finetune instruct` needs; saved as the run's replayable `config.json`."""
+
+    TASK = "instruct"
 
     data: str  # instruction-data, or a JSON list / JSONL file of instruction records
     out: str = "runs/instruct"  # run folder
@@ -59,14 +61,6 @@ class SFTConfig:
     def default_train(given: dict[str, Any]) -> TrainSettings:
         """Optimiser defaults: the book's (meant for pretrained weights)."""
         return _book_settings()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"task": "instruct", **dataclasses.asdict(self)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SFTConfig:
-        data = {k: v for k, v in data.items() if k != "task"}
-        return cls(**{**data, "train": TrainSettings(**data.get("train", {}))})
 
 
 def run(config: SFTConfig, resume: bool = False, on_event=None) -> dict[str, Any]:
