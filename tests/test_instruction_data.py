@@ -142,3 +142,15 @@ def test_length_grouped_order_visits_every_record_once_per_epoch_with_less_paddi
         assert padding(grouped, epoch) < padding(plain, epoch) / 4
     assert grouped.epoch_order(0).tolist() != grouped.epoch_order(1).tolist()
     assert EpochOrder(935, seed=1, lengths=lengths).positions(3, 8).tolist() == grouped.positions(3, 8).tolist()
+
+
+def test_bad_jsonl_and_bad_bytes_name_the_line(tmp_path):
+    (tmp_path / "d.jsonl").write_text('{"instruction": "a", "output": "b"}\n{oops\n')
+    with pytest.raises(ValueError, match=r"d.jsonl:2: not valid JSON"):
+        load_records(str(tmp_path / "d.jsonl"))
+    (tmp_path / "e.jsonl").write_text('{"instruction": "a", "output": "b"}\n{"instruction": "c"}\n')
+    with pytest.raises(ValueError, match=r"e.jsonl:2: missing 'output' field"):
+        load_records(str(tmp_path / "e.jsonl"))
+    (tmp_path / "f.json").write_bytes(b'[{"instruction": "a",\n "output": "caf\xe9"}]')
+    with pytest.raises(ValueError, match=r"f.json:2: not UTF-8 text"):
+        load_records(str(tmp_path / "f.json"))

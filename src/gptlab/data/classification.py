@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from gptlab.data.reading import jsonl_rows, read_utf8
 from gptlab.files import REGISTRY, fetch
 from gptlab.tokenizer import Tokenizer
 
@@ -65,11 +66,7 @@ def load_examples(source: str, text_column: str = "text", label_column: str = "l
     if not path.is_file():
         raise FileNotFoundError(f"{source}: no such file, and not a registered data set "
                                 f"(known: {SMS_SPAM})")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = path.read_bytes()[: err.start].count(b"\n") + 1
-        raise ValueError(f"{path}:{line}: not UTF-8 text ({err.reason}); re-save the file as UTF-8") from None
+    text = read_utf8(path)
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
         rows = _jsonl_rows(path, text)
@@ -95,17 +92,10 @@ def _read_sms_spam(path: Path) -> list[Example]:
 
 
 def _jsonl_rows(path: Path, text: str) -> list[tuple[int, dict]]:
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+    rows = jsonl_rows(str(path), text)
+    for number, row in rows:
         if not isinstance(row, dict):
             raise ValueError(f"{path}:{number}: expected a JSON object per line")
-        rows.append((number, row))
     return rows
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gptlab.data.reading import jsonl_rows, read_utf8
 from gptlab.files import REGISTRY, fetch
 from gptlab.tokenizer import Tokenizer
 
@@ -79,11 +80,11 @@ def load_records(source: str, instruction_field: str = "instruction", input_fiel
     if not path.is_file():
         raise FileNotFoundError(f"{source}: no such file, and not a registered data set (known: {INSTRUCTION_DATA})")
     name = REGISTRY[INSTRUCTION_DATA].filename if source == INSTRUCTION_DATA else str(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{name}: not UTF-8 text ({err.reason}); re-save the file as UTF-8") from None
-    rows = _jsonl_rows(name, text) if path.suffix.lower() == ".jsonl" else _json_rows(name, text)
+    text = read_utf8(path, name)
+    if path.suffix.lower() == ".jsonl":
+        rows = [(f"{name}:{number}", row) for number, row in jsonl_rows(name, text)]
+    else:
+        rows = _json_rows(name, text)
     if not rows:
         raise ValueError(f"{name}: no records found")
     fields = (instruction_field, input_field, output_field)
@@ -98,17 +99,6 @@ def _json_rows(name: str, text: str) -> list[tuple[str, Any]]:
     if not isinstance(data, list):
         raise ValueError(f"{name}: expected a JSON list of records, found {type(data).__name__}")
     return [(f"{name}, record {i}", row) for i, row in enumerate(data)]
-
-
-def _jsonl_rows(name: str, text: str) -> list[tuple[str, Any]]:
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append((f"{name}:{number}", json.loads(line)))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{name}:{number}: not valid JSON ({err.msg})") from None
-    return rows
 
 
 def _record(where: str, row: Any, fields: tuple[str, str, str], require_output: bool) -> Record:
