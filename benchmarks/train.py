@@ -2,11 +2,14 @@
 
     .venv/bin/python benchmarks/train.py            # gpt2 124M, batch 4 x 256, fp32, AdamW
     .venv/bin/python benchmarks/train.py --steps 3 --preset gpt-small   # quick look
+    .venv/bin/python benchmarks/train.py --task sft  # instruction batches, prompt masked (-100)
 
-Each library trains in its own fresh subprocess (so peak RSS is its own), on identical random
-token batches: tokens/s over the timed steps after warm-up, the ratio, and the fraction of the
-machine's matmul bound (6·N FLOP per token, N = parameters doing matmuls, FLOP/s measured here
-with a large fp32 matmul in the same run).
+Each library trains in its own fresh subprocess (so peak RSS is its own), on identical batches:
+random tokens (`--task lm`) or the book's instruction records collated with their prompts and
+padding masked to -100 (`--task sft`; each library computes the loss the way its users would).
+Prints tokens/s over the timed steps after warm-up, the ratio, and the fraction of the machine's
+matmul bound (6·N FLOP per token, N = parameters doing matmuls, FLOP/s measured here with a large
+fp32 matmul in the same run).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import time
 from datetime import date
 
 
-def build(library: str, preset: str, dropout: float):
+def build(library: str, preset: str, dropout: float, task: str):
     """The model to train and an optimizer for it, as a user of that library would write it."""
     import torch
 
@@ -31,11 +34,13 @@ def build(library: str, preset: str, dropout: float):
     torch.manual_seed(0)
     if library == "gptlab":
         from gptlab.model import GPT
-        from gptlab.training.losses import lm_loss
+        from gptlab.training.losses import lm_loss, lm_loss_on_targets
         from gptlab.training.optim import build_optimizer
 
         model = GPT(config).train()
         optimizer = build_optimizer(model, lr=1e-4, weight_decay=0.1)
+        if task == "sft":  # logits only where a target counts, as `gptlab finetune instruct` does
+            return model, optimizer, lambda x, y: lm_loss_on_targets(model, x, y)
         return model, optimizer, lambda x, y: lm_loss(model(x), y)
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -44,7 +49,32 @@ def build(library: str, preset: str, dropout: float):
                            resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout)
     model = GPT2LMHeadModel(hf_config).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)  # the usual loop
-    return model, optimizer, lambda x, y: model(input_ids=x, labels=x).loss
+    return model, optimizer, lambda x, y: model(input_ids=x, labels=_hf_labels(x, y)).loss
+
+
+def _hf_labels(inputs, targets):
+    """transformers shifts `labels` itself: label t is the target of position t - 1."""
+    import torch
+
+    return torch.cat([torch.full_like(targets[:, :1], -100), targets[:, :-1]], dim=1)
+
+
+def batches(task: str, count: int, batch_size: int, seq_len: int):
+    """(inputs, targets) pairs: random tokens, or collated instruction records (seeded order)."""
+    import torch
+
+    if task == "lm":
+        data = torch.randint(0, 50257, (count, batch_size, seq_len + 1), generator=torch.Generator().manual_seed(1))
+        return [(d[:, :-1], d[:, 1:]) for d in data]
+    from gptlab.data.instruction import PROMPT_STYLES, collate, encode_record, load_records
+    from gptlab.data.order import EpochOrder
+    from gptlab.tokenizer import GPT2Tokenizer
+
+    tokenizer = GPT2Tokenizer()
+    items = [encode_record(r, tokenizer, PROMPT_STYLES["alpaca"]) for r in load_records("instruction-data")]
+    order = EpochOrder(len(items), seed=1)
+    return [collate([items[i] for i in order.positions(step, batch_size)], tokenizer.eos_id, True, seq_len)
+            for step in range(count)]
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -55,13 +85,10 @@ def worker(args: argparse.Namespace) -> None:
         from gptlab.runtime import keep_large_allocations_on_heap
 
         keep_large_allocations_on_heap()  # what gptlab's training loop does on CPU
-    model, optimizer, loss_fn = build(args.worker, args.preset, args.dropout)
-    gen = torch.Generator().manual_seed(1)
-    data = torch.randint(0, 50257, (args.warmup + args.steps, args.batch_size, args.seq_len + 1), generator=gen)
+    model, optimizer, loss_fn = build(args.worker, args.preset, args.dropout, args.task)
+    data = batches(args.task, args.warmup + args.steps, args.batch_size, args.seq_len)
     times = []
-    for step in range(args.warmup + args.steps):
-        x = data[step, :, :-1]
-        y = data[step, :, 1:]
+    for x, y in data:
         started = time.perf_counter()
         loss = loss_fn(x, y)
         loss.backward()
@@ -70,9 +97,9 @@ def worker(args: argparse.Namespace) -> None:
         optimizer.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - started)
     timed = times[args.warmup:]
-    tokens = args.batch_size * args.seq_len
+    tokens = sum(x.numel() for x, _ in data[args.warmup:])
     print(json.dumps({
-        "tokens_per_second": tokens * len(timed) / sum(timed),
+        "tokens_per_second": tokens / sum(timed),
         "step_seconds": sum(timed) / len(timed),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "final_loss": float(loss),
@@ -99,7 +126,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="gpt2", help="model shape (default gpt2, 124M)")
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--seq-len", type=int, default=256, help="tokens per row (sft: the most; rows are padded "
+                                                                  "to the longest record of their batch)")
+    parser.add_argument("--task", choices=["lm", "sft"], default="lm",
+                        help="lm: random tokens, loss everywhere; sft: instruction records, prompt masked")
     parser.add_argument("--dropout", type=float, default=0.1)
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--steps", type=int, default=8, help="timed steps")
@@ -131,7 +161,8 @@ def main() -> None:
     bound = flops / (6 * n)
     print(f"machine: {_cpu_name()}, {torch.get_num_threads()} threads; torch {torch.__version__}, "
           f"transformers {transformers.__version__}; {date.today()}")
-    print(f"config: {args.preset}, batch {args.batch_size} x {args.seq_len}, fp32, dropout {args.dropout}, "
+    print(f"config: {args.task}, {args.preset}, batch {args.batch_size} x {'up to ' if args.task == 'sft' else ''}"
+          f"{args.seq_len}, fp32, dropout {args.dropout}, "
           f"AdamW, {args.warmup} warm-up + {args.steps} timed steps; glibc malloc tuned for "
           f"{'both' if args.tuned_malloc else 'gptlab only (as its training loop does)'}")
     print(f"matmul: {flops / 1e9:.1f} GFLOP/s fp32 -> bound {bound:.0f} tokens/s at 6N = {6 * n / 1e9:.2f} GFLOP/token")
