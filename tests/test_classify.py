@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from gptlab.checkpoint import load_model
+from gptlab.checkpoint.native import write_model_files
 from gptlab.config import GPTConfig
 from gptlab.model import GPT
-from gptlab.training.classify import ClassifyConfig, freeze_for, run, with_class_head
+from gptlab.training.classify import ClassifyConfig, classify_texts, freeze_for, run, with_class_head
 from gptlab.training.loop import TrainSettings
 
 
@@ -37,3 +38,28 @@ def test_frozen_parameters_really_stay_unchanged(tmp_path):
     assert not torch.equal(trained["h.1.mlp.c_fc.weight"], start["h.1.mlp.c_fc.weight"])
     assert trained["lm_head.weight"].shape == (2, 16)
     assert [json.loads(line)["label"] for line in (tmp_path / "test.jsonl").read_text().splitlines()].count("spam") > 100
+
+
+def test_the_report_scores_the_best_checkpoint_not_the_last_weights(tmp_path):
+    """summary.json describes what `gptlab classify --model <run>` loads, not where training stopped."""
+    config = ClassifyConfig(data="sms-spam", out=str(tmp_path), model="gpt-tiny", train_layers="all",
+                            train=TrainSettings(max_steps=6, batch_size=8, lr=1e-2, eval_every=3, eval_batches=1,
+                                                warmup_steps=0, seed=0))
+    first = run(config)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    top = max(r["val_accuracy"] for r in records)  # best/ = highest val accuracy, the later one on ties
+    assert first["best_step"] == max(r["step"] for r in records if r["val_accuracy"] == top)
+    last = load_model(str(tmp_path / "checkpoints" / "last"))
+    names = last.extra["labels"]
+    test = [json.loads(line) for line in (tmp_path / "test.jsonl").read_text().splitlines()]
+    predicted = [names[i] for i in classify_texts(last, [r["text"] for r in test]).argmax(-1).tolist()]
+    last_confusion = [[sum(r["label"] == a and p == b for r, p in zip(test, predicted)) for b in names] for a in names]
+    with torch.no_grad():  # a "best" checkpoint that answers the opposite of the last weights
+        last.model.lm_head.weight.neg_()
+        last.model.lm_head.bias.neg_()
+    write_model_files(last.model, last.tokenizer, tmp_path / "checkpoints" / "best",
+                      {"labels": names, "max_length": last.extra["max_length"]})
+    summary = run(config, resume=True)  # already at max_steps: nothing trains, the report runs again
+    assert summary["test_confusion"] == [row[::-1] for row in last_confusion] != last_confusion
+    assert summary["scored"].endswith("(best checkpoint)")
+    assert json.loads((tmp_path / "summary.json").read_text())["test_confusion"] == summary["test_confusion"]

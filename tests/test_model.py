@@ -95,6 +95,18 @@ def test_dropout_only_in_training_mode():
     assert not torch.equal(model(idx), model(idx))
 
 
+def test_set_dropout_changes_every_dropout_of_a_built_model():
+    model = make_model(dropout=0.0).train()
+    idx = torch.randint(0, 97, (1, 8))
+    assert torch.equal(model(idx), model(idx))
+    model.set_dropout(0.3)
+    assert model.config.dropout == 0.3 and not torch.equal(model(idx), model(idx))
+    assert {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {0.3}
+    assert {block.attn.dropout for block in model.h} == {0.3}
+    model.set_dropout(0.0)
+    assert torch.equal(model(idx), model(idx))
+
+
 def test_classifier_head_reads_the_last_real_token_under_right_padding():
     model = make_model(num_classes=3)
     assert model.lm_head.weight.shape == (3, 32) and model.lm_head.bias is not None

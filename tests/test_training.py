@@ -44,9 +44,17 @@ def test_loss_falls_and_the_best_checkpoint_tracks_val_loss(tmp_path):
     records = metrics(tmp_path)
     assert records[-1]["train_loss"] < records[0]["train_loss"] - 0.5
     assert summary["best_val_loss"] == min(r["val_loss"] for r in records)
+    assert summary["best_step"] == min(records, key=lambda r: r["val_loss"])["step"]
     assert summary["final_val_loss"] == records[-1]["val_loss"]
     assert set(summary) >= {"best_val_loss", "final_val_loss", "steps", "tokens", "wall_seconds", "tokens_per_second"}
     assert summary["tokens"] == 40 * 4 * 32
+
+
+def test_a_fresh_run_in_a_used_folder_forgets_the_previous_best(tmp_path):
+    run(config(tmp_path, max_steps=4))
+    assert (tmp_path / "checkpoints" / "best" / "model.safetensors").is_file()
+    run(config(tmp_path, max_steps=4), on_event=interrupt_at(2))  # stopped before its first evaluation
+    assert not (tmp_path / "checkpoints" / "best").exists()
 
 
 def test_corrupted_checkpoint_is_reported_on_resume(tmp_path):

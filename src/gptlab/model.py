@@ -6,6 +6,7 @@ weights is a loop over keys, not a table of renames (see `checkpoint/hf.py`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -210,6 +211,15 @@ class GPT(nn.Module):
             raise ValueError(f"attention must be one of {ATTENTION_IMPLS}, got {impl!r}")
         for block in self.h:
             block.attn.impl = impl
+
+    def set_dropout(self, p: float) -> None:
+        """Change the dropout of a built model (e.g. to fine-tune a model pretrained without it)."""
+        self.config = dataclasses.replace(self.config, dropout=p)  # validates p
+        for module in self.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = p
+            elif isinstance(module, CausalSelfAttention):
+                module.dropout = p
 
     def hidden(self, idx: Tensor, cache: KVCache | None = None, valid: Tensor | None = None) -> Tensor:
         """Final-LayerNorm hidden states (B, T, C) for token ids `idx` (B, T).

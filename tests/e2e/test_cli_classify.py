@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -72,6 +73,19 @@ def test_bad_input_is_one_line(tmp_path):
     assert not_a_classifier.returncode == 1 and "is not a classifier" in not_a_classifier.stderr
 
 
+def test_under_torchrun_rank_0_alone_scores_and_writes_the_summary(tmp_path):
+    run = tmp_path / "ddp"
+    out = subprocess.run([str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", "-m", "gptlab", "finetune",
+                          "classify", "--data", "sms-spam", "--model", "gpt-tiny", "--train-layers", "all",
+                          "--max-steps", "6", "--eval-every", "3", "--device", "cpu", "--out", str(run)],
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stderr.count("INFO: scoring run") == 1, out.stderr[-2000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["scored"].endswith("(best checkpoint)")
+    assert sum(map(sum, summary["test_confusion"])) == 300
+
+
 def test_pretrain_on_texts_pretrains_then_fine_tunes_with_the_recipe_defaults(tmp_path):
     run = tmp_path / "quick"
     out = gptlab("finetune", "classify", "--data", "sms-spam", "--model", "gpt-tiny", "--pretrain-on-texts",
@@ -82,17 +96,22 @@ def test_pretrain_on_texts_pretrains_then_fine_tunes_with_the_recipe_defaults(tm
     assert (run / "pretrain-texts.txt").read_text().count("\n") == 1045  # training texts only
     config = json.loads((run / "config.json").read_text())
     assert config["train"]["lr"] == 3e-4 and config["train"]["max_steps"] == 6
+    assert json.loads((run / "checkpoints" / "last" / "config.json").read_text())["model"]["dropout"] == 0.2
 
 
-@pytest.mark.slow  # about 5 minutes; run with `bash scripts/test.sh -m slow`
+@pytest.mark.slow  # about 4.5 minutes; run with `bash scripts/test.sh -m slow`
 def test_from_scratch_recipe_reaches_95_percent_on_sms_spam(tmp_path):
-    """The documented one-flag recipe for machines without pretrained GPT-2 weights."""
+    """The documented one-flag recipe for machines without pretrained GPT-2 weights.
+
+    Seed 1337 (the default) measured 95.7%; seeds 1 and 2 gave 94.0% and 97.3% (README).
+    """
     run = tmp_path / "scratch"
     out = gptlab("finetune", "classify", "--data", "sms-spam", "--model", "gpt-small", "--pretrain-on-texts",
                  "--out", str(run))
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["test_accuracy"] >= 0.95, summary
+    assert summary["scored"].endswith("(best checkpoint)")
     assert (run / "pretrain" / "checkpoints" / "last" / "model.safetensors").is_file()
     assert json.loads((run / "config.json").read_text())["train"]["lr"] == 3e-4  # the recipe's defaults
     labels = gptlab("classify", "--model", str(run), "WIN a FREE vacation now!!! Call 09061701461",

@@ -23,7 +23,7 @@ from gptlab.data.order import EpochOrder
 from gptlab.evaluation.baseline import tfidf_logistic_regression
 from gptlab.evaluation.metrics import classification_report
 from gptlab.model import GPT
-from gptlab.training.loop import RunConfig, Task, TrainSettings, train
+from gptlab.training.loop import RunConfig, Task, TrainSettings, is_main_process, train
 from gptlab.training.pretrain import PretrainConfig
 from gptlab.training.pretrain import run as run_pretrain
 
@@ -37,9 +37,14 @@ def _book_settings() -> TrainSettings:
 
 
 def _from_scratch_settings() -> TrainSettings:
-    """Fine-tuning after `--pretrain-on-texts`: all layers learn, so a higher rate with warmup."""
-    return TrainSettings(max_steps=650, batch_size=8, lr=3e-4, min_lr=3e-5, warmup_steps=50,
-                         weight_decay=0.1, eval_every=130, eval_batches=5)
+    """Fine-tuning after `--pretrain-on-texts`: all layers learn, so a higher rate with warmup.
+
+    About three epochs: in 650-step runs the training loss was near zero and test accuracy hardly
+    moved after step 400, so the extra minute bought nothing. Evaluations every 50 steps, each over
+    the whole validation split, give `best/` eight candidates.
+    """
+    return TrainSettings(max_steps=400, batch_size=8, lr=3e-4, min_lr=3e-5, warmup_steps=50,
+                         weight_decay=0.1, eval_every=50, eval_batches=20)
 
 
 @dataclass
@@ -60,6 +65,7 @@ class ClassifyConfig(RunConfig):
     train_layers: str = "auto"  # last (last block + final norm + head), last-K, all, or auto (all after --pretrain-on-texts, else last)
     pretrain_on_texts: bool = False  # the recipe without pretrained weights: LM-pretrain on the training texts first
     pretrain_steps: int = 60  # language-model steps of that pretraining (about four passes over the texts)
+    dropout: float | None = None  # dropout while fine-tuning (default: 0.2 after --pretrain-on-texts, else the model's)
     data_seed: int = 123  # seeds balancing and splitting
     train: TrainSettings = field(default_factory=_book_settings)
 
@@ -157,6 +163,11 @@ def run(config: ClassifyConfig, resume: bool = False, on_event=None) -> dict[str
     if train_layers == "auto":
         train_layers = "all" if config.pretrain_on_texts else "last"
     freeze_for(model, train_layers)
+    dropout = config.dropout
+    if dropout is None and config.pretrain_on_texts:  # one seed measured: 95.7% vs 94.7% (README)
+        dropout = 0.2
+    if dropout is not None:
+        model.set_dropout(dropout)
     tokenizer = loaded.tokenizer
     pad_id = tokenizer.eos_id if tokenizer.eos_id is not None else 0
     longest = max(len(tokenizer.encode(e.text)) for e in splits["train"])
@@ -166,19 +177,25 @@ def run(config: ClassifyConfig, resume: bool = False, on_event=None) -> dict[str
              ", ".join(labels.names), *(len(p) for p in splits.values()), max_length)
 
     train_order = EpochOrder(len(data["train"].labels), settings.seed)
-    val_order = EpochOrder(len(data["val"].labels), shuffle=False)
+    num_val = len(data["val"].labels)
+    settings = dataclasses.replace(settings, eval_batches=min(  # val loss over each val text at most once
+        settings.eval_batches, -(-num_val // settings.batch_size)))
     extra = {"labels": list(labels.names), "max_length": max_length, "run": config.to_dict()}
     task = Task(
         train_batch=lambda i: data["train"].batch(train_order.positions(i, settings.batch_size)),
-        val_batch=lambda i: data["val"].batch(val_order.positions(i, settings.batch_size)),
+        val_batch=lambda i: data["val"].batch(torch.arange(i * settings.batch_size,
+                                                           min((i + 1) * settings.batch_size, num_val))),
         loss=_loss,
         count_tokens=lambda batch: int(batch[1].sum()),
         write_model=lambda m, folder: write_model_files(m, tokenizer, folder, extra),
         eval_metrics=lambda m: {"val_accuracy": classification_report(
             predict(m, data["val"]), data["val"].labels, len(labels.names))["accuracy"]},
+        score=lambda record: record["val_accuracy"],  # see _final_report
     )
     summary = train(model, task, settings, out, resume=resume, on_event=on_event)
-    return _final_report(model, data, splits, labels, out, summary)
+    if not is_main_process():  # under torchrun rank 0 alone reports
+        return summary
+    return _final_report(data, splits, labels, out, summary, device=next(model.parameters()).device)
 
 
 def _pretrain_on_texts(config: ClassifyConfig, train: list[Example], out: Path) -> str:
@@ -203,9 +220,21 @@ def _log_evaluations(event) -> None:
                  event.step, event.values["train_loss"], event.values["val_loss"])
 
 
-def _final_report(model: GPT, data: dict[str, Encoded], splits: dict[str, list[Example]], labels: LabelMap,
-                  out: Path, summary: dict[str, Any]) -> dict[str, Any]:
-    """Accuracy, macro P/R/F1 and confusion on every split, and the TF-IDF baseline, into `summary.json`."""
+def _final_report(data: dict[str, Encoded], splits: dict[str, list[Example]], labels: LabelMap,
+                  out: Path, summary: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Accuracy, macro P/R/F1 and confusion on every split, and the TF-IDF baseline, into `summary.json`.
+
+    Scored are the weights `gptlab classify --model <run>` loads: `checkpoints/best`, the highest
+    validation accuracy, the later one on ties. Not the lowest validation loss: a classifier that
+    keeps learning grows over-confident on its few mistakes, so the loss rises while accuracy
+    still improves; on SMS spam it picked steps 100-260 of 650 in four of five runs, each 0.3-5.7
+    points below the last weights on the test split, where the accuracy choice matched them on
+    average (README).
+    """
+    loaded = load_model(str(out), device=device)
+    model = loaded.model
+    log.info("scoring %s", loaded.description)
+    summary["scored"] = loaded.description
     for name, part in data.items():
         report = classification_report(predict(model, part), part.labels, len(labels.names))
         summary[f"{name}_accuracy"] = report["accuracy"]

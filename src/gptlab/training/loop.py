@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -53,7 +54,7 @@ class TrainSettings:
     device: str = "auto"  # cpu, cuda, mps or auto
     seed: int = 1337  # seeds dropout and data order
     compile: bool = False  # torch.compile the model (faster steps after a slow first one)
-    early_stop: int = 0  # stop after this many evaluations without a better val loss (0 = never)
+    early_stop: int = 0  # stop after this many evaluations without a new best/ (0 = never)
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "eval_batches"):
@@ -89,6 +90,7 @@ class Task:
     count_tokens: Callable[[Batch], int]  # tokens a batch trains on, for tokens/s
     write_model: Callable[[nn.Module, Path], None]  # the model files of a checkpoint folder
     eval_metrics: Callable[[nn.Module], dict[str, float]] | None = None  # e.g. accuracy
+    score: Callable[[dict[str, float]], float] | None = None  # of an eval record, for best/ (default: -val_loss)
     sample: Callable[[nn.Module], str] | None = None  # e.g. text from a fixed prompt
 
 
@@ -149,8 +151,9 @@ def train(model: nn.Module, task: Task, settings: TrainSettings, out_dir: str | 
     run = _Run(Path(out_dir), model, task, settings, on_event)
     if resume:
         run.resume()
-    elif run.ddp.main:
+    elif run.ddp.main:  # a fresh run in a used folder: no metrics or best weights of the previous one
         (run.out_dir / "metrics.jsonl").unlink(missing_ok=True)
+        shutil.rmtree(run.best_dir, ignore_errors=True)
     status = "completed"
     try:
         while True:
@@ -184,7 +187,8 @@ class _Run:
         model.to(self.device)
         self.optimizer = build_optimizer(model, settings.lr, settings.weight_decay, (settings.beta1, settings.beta2))
         self.progress: dict[str, Any] = {
-            "step": 0, "tokens": 0, "best_val_loss": math.inf, "evals_since_best": 0, "elapsed": 0.0,
+            "step": 0, "tokens": 0, "best_score": -math.inf, "best_val_loss": math.inf, "best_step": None,
+            "evals_since_best": 0, "elapsed": 0.0,
             "window_losses": [],  # training losses since the last evaluation
             "evaluated_at": 0,  # step of the last evaluation
         }
@@ -235,8 +239,9 @@ class _Run:
                       tokens_per_second=self.window_tokens / max(now - self.window_start, 1e-9),
                       elapsed=now - self.started)
         p.update(elapsed=now - self.started, window_losses=[], evaluated_at=p["step"])
-        if record["val_loss"] < p["best_val_loss"]:
-            p.update(best_val_loss=record["val_loss"], evals_since_best=0)
+        score = self.task.score(record) if self.task.score is not None else -record["val_loss"]
+        if score >= p["best_score"]:  # a tie goes to the later, longer-trained weights
+            p.update(best_score=score, best_val_loss=record["val_loss"], best_step=p["step"], evals_since_best=0)
             self.save(self.best_dir, with_optimizer=False)
         else:
             p["evals_since_best"] += 1
@@ -323,6 +328,7 @@ def _summary(out_dir: Path, progress: dict[str, Any], wall: float, status: str) 
     return {
         "status": status,
         "best_val_loss": None if math.isinf(best) else best,
+        "best_step": progress["best_step"],
         "final_val_loss": final,
         "steps": progress["step"],
         "tokens": progress["tokens"],
