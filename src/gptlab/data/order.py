@@ -49,3 +49,8 @@ class EpochOrder:
         windows = [w[np.argsort(lengths[w], kind="stable")] for w in np.split(order, range(self.group, self.n, self.group))]
         runs = np.split(np.concatenate(windows), range(self.run, self.n, self.run))
         return np.concatenate([runs[i] for i in rng.permutation(len(runs))])
+
+
+def in_order(index: int, batch_size: int, n: int) -> np.ndarray:
+    """Positions of batch `index` when `n` items are visited once, in order (the last batch may be short)."""
+    return np.arange(index * batch_size, min((index + 1) * batch_size, n))

@@ -19,11 +19,11 @@ from gptlab.checkpoint.native import write_model_files
 from gptlab.data.classification import (
     SMS_SPAM, Example, LabelMap, balance, encode_padded, load_examples, split, write_split,
 )
-from gptlab.data.order import EpochOrder
+from gptlab.data.order import EpochOrder, in_order
 from gptlab.evaluation.baseline import tfidf_logistic_regression
 from gptlab.evaluation.metrics import classification_report
 from gptlab.model import GPT
-from gptlab.training.loop import RunConfig, Task, TrainSettings, is_main_process, train
+from gptlab.training.loop import RunConfig, Task, TrainSettings, is_main_process, once_over, train
 from gptlab.training.pretrain import PretrainConfig
 from gptlab.training.pretrain import run as run_pretrain
 
@@ -178,13 +178,11 @@ def run(config: ClassifyConfig, resume: bool = False, on_event=None) -> dict[str
 
     train_order = EpochOrder(len(data["train"].labels), settings.seed)
     num_val = len(data["val"].labels)
-    settings = dataclasses.replace(settings, eval_batches=min(  # val loss over each val text at most once
-        settings.eval_batches, -(-num_val // settings.batch_size)))
+    settings = once_over(settings, num_val)  # val loss over each val text once
     extra = {"labels": list(labels.names), "max_length": max_length, "run": config.to_dict()}
     task = Task(
         train_batch=lambda i: data["train"].batch(train_order.positions(i, settings.batch_size)),
-        val_batch=lambda i: data["val"].batch(torch.arange(i * settings.batch_size,
-                                                           min((i + 1) * settings.batch_size, num_val))),
+        val_batch=lambda i: data["val"].batch(in_order(i, settings.batch_size, num_val)),
         loss=_loss,
         count_tokens=lambda batch: int(batch[1].sum()),
         write_model=lambda m, folder: write_model_files(m, tokenizer, folder, extra),

@@ -66,6 +66,11 @@ class TrainSettings:
             raise ValueError(f"lr must be > 0, got {self.lr}")
 
 
+def once_over(settings: TrainSettings, items: int) -> TrainSettings:
+    """`settings` with no more eval batches than it takes to evaluate each of `items` once."""
+    return dataclasses.replace(settings, eval_batches=min(settings.eval_batches, -(-items // settings.batch_size)))
+
+
 class RunConfig:
     """Base of every task's config dataclass: the replayable `config.json` of a run, both ways."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from gptlab.data.text import WindowSampler, read_text, resolve_text, split_token
 from gptlab.generation import GenerationSettings, generate
 from gptlab.model import GPT
 from gptlab.tokenizer import CharTokenizer, GPT2Tokenizer, Tokenizer, tokenizer_from_dict
-from gptlab.training.loop import RunConfig, Task, TrainSettings, train
+from gptlab.training.loop import RunConfig, Task, TrainSettings, once_over, train
 from gptlab.training.losses import lm_loss
 
 log = logging.getLogger(__name__)
@@ -100,8 +99,7 @@ def run(config: PretrainConfig, resume: bool = False, on_event=None) -> dict[str
     val_data = _sampler("validation", val_tokens, ctx, settings.batch_size, mode, None, settings.seed + 1,
                         shuffle=False)
     if mode == "windows":  # evaluate each validation window at most once
-        settings = dataclasses.replace(settings, eval_batches=min(
-            settings.eval_batches, -(-val_data.num_windows // settings.batch_size)))
+        settings = once_over(settings, val_data.num_windows)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -16,11 +15,11 @@ from gptlab.checkpoint.native import write_model_files
 from gptlab.data.instruction import (
     PromptStyle, Record, collate, encode_record, load_records, prompt_style, split_records, write_records,
 )
-from gptlab.data.order import EpochOrder
+from gptlab.data.order import EpochOrder, in_order
 from gptlab.devices import pick_device
 from gptlab.evaluation.responses import RESPONSES_FILE, generate_responses
 from gptlab.generation import GenerationSettings, generate
-from gptlab.training.loop import Event, RunConfig, Task, TrainSettings, is_main_process, train
+from gptlab.training.loop import Event, RunConfig, Task, TrainSettings, is_main_process, once_over, train
 from gptlab.training.losses import lm_loss_on_targets
 
 log = logging.getLogger(__name__)
@@ -80,22 +79,17 @@ def run(config: SFTConfig, resume: bool = False, on_event=None) -> dict[str, Any
     max_length = min(config.allowed_max_length or model.config.context_length, model.config.context_length)
     train_items = _trainable([encode_record(r, tokenizer, style) for r in parts["train"]], max_length, "training")
     val_items = _trainable([encode_record(r, tokenizer, style) for r in parts["val"]], max_length, "validation")
-    settings = config.train
-    settings = dataclasses.replace(settings, eval_batches=min(settings.eval_batches,
-                                                              -(-len(val_items) // settings.batch_size)))
+    settings = once_over(config.train, len(val_items))
     train_order = EpochOrder(len(train_items), settings.seed, run=settings.batch_size,
                              lengths=[len(ids) for ids, _ in train_items] if config.group_by_length else None)
 
     def batch(items: list[tuple[list[int], int]], positions) -> tuple:
         return collate([items[i] for i in positions], tokenizer.eos_id, config.mask_prompt, max_length)
 
-    def val_positions(index: int) -> range:  # each validation record once; the last batch may be short
-        return range(index * settings.batch_size, min((index + 1) * settings.batch_size, len(val_items)))
-
     extra = {"prompt_style": style.name, "run": config.to_dict()}
     task = Task(
         train_batch=lambda i: batch(train_items, train_order.positions(i, settings.batch_size)),
-        val_batch=lambda i: batch(val_items, val_positions(i)),
+        val_batch=lambda i: batch(val_items, in_order(i, settings.batch_size, len(val_items))),
         loss=lambda m, b: lm_loss_on_targets(m, *b),
         count_tokens=lambda b: b[0].numel(),
         write_model=lambda m, folder: write_model_files(m, tokenizer, folder, extra),
