@@ -8,6 +8,7 @@ the caller's job.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import logging
@@ -135,6 +136,9 @@ def _setup_distributed(device_name: str) -> tuple[_Dist, torch.device]:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # Left to interpreter shutdown, Gloo's worker threads can abort the process (SIGABRT)
+        # after a finished run; later runs in this process (pretrain, then fine-tune) reuse the group.
+        atexit.register(dist.destroy_process_group)
     return _Dist(dist.get_rank(), dist.get_world_size()), device
 
 
