@@ -4,7 +4,15 @@ import pytest
 import torch
 
 from gptlab.config import GPTConfig
-from gptlab.generation import GenerationSettings, decode_steps, generate, generate_batch, sample_next, stream_text
+from gptlab.generation import (
+    Completion,
+    GenerationSettings,
+    decode_steps,
+    generate,
+    generate_batch,
+    sample_next,
+    stream_text,
+)
 from gptlab.model import GPT
 from gptlab.tokenizer import CharTokenizer
 
@@ -118,3 +126,23 @@ def test_stream_text_holds_back_a_split_utf8_character():
     data = "é ok".encode()  # é is two bytes
     pieces = list(stream_text(iter(list(data)), ByteTokenizer("x")))
     assert pieces == ["é", " ", "o", "k"]
+
+
+ALPHABET = "abcdefghijklmnopqrstuvwxyz .,!?ABCDEFGHIJKLMNOPQRS"  # 50 characters: CONFIG's vocabulary
+
+
+def test_completion_reports_its_ids_and_why_it_ended(model):
+    tok = CharTokenizer(ALPHABET)
+    free = Completion(model, tok, [3, 1], GenerationSettings(max_new_tokens=12, temperature=0))
+    text = "".join(free)
+    assert free.finish_reason == "length" and len(free.ids) == 12 and text == tok.decode(free.ids)
+    by_id = Completion(model, tok, [3, 1], GenerationSettings(max_new_tokens=12, temperature=0,
+                                                              stop_ids=(free.ids[4],)))
+    assert "".join(by_id) == tok.decode(free.ids[: free.ids.index(free.ids[4])])
+    assert by_id.finish_reason == "stop"
+    stop_text = text[6:8]
+    by_text = Completion(model, tok, [3, 1], GenerationSettings(max_new_tokens=12, temperature=0,
+                                                                stop_strings=(stop_text,)))
+    assert "".join(by_text) == text[: text.index(stop_text)] and by_text.finish_reason == "stop"
+    with pytest.raises(ValueError, match="empty after tokenization"):
+        Completion(model, tok, [], GenerationSettings())

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from gptlab.checkpoint import LoadedModel
+from gptlab.conversation import Conversation, answer_settings
 from gptlab.data.instruction import PromptStyle
-from gptlab.generation import GenerationSettings, generate, stream_text
-from gptlab.tokenizer import Tokenizer
+from gptlab.generation import Completion, GenerationSettings
 
 HELP = ('Type a message and press Enter. End a line with \\ to continue on the next; put """ on a line '
         'of its own before and after pasted text.\n'
@@ -22,32 +21,6 @@ HELP = ('Type a message and press Enter. End a line with \\ to continue on the n
 SETTABLE: dict[str, Callable[[str], object]] = {
     "temperature": float, "top_k": int, "top_p": float, "max_new_tokens": int, "seed": int,
 }
-
-
-@dataclass
-class Conversation:
-    """Earlier turns as token ids; each new prompt carries as many of the latest as the context allows."""
-
-    tokenizer: Tokenizer
-    style: PromptStyle
-    context_length: int
-    turns: list[list[int]] = field(default_factory=list)
-
-    def prompt(self, message: str, max_new_tokens: int) -> list[int]:
-        """Token ids to continue: the latest turns that fit, then the new message in the prompt style."""
-        new = self.tokenizer.encode(self.style.prompt(message))
-        room = self.context_length - max_new_tokens - len(new)
-        history: list[int] = []
-        for turn in reversed(self.turns):
-            if len(turn) > room:
-                break
-            history, room = turn + history, room - len(turn)
-        return history + new
-
-    def add(self, message: str, response: str) -> None:
-        """Remember a finished turn, ended with end-of-text as in training."""
-        ids = self.tokenizer.encode(self.style.prompt(message)) + self.tokenizer.encode(response)
-        self.turns.append(ids + ([self.tokenizer.eos_id] if self.tokenizer.eos_id is not None else []))
 
 
 def change_settings(settings: GenerationSettings, assignments: list[str]) -> GenerationSettings:
@@ -119,13 +92,11 @@ def chat(loaded: LoadedModel, style: PromptStyle, settings: GenerationSettings,
 
 def _answer(loaded: LoadedModel, conversation: Conversation, message: str, settings: GenerationSettings) -> None:
     """Stream the model's answer; a finished answer joins the conversation, one stopped by Ctrl-C does not."""
-    eos = loaded.tokenizer.eos_id
-    settings = dataclasses.replace(settings, stop_ids=(eos,) if eos is not None else (),
-                                   stop_strings=(*settings.stop_strings, *conversation.style.stop_strings))
+    settings = answer_settings(settings, loaded.tokenizer, conversation.style)
     prompt = conversation.prompt(message, settings.max_new_tokens)
     pieces = []
     try:
-        for piece in stream_text(generate(loaded.model, prompt, settings), loaded.tokenizer, settings.stop_strings):
+        for piece in Completion(loaded.model, loaded.tokenizer, prompt, settings):
             pieces.append(piece)
             print(piece, end="", flush=True)
     except KeyboardInterrupt:

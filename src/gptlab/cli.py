@@ -9,7 +9,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from gptlab.checkpoint import LoadedModel, load_model
 from gptlab.data.instruction import PROMPT_STYLES, PromptStyle, load_records, prompt_style, write_records
 from gptlab.devices import pick_device
 from gptlab.evaluation.responses import RESPONSES_FILE, generate_responses
-from gptlab.generation import GenerationSettings, generate, stream_text
+from gptlab.generation import Completion, GenerationSettings
 from gptlab.training.loop import TrainSettings, is_main_process
 from gptlab.training.classify import ClassifyConfig, classify_texts
 from gptlab.training.classify import run as run_classify
@@ -73,30 +73,16 @@ def _settings(args: argparse.Namespace, loaded: LoadedModel) -> GenerationSettin
     )
 
 
-def _completion(loaded: LoadedModel, prompt: str, settings: GenerationSettings) -> tuple[Iterator[str], list[int]]:
-    """Text pieces of the completion (lazy) and the list that collects its token ids."""
-    prompt_ids = loaded.tokenizer.encode(prompt)
-    if not prompt_ids:
-        raise ValueError("the prompt is empty after tokenization; give at least one character")
-    completion_ids: list[int] = []
-
-    def tokens() -> Iterator[int]:
-        for token in generate(loaded.model, prompt_ids, settings):
-            completion_ids.append(token)
-            yield token
-
-    return stream_text(tokens(), loaded.tokenizer, settings.stop_strings), completion_ids
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
     loaded = _load(args)
     settings = _settings(args, loaded)
     if args.prompt is None:
         return _interactive(loaded, settings)
-    pieces, ids = _completion(loaded, args.prompt, settings)
+    pieces = Completion(loaded.model, loaded.tokenizer, loaded.tokenizer.encode(args.prompt), settings)
     if args.json:
         completion = "".join(pieces)
-        print(json.dumps({"prompt": args.prompt, "completion": completion, "completion_ids": ids}))
+        print(json.dumps({"prompt": args.prompt, "completion": completion, "completion_ids": pieces.ids,
+                          "finish_reason": pieces.finish_reason}))
     elif args.stream:
         print(args.prompt, end="", flush=True)
         for piece in pieces:
@@ -118,7 +104,7 @@ def _interactive(loaded: LoadedModel, settings: GenerationSettings) -> int:
             return 0
         if not prompt:
             continue
-        pieces, _ = _completion(loaded, prompt, settings)
+        pieces = Completion(loaded.model, loaded.tokenizer, loaded.tokenizer.encode(prompt), settings)
         print(prompt, end="", flush=True)
         for piece in pieces:
             print(piece, end="", flush=True)
@@ -348,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generation_flags(gen)
     gen.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     gen.add_argument("--json", action="store_true",
-                     help='print one JSON object {"prompt", "completion", "completion_ids"}')
+                     help='print one JSON object {"prompt", "completion", "completion_ids", "finish_reason"}')
     gen.set_defaults(func=cmd_generate)
 
     _add_trainer(commands, "pretrain", PretrainConfig, cmd_pretrain,

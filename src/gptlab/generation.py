@@ -164,6 +164,36 @@ def generate_batch(
     return outputs
 
 
+class Completion:
+    """One prompt's completion as text pieces; afterwards, its token ids and why it ended.
+
+    The CLI prints the pieces and the server streams them; both read `ids` (usage counts) and
+    `finish_reason` ("stop": a stop id or string; "length": `max_new_tokens` ran out) once the
+    pieces are consumed. The prompt is fitted to the context first (`fit_to_context`).
+    """
+
+    def __init__(self, model: GPT, tokenizer: Tokenizer, prompt_ids: Sequence[int],
+                 settings: GenerationSettings) -> None:
+        if not prompt_ids:
+            raise ValueError("the prompt is empty after tokenization; give at least one character")
+        self.model, self.tokenizer = model, tokenizer
+        self.settings = dataclasses.replace(settings)
+        self.prompt_ids = fit_to_context(prompt_ids, self.settings, model.config.context_length)
+        self.ids: list[int] = []
+        self.finish_reason: str | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        yield from stream_text(self._tokens(), self.tokenizer, self.settings.stop_strings)
+        if self.finish_reason is None:  # stream_text ended the text at a stop string
+            self.finish_reason = "stop"
+
+    def _tokens(self) -> Iterator[int]:
+        for token in generate(self.model, self.prompt_ids, self.settings):
+            self.ids.append(token)
+            yield token
+        self.finish_reason = "length" if len(self.ids) >= self.settings.max_new_tokens else "stop"
+
+
 def stream_text(tokens: Iterator[int], tokenizer: Tokenizer, stop_strings: Sequence[str] = ()) -> Iterator[str]:
     """Turn a token iterator into text pieces, ending before the first stop string.
 

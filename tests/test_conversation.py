@@ -1,0 +1,26 @@
+from gptlab.conversation import Conversation, answer_settings
+from gptlab.data.instruction import prompt_style
+from gptlab.generation import GenerationSettings
+from gptlab.tokenizer import GPT2Tokenizer
+
+TOK = GPT2Tokenizer()
+ALPACA = prompt_style("alpaca")
+
+
+def test_prompt_keeps_the_preamble_and_the_latest_turns_that_fit():
+    conversation = Conversation(TOK, ALPACA, context_length=200, preamble=TOK.encode("Be brief.\n\n"))
+    conversation.add("first question", "first answer")
+    conversation.add("second question", "second answer")
+    turn = len(conversation.turns[-1])
+    new = TOK.encode(ALPACA.prompt("third question"))
+    assert conversation.prompt("third question", 10) == conversation.preamble + sum(conversation.turns, []) + new
+    room_for_one = 200 - len(new) - len(conversation.preamble) - turn  # max_new_tokens that leave one turn
+    assert conversation.prompt("third question", room_for_one) == conversation.preamble + conversation.turns[-1] + new
+    assert conversation.turns[0][-1] == TOK.eos_id  # a finished turn ends as in training
+    assert TOK.decode(conversation.turns[0]).startswith(ALPACA.header)
+
+
+def test_answer_settings_add_end_of_text_and_the_style_stops_once():
+    settings = answer_settings(GenerationSettings(stop_ids=(TOK.eos_id,), stop_strings=("END",)), TOK, ALPACA)
+    assert settings.stop_ids == (TOK.eos_id,)
+    assert settings.stop_strings == ("END", "###")
