@@ -7,6 +7,7 @@ import dataclasses
 import inspect
 import json
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from gptlab.data.instruction import PROMPT_STYLES, PromptStyle, load_records, pr
 from gptlab.devices import pick_device
 from gptlab.evaluation.responses import RESPONSES_FILE, generate_responses
 from gptlab.generation import Completion, GenerationSettings
+from gptlab.serving.app import ModelService, serve
 from gptlab.training.loop import TrainSettings, is_main_process
 from gptlab.training.classify import ClassifyConfig, classify_texts
 from gptlab.training.classify import run as run_classify
@@ -251,6 +253,21 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return chat(loaded, style, _settings(args, loaded))
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    loaded = _load(args)
+    style = _prompt_style(args, loaded)
+    name = args.name or Path(args.model.rstrip("/")).name
+    service = ModelService(loaded, style, name, max_tokens=args.max_tokens,
+                           api_key=args.api_key or os.environ.get("GPTLAB_API_KEY") or None)
+
+    def ready(url: str) -> None:
+        print(f"serving {loaded.description} as {name!r} ({style.name} prompts for chat)\n"
+              f"  chat page:  {url}/\n  OpenAI API: {url}/v1  (Ctrl-C stops)", flush=True)
+
+    serve(service, args.host, args.port, on_ready=ready)
+    return 0
+
+
 def cmd_classify(args: argparse.Namespace) -> int:
     texts = list(args.texts)
     if args.file:
@@ -384,6 +401,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prompt_style_flag(chat_parser)
     _add_generation_flags(chat_parser, max_new_tokens=256, temperature=0.7, top_k=50)
     chat_parser.set_defaults(func=cmd_chat)
+
+    server = commands.add_parser(
+        "serve", help="serve a model over an OpenAI-compatible HTTP API, with a web chat page",
+        description="Serve a model at http://HOST:PORT: /v1/chat/completions and /v1/completions (OpenAI's "
+                    "shapes, streaming with stream=true), /v1/models, /health, and a chat page at /. Chat "
+                    "messages use the model's prompt style. One generation runs at a time; others queue.")
+    _add_model_flags(server)
+    _add_prompt_style_flag(server)
+    server.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
+    server.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    server.add_argument("--name", default=None,
+                        help="model id clients send and /v1/models lists (default: the --model name)")
+    server.add_argument("--max-tokens", type=int, default=256, metavar="N",
+                        help="completion tokens when a request gives no max_tokens (default 256)")
+    server.add_argument("--api-key", default=None,
+                        help="require `Authorization: Bearer KEY` on /v1 (default: $GPTLAB_API_KEY, else none)")
+    server.set_defaults(func=cmd_serve, seed=0)
 
     cls = commands.add_parser("classify", help="label texts with a trained classifier",
                               description="Print label, probability and text for each text.")

@@ -9,52 +9,24 @@ import sys
 from pathlib import Path
 
 import pexpect
-import pytest
 
 BIN = Path(sys.executable).parent
-COLOURS = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white"]
 
 
 def gptlab(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / "gptlab"), *args], capture_output=True, text=True, timeout=600)
 
 
-def sixteen_records() -> list[dict]:
-    records = []
-    for number, colour in enumerate(COLOURS):
-        records.append({"instruction": f"Name a fruit that is {colour}.", "input": "",
-                        "output": f"A {colour} fruit is number {number}."})
-        records.append({"instruction": "Repeat the word.", "input": colour, "output": f"{colour} {colour} {colour}"})
-    return records
-
-
-@pytest.fixture(scope="module")
-def overfit_run(tmp_path_factory) -> tuple[Path, Path]:
-    """A 2-layer, 64-wide model fine-tuned on 16 records until it knows them by heart."""
-    folder = tmp_path_factory.mktemp("overfit")
-    data = folder / "sixteen.json"
-    data.write_text(json.dumps(sixteen_records(), indent=1))
-    base = gptlab("pretrain", "--data", "the-verdict", "--model", "gpt-tiny", "--n-embd", "64", "--n-head", "4",
-                  "--max-steps", "1", "--out", str(folder / "base"))
-    assert base.returncode == 0, base.stderr
-    sft = gptlab("finetune", "instruct", "--data", str(data), "--val-data", str(data), "--test-data", str(data),
-                 "--model", str(folder / "base"), "--out", str(folder / "sft"), "--max-steps", "150",
-                 "--eval-every", "50", "--lr", "3e-3", "--min-lr", "3e-4", "--warmup-steps", "10",
-                 "--weight-decay", "0", "--response-tokens", "20")
-    assert sft.returncode == 0, sft.stderr
-    return folder / "sft", data
-
-
-def test_tiny_model_trained_on_16_records_reproduces_them_through_respond(overfit_run, tmp_path):
+def test_tiny_model_trained_on_16_records_reproduces_them_through_respond(overfit_run, sixteen_records, tmp_path):
     run, data = overfit_run
     out = gptlab("respond", "--model", str(run), "--data", str(data), "--out", str(tmp_path / "answers.json"))
     assert out.returncode == 0, out.stderr
     assert "wrote 16 responses (alpaca prompts)" in out.stdout
     answers = json.loads((tmp_path / "answers.json").read_text())
-    assert [a["model_response"] for a in answers] == [r["output"] for r in sixteen_records()]
-    assert answers[1] == {**sixteen_records()[1], "model_response": "red red red"}
+    assert [a["model_response"] for a in answers] == [r["output"] for r in sixteen_records]
+    assert answers[1] == {**sixteen_records[1], "model_response": "red red red"}
     in_run = json.loads((run / "instruction-data-with-response.json").read_text())
-    assert [a["model_response"] for a in in_run] == [r["output"] for r in sixteen_records()]
+    assert [a["model_response"] for a in in_run] == [r["output"] for r in sixteen_records]
     assert json.loads((run / "checkpoints" / "best" / "config.json").read_text())["prompt_style"] == "alpaca"
 
 

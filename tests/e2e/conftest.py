@@ -1,0 +1,40 @@
+"""Set-up shared by the end-to-end tests: a small instruction-tuned model that knows 16 records by heart."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+COLOURS = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white"]
+
+
+@pytest.fixture(scope="session")
+def sixteen_records() -> list[dict]:
+    records = []
+    for number, colour in enumerate(COLOURS):
+        records.append({"instruction": f"Name a fruit that is {colour}.", "input": "",
+                        "output": f"A {colour} fruit is number {number}."})
+        records.append({"instruction": "Repeat the word.", "input": colour, "output": f"{colour} {colour} {colour}"})
+    return records
+
+
+@pytest.fixture(scope="session")
+def overfit_run(tmp_path_factory, sixteen_records) -> tuple[Path, Path]:
+    """A 2-layer, 64-wide model fine-tuned through the CLI on 16 records until it knows them by heart."""
+    folder = tmp_path_factory.mktemp("overfit")
+    data = folder / "sixteen.json"
+    data.write_text(json.dumps(sixteen_records, indent=1))
+    for args in (["pretrain", "--data", "the-verdict", "--model", "gpt-tiny", "--n-embd", "64", "--n-head", "4",
+                  "--max-steps", "1", "--out", str(folder / "base")],
+                 ["finetune", "instruct", "--data", str(data), "--val-data", str(data), "--test-data", str(data),
+                  "--model", str(folder / "base"), "--out", str(folder / "sft"), "--max-steps", "150",
+                  "--eval-every", "50", "--lr", "3e-3", "--min-lr", "3e-4", "--warmup-steps", "10",
+                  "--weight-decay", "0", "--response-tokens", "20"]):
+        done = subprocess.run([str(BIN / "gptlab"), *args], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+    return folder / "sft", data

@@ -1,0 +1,228 @@
+"""`gptlab serve` as users reach it: the official `openai` client, plain HTTP, and a dropped stream."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import openai
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service as ChromeService
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import WebDriverWait
+
+from gptlab.data.instruction import prompt_style
+from gptlab.tokenizer import GPT2Tokenizer
+
+BIN = Path(sys.executable).parent
+RED = "Name a fruit that is red."
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+    def stop(self) -> int:
+        """Ctrl-C, as a user stops it; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        return self.process.wait(timeout=30)
+
+
+def start_server(model: str, log: Path, *flags: str) -> Server:
+    process = subprocess.Popen([str(BIN / "gptlab"), "serve", "--model", model, "--port", "0", *flags],
+                               stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
+    lines = []
+    while not any("OpenAI API:" in line for line in lines):
+        line = process.stdout.readline()
+        assert line, f"the server exited before listening:\n{''.join(lines)}{log.read_text()}"
+        lines.append(line)
+    url = re.search(r"OpenAI API: (http://\S+)/v1", "".join(lines)).group(1)
+    return Server(url, process, log)
+
+
+@pytest.fixture(scope="module")
+def server(overfit_run, tmp_path_factory) -> Iterator[Server]:
+    """The 16-record model behind `gptlab serve`; it answers each instruction with its record's output."""
+    running = start_server(str(overfit_run[0]), tmp_path_factory.mktemp("server") / "server.log", "--name", "tiny")
+    yield running
+    assert running.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def client(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_chat_completion_answers_in_the_models_prompt_style(client):
+    answer = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": RED}], temperature=0)
+    assert answer.choices[0].message.content == "A red fruit is number 0."
+    assert answer.choices[0].finish_reason == "stop" and answer.model == "tiny"
+    tokenizer = GPT2Tokenizer()
+    assert answer.usage.prompt_tokens == len(tokenizer.encode(prompt_style("alpaca").prompt(RED)))
+    assert answer.usage.completion_tokens == len(tokenizer.encode("A red fruit is number 0."))
+    assert [m.id for m in client.models.list().data] == ["tiny"]
+
+
+def test_streamed_chat_sends_the_same_answer_in_pieces(client):
+    stream = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": RED}],
+                                            temperature=0, stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    pieces = [c.choices[0].delta.content for c in chunks[1:] if c.choices and c.choices[0].delta.content]
+    assert len(pieces) > 1 and "".join(pieces) == "A red fruit is number 0."
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
+
+
+def test_earlier_turns_and_a_system_message_frame_the_new_question(client, overfit_run):
+    messages = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": RED},
+                {"role": "assistant", "content": "A red fruit is number 0."},
+                {"role": "user", "content": "Name a fruit that is green."}]
+    answer = client.chat.completions.create(model="tiny", messages=messages, temperature=0, max_tokens=12)
+    # the same prompt, built by hand, continued by `gptlab generate`
+    header = ("Below is an instruction that describes a task. Write a response that appropriately completes "
+              "the request.\n\n### Instruction:\n")
+    prompt = (f"Answer briefly.\n\n{header}{RED}\n\n### Response:\nA red fruit is number 0.<|endoftext|>"
+              f"{header}Name a fruit that is green.\n\n### Response:\n")
+    by_hand = subprocess.run([str(BIN / "gptlab"), "generate", "--model", str(overfit_run[0]), "--prompt", prompt,
+                              "--temperature", "0", "--max-new-tokens", "12", "--stop", "###", "--json"],
+                             capture_output=True, text=True, timeout=120)
+    assert by_hand.returncode == 0, by_hand.stderr
+    assert answer.choices[0].message.content == json.loads(by_hand.stdout)["completion"].strip()
+
+
+def test_text_completion_equals_gptlab_generate(client, overfit_run):
+    prompt = "Below is an instruction"
+    answer = client.completions.create(model="tiny", prompt=prompt, max_tokens=15, temperature=0)
+    cli = subprocess.run([str(BIN / "gptlab"), "generate", "--model", str(overfit_run[0]), "--prompt", prompt,
+                          "--temperature", "0", "--max-new-tokens", "15", "--json"],
+                         capture_output=True, text=True, timeout=120)
+    expected = json.loads(cli.stdout)
+    assert answer.choices[0].text == expected["completion"]
+    assert answer.choices[0].finish_reason == expected["finish_reason"]
+    assert answer.usage.completion_tokens == len(expected["completion_ids"])
+    streamed = "".join(c.choices[0].text for c in client.completions.create(
+        model="tiny", prompt=prompt, max_tokens=15, temperature=0, stream=True))
+    assert streamed == expected["completion"]
+
+
+def test_bad_requests_get_openai_errors(client, server):
+    with pytest.raises(openai.NotFoundError, match="model 'gpt-4' not found; this server serves 'tiny'"):
+        client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError, match="`temperature` must be a number from 0 to 2"):
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], temperature=5)
+    with pytest.raises(openai.BadRequestError, match="`n` is not supported"):
+        client.completions.create(model="tiny", prompt="hi", n=2)
+    with pytest.raises(openai.BadRequestError, match="context is 128 tokens; the prompt takes") as caught:
+        client.completions.create(model="tiny", prompt="word " * 100, max_tokens=50)
+    assert caught.value.code == "context_length_exceeded"
+    status, body = post(server.url + "/v1/chat/completions", b'{"messages": [}')
+    assert status == 400 and body["error"]["message"].startswith("the request body is not valid JSON")
+    status, body = post(server.url + "/v1/embeddings", b"{}")
+    assert status == 404 and "no route POST /v1/embeddings" in body["error"]["message"]
+
+
+def test_chat_page_and_health(server):
+    with urllib.request.urlopen(server.url + "/", timeout=30) as response:
+        assert response.headers["Content-Type"].startswith("text/html")
+        assert "<title>gptlab chat</title>" in response.read().decode()
+    with urllib.request.urlopen(server.url + "/health", timeout=30) as response:
+        assert json.loads(response.read()) == {"status": "ok", "model": "tiny"}
+
+
+def test_a_dropped_stream_stops_generation_and_frees_the_model(tmp_path):
+    """GPT-2 124M (random weights, so no end-of-text) asked for 1000 tokens: ~30 s if it ran on."""
+    key = "secret-key"
+    big = start_server("gpt2", tmp_path / "server.log", "--api-key", key)
+    try:
+        status, body = post(big.url + "/v1/completions", b'{"prompt": "hi"}')
+        assert status == 401 and "Authorization: Bearer" in body["error"]["message"]
+        host, port = big.url.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=60)
+        connection.request("POST", "/v1/completions", json.dumps({"prompt": "Hello", "max_tokens": 1000,
+                                                                  "stream": True}),
+                           {"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+        response = connection.getresponse()
+        assert response.status == 200 and response.readline().startswith(b"data: ")
+        response.close()  # the user closed the tab (the response holds the socket too)
+        connection.close()
+        started = time.perf_counter()
+        client = openai.OpenAI(base_url=big.url + "/v1", api_key=key, max_retries=0, timeout=60)
+        answer = client.completions.create(model="gpt2", prompt="Hi", max_tokens=2)
+        assert len(answer.choices[0].text) > 0 and time.perf_counter() - started < 20
+    finally:
+        assert big.stop() == 0
+    stopped = re.search(r"client left; generation stopped after (\d+) tokens", big.log.read_text())
+    assert stopped and int(stopped.group(1)) < 1000
+
+
+def chromium() -> webdriver.Chrome:
+    """Headless Debian chromium with its own driver (no browser download; `scripts/browser.sh` installs it)."""
+    browser, driver = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
+    if not (browser and driver):
+        message = "chromium and chromedriver are not installed (bash scripts/browser.sh installs them)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(flag)
+    return webdriver.Chrome(options=options, service=ChromeService(executable_path=driver))
+
+
+def test_chat_page_streams_answers_keeps_the_conversation_and_starts_over(server):
+    browser = chromium()
+    try:
+        browser.get(server.url + "/")
+        wait = WebDriverWait(browser, 60)
+        wait.until(lambda b: b.find_element(By.ID, "model").text == "tiny")
+        browser.find_element(By.TAG_NAME, "summary").click()  # Settings
+        temperature = browser.find_element(By.ID, "temperature")
+        temperature.clear()
+        temperature.send_keys("0")
+
+        def ask(question: str) -> str:
+            before = len(browser.find_elements(By.CSS_SELECTOR, ".assistant"))
+            browser.find_element(By.ID, "input").send_keys(question, Keys.ENTER)
+            wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, ".assistant")) > before
+                       and b.find_element(By.ID, "send").is_enabled())  # the answer has finished
+            return browser.find_elements(By.CSS_SELECTOR, ".assistant")[-1].text
+
+        assert ask(RED) == "A red fruit is number 0."
+        assert ask("Name a fruit that is blue.") == "A blue fruit is number 1."  # with the first turn in the prompt
+        assert [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".user")] == [RED, "Name a fruit that is blue."]
+        assert not browser.find_elements(By.CSS_SELECTOR, ".error")
+        browser.find_element(By.ID, "new-chat").click()
+        assert browser.find_elements(By.CSS_SELECTOR, ".message") == []
+        browser.find_element(By.ID, "max-tokens").send_keys("500")  # more than the 128-token context
+        assert ask(RED) == ""
+        assert "this model's context is 128 tokens" in browser.find_element(By.CSS_SELECTOR, ".error").text
+    finally:
+        browser.quit()
