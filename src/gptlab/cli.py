@@ -21,7 +21,11 @@ from gptlab import __version__
 from gptlab.chat import chat
 from gptlab.checkpoint import LoadedModel, load_model
 from gptlab.data.instruction import PROMPT_STYLES, PromptStyle, load_records, prompt_style, write_records
+from gptlab.data.text import token_stream
 from gptlab.devices import pick_device
+from gptlab.evaluation.judge import BACKENDS, JudgeClient, judge_records, responses_of, score_summary
+from gptlab.evaluation.perplexity import perplexity
+from gptlab.evaluation.plots import score_histogram
 from gptlab.evaluation.responses import RESPONSES_FILE, generate_responses
 from gptlab.generation import Completion, GenerationSettings
 from gptlab.serving.app import ModelService, serve
@@ -268,6 +272,54 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_perplexity(args: argparse.Namespace) -> int:
+    loaded = _load(args)
+    tokens = token_stream(args.data, loaded.tokenizer)[:args.max_tokens]
+    context = args.context or loaded.model.config.context_length
+    if context > loaded.model.config.context_length:
+        raise ValueError(f"--context {context} is longer than the model's context ({loaded.model.config.context_length})")
+    stride = args.stride or max(context // 2, 1)
+    result = perplexity(loaded.model, tokens, stride, args.batch_size, context)
+    report = {"data": args.data, "tokens": result.tokens, "loss": round(result.loss, 6),
+              "perplexity": round(result.perplexity, 4), "context": context, "stride": stride}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{', '.join(args.data)}: {result.tokens:,} tokens scored, loss {result.loss:.4f} nats/token, "
+              f"perplexity {result.perplexity:.2f} (windows of {context}, stride {stride})")
+    return 0
+
+
+def cmd_judge(args: argparse.Namespace) -> int:
+    records = load_records(args.responses, args.instruction_field, args.input_field, args.output_field)
+    responses = responses_of(records, args.response_field, args.responses)
+    api_key = args.api_key or (os.environ.get("OPENAI_API_KEY") if args.backend == "openai" else None)
+    client = JudgeClient(args.backend, args.judge_model, args.url, api_key)
+    source = Path(args.responses)
+    out = Path(args.out) if args.out else source.with_name(f"{source.stem}-scores.json")
+    rows: list[dict] = []
+    try:
+        for row in tqdm(judge_records(client, records, responses), total=len(records), desc="judging",
+                        unit="response", dynamic_ncols=True):
+            rows.append(row)
+    except KeyboardInterrupt:
+        print(f"interrupted: saving the {len(rows)} scores so far", file=sys.stderr)
+    summary = {"judge": f"{args.backend}:{args.judge_model}", **score_summary([r["score"] for r in rows])}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"summary": summary, "records": rows}, indent=2, ensure_ascii=False) + "\n",
+                   encoding="utf-8")
+    plot = score_histogram([r["score"] for r in rows if r["score"] is not None], out.with_suffix(".png"),
+                           f"{source.name}: {summary['judge']}")
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        scored = f"mean {summary['mean']:.2f} (median {summary['median']}, min {summary['min']}, max " \
+                 f"{summary['max']})" if summary["scored"] else "no scores"
+        print(f"{summary['judge']} scored {summary['scored']}/{summary['records']} responses: {scored}; "
+              f"{summary['unparsable']} replies without a score\nwrote {out} and {plot}")
+    return 130 if len(rows) < len(records) else 0
+
+
 def cmd_classify(args: argparse.Namespace) -> int:
     texts = list(args.texts)
     if args.file:
@@ -419,6 +471,41 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--api-key", default=None,
                         help="require `Authorization: Bearer KEY` on /v1 (default: $GPTLAB_API_KEY, else none)")
     server.set_defaults(func=cmd_serve, seed=0)
+
+    ppl = commands.add_parser("perplexity", help="a model's loss and perplexity on text (sliding window)",
+                              description="Score every token of the text once, each window predicting only the "
+                                          "tokens earlier windows did not, with at least context - stride tokens "
+                                          "of left context (after the first window).")
+    _add_model_flags(ppl)
+    ppl.add_argument("--data", action="append", required=True, metavar="SOURCE",
+                     help="a built-in data set (the-verdict, tinyshakespeare) or a text file; repeatable")
+    ppl.add_argument("--context", type=int, default=None, help="window length (default: the model's context)")
+    ppl.add_argument("--stride", type=int, default=None,
+                     help="tokens between window starts (default: half the window; = window is fastest)")
+    ppl.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8)")
+    ppl.add_argument("--max-tokens", type=int, default=None, metavar="N", help="score only the first N tokens")
+    ppl.add_argument("--json", action="store_true", help='print one JSON object {"tokens", "loss", "perplexity", ...}')
+    ppl.set_defaults(func=cmd_perplexity, seed=0)
+
+    judge = commands.add_parser(
+        "judge", help="score instruction responses 0-100 with a judge model (Ollama or OpenAI-compatible)",
+        description="LLM-as-a-judge, as in the book's chapter 7: a judge model scores each model_response "
+                    "against the record's output from 0 to 100 (temperature 0, fixed seed). Writes the "
+                    "records with judge_reply and score, a summary, and a histogram PNG.")
+    judge.add_argument("responses", help=f"a JSON/JSONL file of records with model_response (e.g. a run's {RESPONSES_FILE})")
+    judge.add_argument("--judge-model", required=True, help="the judge's model name, e.g. llama3 (Ollama) or gpt-4o-mini")
+    judge.add_argument("--backend", choices=BACKENDS, default="ollama",
+                       help="ollama (/api/chat) or openai (any OpenAI-compatible /v1/chat/completions; default ollama)")
+    judge.add_argument("--url", default=None, help="server base URL (default: http://localhost:11434 for ollama, "
+                                                    "https://api.openai.com/v1 for openai)")
+    judge.add_argument("--api-key", default=None, help="Bearer token (openai default: $OPENAI_API_KEY)")
+    judge.add_argument("--out", default=None, help="JSON file to write (default: <responses>-scores.json)")
+    judge.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    for name in ("instruction", "input", "output"):
+        judge.add_argument(f"--{name}-field", default=name, help=f"record field holding the {name} (default {name})")
+    judge.add_argument("--response-field", default="model_response",
+                       help="record field holding the response to score (default model_response)")
+    judge.set_defaults(func=cmd_judge)
 
     cls = commands.add_parser("classify", help="label texts with a trained classifier",
                               description="Print label, probability and text for each text.")

@@ -226,3 +226,22 @@ def test_chat_page_streams_answers_keeps_the_conversation_and_starts_over(server
         assert "this model's context is 128 tokens" in browser.find_element(By.CSS_SELECTOR, ".error").text
     finally:
         browser.quit()
+
+
+def test_gptlab_judge_speaks_to_an_openai_compatible_server(server, client, sixteen_records, tmp_path):
+    """The judge's openai backend, with this server as the (poor) judge: every reply is recorded as sent."""
+    responses = tmp_path / "responses.json"
+    responses.write_text(json.dumps([{**r, "model_response": r["output"]} for r in sixteen_records[:3]]))
+    out = subprocess.run([str(BIN / "gptlab"), "judge", str(responses), "--backend", "openai", "--url",
+                          server.url + "/v1", "--judge-model", "tiny", "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["records"] == 3
+    written = json.loads((tmp_path / "responses-scores.json").read_text())["records"]
+    record = sixteen_records[0]
+    prompt = (f"Given the input `{record['instruction']}` and correct output `{record['output']}`, score the model "
+              f"response `{record['output']}` on a scale from 0 to 100, where 100 is the best score. Respond with "
+              "the integer number only.")
+    direct = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": prompt}],
+                                            temperature=0, seed=123)
+    assert written[0]["judge_reply"] == direct.choices[0].message.content

@@ -92,3 +92,21 @@ def _confusion_plot(run_dir: Path, confusion: list[list[int]], labels: list[str]
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def score_histogram(scores: list[int], path: Path, title: str) -> Path:
+    """Judge scores (0-100) in bins of 10, with the mean marked."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.hist(scores, bins=range(0, 111, 10), edgecolor="white")
+    if scores:
+        mean = sum(scores) / len(scores)
+        ax.axvline(mean, color="black", linestyle="--", label=f"mean {mean:.1f}")
+        ax.legend(loc="upper right")
+    ax.set_xlabel("judge score")
+    ax.set_ylabel("responses")
+    ax.set_xlim(0, 110)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

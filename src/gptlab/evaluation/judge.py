@@ -1,0 +1,113 @@
+"""LLM-as-a-judge: a larger model scores each response from 0 to 100 against the reference output.
+
+The book's chapter 7 method: one prompt per record, asking for the integer only, with a fixed
+seed and temperature 0. The judge is any model behind Ollama's `/api/chat` or an
+OpenAI-compatible `/v1/chat/completions` (OpenAI, vLLM, llama.cpp, `gptlab serve`), reached with
+the standard library's HTTP client.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from gptlab.data.instruction import Record
+
+BACKENDS = ("ollama", "openai")
+DEFAULT_URLS = {"ollama": "http://localhost:11434", "openai": "https://api.openai.com/v1"}
+JUDGE_PROMPT = ("Given the input `{input}` and correct output `{output}`, score the model response "
+                "`{response}` on a scale from 0 to 100, where 100 is the best score. "
+                "Respond with the integer number only.")
+_INTEGER = re.compile(r"(?<![\d.])\d{1,3}(?!\d|\.\d)")  # not part of a longer or decimal number
+
+
+def judge_prompt(record: Record, response: str) -> str:
+    """The book's scoring prompt for one record and a model's response to it."""
+    task = record.instruction + (f"\n\n{record.input}" if record.input else "")
+    return JUDGE_PROMPT.format(input=task, output=record.output, response=response)
+
+
+def parse_score(reply: str) -> int | None:
+    """The first whole number from 0 to 100 in a judge's reply ("Score: 85" → 85), else None."""
+    for match in _INTEGER.finditer(reply):
+        if 0 <= int(match.group()) <= 100:
+            return int(match.group())
+    return None
+
+
+@dataclass
+class JudgeClient:
+    """Asks a judge model one question at a time, deterministically (temperature 0, fixed seed)."""
+
+    backend: str  # "ollama" or "openai" (any OpenAI-compatible server)
+    model: str  # the judge's name on that server, e.g. "llama3" or "gpt-4o-mini"
+    url: str | None = None  # server base URL; default: local Ollama, or OpenAI's API
+    api_key: str | None = None  # sent as a Bearer token (OpenAI-compatible servers)
+    seed: int = 123
+    timeout: float = 300.0  # seconds per answer: a large judge on a CPU is slow
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown judge backend {self.backend!r}; known: {', '.join(BACKENDS)}")
+        self.url = (self.url or DEFAULT_URLS[self.backend]).rstrip("/")
+
+    def ask(self, prompt: str) -> str:
+        """The judge's reply to one user message."""
+        messages = [{"role": "user", "content": prompt}]
+        if self.backend == "ollama":
+            body = {"model": self.model, "messages": messages, "stream": False,
+                    "options": {"temperature": 0, "seed": self.seed, "num_ctx": 2048}}
+            return self._post("/api/chat", body)["message"]["content"]
+        endpoint = "/chat/completions" if self.url.endswith("/v1") else "/v1/chat/completions"
+        body = {"model": self.model, "messages": messages, "temperature": 0, "seed": self.seed}
+        return self._post(endpoint, body)["choices"][0]["message"]["content"]
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as err:
+            detail = err.read().decode("utf-8", errors="replace")[:500]
+            raise OSError(f"judge at {self.url}{path} answered HTTP {err.code}: {detail}") from None
+        except (urllib.error.URLError, TimeoutError) as err:
+            hint = " (is `ollama serve` running, and the model pulled?)" if self.backend == "ollama" else ""
+            raise OSError(f"cannot reach the judge at {self.url}{path}: {getattr(err, 'reason', err)}{hint}") from None
+
+
+def judge_records(client: JudgeClient, records: list[Record], responses: list[str]) -> Iterator[dict[str, Any]]:
+    """Each record as read, with the judge's reply and its parsed score (None when it has none)."""
+    for record, response in zip(records, responses, strict=True):
+        reply = client.ask(judge_prompt(record, response))
+        yield {**record.original, "judge_reply": reply, "score": parse_score(reply)}
+
+
+def score_summary(scores: list[int | None]) -> dict[str, Any]:
+    """Mean, median, spread and count of parsed scores, and how many replies had no score."""
+    parsed = [s for s in scores if s is not None]
+    summary: dict[str, Any] = {"records": len(scores), "scored": len(parsed), "unparsable": len(scores) - len(parsed)}
+    if parsed:
+        summary.update(mean=round(statistics.fmean(parsed), 2), median=statistics.median(parsed),
+                       min=min(parsed), max=max(parsed))
+    return summary
+
+
+def responses_of(records: list[Record], field: str, source: str) -> list[str]:
+    """Each record's model response (`field`), or an error naming the first record without one."""
+    responses = []
+    for index, record in enumerate(records):
+        response = record.original.get(field)
+        if not isinstance(response, str):
+            raise ValueError(f"{source}, record {index}: no string {field!r} field; make responses with "
+                             "`gptlab respond` (or name the field with --response-field)")
+        responses.append(response)
+    return responses

@@ -1,0 +1,80 @@
+"""Perplexity of a text under a model, with a sliding window for texts longer than the context.
+
+Each window of `context` tokens predicts only the tokens no earlier window predicted, so every
+token is scored exactly once, and (after the first window) with at least `context - stride`
+tokens before it. `stride == context` gives independent windows: fastest, but tokens near each
+window's start see little context, so perplexity is higher.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gptlab.model import GPT
+
+
+@dataclass(frozen=True)
+class Window:
+    """Inputs `tokens[start:end]`; the targets after position `first_scored - start` are scored."""
+
+    start: int
+    end: int
+    first_scored: int  # first input position whose next token this window scores (absolute index)
+
+
+def windows(n_tokens: int, context: int, stride: int) -> Iterator[Window]:
+    """The windows that score tokens 1..n_tokens-1 exactly once."""
+    if not 0 < stride <= context:
+        raise ValueError(f"stride must be from 1 to the context length {context}, got {stride}")
+    if n_tokens < 2:
+        raise ValueError(f"perplexity needs at least 2 tokens, got {n_tokens}")
+    scored_until = 0  # input positions < scored_until already had their next token scored
+    start = 0
+    while scored_until < n_tokens - 1:
+        end = min(start + context, n_tokens - 1)
+        yield Window(start, end, scored_until)
+        scored_until = end
+        start = min(start + stride, max(n_tokens - 1 - context, 0))  # the last window ends at the text's end
+
+
+@dataclass(frozen=True)
+class Perplexity:
+    tokens: int  # tokens scored (all but the first)
+    loss: float  # mean negative log-likelihood, nats per token
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.loss)
+
+
+@torch.inference_mode()
+def perplexity(model: GPT, tokens: Sequence[int], stride: int | None = None, batch_size: int = 8,
+               context: int | None = None) -> Perplexity:
+    """Mean next-token loss and perplexity of `tokens`, windows of `context` (default the model's) tokens."""
+    context = context or model.config.context_length
+    device = next(model.parameters()).device
+    ids = torch.as_tensor(np.asarray(tokens, dtype=np.int64))
+    spans = list(windows(len(ids), context, stride or context))
+    total, count = 0.0, 0
+    for first in range(0, len(spans), batch_size):
+        batch = spans[first:first + batch_size]
+        width = max(w.end - w.start for w in batch)
+        inputs = torch.zeros(len(batch), width, dtype=torch.long)
+        targets = torch.zeros(len(batch), width, dtype=torch.long)
+        scored = torch.zeros(len(batch), width, dtype=torch.bool)
+        for row, w in enumerate(batch):
+            length = w.end - w.start
+            inputs[row, :length] = ids[w.start:w.end]
+            targets[row, :length] = ids[w.start + 1:w.end + 1]
+            scored[row, w.first_scored - w.start:length] = True
+        scored = scored.to(device)  # right padding is never scored, and causal attention never sees it
+        logits = model(inputs.to(device), positions=scored)  # (N, V) for the scored positions only
+        total += F.cross_entropy(logits.float(), targets.to(device)[scored], reduction="sum").item()
+        count += int(scored.sum())
+    return Perplexity(count, total / count)

@@ -1,0 +1,47 @@
+import socket
+
+import pytest
+
+from gptlab.data.instruction import Record
+from gptlab.evaluation.judge import JudgeClient, judge_prompt, parse_score, responses_of, score_summary
+
+
+@pytest.mark.parametrize(("reply", "score"), [
+    ("85", 85), ("Score: 85", 85), ("I would give it 100.", 100), ("0", 0), ("**72**/100", 72),
+    ("3.5", None), ("Rated 250, no: 90", 90), ("", None),
+    ("I cannot score this.", None), ("1000", None),
+])
+def test_parse_score_takes_the_first_whole_number_from_0_to_100(reply, score):
+    assert parse_score(reply) == score
+
+
+def test_judge_prompt_is_the_books_with_the_input_when_there_is_one():
+    record = Record("Rewrite the sentence.", "The cat sat.", "The feline sat.", {})
+    assert judge_prompt(record, "A cat sat.") == (
+        "Given the input `Rewrite the sentence.\n\nThe cat sat.` and correct output `The feline sat.`, score the "
+        "model response `A cat sat.` on a scale from 0 to 100, where 100 is the best score. Respond with the "
+        "integer number only.")
+    assert "input `Name a colour.` and" in judge_prompt(Record("Name a colour.", "", "Red.", {}), "Blue.")
+
+
+def test_summary_counts_unparsable_replies_apart():
+    assert score_summary([80, None, 60, 100]) == {"records": 4, "scored": 3, "unparsable": 1, "mean": 80.0,
+                                                  "median": 80, "min": 60, "max": 100}
+    assert score_summary([None]) == {"records": 1, "scored": 0, "unparsable": 1}
+
+
+def test_records_without_a_response_are_named():
+    records = [Record("a", "", "b", {"model_response": "c"}), Record("d", "", "e", {"instruction": "d"})]
+    with pytest.raises(ValueError, match=r"answers.json, record 1: no string 'model_response' field"):
+        responses_of(records, "model_response", "answers.json")
+
+
+def test_an_unreachable_judge_is_one_clear_error():
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = JudgeClient("ollama", "llama3", f"http://127.0.0.1:{port}", timeout=5)
+    with pytest.raises(OSError, match=rf"cannot reach the judge at http://127.0.0.1:{port}/api/chat: .*ollama serve"):
+        client.ask("hi")
+    with pytest.raises(ValueError, match="unknown judge backend 'claude'"):
+        JudgeClient("claude", "x")

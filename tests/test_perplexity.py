@@ -1,0 +1,60 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gptlab.checkpoint import load_model
+from gptlab.evaluation.perplexity import perplexity, windows
+from hf_models import save_random_hf_gpt2
+
+
+@pytest.mark.parametrize(("n_tokens", "context", "stride"), [(2, 8, 8), (9, 8, 8), (10, 8, 8), (50, 8, 8),
+                                                             (50, 8, 3), (50, 8, 1), (7, 8, 4)])
+def test_windows_score_every_token_once_with_enough_context(n_tokens, context, stride):
+    scored = []
+    for i, w in enumerate(windows(n_tokens, context, stride)):
+        assert 0 < w.end - w.start <= context and w.start <= w.first_scored < w.end
+        if i > 0:  # after the first window, each scored token sees at least context - stride before it
+            assert w.first_scored - w.start >= min(context - stride, w.first_scored)
+        scored.extend(range(w.first_scored, w.end))
+    assert scored == list(range(n_tokens - 1))  # input positions 0..n-2 predict tokens 1..n-1
+
+
+def test_windows_refuse_bad_strides_and_short_texts():
+    with pytest.raises(ValueError, match="stride must be from 1 to the context length 8"):
+        list(windows(20, 8, 9))
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        list(windows(1, 8, 8))
+
+
+@pytest.fixture(scope="module")
+def hf_pair(tmp_path_factory):
+    from transformers import GPT2LMHeadModel
+
+    folder = save_random_hf_gpt2(tmp_path_factory.mktemp("hf-ppl"), n_layer=2, n_embd=64, n_head=4, n_positions=32)
+    return load_model(str(folder)).model, GPT2LMHeadModel.from_pretrained(folder).eval()
+
+
+def test_one_window_equals_transformers_loss(hf_pair):
+    ours, theirs = hf_pair
+    ids = torch.randint(0, 50257, (32,), generator=torch.Generator().manual_seed(0))
+    expected = theirs(ids[None], labels=ids[None]).loss.item()
+    result = perplexity(ours, ids.tolist())
+    assert result.tokens == 31 and result.loss == pytest.approx(expected, abs=1e-5)
+    assert result.perplexity == pytest.approx(math.exp(expected), rel=1e-5)
+
+
+def test_long_texts_slide_and_batching_does_not_change_the_result(hf_pair):
+    ours, theirs = hf_pair
+    ids = torch.randint(0, 50257, (100,), generator=torch.Generator().manual_seed(1))
+    spans = [(0, 32, 0), (32, 64, 32), (64, 96, 64), (67, 99, 96)]  # the last window ends at the text's end
+    assert [(w.start, w.end, w.first_scored) for w in windows(100, 32, 32)] == spans
+    nll = [F.cross_entropy(theirs(ids[None, start:end]).logits[0], ids[start + 1:end + 1], reduction="none")
+           [first - start:] for start, end, first in spans]
+    expected = torch.cat(nll).mean().item()
+    for stride, batch_size in ((32, 1), (32, 4)):
+        result = perplexity(ours, ids.tolist(), stride=stride, batch_size=batch_size)
+        assert result.tokens == 99 and result.loss == pytest.approx(expected, abs=1e-5)
+    overlapping = perplexity(ours, ids.tolist(), stride=8, batch_size=3)
+    assert overlapping.tokens == 99 and overlapping.loss != pytest.approx(expected, abs=1e-6)
