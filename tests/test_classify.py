@@ -7,22 +7,23 @@ from gptlab.checkpoint import load_model
 from gptlab.checkpoint.native import write_model_files
 from gptlab.config import GPTConfig
 from gptlab.model import GPT
-from gptlab.training.classify import ClassifyConfig, classify_texts, freeze_for, run, with_class_head
+from gptlab.training.classify import ClassifyConfig, classify_texts, run, with_class_head
+from gptlab.training.layers import choose_trainable
 from gptlab.training.loop import TrainSettings
 
 
 def test_train_layers_choose_what_trains():
     model = with_class_head(GPT(GPTConfig.from_name("gpt-tiny")), 3, seed=0)
-    freeze_for(model, "last")
+    choose_trainable(model, "last")
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {n for n, _ in model.named_parameters() if n.startswith(("h.1.", "ln_f.", "lm_head."))}
-    freeze_for(model, "last-2")
+    choose_trainable(model, "last-2")
     assert {n for n, p in model.named_parameters() if not p.requires_grad} == {"wte.weight", "wpe.weight"}
-    freeze_for(model, "all")
+    choose_trainable(model, "all")
     assert all(p.requires_grad for p in model.parameters())
-    for bad, message in [("first", "expected all, last or last-K"), ("last-3", "the model has 2 blocks")]:
+    for bad, message in [("first", "expected all, lora, last or last-K"), ("last-3", "the model has 2 blocks")]:
         with pytest.raises(ValueError, match=message):
-            freeze_for(model, bad)
+            choose_trainable(model, bad)
 
 
 def test_frozen_parameters_really_stay_unchanged(tmp_path):

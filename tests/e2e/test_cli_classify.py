@@ -44,7 +44,8 @@ def test_sms_spam_run_folder_and_classify_command(tmp_path):
     assert from_file.returncode == 0 and len(from_file.stdout.splitlines()) == 2
 
 
-def test_three_class_csv_trains_and_evaluates(tmp_path):
+@pytest.mark.parametrize("train_layers", ["all", "lora"])
+def test_three_class_csv_trains_and_evaluates(tmp_path, train_layers):
     rng = random.Random(0)
     words = {"sport": ["goal", "match", "team", "score"], "food": ["pizza", "salad", "soup", "bread"],
              "weather": ["rain", "sunny", "snow", "wind"]}
@@ -54,7 +55,7 @@ def test_three_class_csv_trains_and_evaluates(tmp_path):
             lines.append(f"{' '.join(rng.choices(vocab, k=4))} today,{topic}")
     (tmp_path / "topics.csv").write_text("\n".join(lines) + "\n")
     out = gptlab("finetune", "classify", "--data", str(tmp_path / "topics.csv"), "--text-column", "message",
-                 "--label-column", "topic", "--model", "gpt-tiny", "--train-layers", "all", "--max-steps", "60",
+                 "--label-column", "topic", "--model", "gpt-tiny", "--train-layers", train_layers, "--max-steps", "60",
                  "--eval-every", "30", "--lr", "3e-3", "--out", str(tmp_path / "run"))
     assert out.returncode == 0, out.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -62,6 +63,8 @@ def test_three_class_csv_trains_and_evaluates(tmp_path):
     assert summary["test_accuracy"] >= 0.9 and len(summary["test_confusion"]) == 3
     verdict = gptlab("classify", "--model", str(tmp_path / "run"), "pizza soup bread salad today")
     assert verdict.stdout.split("\t")[0] == "food"
+    saved = json.loads((tmp_path / "run" / "checkpoints" / "best" / "config.json").read_text())
+    assert ("lora" in saved) == (train_layers == "lora")
 
 
 def test_bad_input_is_one_line(tmp_path):

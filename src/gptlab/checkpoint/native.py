@@ -16,8 +16,9 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from gptlab.checkpoint.weights import build_model, read_json, read_safetensors, state_to_save
+from gptlab.checkpoint.weights import build_model, check_state_dict, read_json, read_safetensors, state_to_save
 from gptlab.config import GPTConfig
+from gptlab.lora import apply_lora, is_lora_key, lora_state_dict, merge_lora
 from gptlab.model import GPT
 from gptlab.tokenizer import Tokenizer, tokenizer_from_dict
 
@@ -96,5 +97,14 @@ def load_checkpoint(
     weights = folder / "model.safetensors"
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: missing (the checkpoint folder is incomplete)")
-    model = build_model(config, read_safetensors(weights), str(weights), dtype)
+    state = read_safetensors(weights)
+    adapters = {key: state.pop(key) for key in [k for k in state if is_lora_key(k)]}
+    model = build_model(config, state, str(weights), dtype)
+    if "lora" in meta:  # a LoRA run's checkpoint: base weights + adapters, merged for use
+        apply_lora(model, **meta["lora"])
+        check_state_dict({k: v.shape for k, v in lora_state_dict(model).items()}, adapters, str(weights))
+        model.load_state_dict(adapters, strict=False)
+        merge_lora(model).requires_grad_(True)
+    elif adapters:
+        raise ValueError(f"{weights}: holds LoRA adapters but {folder / 'config.json'} has no \"lora\" settings")
     return model, tokenizer, meta

@@ -19,6 +19,7 @@ from gptlab.data.order import EpochOrder, in_order
 from gptlab.devices import pick_device
 from gptlab.evaluation.responses import RESPONSES_FILE, generate_responses
 from gptlab.generation import GenerationSettings, generate
+from gptlab.training.layers import choose_trainable
 from gptlab.training.loop import Event, RunConfig, Task, TrainSettings, is_main_process, once_over, train
 from gptlab.training.losses import lm_loss_on_targets
 
@@ -54,6 +55,9 @@ class SFTConfig(RunConfig):
     data_seed: int = 123  # seeds the train/test/validation split
     group_by_length: bool = False  # batch records of similar length (less padding, faster; less random batches)
     response_tokens: int = 256  # max new tokens per test-set response after training (0 = skip them)
+    train_layers: str = "all"  # all, lora (adapters only: less memory, small updates), last or last-K blocks
+    lora_rank: int = 8  # with --train-layers lora: rank of the adapters
+    lora_alpha: float = 16.0  # with --train-layers lora: the adapters' update is scaled by alpha / rank
     train: TrainSettings = field(default_factory=_book_settings)
 
     @staticmethod
@@ -76,6 +80,7 @@ def run(config: SFTConfig, resume: bool = False, on_event=None) -> dict[str, Any
     model, tokenizer = loaded.model, loaded.tokenizer
     if tokenizer.eos_id is None:
         raise ValueError(f"{config.model}: the {tokenizer.name} tokenizer has no end-of-text token to pad and stop with")
+    lora = choose_trainable(model, config.train_layers, config.lora_rank, config.lora_alpha)
     max_length = min(config.allowed_max_length or model.config.context_length, model.config.context_length)
     train_items = _trainable([encode_record(r, tokenizer, style) for r in parts["train"]], max_length, "training")
     val_items = _trainable([encode_record(r, tokenizer, style) for r in parts["val"]], max_length, "validation")
@@ -86,7 +91,7 @@ def run(config: SFTConfig, resume: bool = False, on_event=None) -> dict[str, Any
     def batch(items: list[tuple[list[int], int]], positions) -> tuple:
         return collate([items[i] for i in positions], tokenizer.eos_id, config.mask_prompt, max_length)
 
-    extra = {"prompt_style": style.name, "run": config.to_dict()}
+    extra = {"prompt_style": style.name, "run": config.to_dict(), **({"lora": lora} if lora else {})}
     task = Task(
         train_batch=lambda i: batch(train_items, train_order.positions(i, settings.batch_size)),
         val_batch=lambda i: batch(val_items, in_order(i, settings.batch_size, len(val_items))),

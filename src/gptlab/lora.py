@@ -1,0 +1,89 @@
+"""LoRA: fine-tune a low-rank update of each projection instead of the projection itself.
+
+`W x` becomes `W x + (alpha / rank) * B A x` with A (rank, in) and B (out, rank); only A and B
+train. B starts at zero, so a freshly wrapped model computes exactly what it did before. The
+wrapped layers keep their parameter names (`h.0.attn.c_attn.weight`) and add `lora_A` /
+`lora_B` beside them, so a checkpoint of a LoRA run holds base and adapters under plain names,
+and `merge_lora` folds the update back into `W` for inference.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+DEFAULT_TARGETS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")  # every projection of every block
+
+
+class LoRALinear(nn.Linear):
+    """A linear layer (its weight and bias, shared, frozen) plus a trainable rank-`rank` update."""
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float) -> None:
+        nn.Module.__init__(self)
+        if rank < 1:
+            raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+        self.in_features, self.out_features = base.in_features, base.out_features
+        self.weight, self.bias = base.weight, base.bias  # the same tensors: memory layout kept
+        self.rank, self.alpha = rank, alpha
+        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
+        self.lora_A = nn.Parameter(torch.empty(rank, self.in_features, **factory))
+        self.lora_B = nn.Parameter(torch.zeros(self.out_features, rank, **factory))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # as nn.Linear initialises its weight
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.rank
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x) + (x @ self.lora_A.t() @ self.lora_B.t()) * self.scale
+
+    def delta(self) -> Tensor:
+        """The update (out, in) this adapter adds to the weight."""
+        return (self.lora_B @ self.lora_A) * self.scale
+
+
+def apply_lora(model: nn.Module, rank: int = 8, alpha: float = 16.0,
+               targets: tuple[str, ...] | list[str] = DEFAULT_TARGETS) -> dict[str, Any]:
+    """Wrap every linear layer whose name ends with one of `targets`, and freeze everything else.
+
+    Returns the settings to save with the model (`"lora"` in its config.json), so loading can
+    rebuild the same wrappers before merging them.
+    """
+    wrapped = 0
+    model.requires_grad_(False)
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.Linear) and not isinstance(module, LoRALinear) and name.endswith(tuple(targets)):
+            _replace(model, name, LoRALinear(module, rank, alpha))
+            wrapped += 1
+    if not wrapped:
+        raise ValueError(f"no linear layer matches the LoRA targets {list(targets)}")
+    return {"rank": rank, "alpha": alpha, "targets": list(targets)}
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Fold every adapter into its weight and put plain linear layers back (in place)."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, LoRALinear):
+            with torch.no_grad():
+                module.weight += module.delta()
+            plain = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None, device="meta")
+            plain.weight, plain.bias = module.weight, module.bias
+            _replace(model, name, plain)
+    return model
+
+
+def lora_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """Only the adapter tensors: what a LoRA fine-tune learned, a small fraction of the model."""
+    return {name: tensor for name, tensor in model.state_dict().items() if is_lora_key(name)}
+
+
+def is_lora_key(name: str) -> bool:
+    return name.endswith((".lora_A", ".lora_B"))
+
+
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)

@@ -1,0 +1,37 @@
+"""Which parameters a fine-tune trains: all, the last K blocks, or LoRA adapters."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from gptlab.lora import apply_lora
+from gptlab.model import GPT
+
+
+def choose_trainable(model: GPT, train_layers: str, lora_rank: int = 8, lora_alpha: float = 16.0
+                     ) -> dict[str, Any] | None:
+    """Freeze what `train_layers` leaves out; return the LoRA settings to save with the model, if any.
+
+    `all`; `last` (= last-1) or `last-K`: the last K blocks, the final norm and the head; `lora`:
+    rank-`lora_rank` adapters on every block's projections, the weights frozen (a class head,
+    being new, trains in full).
+    """
+    if train_layers == "all":
+        model.requires_grad_(True)
+        return None
+    if train_layers == "lora":
+        settings = apply_lora(model, lora_rank, lora_alpha)
+        if model.config.num_classes is not None:
+            model.lm_head.requires_grad_(True)
+        return settings
+    match = re.fullmatch(r"last(?:-(\d+))?", train_layers)
+    if not match:
+        raise ValueError(f"--train-layers {train_layers!r}: expected all, lora, last or last-K (e.g. last-2)")
+    count = int(match[1] or 1)
+    if not 1 <= count <= model.config.n_layer:
+        raise ValueError(f"--train-layers {train_layers}: the model has {model.config.n_layer} blocks")
+    model.requires_grad_(False)
+    for module in [*model.h[-count:], model.ln_f, model.lm_head]:
+        module.requires_grad_(True)
+    return None
