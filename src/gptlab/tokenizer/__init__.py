@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gptlab.tokenizer.base import Tokenizer
+from gptlab.tokenizer.bytelevel import gguf_tokenizer
 from gptlab.tokenizer.char import CharTokenizer
 from gptlab.tokenizer.gpt2 import GPT2Tokenizer
 
@@ -30,11 +31,13 @@ def tokenizer_from_dict(d: Mapping[str, Any]) -> Tokenizer:
     kind = d.get("type") if isinstance(d, Mapping) else None
     if kind == "gpt2":
         return GPT2Tokenizer()
+    if kind in ("builtin", "gguf"):  # the vocabulary of a model file (e.g. the built-in SmolLM2)
+        return gguf_tokenizer(d)
     if kind == "char":
         chars = d.get("chars")
         if not isinstance(chars, str) or not chars:
             raise ValueError(f"a char tokenizer description needs a non-empty 'chars' string, got {chars!r}")
         return CharTokenizer(chars)
     raise ValueError(
-        f"unknown tokenizer description {d!r}: 'type' must be one of {', '.join(KNOWN_TYPES)}"
+        f"unknown tokenizer description {d!r}: 'type' must be one of {', '.join(KNOWN_TYPES)}, builtin, gguf"
     )
