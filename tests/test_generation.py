@@ -1,3 +1,4 @@
+import dataclasses
 import logging
 
 import pytest
@@ -146,3 +147,16 @@ def test_completion_reports_its_ids_and_why_it_ended(model):
     assert "".join(by_text) == text[: text.index(stop_text)] and by_text.finish_reason == "stop"
     with pytest.raises(ValueError, match="empty after tokenization"):
         Completion(model, tok, [], GenerationSettings())
+
+
+def test_llama_style_model_decodes_the_same_cached_uncached_and_batched():
+    """RoPE positions, grouped-query heads in the cache, and left padding all line up."""
+    torch.manual_seed(0)
+    llama = GPT(GPTConfig(vocab_size=50, context_length=64, n_layer=2, n_head=4, n_kv_head=2, n_embd=32,
+                          positions="rope", norm="rmsnorm", mlp="swiglu", bias=False, qkv_bias=False)).eval()
+    assert llama.wpe is None
+    settings = GenerationSettings(max_new_tokens=12, temperature=0)
+    prompts = [[3, 1, 4, 1, 5], [9, 2]]
+    alone = [list(generate(llama, p, settings)) for p in prompts]
+    uncached = [list(generate(llama, p, dataclasses.replace(settings, kv_cache=False))) for p in prompts]
+    assert alone == uncached == generate_batch(llama, prompts, settings)

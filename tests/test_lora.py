@@ -6,7 +6,8 @@ import torch
 from gptlab.checkpoint import load_model
 from gptlab.checkpoint.native import load_checkpoint, write_model_files
 from gptlab.config import GPTConfig
-from gptlab.lora import LoRALinear, apply_lora, lora_state_dict, merge_lora
+from gptlab.checkpoint.weights import read_safetensors
+from gptlab.lora import DEFAULT_TARGETS, LoRALinear, apply_lora, lora_state_dict, merge_lora
 from gptlab.model import GPT
 from gptlab.tokenizer import CharTokenizer
 from gptlab.training.classify import with_class_head
@@ -105,7 +106,9 @@ def test_a_lora_sft_run_resumes_exactly_and_saves_a_loadable_model(tmp_path):
     assert [m["val_loss"] for m in metrics[0]] == pytest.approx([m["val_loss"] for m in metrics[1]], abs=1e-6)
     assert metrics[0][-1]["val_loss"] < metrics[0][0]["val_loss"]
     assert resumed["best_val_loss"] == pytest.approx(straight["best_val_loss"], abs=1e-6)
-    tuned = load_model(str(tmp_path / "a"))
+    saved = read_safetensors(tmp_path / "a" / "checkpoints" / "best" / "model.safetensors")
+    assert set(saved) == {f"h.{i}.{t}.lora_{m}" for i in range(2) for t in DEFAULT_TARGETS for m in "AB"}
+    tuned = load_model(str(tmp_path / "a"))  # the adapters, put on the base again and merged
     untouched = load_model("gpt-tiny")
     assert json.loads((tmp_path / "a" / "checkpoints" / "best" / "config.json").read_text())["lora"]["rank"] == 4
     assert torch.equal(tuned.model.wte.weight, untouched.model.wte.weight)  # frozen, not adapted

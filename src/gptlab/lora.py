@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 DEFAULT_TARGETS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")  # every projection of every block
@@ -38,7 +39,7 @@ class LoRALinear(nn.Linear):
         return self.alpha / self.rank
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x) + (x @ self.lora_A.t() @ self.lora_B.t()) * self.scale
+        return super().forward(x) + F.linear(F.linear(x, self.lora_A), self.lora_B) * self.scale
 
     def delta(self) -> Tensor:
         """The update (out, in) this adapter adds to the weight."""

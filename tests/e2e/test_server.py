@@ -7,14 +7,12 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import openai
@@ -28,33 +26,10 @@ from selenium.webdriver.support.ui import WebDriverWait
 from gptlab.data.instruction import prompt_style
 from gptlab.tokenizer import GPT2Tokenizer
 
+from e2e.servers import Server, start_server
+
 BIN = Path(sys.executable).parent
 RED = "Name a fruit that is red."
-
-
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen
-    log: Path
-
-    def stop(self) -> int:
-        """Ctrl-C, as a user stops it; returns the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-        return self.process.wait(timeout=30)
-
-
-def start_server(model: str, log: Path, *flags: str) -> Server:
-    process = subprocess.Popen([str(BIN / "gptlab"), "serve", "--model", model, "--port", "0", *flags],
-                               stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
-    lines = []
-    while not any("OpenAI API:" in line for line in lines):
-        line = process.stdout.readline()
-        assert line, f"the server exited before listening:\n{''.join(lines)}{log.read_text()}"
-        lines.append(line)
-    url = re.search(r"OpenAI API: (http://\S+)/v1", "".join(lines)).group(1)
-    return Server(url, process, log)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from gptlab.checkpoint.gguf import load_gguf
 from gptlab.checkpoint.hf import download_from_hub, export_hf_folder, load_hf_folder
 from gptlab.checkpoint.native import FORMAT as NATIVE_FORMAT
 from gptlab.checkpoint.native import load_checkpoint, save_checkpoint
-from gptlab.checkpoint.weights import read_json
+from gptlab.checkpoint.weights import read_json, state_to_save
 from gptlab.config import PRESETS, GPTConfig
 from gptlab.files import BUILTIN_MODELS, builtin_model_path
 from gptlab.model import GPT
@@ -81,7 +81,9 @@ def _load_folder(path: Path, dtype: torch.dtype) -> LoadedModel:
         raise ValueError(f"{path}: not a model folder: it has no config.json")
     config = read_json(path / "config.json")  # a readable error when it is not JSON
     if config.get("format") == NATIVE_FORMAT:
-        model, tokenizer, meta = load_checkpoint(path, dtype)
+        base_spec = (config.get("lora") or {}).get("base")  # a LoRA checkpoint holds only what trained
+        base = state_to_save(load_model(base_spec, dtype=dtype).model) if base_spec else None
+        model, tokenizer, meta = load_checkpoint(path, dtype, base)
         return LoadedModel(model, tokenizer, "checkpoint", f"gptlab checkpoint {path}", meta)
     if "model_type" in config:
         return LoadedModel(load_hf_folder(path, dtype), GPT2Tokenizer(), "hf-folder", f"Hugging Face folder {path}")

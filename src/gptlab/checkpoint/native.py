@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from safetensors.torch import save_file
+from torch import Tensor
 
 from gptlab.checkpoint.weights import build_model, check_state_dict, read_json, read_safetensors, state_to_save
 from gptlab.config import GPTConfig
@@ -36,10 +37,17 @@ def save_checkpoint(
 
 
 def write_model_files(
-    model: GPT, tokenizer: Tokenizer, folder: Path, extra: dict[str, Any] | None = None
+    model: GPT, tokenizer: Tokenizer, folder: Path, extra: dict[str, Any] | None = None, trained_only: bool = False
 ) -> None:
-    """`model.safetensors` + `config.json` (model config, tokenizer, `extra`) into `folder`."""
-    save_file(state_to_save(model), str(folder / "model.safetensors"), metadata={"format": "pt"})
+    """`model.safetensors` + `config.json` (model config, tokenizer, `extra`) into `folder`.
+
+    `trained_only` writes just the parameters that train (LoRA adapters, a new head): the rest
+    is the base model that `extra["lora"]["base"]` names, loaded again when this one is.
+    """
+    state = state_to_save(model)
+    if trained_only:
+        state = {name: state[name] for name, param in model.named_parameters() if param.requires_grad}
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
     meta = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
@@ -82,9 +90,12 @@ def _apply_umask(folder: Path) -> None:
 
 
 def load_checkpoint(
-    folder: str | Path, dtype: torch.dtype | None = None
+    folder: str | Path, dtype: torch.dtype | None = None, base: dict[str, Tensor] | None = None
 ) -> tuple[GPT, Tokenizer, dict[str, Any]]:
-    """Model, tokenizer and the rest of config.json from a folder written by `save_checkpoint`."""
+    """Model, tokenizer and the rest of config.json from a folder written by `save_checkpoint`.
+
+    `base` supplies the weights a LoRA checkpoint left out (those of the model it adapted).
+    """
     folder = Path(folder)
     meta = read_json(folder / "config.json")
     if meta.get("format") != FORMAT:
@@ -97,11 +108,13 @@ def load_checkpoint(
     weights = folder / "model.safetensors"
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: missing (the checkpoint folder is incomplete)")
-    state = read_safetensors(weights)
+    if config.num_classes is not None and base is not None:  # a class head replaced the base's LM head
+        base = {k: v for k, v in base.items() if not k.startswith("lm_head.")}
+    state = {**(base or {}), **read_safetensors(weights)}
     adapters = {key: state.pop(key) for key in [k for k in state if is_lora_key(k)]}
     model = build_model(config, state, str(weights), dtype)
     if "lora" in meta:  # a LoRA run's checkpoint: base weights + adapters, merged for use
-        apply_lora(model, **meta["lora"])
+        apply_lora(model, meta["lora"]["rank"], meta["lora"]["alpha"], meta["lora"]["targets"])
         check_state_dict({k: v.shape for k, v in lora_state_dict(model).items()}, adapters, str(weights))
         model.load_state_dict(adapters, strict=False)
         merge_lora(model).requires_grad_(True)

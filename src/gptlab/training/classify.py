@@ -22,7 +22,7 @@ from gptlab.data.order import EpochOrder, in_order
 from gptlab.evaluation.baseline import tfidf_logistic_regression
 from gptlab.evaluation.metrics import classification_report
 from gptlab.model import GPT
-from gptlab.training.layers import choose_trainable
+from gptlab.training.layers import choose_trainable, lora_checkpoint_info
 from gptlab.training.loop import RunConfig, Task, TrainSettings, is_main_process, once_over, train
 from gptlab.training.pretrain import PretrainConfig
 from gptlab.training.pretrain import run as run_pretrain
@@ -166,13 +166,13 @@ def run(config: ClassifyConfig, resume: bool = False, on_event=None) -> dict[str
     num_val = len(data["val"].labels)
     settings = once_over(settings, num_val)  # val loss over each val text once
     extra = {"labels": list(labels.names), "max_length": max_length, "run": config.to_dict(),
-             **({"lora": lora} if lora else {})}
+             **lora_checkpoint_info(lora, start)}
     task = Task(
         train_batch=lambda i: data["train"].batch(train_order.positions(i, settings.batch_size)),
         val_batch=lambda i: data["val"].batch(in_order(i, settings.batch_size, num_val)),
         loss=_loss,
         count_tokens=lambda batch: int(batch[1].sum()),
-        write_model=lambda m, folder: write_model_files(m, tokenizer, folder, extra),
+        write_model=lambda m, folder: write_model_files(m, tokenizer, folder, extra, trained_only=lora is not None),
         eval_metrics=lambda m: {"val_accuracy": classification_report(
             predict(m, data["val"]), data["val"].labels, len(labels.names))["accuracy"]},
         score=lambda record: record["val_accuracy"],  # see _final_report

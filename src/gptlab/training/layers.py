@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from gptlab.lora import apply_lora
@@ -35,3 +36,11 @@ def choose_trainable(model: GPT, train_layers: str, lora_rank: int = 8, lora_alp
     for module in [*model.h[-count:], model.ln_f, model.lm_head]:
         module.requires_grad_(True)
     return None
+
+
+def lora_checkpoint_info(lora: dict[str, Any] | None, base: str) -> dict[str, Any]:
+    """What a LoRA run's checkpoints add to config.json: the adapters' settings and the base to load
+    them onto (a folder as an absolute path, so the checkpoint loads from anywhere); {} without LoRA."""
+    if lora is None:
+        return {}
+    return {"lora": {**lora, "base": str(Path(base).resolve()) if Path(base).exists() else base}}

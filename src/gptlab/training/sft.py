@@ -19,7 +19,7 @@ from gptlab.data.order import EpochOrder, in_order
 from gptlab.devices import pick_device
 from gptlab.evaluation.responses import RESPONSES_FILE, generate_responses
 from gptlab.generation import GenerationSettings, generate
-from gptlab.training.layers import choose_trainable
+from gptlab.training.layers import choose_trainable, lora_checkpoint_info
 from gptlab.training.loop import Event, RunConfig, Task, TrainSettings, is_main_process, once_over, train
 from gptlab.training.losses import lm_loss_on_targets
 
@@ -91,13 +91,13 @@ def run(config: SFTConfig, resume: bool = False, on_event=None) -> dict[str, Any
     def batch(items: list[tuple[list[int], int]], positions) -> tuple:
         return collate([items[i] for i in positions], tokenizer.eos_id, config.mask_prompt, max_length)
 
-    extra = {"prompt_style": style.name, "run": config.to_dict(), **({"lora": lora} if lora else {})}
+    extra = {"prompt_style": style.name, "run": config.to_dict(), **lora_checkpoint_info(lora, config.model)}
     task = Task(
         train_batch=lambda i: batch(train_items, train_order.positions(i, settings.batch_size)),
         val_batch=lambda i: batch(val_items, in_order(i, settings.batch_size, len(val_items))),
         loss=lambda m, b: lm_loss_on_targets(m, *b),
         count_tokens=lambda b: b[0].numel(),
-        write_model=lambda m, folder: write_model_files(m, tokenizer, folder, extra),
+        write_model=lambda m, folder: write_model_files(m, tokenizer, folder, extra, trained_only=lora is not None),
         sample=_sample_response(tokenizer, style, parts["val"][0]),
     )
     log.info("instruction fine-tuning %s on %d/%d/%d train/test/validation records (%s prompts, %s)",

@@ -75,7 +75,8 @@ def load_training_state(
     weights = read_safetensors(folder / "model.safetensors")
     missing, unexpected = model.load_state_dict(weights, strict=False)
     tied = tied_keys(model.config) if hasattr(model, "config") else set()
-    if set(missing) - tied or unexpected:
+    frozen = {name for name, param in model.named_parameters() if not param.requires_grad}  # LoRA: the base
+    if set(missing) - tied - frozen or unexpected:
         raise ValueError(
             f"{folder}: checkpoint does not fit the model (missing {sorted(set(missing) - tied)[:5]}, "
             f"unexpected {unexpected[:5]})"
