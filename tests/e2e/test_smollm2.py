@@ -49,10 +49,11 @@ def test_serve_the_built_in_model_to_the_openai_client(tmp_path):
 
 
 def test_lora_fine_tune_of_the_built_in_model(sixteen_records, tmp_path):
-    data = tmp_path / "sixteen.json"
+    data, few = tmp_path / "sixteen.json", tmp_path / "four.json"
     data.write_text(json.dumps(sixteen_records))
+    few.write_text(json.dumps(sixteen_records[:4]))
     run = tmp_path / "run"
-    out = gptlab("finetune", "instruct", "--data", str(data), "--val-data", str(data), "--test-data", str(data),
+    out = gptlab("finetune", "instruct", "--data", str(data), "--val-data", str(few), "--test-data", str(few),
                  "--model", "smollm2", "--prompt-style", "chatml", "--train-layers", "lora", "--out", str(run),
                  "--max-steps", "4", "--eval-every", "2", "--batch-size", "4", "--lr", "1e-3", "--min-lr", "1e-3",
                  "--warmup-steps", "0", "--response-tokens", "12")
@@ -61,7 +62,7 @@ def test_lora_fine_tune_of_the_built_in_model(sixteen_records, tmp_path):
     assert evals[-1]["val_loss"] < evals[0]["val_loss"]
     saved = json.loads((run / "checkpoints" / "best" / "config.json").read_text())
     assert saved["tokenizer"] == {"type": "builtin", "name": "smollm2"} and saved["prompt_style"] == "chatml"
-    again = gptlab("respond", "--model", str(run), "--data", str(data), "--out", str(tmp_path / "again.json"),
+    again = gptlab("respond", "--model", str(run), "--data", str(few), "--out", str(tmp_path / "again.json"),
                    "--max-new-tokens", "12")
     assert again.returncode == 0, again.stderr
     assert json.loads((tmp_path / "again.json").read_text()) == \
