@@ -298,12 +298,15 @@ def cmd_judge(args: argparse.Namespace) -> int:
     source = Path(args.responses)
     out = Path(args.out) if args.out else source.with_name(f"{source.stem}-scores.json")
     rows: list[dict] = []
+    status = 0
     try:
         for row in tqdm(judge_records(client, records, responses), total=len(records), desc="judging",
                         unit="response", dynamic_ncols=True):
             rows.append(row)
-    except KeyboardInterrupt:
-        print(f"interrupted: saving the {len(rows)} scores so far", file=sys.stderr)
+    except (KeyboardInterrupt, OSError) as err:  # a judge that fails midway keeps the scores so far
+        status = 130 if isinstance(err, KeyboardInterrupt) else 1
+        print(f"{'interrupted' if status == 130 else f'error: {err}'}: saving the {len(rows)} scores so far",
+              file=sys.stderr)
     summary = {"judge": f"{args.backend}:{args.judge_model}", **score_summary([r["score"] for r in rows])}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"summary": summary, "records": rows}, indent=2, ensure_ascii=False) + "\n",
@@ -317,7 +320,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
                  f"{summary['max']})" if summary["scored"] else "no scores"
         print(f"{summary['judge']} scored {summary['scored']}/{summary['records']} responses: {scored}; "
               f"{summary['unparsable']} replies without a score\nwrote {out} and {plot}")
-    return 130 if len(rows) < len(records) else 0
+    return status
 
 
 def cmd_classify(args: argparse.Namespace) -> int:

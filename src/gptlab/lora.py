@@ -3,8 +3,8 @@
 `W x` becomes `W x + (alpha / rank) * B A x` with A (rank, in) and B (out, rank); only A and B
 train. B starts at zero, so a freshly wrapped model computes exactly what it did before. The
 wrapped layers keep their parameter names (`h.0.attn.c_attn.weight`) and add `lora_A` /
-`lora_B` beside them, so a checkpoint of a LoRA run holds base and adapters under plain names,
-and `merge_lora` folds the update back into `W` for inference.
+`lora_B` beside them, so the adapters load onto a rebuilt base by name, and `merge_lora` folds
+the update back into `W` for inference.
 """
 
 from __future__ import annotations

@@ -26,12 +26,15 @@ class Server:
 
 
 def start_server(model: str, log: Path, *flags: str) -> Server:
-    process = subprocess.Popen([str(BIN / "gptlab"), "serve", "--model", model, "--port", "0", *flags],
-                               stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
+    with log.open("w") as errors:  # the child keeps its own copy of the file descriptor
+        process = subprocess.Popen([str(BIN / "gptlab"), "serve", "--model", model, "--port", "0", *flags],
+                                   stdout=subprocess.PIPE, stderr=errors, text=True)
     lines = []
     while not any("OpenAI API:" in line for line in lines):
         line = process.stdout.readline()
-        assert line, f"the server exited before listening:\n{''.join(lines)}{log.read_text()}"
+        if not line:
+            process.kill()
+            raise AssertionError(f"the server exited before listening:\n{''.join(lines)}{log.read_text()}")
         lines.append(line)
     url = re.search(r"OpenAI API: (http://\S+)/v1", "".join(lines)).group(1)
     return Server(url, process, log)

@@ -9,7 +9,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -147,10 +146,9 @@ def test_a_dropped_stream_stops_generation_and_frees_the_model(tmp_path):
         assert response.status == 200 and response.readline().startswith(b"data: ")
         response.close()  # the user closed the tab (the response holds the socket too)
         connection.close()
-        started = time.perf_counter()
         client = openai.OpenAI(base_url=big.url + "/v1", api_key=key, max_retries=0, timeout=60)
-        answer = client.completions.create(model="gpt2", prompt="Hi", max_tokens=2)
-        assert len(answer.choices[0].text) > 0 and time.perf_counter() - started < 20
+        answer = client.completions.create(model="gpt2", prompt="Hi", max_tokens=2)  # the model is free again
+        assert answer.choices[0].finish_reason == "length" and answer.usage.completion_tokens == 2
     finally:
         assert big.stop() == 0
     stopped = re.search(r"client left; generation stopped after (\d+) tokens", big.log.read_text())
@@ -191,7 +189,7 @@ def test_chat_page_streams_answers_keeps_the_conversation_and_starts_over(server
             return browser.find_elements(By.CSS_SELECTOR, ".assistant")[-1].text
 
         assert ask(RED) == "A red fruit is number 0."
-        assert ask("Name a fruit that is blue.") == "A blue fruit is number 1."  # with the first turn in the prompt
+        assert ask("Name a fruit that is blue.") == "A blue fruit is number 1."  # the page sends both turns
         assert [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".user")] == [RED, "Name a fruit that is blue."]
         assert not browser.find_elements(By.CSS_SELECTOR, ".error")
         browser.find_element(By.ID, "new-chat").click()

@@ -71,12 +71,19 @@ def load_model(
     return loaded
 
 
-def _load_folder(path: Path, dtype: torch.dtype) -> LoadedModel:
+def checkpoint_of(path: Path) -> Path:
+    """The checkpoint a folder stands for: a training run's best, else last; any other folder itself."""
     for run_checkpoint in (path / "checkpoints" / "best", path / "checkpoints" / "last"):
-        if (run_checkpoint / "config.json").is_file():  # a training run folder
-            loaded = _load_folder(run_checkpoint, dtype)
-            loaded.description = f"run {path} ({run_checkpoint.name} checkpoint)"
-            return loaded
+        if (run_checkpoint / "config.json").is_file():
+            return run_checkpoint
+    return path
+
+
+def _load_folder(path: Path, dtype: torch.dtype) -> LoadedModel:
+    if checkpoint_of(path) != path:  # a training run folder
+        loaded = _load_folder(checkpoint_of(path), dtype)
+        loaded.description = f"run {path} ({checkpoint_of(path).name} checkpoint)"
+        return loaded
     if not (path / "config.json").is_file():
         raise ValueError(f"{path}: not a model folder: it has no config.json")
     config = read_json(path / "config.json")  # a readable error when it is not JSON

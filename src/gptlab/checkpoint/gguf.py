@@ -30,13 +30,16 @@ def load_gguf(path: str | Path, dtype: torch.dtype | None = torch.float32,
     except (ValueError, OSError) as err:
         raise ValueError(f"{path}: not a readable GGUF file ({err})") from err
     meta = {key: field.contents() for key, field in reader.fields.items() if not key.startswith("tokenizer.ggml.")}
-    config = _config(meta, str(path))
+    names = {t.name for t in reader.tensors}
+    config = _config(meta, str(path), tied="output.weight" not in names)
+    if "rope_freqs.weight" in names or any(key.startswith("llama.rope.scaling") for key in meta):
+        raise ValueError(f"{path}: scaled rotary embeddings (Llama 3.1 and later) are not supported")
     tensors = {t.name: _dequantized(t) for t in reader.tensors}
     model = build_model(config, _our_names(tensors, config), str(path), dtype)
     return model, tokenizer_from_gguf(reader, config.name, source or {"type": "gguf", "path": str(path.resolve())})
 
 
-def _config(meta: dict[str, Any], source: str) -> GPTConfig:
+def _config(meta: dict[str, Any], source: str, tied: bool) -> GPTConfig:
     arch = meta.get("general.architecture")
     if arch != "llama":
         raise ValueError(f"{source}: architecture {arch!r} is not supported; gptlab reads llama GGUF files")
@@ -47,7 +50,8 @@ def _config(meta: dict[str, Any], source: str) -> GPTConfig:
             n_embd=int(meta["llama.embedding_length"]), n_kv_head=int(meta["llama.attention.head_count_kv"]),
             mlp_hidden=int(meta["llama.feed_forward_length"]), rope_theta=float(meta.get("llama.rope.freq_base", 1e4)),
             layer_norm_eps=float(meta["llama.attention.layer_norm_rms_epsilon"]), positions="rope",
-            norm="rmsnorm", mlp="swiglu", bias=False, qkv_bias=False, name=str(meta.get("general.name", "gguf")),
+            norm="rmsnorm", mlp="swiglu", bias=False, qkv_bias=False, tie_embeddings=tied,
+            name=str(meta.get("general.name", "gguf")),
         )
     except KeyError as err:
         raise ValueError(f"{source}: missing metadata {err} of a llama model") from None

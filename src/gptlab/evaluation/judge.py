@@ -63,10 +63,10 @@ class JudgeClient:
         if self.backend == "ollama":
             body = {"model": self.model, "messages": messages, "stream": False,
                     "options": {"temperature": 0, "seed": self.seed, "num_ctx": 2048}}
-            return self._post("/api/chat", body)["message"]["content"]
+            return self._post("/api/chat", body)["message"]["content"] or ""
         endpoint = "/chat/completions" if self.url.endswith("/v1") else "/v1/chat/completions"
         body = {"model": self.model, "messages": messages, "temperature": 0, "seed": self.seed}
-        return self._post(endpoint, body)["choices"][0]["message"]["content"]
+        return self._post(endpoint, body)["choices"][0]["message"]["content"] or ""
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         headers = {"Content-Type": "application/json"}

@@ -2,7 +2,7 @@
 
 Built on the standard library's threaded HTTP server, so every line between the socket and the
 model is here to read. Connections are served in parallel; generation runs one request at a time
-(the model and its KV cache are one), in arrival order. A client that disconnects mid-stream
+(the model is one), the others waiting for it. A client that disconnects mid-stream
 stops its generation at the next token.
 """
 
@@ -45,7 +45,7 @@ class ModelService:
     created: int = field(default_factory=lambda: int(time.time()))
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def settings(self, request: Request, prompt_tokens: int) -> GenerationSettings:
+    def settings(self, request: Request, prompt_tokens: int, chat: bool) -> GenerationSettings:
         """Generation settings for `request`: its max tokens must fit beside the prompt."""
         context = self.loaded.model.config.context_length
         room = context - prompt_tokens
@@ -53,7 +53,7 @@ class ModelService:
             asked = request.max_tokens if request.max_tokens is not None else 1
             raise APIError(400, f"this model's context is {context} tokens; the prompt takes {prompt_tokens} "
                                 f"and {asked} more were asked for. Shorten the prompt or lower max_tokens.",
-                           "messages" if request.turns or request.system else "prompt", code="context_length_exceeded")
+                           "messages" if chat else "prompt", code="context_length_exceeded")
         eos = self.loaded.tokenizer.eos_id
         return GenerationSettings(
             max_new_tokens=request.max_tokens or min(self.max_tokens, room), temperature=request.temperature,
@@ -65,7 +65,7 @@ class ModelService:
         """The `/v1/completions` answer: the prompt continued as it is."""
         tokenizer = self.loaded.tokenizer
         prompt = tokenizer.encode(request.prompt)
-        return Completion(self.loaded.model, tokenizer, prompt, self.settings(request, len(prompt)))
+        return Completion(self.loaded.model, tokenizer, prompt, self.settings(request, len(prompt), chat=False))
 
     def chat(self, request: Request) -> Completion:
         """The `/v1/chat/completions` answer: messages framed in the model's prompt style.
@@ -79,7 +79,7 @@ class ModelService:
         for message, answer in request.turns:
             conversation.add(message, answer)
         needed = len(preamble) + len(tokenizer.encode(self.style.prompt(request.prompt)))
-        settings = answer_settings(self.settings(request, needed), tokenizer, self.style)
+        settings = answer_settings(self.settings(request, needed, chat=True), tokenizer, self.style)
         prompt = conversation.prompt(request.prompt, settings.max_new_tokens)
         return Completion(self.loaded.model, tokenizer, prompt, settings)
 
@@ -117,6 +117,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise APIError(404, f"no route {self.command} {path}; see /v1/models, /v1/completions, "
                                     "/v1/chat/completions, /health and / (chat page)", kind="not_found_error")
         except APIError as err:
+            self.close_connection = True  # the request body may be unread: never parse it as the next request
             self._send_json(err.status, err.body())
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
@@ -165,7 +166,7 @@ class _Handler(BaseHTTPRequestHandler):
         completion = self.service.chat(request) if chat else self.service.completion(request)
         ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
         shape = _Shape(chat, ident, int(time.time()), self.service.name)
-        with self.service.lock:  # one generation at a time; waiting requests queue here
+        with self.service.lock:  # one generation at a time; other requests wait here
             if request.stream:
                 self._stream(completion, shape, request.include_usage)
                 return

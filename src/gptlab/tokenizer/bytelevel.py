@@ -80,6 +80,9 @@ def tokenizer_from_gguf(reader: Any, name: str, source: dict[str, Any]) -> ByteL
     fields = reader.fields
     if fields["tokenizer.ggml.model"].contents() != "gpt2":
         raise ValueError("only byte-level BPE (tokenizer.ggml.model = gpt2) GGUF tokenizers are supported")
+    split = fields["tokenizer.ggml.pre"].contents() if "tokenizer.ggml.pre" in fields else None
+    if split != "smollm":
+        raise ValueError(f"GGUF pre-tokenizer {split!r} is not supported; gptlab knows SmolLM's (\"smollm\")")
     tokens = fields["tokenizer.ggml.tokens"].contents()
     types = fields["tokenizer.ggml.token_type"].contents()
     eos = fields["tokenizer.ggml.eos_token_id"].contents() if "tokenizer.ggml.eos_token_id" in fields else None

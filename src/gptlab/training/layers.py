@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from gptlab.checkpoint import checkpoint_of
 from gptlab.lora import apply_lora
 from gptlab.model import GPT
 
@@ -40,7 +41,8 @@ def choose_trainable(model: GPT, train_layers: str, lora_rank: int = 8, lora_alp
 
 def lora_checkpoint_info(lora: dict[str, Any] | None, base: str) -> dict[str, Any]:
     """What a LoRA run's checkpoints add to config.json: the adapters' settings and the base to load
-    them onto (a folder as an absolute path, so the checkpoint loads from anywhere); {} without LoRA."""
+    them onto; {} without LoRA. A folder is recorded as the absolute path of the very checkpoint
+    used (a run's `best/` now), so the checkpoint loads from anywhere."""
     if lora is None:
         return {}
-    return {"lora": {**lora, "base": str(Path(base).resolve()) if Path(base).exists() else base}}
+    return {"lora": {**lora, "base": str(checkpoint_of(Path(base).resolve())) if Path(base).exists() else base}}

@@ -19,6 +19,7 @@ from torch import nn
 
 from gptlab.checkpoint.native import write_folder_atomically
 from gptlab.checkpoint.weights import read_json, read_safetensors, tied_keys
+from gptlab.lora import is_lora_key
 
 MANIFEST = "manifest.json"
 
@@ -75,10 +76,12 @@ def load_training_state(
     weights = read_safetensors(folder / "model.safetensors")
     missing, unexpected = model.load_state_dict(weights, strict=False)
     tied = tied_keys(model.config) if hasattr(model, "config") else set()
-    frozen = {name for name, param in model.named_parameters() if not param.requires_grad}  # LoRA: the base
-    if set(missing) - tied - frozen or unexpected:
+    missing = set(missing) - tied
+    if any(is_lora_key(name) for name in weights):  # a LoRA checkpoint holds what trains; the base is loaded
+        missing -= {name for name, param in model.named_parameters() if not param.requires_grad}
+    if missing or unexpected:
         raise ValueError(
-            f"{folder}: checkpoint does not fit the model (missing {sorted(set(missing) - tied)[:5]}, "
+            f"{folder}: checkpoint does not fit the model (missing {sorted(missing)[:5]}, "
             f"unexpected {unexpected[:5]})"
         )
     tensors = read_safetensors(folder / "training.safetensors")
