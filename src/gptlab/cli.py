@@ -446,8 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "of pairs whose chosen reward is higher) and mean reward margin; best/ is the "
                              "lowest validation DPO loss. Writes runs/<name>/ with the splits, metrics, "
                              f"loss.png, reward_margins.png, checkpoints, {RESPONSES_FILE} and "
-                             "summary.json. The optimiser defaults are the book's, for GPT-2 355M; a small "
-                             "model trained here from random weights needs a higher --lr (e.g. 1e-4).")
+                             "summary.json. The optimiser defaults are the book's, for GPT-2 355M after "
+                             "finetune instruct.")
 
     respond = commands.add_parser("respond", help="answer every record of an instruction file (greedy)",
                                   description="Generate a model's responses to instruction records and save "
