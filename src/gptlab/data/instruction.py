@@ -12,7 +12,7 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -22,6 +22,8 @@ from gptlab.files import REGISTRY, fetch
 from gptlab.tokenizer import Tokenizer
 
 INSTRUCTION_DATA = "instruction-data"
+PREFERENCE_DATA = "instruction-data-with-preference"  # the same kind of records, plus chosen/rejected
+RECORD_SETS = (INSTRUCTION_DATA, PREFERENCE_DATA)  # registered files of instruction records
 IGNORE_INDEX = -100  # targets that add no loss (PyTorch's default `ignore_index`)
 ALPACA_HEADER = ("Below is an instruction that describes a task. "
                  "Write a response that appropriately completes the request.")
@@ -74,16 +76,20 @@ class Record:
 
 
 def load_records(source: str, instruction_field: str = "instruction", input_field: str = "input",
-                 output_field: str = "output", require_output: bool = True) -> list[Record]:
-    """`instruction-data` (registry) or a JSON list / JSONL file of records.
+                 output_field: str = "output", require_output: bool = True,
+                 also_required: tuple[str, ...] = ()) -> list[Record]:
+    """A registered set (`instruction-data`, `instruction-data-with-preference`) or a JSON list /
+    JSONL file of records; `also_required` names more string fields every record must have.
 
     Errors name the file and the record: its index in a JSON list (from 0, as `data[17]`), or
     its line in a JSONL file.
     """
-    path = fetch(INSTRUCTION_DATA) if source == INSTRUCTION_DATA else Path(source).expanduser()
+    registered = source in RECORD_SETS
+    path = fetch(source) if registered else Path(source).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"{source}: no such file, and not a registered data set (known: {INSTRUCTION_DATA})")
-    name = REGISTRY[INSTRUCTION_DATA].filename if source == INSTRUCTION_DATA else str(path)
+        known = ", ".join(RECORD_SETS)
+        raise FileNotFoundError(f"{source}: no such file, and not a registered data set (known: {known})")
+    name = REGISTRY[source].filename if registered else str(path)
     text = read_utf8(path, name)
     if path.suffix.lower() == ".jsonl":
         rows = [(f"{name}:{number}", row) for number, row in jsonl_rows(name, text)]
@@ -91,8 +97,9 @@ def load_records(source: str, instruction_field: str = "instruction", input_fiel
         rows = _json_rows(name, text)
     if not rows:
         raise ValueError(f"{name}: no records found")
-    fields = (instruction_field, input_field, output_field)
-    return [_record(where, row, fields, require_output) for where, row in rows]
+    checks = ((instruction_field, True), (input_field, False), (output_field, require_output),
+              *((extra, True) for extra in also_required))
+    return [_record(where, row, checks) for where, row in rows]
 
 
 def _json_rows(name: str, text: str) -> list[tuple[str, Any]]:
@@ -105,12 +112,14 @@ def _json_rows(name: str, text: str) -> list[tuple[str, Any]]:
     return [(f"{name}, record {i}", row) for i, row in enumerate(data)]
 
 
-def _record(where: str, row: Any, fields: tuple[str, str, str], require_output: bool) -> Record:
-    instruction_field, input_field, output_field = fields
+def _record(where: str, row: Any, checks: tuple[tuple[str, bool], ...]) -> Record:
+    """The record of `row`, whose fields `checks` lists (instruction, input, output, any more)
+    as (name, required); each present one must be a string."""
     if not isinstance(row, dict):
-        raise ValueError(f"{where}: expected an object with {instruction_field!r} and {output_field!r}")
+        wanted = ", ".join(repr(field) for field, required in checks if required)
+        raise ValueError(f"{where}: expected an object with the fields {wanted}")
     values = []
-    for field, required in ((instruction_field, True), (input_field, False), (output_field, require_output)):
+    for field, required in checks:
         value = row.get(field)
         if value is None and required:
             raise ValueError(f"{where}: missing {field!r} field (found: {', '.join(map(str, row)) or 'none'})")
@@ -118,12 +127,15 @@ def _record(where: str, row: Any, fields: tuple[str, str, str], require_output: 
             raise ValueError(f"{where}: field {field!r} must be a string, found {type(value).__name__}")
         values.append(value or "")
     if not values[0].strip():
-        raise ValueError(f"{where}: empty {instruction_field!r}")
-    return Record(*values, original=row)
+        raise ValueError(f"{where}: empty {checks[0][0]!r}")
+    return Record(*values[:3], original=row)
 
 
-def split_records(records: list[Record], seed: int, train: float = 0.85, test: float = 0.10
-                  ) -> tuple[list[Record], list[Record], list[Record]]:
+T = TypeVar("T")
+
+
+def split_records(records: list[T], seed: int, train: float = 0.85, test: float = 0.10
+                  ) -> tuple[list[T], list[T], list[T]]:
     """Seeded shuffle, then train / test / validation as in the book: 85% and 10% rounded down,
     validation the rest (935/110/55 of 1,100)."""
     if not (0 < train and 0 <= test and train + test <= 1):

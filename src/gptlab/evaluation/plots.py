@@ -52,23 +52,31 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     plt.close(fig)
     written = [loss_png, lr_png]
     if any("val_accuracy" in r for r in records):
-        written.append(_accuracy_plot(run_dir, records))
+        written.append(_curves(run_dir / "accuracy.png", records, {"val_accuracy": "validation accuracy"},
+                               "accuracy", ylim=(0, 1)))
+    if any("val_reward_margin" in r for r in records):  # DPO: chosen minus rejected reward
+        written.append(_curves(run_dir / "reward_margins.png", records,
+                               {"train_reward_margin": "training", "val_reward_margin": "validation"},
+                               "reward margin"))
     summary = run_dir / "summary.json"
     if summary.is_file() and "test_confusion" in (result := json.loads(summary.read_text())):
         written.append(_confusion_plot(run_dir, result["test_confusion"], result["labels"]))
     return written
 
 
-def _accuracy_plot(run_dir: Path, records: list[dict]) -> Path:
+def _curves(path: Path, records: list[dict], curves: dict[str, str], ylabel: str,
+            ylim: tuple[float, float] | None = None) -> Path:
+    """One line per metric key of `curves` (key -> label) against steps, where records have it."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    kept = [r for r in records if "val_accuracy" in r]
-    ax.plot([r["step"] for r in kept], [r["val_accuracy"] for r in kept], marker=".", label="validation accuracy")
+    for key, label in curves.items():
+        kept = [r for r in records if key in r]
+        ax.plot([r["step"] for r in kept], [r[key] for r in kept], marker=".", label=label)
     ax.set_xlabel("steps")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1)
+    ax.set_ylabel(ylabel)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    path = run_dir / "accuracy.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from torch import nn
 
@@ -82,8 +83,10 @@ def run(config: SFTConfig, resume: bool = False, on_event=None) -> dict[str, Any
         raise ValueError(f"{config.model}: the {tokenizer.name} tokenizer has no end-of-text token to pad and stop with")
     lora = choose_trainable(model, config.train_layers, config.lora_rank, config.lora_alpha)
     max_length = min(config.allowed_max_length or model.config.context_length, model.config.context_length)
-    train_items = _trainable([encode_record(r, tokenizer, style) for r in parts["train"]], max_length, "training")
-    val_items = _trainable([encode_record(r, tokenizer, style) for r in parts["val"]], max_length, "validation")
+    train_items = trainable([encode_record(r, tokenizer, style) for r in parts["train"]], _prompt_length, max_length,
+                            "training")
+    val_items = trainable([encode_record(r, tokenizer, style) for r in parts["val"]], _prompt_length, max_length,
+                          "validation")
     settings = once_over(config.train, len(val_items))
     train_order = EpochOrder(len(train_items), settings.seed, run=settings.batch_size,
                              lengths=[len(ids) for ids, _ in train_items] if config.group_by_length else None)
@@ -98,15 +101,13 @@ def run(config: SFTConfig, resume: bool = False, on_event=None) -> dict[str, Any
         loss=lambda m, b: lm_loss_on_targets(m, *b),
         count_tokens=lambda b: b[0].numel(),
         write_model=lambda m, folder: write_model_files(m, tokenizer, folder, extra, trained_only=lora is not None),
-        sample=_sample_response(tokenizer, style, parts["val"][0]),
+        sample=sample_response(tokenizer, style, parts["val"][0]),
     )
     log.info("instruction fine-tuning %s on %d/%d/%d train/test/validation records (%s prompts, %s)",
              loaded.description, len(parts["train"]), len(parts["test"]), len(parts["val"]), style.name,
              "prompt masked" if config.mask_prompt else "prompt trained")
     summary = train(model, task, settings, out, resume=resume, on_event=on_event)
-    if summary["status"] != "interrupted" and config.response_tokens > 0 and parts["test"] and is_main_process():
-        summary["responses"] = _respond_to_test_split(config, style, parts["test"], on_event)
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    add_test_responses(summary, out, style, parts["test"], config.response_tokens, config.train.device, on_event)
     return summary
 
 
@@ -126,9 +127,16 @@ def _splits(config: SFTConfig) -> dict[str, list[Record]]:
     return {"train": train, "test": test, "val": val}
 
 
-def _trainable(items: list[tuple[list[int], int]], max_length: int, split: str) -> list[tuple[list[int], int]]:
+T = TypeVar("T")
+
+
+def _prompt_length(item: tuple[list[int], int]) -> int:
+    return item[1]
+
+
+def trainable(items: list[T], prompt_length: Callable[[T], int], max_length: int, split: str) -> list[T]:
     """Drop examples whose prompt fills `max_length`: no response token would be left to learn."""
-    kept = [item for item in items if item[1] < max_length]
+    kept = [item for item in items if prompt_length(item) < max_length]
     if len(kept) < len(items):
         log.warning("%d %s records have prompts of %d tokens or more and are left out; raise "
                     "--allowed-max-length or use a model with a longer context", len(items) - len(kept), split,
@@ -138,7 +146,7 @@ def _trainable(items: list[tuple[list[int], int]], max_length: int, split: str) 
     return kept
 
 
-def _sample_response(tokenizer, style: PromptStyle, record: Record):
+def sample_response(tokenizer, style: PromptStyle, record: Record) -> Callable[[nn.Module], str]:
     """A function that answers one fixed validation instruction greedily, to watch the model learn."""
     prompt = tokenizer.encode(style.prompt(record.instruction, record.input))
     settings = GenerationSettings(max_new_tokens=SAMPLE_TOKENS, temperature=0, stop_ids=(tokenizer.eos_id,))
@@ -149,15 +157,20 @@ def _sample_response(tokenizer, style: PromptStyle, record: Record):
     return sample
 
 
-def _respond_to_test_split(config: SFTConfig, style: PromptStyle, test: list[Record], on_event) -> str:
-    """Greedy responses of the run's best checkpoint to every test record, in the book's file format."""
-    loaded = load_model(config.out, device=pick_device(config.train.device))
+def add_test_responses(summary: dict[str, Any], out: Path, style: PromptStyle, test: list[Record],
+                       max_new_tokens: int, device: str, on_event) -> None:
+    """After a finished run: greedy responses of its best checkpoint to every test record, in the
+    book's file format (for `gptlab judge`), named in `summary` and `summary.json`."""
+    if summary["status"] == "interrupted" or max_new_tokens <= 0 or not test or not is_main_process():
+        return
+    loaded = load_model(str(out), device=pick_device(device))
     responses = []
-    for response in generate_responses(loaded.model, loaded.tokenizer, style, test, config.response_tokens):
+    for response in generate_responses(loaded.model, loaded.tokenizer, style, test, max_new_tokens):
         responses.append(response)
         if on_event is not None:
             on_event(Event("respond", len(responses), {"total": len(test)}))
-    path = Path(config.out) / RESPONSES_FILE
+    path = out / RESPONSES_FILE
     write_records(test, path, responses)
     log.info("wrote %d test-set responses to %s", len(responses), path)
-    return str(path)
+    summary["responses"] = str(path)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

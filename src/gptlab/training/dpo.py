@@ -1,0 +1,179 @@
+"""Preference tuning with DPO through the shared loop, then responses for the test split.
+
+The policy starts as an instruction-tuned model; a frozen copy of those starting weights is the
+reference. DPO raises the policy's log-probability of each chosen response relative to the
+rejected one, measured against what the reference already gave them, so the model moves only
+as far as the preferences ask (Rafailov et al. 2023; the book's chapter 7 bonus notebook).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from gptlab.checkpoint import LoadedModel, load_model
+from gptlab.checkpoint.native import write_model_files
+from gptlab.data.instruction import prompt_style, split_records, write_records
+from gptlab.data.order import EpochOrder, in_order
+from gptlab.data.preference import Preference, collate_preferences, encode_preference, load_preferences
+from gptlab.training.loop import Batch, RunConfig, Task, TrainSettings, once_over, train
+from gptlab.training.losses import dpo_loss, sequence_logprobs
+from gptlab.training.sft import add_test_responses, sample_response, trainable
+
+log = logging.getLogger(__name__)
+Scorer = Callable[[nn.Module, Batch], tuple[Tensor, Tensor, Tensor]]  # (policy, batch) -> DPO loss, rewards
+
+
+def _book_settings() -> TrainSettings:
+    """The book's DPO recipe: AdamW 5e-6 (constant), weight decay 0.01, batch 8, one epoch of 935."""
+    return TrainSettings(max_steps=117, batch_size=8, lr=5e-6, min_lr=5e-6, warmup_steps=0,
+                         weight_decay=0.01, eval_every=25, eval_batches=7)
+
+
+@dataclass
+class DPOConfig(RunConfig):
+    """Everything `gptlab finetune dpo` needs; saved as the run's replayable `config.json`."""
+
+    TASK = "dpo"
+
+    data: str  # instruction-data-with-preference, or a JSON list / JSONL file of records with chosen and rejected
+    out: str = "runs/dpo"  # run folder
+    model: str = "runs/instruct"  # instruction-tuned run or checkpoint folder to improve (and, frozen, the reference)
+    instruction_field: str = "instruction"  # record field holding the instruction
+    input_field: str = "input"  # record field holding the optional input
+    chosen_field: str = "chosen"  # record field holding the preferred response
+    rejected_field: str = "rejected"  # record field holding the dispreferred response
+    prompt_style: str | None = None  # alpaca or phi3 (default: the one the model was fine-tuned with, else alpaca)
+    beta: float = 0.1  # DPO's beta: higher keeps the policy nearer the reference (the book: 0.1 to 0.5)
+    sum_logprobs: bool = False  # score responses by summed token log-probs (the DPO paper), not the mean (the book)
+    mask_prompt: bool = True  # score the response tokens only (instruction and input count for nothing)
+    allowed_max_length: int | None = None  # truncate examples to this many tokens (default: the context length)
+    train_fraction: float = 0.85  # share of --data for training (the book's 85/10/5)
+    test_fraction: float = 0.10  # share for the test set; validation gets the rest
+    data_seed: int = 123  # seeds the train/test/validation split
+    response_tokens: int = 256  # max new tokens per test-set response after training (0 = skip them)
+    train: TrainSettings = field(default_factory=_book_settings)
+
+    def __post_init__(self) -> None:
+        if self.beta <= 0:
+            raise ValueError(f"beta must be > 0, got {self.beta}")
+
+    @staticmethod
+    def default_train(given: dict[str, Any]) -> TrainSettings:
+        """Optimiser defaults: the book's (meant for an instruction-tuned GPT-2 355M)."""
+        return _book_settings()
+
+
+def run(config: DPOConfig, resume: bool = False, on_event=None) -> dict[str, Any]:
+    """Preference-tune as `config` says; writes the run folder and returns its summary.
+
+    `checkpoints/best` is the lowest validation DPO loss (the loop's default choice), not the
+    widest reward margin: the loss saturates for pairs already ranked right, so it favours
+    ranking more pairs right over pushing a few far apart, which margins reward without bound.
+    """
+    parts = _splits(config)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, part in parts.items():
+        write_records([p.record for p in part], out / f"{name}.json")
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+
+    loaded = load_model(config.model)
+    _warn_unless_instruction_tuned(loaded)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    style = prompt_style(config.prompt_style or loaded.extra.get("prompt_style") or "alpaca")
+    if tokenizer.eos_id is None:
+        raise ValueError(f"{config.model}: the {tokenizer.name} tokenizer has no end-of-text token to pad with")
+    max_length = min(config.allowed_max_length or model.config.context_length, model.config.context_length)
+    items = {name: trainable([encode_preference(p, tokenizer, style) for p in parts[name]], lambda pair: len(pair[0]),
+                             max_length, split)
+             for name, split in (("train", "training"), ("val", "validation"))}
+    settings = once_over(config.train, len(items["val"]))
+    train_order = EpochOrder(len(items["train"]), settings.seed)
+
+    def batch(name: str, positions) -> Batch:
+        return collate_preferences([items[name][i] for i in positions], tokenizer.eos_id, config.mask_prompt,
+                                   max_length)
+
+    def first_batches(name: str) -> Iterable[Batch]:  # up to eval_batches batches of a split, in order
+        count = min(settings.eval_batches, -(-len(items[name]) // settings.batch_size))
+        return (batch(name, in_order(i, settings.batch_size, len(items[name]))) for i in range(count))
+
+    reference = copy.deepcopy(model).eval().requires_grad_(False)  # the starting weights, never trained
+    score = _scorer(reference, config.beta, mean=not config.sum_logprobs)
+    extra = {"prompt_style": style.name, "run": config.to_dict()}
+    task = Task(
+        train_batch=lambda i: batch("train", train_order.positions(i, settings.batch_size)),
+        val_batch=lambda i: batch("val", in_order(i, settings.batch_size, len(items["val"]))),
+        loss=lambda m, b: score(m, b)[0],
+        count_tokens=lambda b: b[0].numel(),
+        write_model=lambda m, folder: write_model_files(m, tokenizer, folder, extra),
+        # rewards on the validation pairs and, as the book does, on training pairs (here always the
+        # same first batches, so successive evaluations compare like with like)
+        eval_metrics=lambda m: {f"{name}_{key}": value for name in ("train", "val")
+                                for key, value in reward_report(m, score, first_batches(name)).items()},
+        sample=sample_response(tokenizer, style, parts["val"][0].record),
+    )
+    log.info("DPO on %s against its frozen copy: %d/%d/%d train/test/validation pairs (%s prompts, beta %g)",
+             loaded.description, len(parts["train"]), len(parts["test"]), len(parts["val"]), style.name, config.beta)
+    summary = train(model, task, settings, out, resume=resume, on_event=on_event)
+    add_test_responses(summary, out, style, [p.record for p in parts["test"]], config.response_tokens,
+                       config.train.device, on_event)
+    return summary
+
+
+def _splits(config: DPOConfig) -> dict[str, list[Preference]]:
+    """Seeded train / test / validation shares of --data, as in SFT."""
+    preferences = load_preferences(config.data, config.instruction_field, config.input_field, config.chosen_field,
+                                   config.rejected_field)
+    parts = dict(zip(("train", "test", "val"),
+                     split_records(preferences, config.data_seed, config.train_fraction, config.test_fraction)))
+    for name in ("train", "val"):
+        if not parts[name]:
+            raise ValueError(f"{config.data}: no records left for {name}; give more records or other fractions")
+    return parts
+
+
+def _warn_unless_instruction_tuned(loaded: LoadedModel) -> None:
+    """DPO refines a model that already answers instructions; say so when this one does not."""
+    if loaded.random_weights:
+        log.warning("%s: DPO from random weights only exercises the mechanics; start from an instruction-tuned "
+                    "run (gptlab finetune instruct)", loaded.description)
+    elif "prompt_style" not in loaded.extra:
+        log.warning("%s was not instruction-tuned by gptlab (no prompt style saved with it); DPO expects a "
+                    "model that already follows instructions", loaded.description)
+
+
+def _scorer(reference: nn.Module, beta: float, mean: bool) -> Scorer:
+    """DPO loss and per-pair rewards of a policy on a batch, against the frozen `reference`."""
+
+    def score(policy: nn.Module, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+        inputs, targets, mask = batch  # (2B, T) each: chosen rows, then rejected rows
+        policy_chosen, policy_rejected = sequence_logprobs(policy(inputs, positions=mask), targets, mask, mean).chunk(2)
+        reference.to(inputs.device)  # where the loop put the policy (a no-op after the first batch)
+        with torch.no_grad():
+            logits = reference(inputs, positions=mask)
+            reference_chosen, reference_rejected = sequence_logprobs(logits, targets, mask, mean).chunk(2)
+        return dpo_loss(policy_chosen, policy_rejected, reference_chosen, reference_rejected, beta)
+
+    return score
+
+
+@torch.no_grad()
+def reward_report(policy: nn.Module, score: Scorer, batches: Iterable[Batch]) -> dict[str, float]:
+    """Reward accuracy (share of pairs whose chosen reward is the higher), mean margin and mean
+    rewards over `batches`, the numbers that show whether preferences are being learned."""
+    device = next(policy.parameters()).device
+    chosen, rejected = zip(*(score(policy, tuple(t.to(device) for t in b))[1:] for b in batches))
+    chosen, rejected = torch.cat(chosen), torch.cat(rejected)  # (pairs,)
+    return {"reward_accuracy": (chosen > rejected).float().mean().item(),
+            "reward_margin": (chosen - rejected).mean().item(),
+            "chosen_reward": chosen.mean().item(), "rejected_reward": rejected.mean().item()}
