@@ -354,8 +354,9 @@ def cmd_classify(args: argparse.Namespace) -> int:
 def _add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, metavar="MODEL",
                    help="a preset (gpt-tiny, gpt-small, gpt2, gpt2-medium, gpt2-large, gpt2-xl: random "
-                        "weights), a gptlab checkpoint folder, a Hugging Face GPT-2 folder, or a hub "
-                        "name such as openai-community/gpt2 (needs network or the hub cache)")
+                        "weights), smollm2 (the built-in real SmolLM2-135M-Instruct), a gptlab checkpoint or "
+                        "run folder, a Hugging Face GPT-2 folder, a llama .gguf file, or a hub name such as "
+                        "openai-community/gpt2 (needs network or the hub cache)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default: auto)")
 
 
@@ -481,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="serve a model over an OpenAI-compatible HTTP API, with a web chat page",
         description="Serve a model at http://HOST:PORT: /v1/chat/completions and /v1/completions (OpenAI's "
                     "shapes, streaming with stream=true), /v1/models, /health, and a chat page at /. Chat "
-                    "messages use the model's prompt style. One generation runs at a time; others queue.")
+                    "messages use the model's prompt style. One generation runs at a time; others wait.")
     _add_model_flags(server)
     _add_prompt_style_flag(server)
     server.add_argument("--host", default="127.0.0.1",

@@ -51,7 +51,7 @@ class DPOConfig(RunConfig):
     input_field: str = "input"  # record field holding the optional input
     chosen_field: str = "chosen"  # record field holding the preferred response
     rejected_field: str = "rejected"  # record field holding the dispreferred response
-    prompt_style: str | None = None  # alpaca or phi3 (default: the one the model was fine-tuned with, else alpaca)
+    prompt_style: str | None = None  # alpaca, phi3 or chatml (default: the one the model was fine-tuned with, else alpaca)
     beta: float = 0.1  # DPO's beta: higher keeps the policy nearer the reference (the book: 0.1 to 0.5)
     sum_logprobs: bool = False  # score responses by summed token log-probs (the DPO paper), not the mean (the book)
     mask_prompt: bool = True  # score the response tokens only (instruction and input count for nothing)

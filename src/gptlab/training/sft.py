@@ -46,7 +46,7 @@ class SFTConfig(RunConfig):
     instruction_field: str = "instruction"  # record field holding the instruction
     input_field: str = "input"  # record field holding the optional input
     output_field: str = "output"  # record field holding the desired response
-    prompt_style: str = "alpaca"  # alpaca or phi3; saved with the model for chat, evaluation and serving
+    prompt_style: str = "alpaca"  # alpaca, phi3 or chatml (SmolLM2); saved with the model for chat, evaluation and serving
     mask_prompt: bool = True  # train on the response tokens only (instruction and input add no loss)
     allowed_max_length: int | None = None  # truncate examples to this many tokens (default: the context length)
     train_fraction: float = 0.85  # share of --data for training (the book's 85/10/5)
