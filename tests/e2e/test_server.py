@@ -122,6 +122,21 @@ def test_bad_requests_get_openai_errors(client, server):
     assert status == 404 and "no route POST /v1/embeddings" in body["error"]["message"]
 
 
+def test_a_keep_alive_client_goes_on_after_an_error(server):
+    """An error may leave the request body unread, so the server closes and says so; the client reconnects."""
+    host, port = server.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    try:
+        connection.request("POST", "/v1/embeddings", b'{"input": "unread"}', {"Content-Type": "application/json"})
+        refused = connection.getresponse()
+        assert refused.status == 404 and refused.getheader("Connection") == "close"
+        refused.read()
+        connection.request("GET", "/v1/models")  # the same client object, as a pooled connection is reused
+        assert json.loads(connection.getresponse().read())["data"][0]["id"] == "tiny"
+    finally:
+        connection.close()
+
+
 def test_chat_page_and_health(server):
     with urllib.request.urlopen(server.url + "/", timeout=30) as response:
         assert response.headers["Content-Type"].startswith("text/html")

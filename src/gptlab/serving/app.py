@@ -225,6 +225,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:  # tell keep-alive clients not to send another request on this socket
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
 
