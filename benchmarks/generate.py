@@ -3,6 +3,7 @@
 One command, CPU, no network:
 
     .venv/bin/python benchmarks/generate.py            # defaults: gpt2 124M, 5 repeats
+    .venv/bin/python benchmarks/generate.py --model smollm2   # real SmolLM2-135M weights (GGUF, both libraries)
     .venv/bin/python benchmarks/generate.py --help
 
 What is measured (same method for both libraries, runs interleaved gptlab/HF):
@@ -56,6 +57,7 @@ GPT2_124M = dict(n_layer=12, n_head=12, n_embd=768)  # (layers, heads, width) of
 class Options:
     """Benchmark sizes and repeats (filled from the command line)."""
 
+    model: str = "gpt2"  # gpt2 (random 124M, saved with save_pretrained) or smollm2 (the built-in GGUF file)
     prompt_tokens: int = 32  # decode prompt length
     new_tokens: int = 128  # tokens generated per decode run
     prefill_tokens: int = 512  # prompt length of the prefill benchmark
@@ -71,6 +73,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
     defaults = Options()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", choices=("gpt2", "smollm2"), default=defaults.model,
+                   help="gpt2: random GPT-2 124M; smollm2: the built-in SmolLM2-135M (Llama, GQA) read by both")
     p.add_argument("--prompt-tokens", type=int, default=defaults.prompt_tokens, help="decode prompt length")
     p.add_argument("--new-tokens", type=int, default=defaults.new_tokens, help="new tokens per decode run")
     p.add_argument("--prefill-tokens", type=int, default=defaults.prefill_tokens, help="prefill prompt length")
@@ -135,6 +139,17 @@ def save_hf_folder(folder: Path, seed: int) -> Path:
     model = GPT2LMHeadModel(GPT2Config(vocab_size=50257, n_positions=1024, **GPT2_124M))
     model.save_pretrained(folder)
     return folder
+
+
+def load_smollm2() -> tuple[torch.nn.Module, torch.nn.Module]:
+    """gptlab and HF models dequantized from the same built-in GGUF file, in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    from gptlab.files import builtin_model_path
+
+    path = builtin_model_path("smollm2")
+    theirs = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+    return load_model("smollm2").model.eval(), theirs
 
 
 def load_both(folder: Path) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -269,20 +284,27 @@ class Results:
 
 def measure(opt: Options) -> Results:
     """Every measurement, printing progress lines as phases finish."""
-    gen = torch.Generator().manual_seed(opt.seed)
-    prompt = torch.randint(0, 50257, (opt.prompt_tokens,), generator=gen).tolist()
-    long_ids = torch.randint(0, 50257, (1, opt.prefill_tokens), generator=gen)
     n = opt.new_tokens
     bw_start = memory_bandwidth(opt.bandwidth_mb, torch.get_num_threads())
     with tempfile.TemporaryDirectory(prefix="gptlab-bench-") as tmp:
-        folder = save_hf_folder(Path(tmp) / "gpt2-random", opt.seed)
-        weights_mb = (folder / "model.safetensors").stat().st_size / 2**20
-        ours, theirs = load_both(folder)
-        print(f"model        gpt2 124M shape, seeded random weights ({ours.num_parameters() / 1e6:.1f}M "
-              f"params, {weights_mb:.0f} MB safetensors), fp32, same folder for both; "
-              f"HF attention: {theirs.config._attn_implementation}")
+        if opt.model == "smollm2":
+            ours, theirs = load_smollm2()
+            print(f"model        built-in SmolLM2-135M-Instruct ({ours.num_parameters() / 1e6:.1f}M params, Llama "
+                  f"with grouped-query attention), dequantized to fp32 from the same GGUF file by both; "
+                  f"HF attention: {theirs.config._attn_implementation}")
+        else:
+            folder = save_hf_folder(Path(tmp) / "gpt2-random", opt.seed)
+            weights_mb = (folder / "model.safetensors").stat().st_size / 2**20
+            ours, theirs = load_both(folder)
+            print(f"model        gpt2 124M shape, seeded random weights ({ours.num_parameters() / 1e6:.1f}M "
+                  f"params, {weights_mb:.0f} MB safetensors), fp32, same folder for both; "
+                  f"HF attention: {theirs.config._attn_implementation}")
+        gen = torch.Generator().manual_seed(opt.seed)
+        vocab = ours.config.vocab_size
+        prompt = torch.randint(0, vocab, (opt.prompt_tokens,), generator=gen).tolist()
+        long_ids = torch.randint(0, vocab, (1, opt.prefill_tokens), generator=gen)
         print(check_agreement(ours, theirs, prompt, n), flush=True)
-        rss = {} if opt.skip_rss else load_rss(folder)
+        rss = {} if opt.skip_rss or opt.model != "gpt2" else load_rss(folder)
         decode = best_times({
             "ours_full": lambda: gptlab_generate(ours, prompt, n),
             "theirs_full": lambda: hf_generate(theirs, prompt, n),
