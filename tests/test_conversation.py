@@ -24,3 +24,27 @@ def test_answer_settings_add_end_of_text_and_the_style_stops_once():
     settings = answer_settings(GenerationSettings(stop_ids=(TOK.eos_id,), stop_strings=("END",)), TOK, ALPACA)
     assert settings.stop_ids == (TOK.eos_id,)
     assert settings.stop_strings == ("END", "###")
+
+
+def test_a_chatml_conversation_is_smollm2s_own_chat_template():
+    """Two turns and a new question, rendered by us and by the chat template inside SmolLM2's GGUF file."""
+    from transformers import AutoTokenizer
+
+    from gptlab.files import builtin_model_path
+    from gptlab.tokenizer.bytelevel import gguf_tokenizer
+
+    path = builtin_model_path("smollm2")
+    reference = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    tokenizer = gguf_tokenizer({"type": "builtin", "name": "smollm2"})
+    chatml = prompt_style("chatml")
+    turns = [("Hi!", "Hello! How can I help?"), ("Name a colour.", "Blue.")]
+    for system in (None, "Answer in French."):
+        conversation = Conversation.opened(tokenizer, chatml, 8192, system)
+        messages = [{"role": "system", "content": system}] if system else []
+        for question, answer in turns:
+            conversation.add(question, answer)
+            messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+        messages.append({"role": "user", "content": "And another?"})
+        ours = tokenizer.decode(conversation.prompt("And another?", 100))
+        assert ours == reference.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert chatml.prompt("Say hi.") == chatml.system(None) + chatml.turn("Say hi.")  # one-turn prompts as trained

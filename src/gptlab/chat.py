@@ -59,7 +59,7 @@ def read_message(read: Callable[[str], str]) -> str:
 def chat(loaded: LoadedModel, style: PromptStyle, settings: GenerationSettings,
          read: Callable[[str], str] = input) -> int:
     """The REPL: read a message or a command, stream the answer; returns the exit code."""
-    conversation = Conversation(loaded.tokenizer, style, loaded.model.config.context_length)
+    conversation = Conversation.opened(loaded.tokenizer, style, loaded.model.config.context_length)
     print(f"Chatting with {loaded.description} ({style.name} prompts). {describe(settings)}\n{HELP}")
     while True:
         try:

@@ -26,9 +26,20 @@ class Conversation:
     preamble: list[int] = field(default_factory=list)
     turns: list[list[int]] = field(default_factory=list)
 
+    @classmethod
+    def opened(cls, tokenizer: Tokenizer, style: PromptStyle, context_length: int,
+               system: str | None = None) -> Conversation:
+        """A conversation opened as the style opens one: its system message (ChatML), or for styles
+        without one, a given `system` text as plain lines before the first turn."""
+        if style.system_template:
+            preamble = style.system(system)
+        else:
+            preamble = system + "\n\n" if system else ""
+        return cls(tokenizer, style, context_length, tokenizer.encode(preamble) if preamble else [])
+
     def prompt(self, message: str, max_new_tokens: int) -> list[int]:
         """Token ids to continue: preamble, the latest turns that fit, then the new message in the prompt style."""
-        new = self.tokenizer.encode(self.style.prompt(message))
+        new = self.tokenizer.encode(self.style.turn(message))
         room = self.context_length - max_new_tokens - len(new) - len(self.preamble)
         history: list[int] = []
         for turn in reversed(self.turns):
@@ -38,9 +49,10 @@ class Conversation:
         return self.preamble + history + new
 
     def add(self, message: str, response: str) -> None:
-        """Remember a finished turn, ended with end-of-text as in training."""
-        ids = self.tokenizer.encode(self.style.prompt(message)) + self.tokenizer.encode(response)
-        self.turns.append(ids + ([self.tokenizer.eos_id] if self.tokenizer.eos_id is not None else []))
+        """Remember a finished turn, ended with end-of-text as in training (and the style's separator)."""
+        ids = self.tokenizer.encode(self.style.turn(message)) + self.tokenizer.encode(response)
+        ids += [self.tokenizer.eos_id] if self.tokenizer.eos_id is not None else []
+        self.turns.append(ids + (self.tokenizer.encode(self.style.turn_separator) if self.style.turn_separator else []))
 
 
 def answer_settings(settings: GenerationSettings, tokenizer: Tokenizer, style: PromptStyle) -> GenerationSettings:

@@ -34,14 +34,25 @@ class PromptStyle:
     """How an instruction (and input) becomes the text before a response, and what ends one."""
 
     name: str
-    header: str  # text before the instruction
+    header: str  # text before the instruction, in every turn
     input_prefix: str  # between the instruction and a non-empty input
     response_prefix: str  # after instruction and input: the model writes from here
     stop_strings: tuple[str, ...]  # a response ends before any of these (besides end-of-text)
+    system_template: str = ""  # a chat's opening system message, once per conversation ({system} = its text)
+    default_system: str = ""  # the system text when the user gives none
+    turn_separator: str = ""  # after a finished answer's end-of-text, before the next turn
 
     def prompt(self, instruction: str, input: str = "") -> str:
         """Everything the model sees before its response; the input part is left out when empty."""
+        return self.system(None) + self.turn(instruction, input)
+
+    def turn(self, instruction: str, input: str = "") -> str:
+        """One turn of a conversation, without the system message that opens it."""
         return self.header + instruction + (self.input_prefix + input if input else "") + self.response_prefix
+
+    def system(self, text: str | None) -> str:
+        """The opening system message with `text` (None: the style's default); "" for styles without one."""
+        return self.system_template.format(system=self.default_system if text is None else text)
 
 
 PROMPT_STYLES = {
@@ -51,9 +62,10 @@ PROMPT_STYLES = {
                     "\n\n### Response:\n", ("###",)),
         PromptStyle("phi3", "<|user|>\n", "\n", "\n<|assistant|>\n", ("<|user|>",)),
         # ChatML, as SmolLM2-Instruct was trained: its default system message, then user and assistant turns
-        PromptStyle("chatml", "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by "
-                    "Hugging Face<|im_end|>\n<|im_start|>user\n", "\n\n", "<|im_end|>\n<|im_start|>assistant\n",
-                    ("<|im_end|>", "<|im_start|>")),
+        PromptStyle("chatml", "<|im_start|>user\n", "\n\n", "<|im_end|>\n<|im_start|>assistant\n",
+                    ("<|im_end|>", "<|im_start|>"), system_template="<|im_start|>system\n{system}<|im_end|>\n",
+                    default_system="You are a helpful AI assistant named SmolLM, trained by Hugging Face",
+                    turn_separator="\n"),
     )
 }
 

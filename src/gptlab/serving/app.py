@@ -70,15 +70,16 @@ class ModelService:
     def chat(self, request: Request) -> Completion:
         """The `/v1/chat/completions` answer: messages framed in the model's prompt style.
 
-        System messages open the prompt as plain text; earlier turns that do not fit beside
-        the new message are left out, oldest first, as in `gptlab chat`.
+        System messages open the conversation (as the style's system message, e.g. ChatML's, else
+        as plain text); earlier turns that do not fit beside the new message are left out, oldest
+        first, as in `gptlab chat`.
         """
         tokenizer = self.loaded.tokenizer
-        preamble = tokenizer.encode(request.system + "\n\n") if request.system else []
-        conversation = Conversation(tokenizer, self.style, self.loaded.model.config.context_length, preamble)
+        conversation = Conversation.opened(tokenizer, self.style, self.loaded.model.config.context_length,
+                                           request.system or None)
         for message, answer in request.turns:
             conversation.add(message, answer)
-        needed = len(preamble) + len(tokenizer.encode(self.style.prompt(request.prompt)))
+        needed = len(conversation.preamble) + len(tokenizer.encode(self.style.turn(request.prompt)))
         settings = answer_settings(self.settings(request, needed, chat=True), tokenizer, self.style)
         prompt = conversation.prompt(request.prompt, settings.max_new_tokens)
         return Completion(self.loaded.model, tokenizer, prompt, settings)
