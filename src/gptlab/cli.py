@@ -549,15 +549,31 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_grad_enabled(False)
     handler: Callable[[argparse.Namespace], int] = args.func
     try:
-        return handler(args)
+        code = handler(args)
     except (ValueError, OSError) as err:
         if args.verbose:
             raise
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        code = 1
     except KeyboardInterrupt:
         print(file=sys.stderr)
-        return 130
+        code = 130
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        _leave_torchrun_worker(code)
+    return code
+
+
+def _leave_torchrun_worker(code: int) -> None:
+    """End a `torchrun` worker without interpreter teardown, where Gloo's threads can abort a finished
+    run (SIGABRT, "terminate called without an active exception"; seen in CI). All files are written."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
