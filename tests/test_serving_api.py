@@ -59,6 +59,7 @@ def test_bad_messages_are_refused_with_the_reason(messages, message):
     ({"max_tokens": 0}, "max_tokens", "integer >= 1, got 0"),
     ({"max_tokens": 2.5}, "max_tokens", "integer >= 1"),
     ({"top_k": True}, "top_k", "must be an integer"),
+    ({"seed": 2**64}, "seed", "integer from 0 to 9223372036854775807"),
     ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "up to 4"),
     ({"stop": [""]}, "stop", "non-empty string"),
     ({"stream": "yes"}, "stream", "true or false"),

@@ -82,6 +82,7 @@ def lora_state_dict(model: nn.Module) -> dict[str, Tensor]:
 
 
 def is_lora_key(name: str) -> bool:
+    """Whether a state-dict key is an adapter tensor (not a weight of the base model)."""
     return name.endswith((".lora_A", ".lora_B"))
 
 

@@ -85,6 +85,7 @@ class RMSNorm(nn.Module):
 
 
 def make_norm(config: GPTConfig) -> nn.Module:
+    """The norm the config names: GPT-2's LayerNorm or Llama's RMSNorm."""
     return (RMSNorm if config.norm == "rmsnorm" else LayerNorm)(config.n_embd, config.layer_norm_eps)
 
 

@@ -45,6 +45,8 @@ def windows(n_tokens: int, context: int, stride: int) -> Iterator[Window]:
 
 @dataclass(frozen=True)
 class Perplexity:
+    """The result: how many tokens were scored and their mean loss; perplexity is exp(loss)."""
+
     tokens: int  # tokens scored (all but the first)
     loss: float  # mean negative log-likelihood, nats per token
 

@@ -30,6 +30,7 @@ class APIError(Exception):
         self.status, self.message, self.param, self.kind, self.code = status, message, param, kind, code
 
     def body(self) -> dict[str, Any]:
+        """OpenAI's error object, which the official clients turn into their exceptions."""
         return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
 
 
@@ -113,7 +114,7 @@ def _common(body: dict[str, Any]) -> Request:
         temperature=_number(body.get("temperature", 1.0), "temperature", 0.0, 2.0),
         top_p=_top_p(body.get("top_p")),
         top_k=_integer(body["top_k"], "top_k", 1) if body.get("top_k") is not None else None,
-        seed=_integer(body["seed"], "seed") if body.get("seed") is not None else None,
+        seed=_integer(body["seed"], "seed", 0, 2**63 - 1) if body.get("seed") is not None else None,
         stop=_stop(body.get("stop")),
         stream=_boolean(body.get("stream", False), "stream"),
         include_usage=_boolean(stream_options.get("include_usage", False), "stream_options.include_usage"),
@@ -139,10 +140,11 @@ def _message(message: Any, index: int) -> tuple[str, str]:
     return role, content
 
 
-def _integer(value: Any, name: str, low: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low):
-        raise APIError(400, f"`{name}` must be an integer" + (f" >= {low}" if low is not None else "")
-                       + f", got {value!r}", name)
+def _integer(value: Any, name: str, low: int | None = None, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low) \
+            or (high is not None and value > high):
+        bounds = f" from {low} to {high}" if high is not None else f" >= {low}" if low is not None else ""
+        raise APIError(400, f"`{name}` must be an integer{bounds}, got {value!r}", name)
     return value
 
 
@@ -178,6 +180,7 @@ def _stop(value: Any) -> tuple[str, ...]:
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    """The token counts every answer reports (clients use them for cost and context budgeting)."""
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens}
 
