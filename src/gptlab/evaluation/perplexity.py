@@ -8,7 +8,6 @@ window's start see little context, so perplexity is higher.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gptlab.evaluation.metrics import perplexity as perplexity_of
 from gptlab.model import GPT
 
 
@@ -52,7 +52,7 @@ class Perplexity:
 
     @property
     def perplexity(self) -> float:
-        return math.exp(self.loss)
+        return perplexity_of(self.loss)
 
 
 @torch.inference_mode()

@@ -102,7 +102,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._route({"/": self._page, "/health": self._health, "/v1/models": self._models})
 
     def do_POST(self) -> None:  # noqa: N802
-        self._route({"/v1/completions": self._completions, "/v1/chat/completions": self._chat_completions})
+        self._route({"/v1/completions": lambda: self._answer(parse_completion_request(self._body()), chat=False),
+                     "/v1/chat/completions": lambda: self._answer(parse_chat_request(self._body()), chat=True)})
 
     def _route(self, routes: dict[str, Callable[[], None]]) -> None:
         path = self.path.split("?", 1)[0].rstrip("/") or "/"
@@ -144,26 +145,20 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(200, {"object": "list", "data": [self._model_card()]})
 
     def _model(self, name: str) -> None:
-        if name != self.service.name:
+        self._check_model(name)
+        self._send_json(200, self._model_card())
+
+    def _check_model(self, name: str | None) -> None:
+        """Any model but the one served (None: unnamed) is a 404 that names the one served."""
+        if name is not None and name != self.service.name:
             raise APIError(404, f"model {name!r} not found; this server serves {self.service.name!r}",
                            "model", code="model_not_found")
-        self._send_json(200, self._model_card())
 
     def _model_card(self) -> dict[str, Any]:
         return {"id": self.service.name, "object": "model", "created": self.service.created, "owned_by": "gptlab"}
 
-    def _completions(self) -> None:
-        request = parse_completion_request(self._body())
-        self._answer(request, chat=False)
-
-    def _chat_completions(self) -> None:
-        request = parse_chat_request(self._body())
-        self._answer(request, chat=True)
-
     def _answer(self, request: Request, chat: bool) -> None:
-        if request.model not in (None, self.service.name):
-            raise APIError(404, f"model {request.model!r} not found; this server serves {self.service.name!r}",
-                           "model", code="model_not_found")
+        self._check_model(request.model)
         completion = self.service.chat(request) if chat else self.service.completion(request)
         ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
         shape = _Shape(chat, ident, int(time.time()), self.service.name)
