@@ -15,9 +15,11 @@ import logging
 import math
 import os
 import shutil
+import signal
+import threading
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -165,21 +167,50 @@ def train(model: nn.Module, task: Task, settings: TrainSettings, out_dir: str | 
         shutil.rmtree(run.best_dir, ignore_errors=True)
     status = "completed"
     try:
-        while True:
-            step = run.progress["step"]
-            due = step % settings.eval_every == 0 or step == settings.max_steps
-            if step > 0 and due and run.progress["evaluated_at"] != step:  # also after a resume
-                run.evaluate_and_save()
-                if settings.early_stop and run.progress["evals_since_best"] >= settings.early_stop:
-                    status = "early-stopped"
+        with _ctrl_c_between_steps(enabled=run.ddp.world == 1) as stop:
+            while True:
+                if stop.is_set():
+                    raise KeyboardInterrupt
+                step = run.progress["step"]
+                due = step % settings.eval_every == 0 or step == settings.max_steps
+                if step > 0 and due and run.progress["evaluated_at"] != step:  # also after a resume
+                    run.evaluate_and_save()
+                    if settings.early_stop and run.progress["evals_since_best"] >= settings.early_stop:
+                        status = "early-stopped"
+                        break
+                if step >= settings.max_steps:
                     break
-            if step >= settings.max_steps:
-                break
-            run.step()
+                run.step()
     except KeyboardInterrupt:
         run.save(run.last_dir, run.rng_for_next_step)  # as after the last finished step
         status = "interrupted"
     return run.finish(status)
+
+
+@contextmanager
+def _ctrl_c_between_steps(enabled: bool) -> Iterator[threading.Event]:
+    """Let Ctrl-C stop the loop at the next step boundary, not inside a step or a checkpoint.
+
+    A KeyboardInterrupt raised mid-step can land after the optimizer changed the weights but
+    before the step was counted, and the saved checkpoint then resumes off the uninterrupted
+    path. A second Ctrl-C interrupts at once. Only the main thread can take signals, and under
+    DDP every rank must stop at the same step, so there Ctrl-C interrupts as before.
+    """
+    requested = threading.Event()
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+
+    def on_ctrl_c(signum: int, frame: object) -> None:
+        if requested.is_set():
+            raise KeyboardInterrupt
+        requested.set()
+
+    previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    try:
+        yield requested
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class _Run:
