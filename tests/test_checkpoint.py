@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from gptlab.checkpoint import export_hf_folder, load_checkpoint, load_model, save_checkpoint
+from gptlab.checkpoint import CheckpointMeta, export_hf_folder, load_checkpoint, load_model, save_checkpoint
 from gptlab.config import GPTConfig
 from gptlab.generation import GenerationSettings, generate
 from gptlab.model import GPT
@@ -47,12 +47,12 @@ def test_export_round_trip_loads_in_transformers(tmp_path):
     assert (load_model(str(folder)).model(ids) - model(ids)).abs().max() == 0
 
 
-def test_native_checkpoint_round_trip_keeps_tokenizer_and_extra(tmp_path):
+def test_native_checkpoint_round_trip_keeps_tokenizer_and_meta(tmp_path):
     torch.manual_seed(4)
     model = GPT(GPTConfig(vocab_size=5, context_length=16, n_layer=1, n_head=1, n_embd=8, tie_embeddings=False))
-    save_checkpoint(model, CharTokenizer("abcde"), tmp_path / "ckpt", extra={"note": "hi"})
+    save_checkpoint(model, CharTokenizer("abcde"), tmp_path / "ckpt", CheckpointMeta(prompt_style="alpaca"))
     loaded, tokenizer, meta = load_checkpoint(tmp_path / "ckpt")
-    assert tokenizer.to_dict() == {"type": "char", "chars": "abcde"} and meta["note"] == "hi"
+    assert tokenizer.to_dict() == {"type": "char", "chars": "abcde"} and meta.prompt_style == "alpaca"
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
     assert not list(tmp_path.glob(".ckpt.*")), "temporary folders left behind"

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from gptlab.checkpoint import load_model
+from gptlab.checkpoint import CheckpointMeta, load_model
 from gptlab.checkpoint.native import write_model_files
 from gptlab.config import GPTConfig
 from gptlab.model import GPT
@@ -51,7 +51,7 @@ def test_the_report_scores_the_best_checkpoint_not_the_last_weights(tmp_path):
     top = max(r["val_accuracy"] for r in records)  # best/ = highest val accuracy, the later one on ties
     assert first["best_step"] == max(r["step"] for r in records if r["val_accuracy"] == top)
     last = load_model(str(tmp_path / "checkpoints" / "last"))
-    names = last.extra["labels"]
+    names = last.meta.labels
     test = [json.loads(line) for line in (tmp_path / "test.jsonl").read_text().splitlines()]
     predicted = [names[i] for i in classify_texts(last, [r["text"] for r in test]).argmax(-1).tolist()]
     last_confusion = [[sum(r["label"] == a and p == b for r, p in zip(test, predicted)) for b in names] for a in names]
@@ -59,7 +59,7 @@ def test_the_report_scores_the_best_checkpoint_not_the_last_weights(tmp_path):
         last.model.lm_head.weight.neg_()
         last.model.lm_head.bias.neg_()
     write_model_files(last.model, last.tokenizer, tmp_path / "checkpoints" / "best",
-                      {"labels": names, "max_length": last.extra["max_length"]})
+                      CheckpointMeta(labels=names, max_length=last.meta.max_length))
     summary = run(config, resume=True)  # already at max_steps: nothing trains, the report runs again
     assert summary["test_confusion"] == [row[::-1] for row in last_confusion] != last_confusion
     assert summary["scored"].endswith("(best checkpoint)")

@@ -3,11 +3,11 @@ import json
 import pytest
 import torch
 
-from gptlab.checkpoint import load_model
+from gptlab.checkpoint import CheckpointMeta, load_model
 from gptlab.checkpoint.native import load_checkpoint, write_model_files
 from gptlab.config import GPTConfig
 from gptlab.checkpoint.weights import read_safetensors
-from gptlab.lora import DEFAULT_TARGETS, LoRALinear, apply_lora, lora_state_dict, merge_lora
+from gptlab.lora import DEFAULT_TARGETS, LoRALinear, LoRASettings, apply_lora, lora_state_dict, merge_lora
 from gptlab.model import GPT
 from gptlab.tokenizer import CharTokenizer
 from gptlab.training.classify import with_class_head
@@ -27,10 +27,10 @@ def test_wrapping_changes_nothing_until_training_and_trains_only_the_adapters():
     model, x = model_and_input()
     before = model(x)
     names = set(model.state_dict())
-    settings = apply_lora(model, rank=4, alpha=8)
-    assert settings == {"rank": 4, "alpha": 8, "targets": ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"]}
+    settings = apply_lora(model, LoRASettings(rank=4, alpha=8))
+    assert settings == LoRASettings(rank=4, alpha=8, targets=("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"))
     assert torch.equal(model(x), before)  # B starts at zero
-    assert set(model.state_dict()) - names == {f"h.{i}.{t}.lora_{m}" for i in range(2) for t in settings["targets"]
+    assert set(model.state_dict()) - names == {f"h.{i}.{t}.lora_{m}" for i in range(2) for t in settings.targets
                                                for m in "AB"}  # the weights keep their names
     trainable = {n: p.numel() for n, p in model.named_parameters() if p.requires_grad}
     assert set(trainable) == set(lora_state_dict(model))
@@ -41,7 +41,7 @@ def test_wrapping_changes_nothing_until_training_and_trains_only_the_adapters():
 def test_merged_weights_compute_what_the_adapters_did_and_the_base_stays_put():
     model, x = model_and_input()
     base = {k: v.clone() for k, v in model.state_dict().items()}
-    apply_lora(model, rank=4, alpha=8)
+    apply_lora(model, LoRASettings(rank=4, alpha=8))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     for _ in range(5):
         model(x).logsumexp(-1).mean().backward()
@@ -58,24 +58,25 @@ def test_merged_weights_compute_what_the_adapters_did_and_the_base_stays_put():
 
 def test_a_lora_checkpoint_loads_as_a_plain_merged_model(tmp_path):
     model, x = model_and_input()
-    settings = apply_lora(model, rank=2, alpha=4)
+    settings = apply_lora(model, LoRASettings(rank=2, alpha=4))
     with torch.no_grad():
         for tensor in lora_state_dict(model).values():
             tensor.normal_(0, 0.1)
     expected = model(x)
-    write_model_files(model, CharTokenizer("abcdefghijklmnopqrstuvwxyz0123456789 .,!"), tmp_path, {"lora": settings})
+    write_model_files(model, CharTokenizer("abcdefghijklmnopqrstuvwxyz0123456789 .,!"), tmp_path, CheckpointMeta(lora=settings))
     loaded, _, meta = load_checkpoint(tmp_path)
-    assert meta["lora"] == settings and not any(isinstance(m, LoRALinear) for m in loaded.modules())
+    assert meta.lora == settings and not any(isinstance(m, LoRALinear) for m in loaded.modules())
     assert torch.allclose(loaded(x), expected, atol=1e-5)
-    del meta["lora"]
-    (tmp_path / "config.json").write_text(json.dumps(meta))
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["lora"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match='holds LoRA adapters but .* has no "lora" settings'):
         load_checkpoint(tmp_path)
 
 
 def test_a_lora_classifier_trains_its_new_head_in_full():
     classifier = with_class_head(GPT(CONFIG), 3, seed=0)
-    choose_trainable(classifier, "lora", lora_rank=2)
+    choose_trainable(classifier, "lora", LoRASettings(rank=2))
     trainable = {n for n, p in classifier.named_parameters() if p.requires_grad}
     assert {"lm_head.weight", "lm_head.bias"} <= trainable
     assert not trainable & {"wte.weight", "h.0.attn.c_attn.weight", "ln_f.weight"}

@@ -238,7 +238,7 @@ def cmd_finetune_dpo(args: argparse.Namespace) -> int:
 
 def _prompt_style(args: argparse.Namespace, loaded: LoadedModel) -> PromptStyle:
     """--prompt-style, else the one the model was fine-tuned with, else alpaca."""
-    return prompt_style(args.prompt_style or loaded.extra.get("prompt_style") or "alpaca")
+    return prompt_style(args.prompt_style or loaded.meta.prompt_style or "alpaca")
 
 
 def cmd_respond(args: argparse.Namespace) -> int:
@@ -337,7 +337,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     if not texts:
         raise ValueError("give texts to classify as arguments or with --file")
     loaded = load_model(args.model, device=pick_device(args.device))
-    names = loaded.extra.get("labels")
+    names = loaded.meta.labels
     if loaded.model.config.num_classes is None or not names:
         raise ValueError(f"{args.model} is not a classifier (train one with gptlab finetune classify)")
     results = [{"text": text, "label": names[int(p.argmax())], "probability": round(float(p.max()), 4),

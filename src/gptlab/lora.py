@@ -10,13 +10,29 @@ the update back into `W` for inference.
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 DEFAULT_TARGETS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")  # every projection of every block
+
+
+@dataclass(frozen=True)
+class LoRASettings:
+    """How a fine-tune wraps the model: the flags of every task that trains with `--train-layers lora`,
+    and (with `base`) the record a LoRA checkpoint keeps so its adapters load onto the right weights."""
+
+    rank: int = 8  # with --train-layers lora: rank of the adapters
+    alpha: float = 16.0  # with --train-layers lora: the adapters' update is scaled by alpha / rank
+    targets: tuple[str, ...] = field(default=DEFAULT_TARGETS, metadata={"cli": False})  # projections that get adapters
+    base: str | None = field(default=None, metadata={"cli": False})  # the exact base checkpoint (set when saved)
+
+    def __post_init__(self) -> None:
+        if self.rank < 1:
+            raise ValueError(f"LoRA rank must be >= 1, got {self.rank}")
+        object.__setattr__(self, "targets", tuple(self.targets))  # a JSON list reads back as a tuple
 
 
 class LoRALinear(nn.Linear):
@@ -46,13 +62,13 @@ class LoRALinear(nn.Linear):
         return (self.lora_B @ self.lora_A) * self.scale
 
 
-def apply_lora(model: nn.Module, rank: int = 8, alpha: float = 16.0,
-               targets: tuple[str, ...] | list[str] = DEFAULT_TARGETS) -> dict[str, Any]:
-    """Wrap every linear layer whose name ends with one of `targets`, and freeze everything else.
+def apply_lora(model: nn.Module, settings: LoRASettings) -> LoRASettings:
+    """Wrap every linear layer whose name ends with one of the targets, and freeze everything else.
 
-    Returns the settings to save with the model (`"lora"` in its config.json), so loading can
+    Returns `settings`, to save with the model (`"lora"` in its config.json), so loading can
     rebuild the same wrappers before merging them.
     """
+    rank, alpha, targets = settings.rank, settings.alpha, settings.targets
     wrapped = 0
     model.requires_grad_(False)
     for name, module in list(model.named_modules()):
@@ -61,7 +77,7 @@ def apply_lora(model: nn.Module, rank: int = 8, alpha: float = 16.0,
             wrapped += 1
     if not wrapped:
         raise ValueError(f"no linear layer matches the LoRA targets {list(targets)}")
-    return {"rank": rank, "alpha": alpha, "targets": list(targets)}
+    return settings
 
 
 def merge_lora(model: nn.Module) -> nn.Module:

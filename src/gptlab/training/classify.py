@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gptlab.checkpoint import LoadedModel, load_model
+from gptlab.checkpoint import CheckpointMeta, LoadedModel, load_model
 from gptlab.checkpoint.native import write_model_files
 from gptlab.data.classification import (
     SMS_SPAM, Example, LabelMap, balance, encode_padded, load_examples, split, write_split,
@@ -22,7 +22,8 @@ from gptlab.data.order import EpochOrder, in_order
 from gptlab.evaluation.baseline import tfidf_logistic_regression
 from gptlab.evaluation.metrics import classification_report
 from gptlab.model import GPT
-from gptlab.training.layers import choose_trainable, lora_checkpoint_info
+from gptlab.lora import LoRASettings
+from gptlab.training.layers import choose_trainable, pinned_to_base
 from gptlab.training.loop import RunConfig, Task, TrainSettings, is_main_process, once_over, train
 from gptlab.training.pretrain import PretrainConfig
 from gptlab.training.pretrain import run as run_pretrain
@@ -148,7 +149,7 @@ def run(config: ClassifyConfig, resume: bool = False, on_event=None) -> dict[str
     train_layers = config.train_layers
     if train_layers == "auto":
         train_layers = "all" if config.pretrain_on_texts else "last"
-    lora = choose_trainable(model, train_layers, config.lora_rank, config.lora_alpha)
+    lora = choose_trainable(model, train_layers, LoRASettings(config.lora_rank, config.lora_alpha))
     dropout = config.dropout
     if dropout is None and config.pretrain_on_texts:  # one seed measured: 95.7% vs 94.7% (README)
         dropout = 0.2
@@ -165,14 +166,14 @@ def run(config: ClassifyConfig, resume: bool = False, on_event=None) -> dict[str
     train_order = EpochOrder(len(data["train"].labels), settings.seed)
     num_val = len(data["val"].labels)
     settings = once_over(settings, num_val)  # val loss over each val text once
-    extra = {"labels": list(labels.names), "max_length": max_length, "run": config.to_dict(),
-             **lora_checkpoint_info(lora, start)}
+    meta = CheckpointMeta(labels=list(labels.names), max_length=max_length, run=config.to_dict(),
+                          lora=pinned_to_base(lora, start))
     task = Task(
         train_batch=lambda i: data["train"].batch(train_order.positions(i, settings.batch_size)),
         val_batch=lambda i: data["val"].batch(in_order(i, settings.batch_size, num_val)),
         loss=_loss,
         count_tokens=lambda batch: int(batch[1].sum()),
-        write_model=lambda m, folder: write_model_files(m, tokenizer, folder, extra, trained_only=lora is not None),
+        write_model=lambda m, folder: write_model_files(m, tokenizer, folder, meta, trained_only=lora is not None),
         eval_metrics=lambda m: {"val_accuracy": classification_report(
             predict(m, data["val"]), data["val"].labels, len(labels.names))["accuracy"]},
         score=lambda record: record["val_accuracy"],  # see _final_report
@@ -237,7 +238,7 @@ def _final_report(data: dict[str, Encoded], splits: dict[str, list[Example]], la
 
 def classify_texts(loaded: LoadedModel, texts: list[str]) -> Tensor:
     """Class probabilities (N, num_classes) for raw texts, encoded as in training."""
-    max_length = int(loaded.extra.get("max_length") or loaded.model.config.context_length)
+    max_length = loaded.meta.max_length or loaded.model.config.context_length
     pad_id = loaded.tokenizer.eos_id if loaded.tokenizer.eos_id is not None else 0
     ids, lengths = encode_padded(texts, loaded.tokenizer, max_length, pad_id)
     device = next(loaded.model.parameters()).device

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from gptlab.checkpoint import LoadedModel, load_model
+from gptlab.checkpoint import CheckpointMeta, LoadedModel, load_model
 from gptlab.checkpoint.native import write_model_files
 from gptlab.data.instruction import prompt_style, split_records, write_records
 from gptlab.data.order import EpochOrder, in_order
@@ -89,7 +89,7 @@ def run(config: DPOConfig, resume: bool = False, on_event=None) -> dict[str, Any
     loaded = load_model(config.model)
     _warn_unless_instruction_tuned(loaded)
     model, tokenizer = loaded.model, loaded.tokenizer
-    style = prompt_style(config.prompt_style or loaded.extra.get("prompt_style") or "alpaca")
+    style = prompt_style(config.prompt_style or loaded.meta.prompt_style or "alpaca")
     if tokenizer.eos_id is None:
         raise ValueError(f"{config.model}: the {tokenizer.name} tokenizer has no end-of-text token to pad with")
     max_length = min(config.allowed_max_length or model.config.context_length, model.config.context_length)
@@ -109,13 +109,13 @@ def run(config: DPOConfig, resume: bool = False, on_event=None) -> dict[str, Any
 
     reference = copy.deepcopy(model).eval().requires_grad_(False)  # the starting weights, never trained
     score = _scorer(reference, config.beta, mean=not config.sum_logprobs)
-    extra = {"prompt_style": style.name, "run": config.to_dict()}
+    meta = CheckpointMeta(prompt_style=style.name, run=config.to_dict())
     task = Task(
         train_batch=lambda i: batch("train", train_order.positions(i, settings.batch_size)),
         val_batch=lambda i: batch("val", in_order(i, settings.batch_size, len(items["val"]))),
         loss=lambda m, b: score(m, b)[0],
         count_tokens=lambda b: b[0].numel(),
-        write_model=lambda m, folder: write_model_files(m, tokenizer, folder, extra),
+        write_model=lambda m, folder: write_model_files(m, tokenizer, folder, meta),
         # rewards on the validation pairs and, as the book does, on training pairs (here always the
         # same first batches, so successive evaluations compare like with like)
         eval_metrics=lambda m: {f"{name}_{key}": value for name in ("train", "val")
@@ -147,7 +147,7 @@ def _warn_unless_instruction_tuned(loaded: LoadedModel) -> None:
     if loaded.random_weights:
         log.warning("%s: DPO from random weights only exercises the mechanics; start from an instruction-tuned "
                     "run (gptlab finetune instruct)", loaded.description)
-    elif "prompt_style" not in loaded.extra:
+    elif loaded.meta.prompt_style is None:
         log.warning("%s was not instruction-tuned by gptlab (no prompt style saved with it); DPO expects a "
                     "model that already follows instructions", loaded.description)
 

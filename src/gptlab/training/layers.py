@@ -2,28 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
-from typing import Any
 
 from gptlab.checkpoint import checkpoint_of
-from gptlab.lora import apply_lora
+from gptlab.lora import LoRASettings, apply_lora
 from gptlab.model import GPT
 
 
-def choose_trainable(model: GPT, train_layers: str, lora_rank: int = 8, lora_alpha: float = 16.0
-                     ) -> dict[str, Any] | None:
+def choose_trainable(model: GPT, train_layers: str, lora: LoRASettings | None = None) -> LoRASettings | None:
     """Freeze what `train_layers` leaves out; return the LoRA settings to save with the model, if any.
 
     `all`; `last` (= last-1) or `last-K`: the last K blocks, the final norm and the head; `lora`:
-    rank-`lora_rank` adapters on every block's projections, the weights frozen (a class head,
+    `lora`'s adapters (default rank 8) on every block's projections, the weights frozen (a class head,
     being new, trains in full).
     """
     if train_layers == "all":
         model.requires_grad_(True)
         return None
     if train_layers == "lora":
-        settings = apply_lora(model, lora_rank, lora_alpha)
+        settings = apply_lora(model, lora or LoRASettings())
         if model.config.num_classes is not None:
             model.lm_head.requires_grad_(True)
         return settings
@@ -39,10 +38,10 @@ def choose_trainable(model: GPT, train_layers: str, lora_rank: int = 8, lora_alp
     return None
 
 
-def lora_checkpoint_info(lora: dict[str, Any] | None, base: str) -> dict[str, Any]:
-    """What a LoRA run's checkpoints add to config.json: the adapters' settings and the base to load
-    them onto; {} without LoRA. A folder is recorded as the absolute path of the very checkpoint
-    used (a run's `best/` now), so the checkpoint loads from anywhere."""
+def pinned_to_base(lora: LoRASettings | None, base: str) -> LoRASettings | None:
+    """What a LoRA run's checkpoints record: the adapters' settings and the base to load them onto;
+    None without LoRA. A folder is recorded as the absolute path of the very checkpoint used (a
+    run's `best/` now), so the checkpoint loads from anywhere."""
     if lora is None:
-        return {}
-    return {"lora": {**lora, "base": str(checkpoint_of(Path(base).resolve())) if Path(base).exists() else base}}
+        return None
+    return dataclasses.replace(lora, base=str(checkpoint_of(Path(base).resolve())) if Path(base).exists() else base)

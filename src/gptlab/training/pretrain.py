@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gptlab.checkpoint import load_model
+from gptlab.checkpoint import CheckpointMeta, load_model
 from gptlab.checkpoint.native import write_model_files
 from gptlab.config import PRESETS, GPTConfig
 from gptlab.data.text import WindowSampler, read_text, resolve_text, split_tokens, token_stream
@@ -108,7 +108,7 @@ def run(config: PretrainConfig, resume: bool = False, on_event=None) -> dict[str
         val_batch=val_data.batch,
         loss=lambda m, batch: lm_loss(m(batch[0]), batch[1]),
         count_tokens=lambda batch: batch[1].numel(),
-        write_model=lambda m, folder: write_model_files(m, tokenizer, folder, {"run": config.to_dict()}),
+        write_model=lambda m, folder: write_model_files(m, tokenizer, folder, CheckpointMeta(run=config.to_dict())),
         sample=_sampler_text(tokenizer, config, val_tokens),
     )
     log.info("pretraining %s (%.2fM parameters) on %d training / %d validation tokens, %s sampling",

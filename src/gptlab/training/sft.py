@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from gptlab.checkpoint import load_model
+from gptlab.checkpoint import CheckpointMeta, load_model
 from gptlab.checkpoint.native import write_model_files
 from gptlab.data.instruction import (
     PromptStyle, Record, collate, encode_record, load_records, prompt_style, split_records, write_records,
@@ -20,7 +20,8 @@ from gptlab.data.order import EpochOrder, in_order
 from gptlab.devices import pick_device
 from gptlab.evaluation.responses import RESPONSES_FILE, generate_responses
 from gptlab.generation import GenerationSettings, generate
-from gptlab.training.layers import choose_trainable, lora_checkpoint_info
+from gptlab.lora import LoRASettings
+from gptlab.training.layers import choose_trainable, pinned_to_base
 from gptlab.training.loop import Event, RunConfig, Task, TrainSettings, is_main_process, once_over, train
 from gptlab.training.losses import lm_loss_on_targets
 
@@ -81,7 +82,7 @@ def run(config: SFTConfig, resume: bool = False, on_event=None) -> dict[str, Any
     model, tokenizer = loaded.model, loaded.tokenizer
     if tokenizer.eos_id is None:
         raise ValueError(f"{config.model}: the {tokenizer.name} tokenizer has no end-of-text token to pad and stop with")
-    lora = choose_trainable(model, config.train_layers, config.lora_rank, config.lora_alpha)
+    lora = choose_trainable(model, config.train_layers, LoRASettings(config.lora_rank, config.lora_alpha))
     max_length = min(config.allowed_max_length or model.config.context_length, model.config.context_length)
     train_items = trainable([encode_record(r, tokenizer, style) for r in parts["train"]], _prompt_length, max_length,
                             "training")
@@ -94,13 +95,13 @@ def run(config: SFTConfig, resume: bool = False, on_event=None) -> dict[str, Any
     def batch(items: list[tuple[list[int], int]], positions) -> tuple:
         return collate([items[i] for i in positions], tokenizer.eos_id, config.mask_prompt, max_length)
 
-    extra = {"prompt_style": style.name, "run": config.to_dict(), **lora_checkpoint_info(lora, config.model)}
+    meta = CheckpointMeta(prompt_style=style.name, run=config.to_dict(), lora=pinned_to_base(lora, config.model))
     task = Task(
         train_batch=lambda i: batch(train_items, train_order.positions(i, settings.batch_size)),
         val_batch=lambda i: batch(val_items, in_order(i, settings.batch_size, len(val_items))),
         loss=lambda m, b: lm_loss_on_targets(m, *b),
         count_tokens=lambda b: b[0].numel(),
-        write_model=lambda m, folder: write_model_files(m, tokenizer, folder, extra, trained_only=lora is not None),
+        write_model=lambda m, folder: write_model_files(m, tokenizer, folder, meta, trained_only=lora is not None),
         sample=sample_response(tokenizer, style, parts["val"][0]),
     )
     log.info("instruction fine-tuning %s on %d/%d/%d train/test/validation records (%s prompts, %s)",

@@ -1,0 +1,41 @@
+"""What a gptlab checkpoint records beyond the model and its tokenizer, as one typed object.
+
+It is written into the checkpoint's `config.json` next to `"model"` and `"tokenizer"`, and read
+back by every command that loads the checkpoint (chat picks the prompt style, classify the
+labels, loading a LoRA checkpoint its base).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from gptlab.lora import LoRASettings
+
+
+@dataclass
+class CheckpointMeta:
+    """The task-specific part of a checkpoint's config.json; None where the task has nothing to say."""
+
+    prompt_style: str | None = None  # the prompt style an instruction-tuned model learned
+    labels: list[str] | None = None  # a classifier's class names, by class id
+    max_length: int | None = None  # a classifier's tokens per text (longer texts are cut)
+    lora: LoRASettings | None = None  # a LoRA checkpoint: only adapters (and a new head); the rest is lora.base
+    run: dict[str, Any] | None = None  # the config.json of the run that wrote it (replayable)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields that are set, as JSON values."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
+        if self.lora is not None:
+            data["lora"] = {**dataclasses.asdict(self.lora), "targets": list(self.lora.targets)}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CheckpointMeta:
+        """The inverse of `to_dict`, from a whole config.json (its other keys are ignored)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if values.get("lora") is not None:
+            values["lora"] = LoRASettings(**values["lora"])
+        return cls(**values)
