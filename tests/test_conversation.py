@@ -1,6 +1,6 @@
-from gptlab.conversation import Conversation, answer_settings
-from gptlab.data.instruction import prompt_style
+from gptlab.checkpoint import SMOLLM2_SYSTEM
 from gptlab.generation import GenerationSettings
+from gptlab.prompts import Conversation, prompt_style
 from gptlab.tokenizer import GPT2Tokenizer
 
 TOK = GPT2Tokenizer()
@@ -21,8 +21,10 @@ def test_prompt_keeps_the_preamble_and_the_latest_turns_that_fit():
 
 
 def test_answer_settings_add_end_of_text_and_the_style_stops_once():
-    settings = answer_settings(GenerationSettings(stop_ids=(TOK.eos_id,), stop_strings=("END",)), TOK, ALPACA)
-    assert settings.stop_ids == (TOK.eos_id,)
+    settings = ALPACA.answer_settings(GenerationSettings(stop_ids=(TOK.eos_id,), stop_strings=("END",)))
+    assert settings.stopping_for(TOK).stop_ids == (TOK.eos_id,)
+    assert GenerationSettings().stopping_for(TOK).stop_ids == (TOK.eos_id,)  # end-of-text is decided there
+    assert GenerationSettings(end_of_text=False).stopping_for(TOK).stop_ids == ()
     assert settings.stop_strings == ("END", "###")
 
 
@@ -36,7 +38,7 @@ def test_a_chatml_conversation_is_smollm2s_own_chat_template():
     path = builtin_model_path("smollm2")
     reference = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     tokenizer = gguf_tokenizer({"type": "builtin", "name": "smollm2"})
-    chatml = prompt_style("chatml")
+    chatml = prompt_style("chatml", SMOLLM2_SYSTEM)  # the style as the built-in smollm2 gets it
     turns = [("Hi!", "Hello! How can I help?"), ("Name a colour.", "Blue.")]
     for system in (None, "Answer in French."):
         conversation = Conversation.opened(tokenizer, chatml, 8192, system)

@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from gptlab.config import GPTConfig
+from gptlab.checkpoint import SMOLLM2_SYSTEM
 from gptlab.data.instruction import (
-    IGNORE_INDEX, PROMPT_STYLES, Record, collate, encode_record, load_records, prompt_style, split_records,
-    write_records,
+    IGNORE_INDEX, Record, collate, encode_record, load_records, split_records, write_records,
 )
+from gptlab.prompts import PROMPT_STYLES, prompt_style
 from gptlab.data.order import EpochOrder
 from gptlab.model import GPT
 from gptlab.tokenizer import GPT2Tokenizer
@@ -41,7 +42,7 @@ def test_phi3_prompt_with_and_without_input():
 
 
 def test_chatml_prompt_is_smollm2s_template_with_its_default_system_message():
-    chatml = prompt_style("chatml")
+    chatml = prompt_style("chatml", SMOLLM2_SYSTEM)  # the style as the built-in smollm2 gets it
     assert chatml.prompt("Say hi.") == (
         "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
         "<|im_start|>user\nSay hi.<|im_end|>\n<|im_start|>assistant\n")
@@ -87,7 +88,7 @@ def test_loss_ignores_exactly_the_masked_targets_and_skips_their_logits():
     keep = targets != X
     expected = torch.nn.functional.cross_entropy(logits[keep], targets[keep])
     assert torch.allclose(lm_loss(logits, targets), expected)
-    assert model(inputs, positions=keep).shape == (int(keep.sum()), 50257)
+    assert model(inputs, logits_at=keep).shape == (int(keep.sum()), 50257)
     assert torch.allclose(lm_loss_on_targets(model, inputs, targets), expected, atol=1e-6)
 
 

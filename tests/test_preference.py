@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from gptlab.data.instruction import PROMPT_STYLES, split_records
+from gptlab.data.instruction import split_records
+from gptlab.prompts import PROMPT_STYLES
 from gptlab.data.preference import collate_preferences, encode_preference, load_preferences
 from gptlab.tokenizer import GPT2Tokenizer
 from gptlab.training.losses import dpo_loss, sequence_logprobs
@@ -58,7 +59,7 @@ def test_sequence_logprobs_use_exactly_the_masked_targets():
     changed[0, 0] = torch.tensor([9.0, -9.0, 0.0, 3.0])  # unmasked positions do not count
     changed[1, 1:] = 5.0
     assert sequence_logprobs(changed, TARGETS, MASK).tolist() == pytest.approx([row0 / 2, row1])
-    only_selected = logits[MASK]  # (N, V), as model(inputs, positions=mask) returns them
+    only_selected = logits[MASK]  # (N, V), as model(inputs, logits_at=mask) returns them
     assert sequence_logprobs(only_selected, TARGETS, MASK).tolist() == pytest.approx([row0 / 2, row1])
 
 

@@ -53,5 +53,5 @@ def test_char_vocabulary_and_unknown_sources(tmp_path):
     with pytest.raises(FileNotFoundError, match="no-such.txt: no such text file.*the-verdict"):
         token_stream(["no-such.txt"], GPT2Tokenizer())
     (tmp_path / "bad.txt").write_bytes(b"ok\xff\xfe")
-    with pytest.raises(ValueError, match="bad.txt: not UTF-8 text \\(byte 2"):
+    with pytest.raises(ValueError, match="bad.txt:1: not UTF-8 text \\(byte 2"):
         token_stream([str(tmp_path / "bad.txt")], GPT2Tokenizer())

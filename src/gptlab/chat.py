@@ -9,9 +9,8 @@ import dataclasses
 from collections.abc import Callable
 
 from gptlab.checkpoint import LoadedModel
-from gptlab.conversation import Conversation, answer_settings
-from gptlab.data.instruction import PromptStyle
 from gptlab.generation import Completion, GenerationSettings
+from gptlab.prompts import Conversation, PromptStyle
 
 HELP = ('Type a message and press Enter. End a line with \\ to continue on the next; put """ on a line '
         'of its own before and after pasted text.\n'
@@ -92,7 +91,7 @@ def chat(loaded: LoadedModel, style: PromptStyle, settings: GenerationSettings,
 
 def _answer(loaded: LoadedModel, conversation: Conversation, message: str, settings: GenerationSettings) -> None:
     """Stream the model's answer; a finished answer joins the conversation, one stopped by Ctrl-C does not."""
-    settings = answer_settings(settings, loaded.tokenizer, conversation.style)
+    settings = conversation.style.answer_settings(settings)
     prompt = conversation.prompt(message, settings.max_new_tokens)
     pieces = []
     try:

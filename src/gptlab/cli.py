@@ -20,7 +20,7 @@ from tqdm import tqdm
 from gptlab import __version__
 from gptlab.chat import chat
 from gptlab.checkpoint import LoadedModel, load_model
-from gptlab.data.instruction import PROMPT_STYLES, PromptStyle, load_records, prompt_style, write_records
+from gptlab.data.instruction import load_records, write_records
 from gptlab.data.text import token_stream
 from gptlab.devices import pick_device
 from gptlab.evaluation.judge import BACKENDS, JudgeClient, judge_records, responses_of, score_summary
@@ -28,6 +28,7 @@ from gptlab.evaluation.perplexity import perplexity
 from gptlab.evaluation.plots import score_histogram
 from gptlab.evaluation.responses import RESPONSES_FILE, generate_responses
 from gptlab.generation import Completion, GenerationSettings
+from gptlab.prompts import PROMPT_STYLES, PromptStyle, style_for
 from gptlab.serving.app import ModelService, serve
 from gptlab.training.loop import TrainSettings, is_main_process
 from gptlab.training.classify import ClassifyConfig, classify_texts
@@ -73,11 +74,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def _settings(args: argparse.Namespace, loaded: LoadedModel) -> GenerationSettings:
-    eos = loaded.tokenizer.eos_id
     return GenerationSettings(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-        top_p=args.top_p, seed=args.seed, stop_ids=(eos,) if eos is not None else (),
-        stop_strings=tuple(args.stop or ()), kv_cache=not args.no_kv_cache,
+        top_p=args.top_p, seed=args.seed, stop_strings=tuple(args.stop or ()), kv_cache=not args.no_kv_cache,
     )
 
 
@@ -238,7 +237,7 @@ def cmd_finetune_dpo(args: argparse.Namespace) -> int:
 
 def _prompt_style(args: argparse.Namespace, loaded: LoadedModel) -> PromptStyle:
     """--prompt-style, else the one the model was fine-tuned with, else alpaca."""
-    return prompt_style(args.prompt_style or loaded.meta.prompt_style or "alpaca")
+    return style_for(loaded.meta, args.prompt_style)
 
 
 def cmd_respond(args: argparse.Namespace) -> int:

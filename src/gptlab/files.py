@@ -229,7 +229,7 @@ def _install(tmp: Path, dest: Path, file: PublicFile, origin: str) -> None:
 
 
 def _check_sha256(path: Path, file: PublicFile, origin: str, hint: str = "") -> None:
-    actual = _sha256(path)
+    actual = sha256_of(path)
     if actual != file.sha256:
         hint = hint or f"replace it with the file from {file.url}"
         raise ChecksumError(
@@ -238,7 +238,8 @@ def _check_sha256(path: Path, file: PublicFile, origin: str, hint: str = "") -> 
         )
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """The file's sha256 as hex, read in chunks (weights files are large)."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(_CHUNK):

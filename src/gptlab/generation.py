@@ -20,7 +20,7 @@ from gptlab.tokenizer import Tokenizer
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class GenerationSettings:
     """How to pick each next token and when to stop."""
 
@@ -30,6 +30,7 @@ class GenerationSettings:
     top_p: float | None = None  # nucleus sampling: smallest set with probability mass >= p
     seed: int | None = None  # makes sampling reproducible
     stop_ids: tuple[int, ...] = ()  # generation of a sequence ends at any of these (not emitted)
+    end_of_text: bool = True  # with a tokenizer (Completion, responses), its end-of-text id stops too
     stop_strings: tuple[str, ...] = field(default=())  # text-level stops, see `stream_text`
     kv_cache: bool = True  # False recomputes the whole sequence each step (for teaching/tests)
 
@@ -42,6 +43,14 @@ class GenerationSettings:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+    def stopping_for(self, tokenizer: Tokenizer) -> GenerationSettings:
+        """These settings as text generation with `tokenizer` runs them: its end-of-text id (when it
+        has one and `end_of_text` is on) joins the stop ids. The one place that decides it."""
+        eos = tokenizer.eos_id
+        if not self.end_of_text or eos is None or eos in self.stop_ids:
+            return self
+        return dataclasses.replace(self, stop_ids=(*self.stop_ids, eos))
 
 
 def sample_next(
@@ -68,22 +77,19 @@ def sample_next(
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
 
 
-def fit_to_context(prompt: Sequence[int], settings: GenerationSettings, context_length: int) -> list[int]:
-    """Left-truncate a prompt so that prompt + new tokens fit the model's context (warns)."""
-    if settings.max_new_tokens >= context_length:
-        log.warning(
-            "max_new_tokens=%d does not fit the context length %d; using %d",
-            settings.max_new_tokens, context_length, context_length // 2,
-        )
-        settings.max_new_tokens = context_length // 2
-    room = context_length - settings.max_new_tokens
+def fit_to_context(prompt: Sequence[int], max_new_tokens: int, context_length: int) -> tuple[list[int], int]:
+    """The prompt, left-truncated, and the number of new tokens, both cut so they fit the model's
+    context together (each cut is logged as a warning)."""
+    if max_new_tokens >= context_length:
+        log.warning("max_new_tokens=%d does not fit the context length %d; using %d",
+                    max_new_tokens, context_length, context_length // 2)
+        max_new_tokens = context_length // 2
+    room = context_length - max_new_tokens
     if len(prompt) > room:
-        log.warning(
-            "prompt of %d tokens left-truncated to its last %d to leave room for %d new tokens "
-            "in the context of %d", len(prompt), room, settings.max_new_tokens, context_length,
-        )
-        return list(prompt[-room:])
-    return list(prompt)
+        log.warning("prompt of %d tokens left-truncated to its last %d to leave room for %d new tokens "
+                    "in the context of %d", len(prompt), room, max_new_tokens, context_length)
+        return list(prompt[-room:]), max_new_tokens
+    return list(prompt), max_new_tokens
 
 
 def _left_pad(prompts: Sequence[Sequence[int]], device: torch.device) -> tuple[Tensor, Tensor]:
@@ -109,9 +115,9 @@ def decode_steps(
     """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token")
-    settings = dataclasses.replace(settings)  # fit_to_context may shorten max_new_tokens
     device = next(model.parameters()).device
-    prompts = [fit_to_context(p, settings, model.config.context_length) for p in prompts]
+    fitted = [fit_to_context(p, settings.max_new_tokens, model.config.context_length) for p in prompts]
+    prompts, max_new_tokens = [prompt for prompt, _ in fitted], fitted[0][1]
     ids, valid = _left_pad(prompts, device)
     generator = torch.Generator(device=device)
     if settings.seed is not None:
@@ -121,9 +127,9 @@ def decode_steps(
     stop = torch.tensor(settings.stop_ids or [-1], device=device)
     finished = torch.zeros(len(prompts), dtype=torch.bool, device=device)
     dtype = next(model.parameters()).dtype
-    cache = KVCache.allocate(model.config, len(prompts), ids.shape[1] + settings.max_new_tokens, device, dtype)
+    cache = KVCache.allocate(model.config, len(prompts), ids.shape[1] + max_new_tokens, device, dtype)
     model_input, input_valid = ids, valid
-    for _ in range(settings.max_new_tokens):
+    for _ in range(max_new_tokens):
         if not settings.kv_cache:  # recompute everything: a fresh cache over the whole sequence
             cache = KVCache.allocate(model.config, len(prompts), ids.shape[1], device, dtype)
             model_input, input_valid = ids, valid
@@ -169,7 +175,8 @@ class Completion:
 
     The CLI prints the pieces and the server streams them; both read `ids` (usage counts) and
     `finish_reason` ("stop": a stop id or string; "length": `max_new_tokens` ran out) once the
-    pieces are consumed. The prompt is fitted to the context first (`fit_to_context`).
+    pieces are consumed. The prompt is fitted to the context first (`fit_to_context`), and the
+    tokenizer's end-of-text ends it (`GenerationSettings.stopping_for`).
     """
 
     def __init__(self, model: GPT, tokenizer: Tokenizer, prompt_ids: Sequence[int],
@@ -177,8 +184,9 @@ class Completion:
         if not prompt_ids:
             raise ValueError("the prompt is empty after tokenization; give at least one character")
         self.model, self.tokenizer = model, tokenizer
-        self.settings = dataclasses.replace(settings)
-        self.prompt_ids = fit_to_context(prompt_ids, self.settings, model.config.context_length)
+        self.prompt_ids, max_new_tokens = fit_to_context(prompt_ids, settings.max_new_tokens,
+                                                         model.config.context_length)
+        self.settings = dataclasses.replace(settings.stopping_for(tokenizer), max_new_tokens=max_new_tokens)
         self.ids: list[int] = []
         self.finish_reason: str | None = None
 

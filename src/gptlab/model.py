@@ -311,11 +311,11 @@ class GPT(nn.Module):
         return self.ln_f(x)
 
     def forward(self, idx: Tensor, cache: KVCache | None = None, valid: Tensor | None = None,
-                lengths: Tensor | None = None, positions: Tensor | None = None) -> Tensor:
+                lengths: Tensor | None = None, logits_at: Tensor | None = None) -> Tensor:
         """Next-token logits (B, T, vocab_size) for every position of `idx` (B, T); for a
         classifier (`num_classes` set), class logits (B, num_classes) via `classify(idx, lengths)`.
 
-        With `positions` (B, T) bool, logits (N, vocab_size) for only those N positions: training
+        With `logits_at` (B, T) bool, logits (N, vocab_size) for only its N True places: training
         that takes no loss on prompts and padding then skips most of the costly LM head.
         """
         if self.config.num_classes is not None:
@@ -323,7 +323,7 @@ class GPT(nn.Module):
                 raise ValueError("a classifier needs the real length of each right-padded row")
             return self.classify(idx, lengths)
         h = self.hidden(idx, cache, valid)  # (B, T, C)
-        return self.lm_head(h if positions is None else h[positions])
+        return self.lm_head(h if logits_at is None else h[logits_at])
 
     def classify(self, idx: Tensor, lengths: Tensor) -> Tensor:
         """Class logits (B, num_classes) from the hidden state of each row's last real token.

@@ -22,7 +22,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
-from gptlab.data.instruction import prompt_style
+from gptlab.prompts import prompt_style
 from gptlab.tokenizer import GPT2Tokenizer
 
 from e2e.servers import Server, start_server

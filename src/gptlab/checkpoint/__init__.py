@@ -18,6 +18,8 @@ from gptlab.files import BUILTIN_MODELS, builtin_model_path
 from gptlab.model import GPT
 from gptlab.tokenizer import GPT2Tokenizer, Tokenizer
 
+SMOLLM2_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"  # its chat template's default
+
 __all__ = ["CheckpointMeta", "LoadedModel", "export_hf_folder", "load_checkpoint", "load_model", "save_checkpoint"]
 
 
@@ -50,7 +52,7 @@ def load_model(
         file = builtin_model_path(spec)
         model, tokenizer = load_gguf(file, dtype, {"type": "builtin", "name": spec})
         loaded = LoadedModel(model, tokenizer, "builtin", f"built-in {spec} ({file.name})",
-                             CheckpointMeta(prompt_style="chatml"))
+                             CheckpointMeta(prompt_style="chatml", default_system=SMOLLM2_SYSTEM))
     elif path.is_file() and path.suffix == ".gguf":
         model, tokenizer = load_gguf(path, dtype)
         loaded = LoadedModel(model, tokenizer, "gguf", f"GGUF file {path}")

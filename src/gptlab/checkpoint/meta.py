@@ -19,6 +19,7 @@ class CheckpointMeta:
     """The task-specific part of a checkpoint's config.json; None where the task has nothing to say."""
 
     prompt_style: str | None = None  # the prompt style an instruction-tuned model learned
+    default_system: str | None = None  # the system message it answers under when a chat gives none
     labels: list[str] | None = None  # a classifier's class names, by class id
     max_length: int | None = None  # a classifier's tokens per text (longer texts are cut)
     lora: LoRASettings | None = None  # a LoRA checkpoint: only adapters (and a new head); the rest is lora.base

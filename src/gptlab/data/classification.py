@@ -83,7 +83,7 @@ def load_examples(source: str, text_column: str = "text", label_column: str = "l
 def _read_sms_spam(path: Path) -> list[Example]:
     """The UCI file: `label<TAB>text` per line, no header."""
     examples = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_utf8(path).splitlines(), start=1):
         label, sep, text = line.partition("\t")
         if not sep or not text.strip():
             raise ValueError(f"{path}:{number}: expected 'label<TAB>text'")

@@ -1,7 +1,7 @@
-"""Instruction data: records, prompt styles, seeded splits, and the collate that masks with -100.
+"""Instruction data: records, seeded splits, and the collate that masks with -100.
 
-A record is `instruction`, optional `input`, and `output`. The prompt style turns the first two
-into the text the model continues; training teaches it to continue with the output and then
+A record is `instruction`, optional `input`, and `output`. A prompt style (`gptlab.prompts`)
+turns the first two into the text the model continues; training teaches it to continue with the output and then
 `<|endoftext|>`. Prompt and output are tokenized separately, so the tokens a model is trained
 to answer after are exactly the tokens it sees when it is asked (chat, evaluation, server).
 """
@@ -19,64 +19,13 @@ from torch import Tensor
 
 from gptlab.data.reading import jsonl_rows, read_utf8
 from gptlab.files import REGISTRY, fetch
+from gptlab.prompts import PromptStyle
 from gptlab.tokenizer import Tokenizer
 
 INSTRUCTION_DATA = "instruction-data"
 PREFERENCE_DATA = "instruction-data-with-preference"  # the same kind of records, plus chosen/rejected
 RECORD_SETS = (INSTRUCTION_DATA, PREFERENCE_DATA)  # registered files of instruction records
 IGNORE_INDEX = -100  # targets that add no loss (PyTorch's default `ignore_index`)
-ALPACA_HEADER = ("Below is an instruction that describes a task. "
-                 "Write a response that appropriately completes the request.")
-
-
-@dataclass(frozen=True)
-class PromptStyle:
-    """How an instruction (and input) becomes the text before a response, and what ends one."""
-
-    name: str
-    header: str  # text before the instruction, in every turn
-    input_prefix: str  # between the instruction and a non-empty input
-    response_prefix: str  # after instruction and input: the model writes from here
-    stop_strings: tuple[str, ...]  # a response ends before any of these (besides end-of-text)
-    system_template: str = ""  # a chat's opening system message, once per conversation ({system} = its text)
-    default_system: str = ""  # the system text when the user gives none
-    turn_separator: str = ""  # after a finished answer's end-of-text, before the next turn
-
-    def prompt(self, instruction: str, input: str = "") -> str:
-        """Everything the model sees before its response; the input part is left out when empty."""
-        return self.system(None) + self.turn(instruction, input)
-
-    def turn(self, instruction: str, input: str = "") -> str:
-        """One turn of a conversation, without the system message that opens it."""
-        return self.header + instruction + (self.input_prefix + input if input else "") + self.response_prefix
-
-    def system(self, text: str | None) -> str:
-        """The opening system message with `text` (None: the style's default); "" for styles without one."""
-        return self.system_template.format(system=self.default_system if text is None else text)
-
-
-PROMPT_STYLES = {
-    style.name: style
-    for style in (
-        PromptStyle("alpaca", ALPACA_HEADER + "\n\n### Instruction:\n", "\n\n### Input:\n",
-                    "\n\n### Response:\n", ("###",)),
-        PromptStyle("phi3", "<|user|>\n", "\n", "\n<|assistant|>\n", ("<|user|>",)),
-        # ChatML, as SmolLM2-Instruct was trained: its default system message, then user and assistant turns
-        PromptStyle("chatml", "<|im_start|>user\n", "\n\n", "<|im_end|>\n<|im_start|>assistant\n",
-                    ("<|im_end|>", "<|im_start|>"), system_template="<|im_start|>system\n{system}<|im_end|>\n",
-                    default_system="You are a helpful AI assistant named SmolLM, trained by Hugging Face",
-                    turn_separator="\n"),
-    )
-}
-
-
-def prompt_style(name: str) -> PromptStyle:
-    """The named style, or an error listing the known ones."""
-    if name not in PROMPT_STYLES:
-        raise ValueError(f"unknown prompt style {name!r}; known: {', '.join(PROMPT_STYLES)}")
-    return PROMPT_STYLES[name]
-
-
 @dataclass(frozen=True, eq=False)
 class Record:
     """One instruction example, and the record as read (written back beside a model's response)."""

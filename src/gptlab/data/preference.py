@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from gptlab.data.instruction import IGNORE_INDEX, PromptStyle, Record, collate, load_records
+from gptlab.data.instruction import IGNORE_INDEX, Record, collate, load_records
+from gptlab.prompts import PromptStyle
 from gptlab.tokenizer import Tokenizer
 
 PairIds = tuple[list[int], list[int], list[int]]  # token ids of the prompt, the chosen and the rejected response

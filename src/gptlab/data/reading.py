@@ -13,7 +13,8 @@ def read_utf8(path: Path, name: str | None = None) -> str:
         return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
         line = path.read_bytes()[: err.start].count(b"\n") + 1
-        raise ValueError(f"{name or path}:{line}: not UTF-8 text ({err.reason}); re-save the file as UTF-8") from None
+        raise ValueError(f"{name or path}:{line}: not UTF-8 text (byte {err.start}: {err.reason}); "
+                         "re-save the file as UTF-8") from None
 
 
 def jsonl_rows(name: str, text: str) -> list[tuple[int, Any]]:

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from gptlab.data.order import EpochOrder
+from gptlab.data.reading import read_utf8
 from gptlab.files import REGISTRY, cache_dir, fetch
 from gptlab.tokenizer import Tokenizer
 
@@ -37,14 +38,6 @@ def resolve_text(source: str) -> Path:
     return path
 
 
-def read_text(path: Path) -> str:
-    """A UTF-8 text file; an undecodable one is reported with the byte offset."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from None
-
-
 def token_stream(sources: list[str], tokenizer: Tokenizer) -> np.ndarray:
     """All sources tokenized and joined (EOS between documents when the tokenizer has one).
 
@@ -61,7 +54,7 @@ def token_stream(sources: list[str], tokenizer: Tokenizer) -> np.ndarray:
         return np.memmap(cached, dtype=dtype, mode="r")
     ids: list[int] = []
     for path in paths:
-        ids.extend(tokenizer.encode(read_text(path)))
+        ids.extend(tokenizer.encode(read_utf8(path)))
         if tokenizer.eos_id is not None and len(paths) > 1:
             ids.append(tokenizer.eos_id)
     array = np.asarray(ids, dtype=dtype)

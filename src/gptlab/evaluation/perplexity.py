@@ -76,7 +76,7 @@ def perplexity(model: GPT, tokens: Sequence[int], stride: int | None = None, bat
             targets[row, :length] = ids[w.start + 1:w.end + 1]
             scored[row, w.first_scored - w.start:length] = True
         scored = scored.to(device)  # right padding is never scored, and causal attention never sees it
-        logits = model(inputs.to(device), positions=scored)  # (N, V) for the scored positions only
+        logits = model(inputs.to(device), logits_at=scored)  # (N, V) for the scored positions only
         total += F.cross_entropy(logits.float(), targets.to(device)[scored], reduction="sum").item()
         count += int(scored.sum())
     return Perplexity(count, total / count)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from gptlab.data.instruction import PromptStyle, Record
+from gptlab.data.instruction import Record
 from gptlab.generation import GenerationSettings, generate_batch
 from gptlab.model import GPT
+from gptlab.prompts import PromptStyle
 from gptlab.tokenizer import Tokenizer
 
 RESPONSES_FILE = "instruction-data-with-response.json"
@@ -28,7 +29,7 @@ def generate_responses(model: GPT, tokenizer: Tokenizer, style: PromptStyle, rec
     for start in range(0, len(records), batch_size):
         prompts = [tokenizer.encode(style.prompt(r.instruction, r.input)) for r in records[start:start + batch_size]]
         room = context - max(len(p) for p in prompts)  # new tokens that fit beside the longest prompt
-        settings = GenerationSettings(max_new_tokens=min(max_new_tokens, max(room, 1)), temperature=0,
-                                      stop_ids=(tokenizer.eos_id,))
+        settings = GenerationSettings(max_new_tokens=min(max_new_tokens, max(room, 1)),
+                                      temperature=0).stopping_for(tokenizer)
         for ids in generate_batch(model, prompts, settings):
             yield cut_at_stop(tokenizer.decode(ids), style.stop_strings)

@@ -23,9 +23,8 @@ from typing import Any
 
 from gptlab import __version__
 from gptlab.checkpoint import LoadedModel
-from gptlab.conversation import Conversation, answer_settings
-from gptlab.data.instruction import PromptStyle
 from gptlab.generation import Completion, GenerationSettings
+from gptlab.prompts import Conversation, PromptStyle
 from gptlab.serving.api import APIError, Request, completion_object, parse_chat_request, \
     parse_completion_request, usage
 
@@ -54,11 +53,9 @@ class ModelService:
             raise APIError(400, f"this model's context is {context} tokens; the prompt takes {prompt_tokens} "
                                 f"and {asked} more were asked for. Shorten the prompt or lower max_tokens.",
                            "messages" if chat else "prompt", code="context_length_exceeded")
-        eos = self.loaded.tokenizer.eos_id
         return GenerationSettings(
             max_new_tokens=request.max_tokens or min(self.max_tokens, room), temperature=request.temperature,
-            top_k=request.top_k, top_p=request.top_p, seed=request.seed,
-            stop_ids=() if eos is None else (eos,), stop_strings=request.stop,
+            top_k=request.top_k, top_p=request.top_p, seed=request.seed, stop_strings=request.stop,
         )
 
     def completion(self, request: Request) -> Completion:
@@ -80,7 +77,7 @@ class ModelService:
         for message, answer in request.turns:
             conversation.add(message, answer)
         needed = len(conversation.preamble) + len(tokenizer.encode(self.style.turn(request.prompt)))
-        settings = answer_settings(self.settings(request, needed, chat=True), tokenizer, self.style)
+        settings = self.style.answer_settings(self.settings(request, needed, chat=True))
         prompt = conversation.prompt(request.prompt, settings.max_new_tokens)
         return Completion(self.loaded.model, tokenizer, prompt, settings)
 

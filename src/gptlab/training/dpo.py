@@ -21,9 +21,10 @@ from torch import Tensor, nn
 
 from gptlab.checkpoint import CheckpointMeta, LoadedModel, load_model
 from gptlab.checkpoint.native import write_model_files
-from gptlab.data.instruction import prompt_style, split_records, write_records
+from gptlab.data.instruction import split_records, write_records
 from gptlab.data.order import EpochOrder, in_order
 from gptlab.data.preference import Preference, collate_preferences, encode_preference, load_preferences
+from gptlab.prompts import style_for
 from gptlab.training.loop import Batch, RunConfig, Task, TrainSettings, once_over, train
 from gptlab.training.losses import dpo_loss, sequence_logprobs
 from gptlab.training.sft import add_test_responses, sample_response, trainable
@@ -89,7 +90,7 @@ def run(config: DPOConfig, resume: bool = False, on_event=None) -> dict[str, Any
     loaded = load_model(config.model)
     _warn_unless_instruction_tuned(loaded)
     model, tokenizer = loaded.model, loaded.tokenizer
-    style = prompt_style(config.prompt_style or loaded.meta.prompt_style or "alpaca")
+    style = style_for(loaded.meta, config.prompt_style)
     if tokenizer.eos_id is None:
         raise ValueError(f"{config.model}: the {tokenizer.name} tokenizer has no end-of-text token to pad with")
     max_length = min(config.allowed_max_length or model.config.context_length, model.config.context_length)
@@ -109,7 +110,7 @@ def run(config: DPOConfig, resume: bool = False, on_event=None) -> dict[str, Any
 
     reference = copy.deepcopy(model).eval().requires_grad_(False)  # the starting weights, never trained
     score = _scorer(reference, config.beta, mean=not config.sum_logprobs)
-    meta = CheckpointMeta(prompt_style=style.name, run=config.to_dict())
+    meta = CheckpointMeta(prompt_style=style.name, default_system=style.default_system or None, run=config.to_dict())
     task = Task(
         train_batch=lambda i: batch("train", train_order.positions(i, settings.batch_size)),
         val_batch=lambda i: batch("val", in_order(i, settings.batch_size, len(items["val"]))),
@@ -157,10 +158,10 @@ def _scorer(reference: nn.Module, beta: float, mean: bool) -> Scorer:
 
     def score(policy: nn.Module, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
         inputs, targets, mask = batch  # (2B, T) each: chosen rows, then rejected rows
-        policy_chosen, policy_rejected = sequence_logprobs(policy(inputs, positions=mask), targets, mask, mean).chunk(2)
+        policy_chosen, policy_rejected = sequence_logprobs(policy(inputs, logits_at=mask), targets, mask, mean).chunk(2)
         reference.to(inputs.device)  # where the loop put the policy (a no-op after the first batch)
         with torch.no_grad():
-            logits = reference(inputs, positions=mask)
+            logits = reference(inputs, logits_at=mask)
             reference_chosen, reference_rejected = sequence_logprobs(logits, targets, mask, mean).chunk(2)
         return dpo_loss(policy_chosen, policy_rejected, reference_chosen, reference_rejected, beta)
 

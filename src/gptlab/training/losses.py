@@ -18,7 +18,7 @@ def lm_loss(logits: Tensor, targets: Tensor) -> Tensor:
 def lm_loss_on_targets(model: nn.Module, inputs: Tensor, targets: Tensor) -> Tensor:
     """`lm_loss` of `model(inputs)`, with logits computed only where a target counts (not `IGNORE_INDEX`)."""
     keep = targets != IGNORE_INDEX  # (B, T)
-    return F.cross_entropy(model(inputs, positions=keep).float(), targets[keep])
+    return F.cross_entropy(model(inputs, logits_at=keep).float(), targets[keep])
 
 
 def sequence_logprobs(logits: Tensor, targets: Tensor, mask: Tensor, mean: bool = True) -> Tensor:
@@ -26,7 +26,7 @@ def sequence_logprobs(logits: Tensor, targets: Tensor, mask: Tensor, mean: bool 
     tokens (the book's choice: a long response is not penalised for its length) or their sum.
 
     `targets` and `mask` are (B, T); `logits` are (B, T, V), or (N, V) for only the N selected
-    positions, in row-major order, as `model(inputs, positions=mask)` returns them.
+    positions, in row-major order, as `model(inputs, logits_at=mask)` returns them.
     """
     if logits.dim() == 3:
         logits = logits[mask]  # (N, V)

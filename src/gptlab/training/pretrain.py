@@ -15,7 +15,8 @@ from torch import nn
 from gptlab.checkpoint import CheckpointMeta, load_model
 from gptlab.checkpoint.native import write_model_files
 from gptlab.config import PRESETS, GPTConfig
-from gptlab.data.text import WindowSampler, read_text, resolve_text, split_tokens, token_stream
+from gptlab.data.reading import read_utf8
+from gptlab.data.text import WindowSampler, resolve_text, split_tokens, token_stream
 from gptlab.generation import GenerationSettings, generate
 from gptlab.model import GPT
 from gptlab.tokenizer import CharTokenizer, GPT2Tokenizer, Tokenizer, tokenizer_from_dict
@@ -59,7 +60,7 @@ def build_tokenizer(spec: str, sources: list[str]) -> Tokenizer:
     if spec == "gpt2":
         return GPT2Tokenizer()
     if spec == "char":
-        return CharTokenizer.from_text("".join(read_text(resolve_text(s)) for s in sources))
+        return CharTokenizer.from_text("".join(read_utf8(resolve_text(s)) for s in sources))
     path = Path(spec)
     if path.is_file():
         return tokenizer_from_dict(json.loads(path.read_text(encoding="utf-8")))
@@ -132,8 +133,7 @@ def _sampler_text(tokenizer: Tokenizer, config: PretrainConfig, val_tokens: np.n
         prompt = tokenizer.encode(config.sample_prompt)
     except ValueError:  # e.g. a char vocabulary without these characters
         prompt = [int(t) for t in val_tokens[:8]]
-    settings = GenerationSettings(max_new_tokens=config.sample_tokens, temperature=0,
-                                  stop_ids=(tokenizer.eos_id,) if tokenizer.eos_id is not None else ())
+    settings = GenerationSettings(max_new_tokens=config.sample_tokens, temperature=0).stopping_for(tokenizer)
 
     def sample(model: nn.Module) -> str:
         return tokenizer.decode(prompt + list(generate(model, prompt, settings)))

@@ -14,13 +14,14 @@ from torch import nn
 from gptlab.checkpoint import CheckpointMeta, load_model
 from gptlab.checkpoint.native import write_model_files
 from gptlab.data.instruction import (
-    PromptStyle, Record, collate, encode_record, load_records, prompt_style, split_records, write_records,
+    Record, collate, encode_record, load_records, split_records, write_records,
 )
 from gptlab.data.order import EpochOrder, in_order
 from gptlab.devices import pick_device
 from gptlab.evaluation.responses import RESPONSES_FILE, generate_responses
 from gptlab.generation import GenerationSettings, generate
 from gptlab.lora import LoRASettings
+from gptlab.prompts import PromptStyle, style_for
 from gptlab.training.layers import choose_trainable, pinned_to_base
 from gptlab.training.loop import Event, RunConfig, Task, TrainSettings, is_main_process, once_over, train
 from gptlab.training.losses import lm_loss_on_targets
@@ -70,7 +71,6 @@ class SFTConfig(RunConfig):
 
 def run(config: SFTConfig, resume: bool = False, on_event=None) -> dict[str, Any]:
     """Fine-tune on instructions as `config` says; writes the run folder and returns its summary."""
-    style = prompt_style(config.prompt_style)
     parts = _splits(config)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -80,6 +80,7 @@ def run(config: SFTConfig, resume: bool = False, on_event=None) -> dict[str, Any
 
     loaded = load_model(config.model)
     model, tokenizer = loaded.model, loaded.tokenizer
+    style = style_for(loaded.meta, config.prompt_style)
     if tokenizer.eos_id is None:
         raise ValueError(f"{config.model}: the {tokenizer.name} tokenizer has no end-of-text token to pad and stop with")
     lora = choose_trainable(model, config.train_layers, LoRASettings(config.lora_rank, config.lora_alpha))
@@ -95,7 +96,8 @@ def run(config: SFTConfig, resume: bool = False, on_event=None) -> dict[str, Any
     def batch(items: list[tuple[list[int], int]], positions) -> tuple:
         return collate([items[i] for i in positions], tokenizer.eos_id, config.mask_prompt, max_length)
 
-    meta = CheckpointMeta(prompt_style=style.name, run=config.to_dict(), lora=pinned_to_base(lora, config.model))
+    meta = CheckpointMeta(prompt_style=style.name, default_system=style.default_system or None, run=config.to_dict(),
+                          lora=pinned_to_base(lora, config.model))
     task = Task(
         train_batch=lambda i: batch(train_items, train_order.positions(i, settings.batch_size)),
         val_batch=lambda i: batch(val_items, in_order(i, settings.batch_size, len(val_items))),
@@ -150,7 +152,7 @@ def trainable(items: list[T], prompt_length: Callable[[T], int], max_length: int
 def sample_response(tokenizer, style: PromptStyle, record: Record) -> Callable[[nn.Module], str]:
     """A function that answers one fixed validation instruction greedily, to watch the model learn."""
     prompt = tokenizer.encode(style.prompt(record.instruction, record.input))
-    settings = GenerationSettings(max_new_tokens=SAMPLE_TOKENS, temperature=0, stop_ids=(tokenizer.eos_id,))
+    settings = GenerationSettings(max_new_tokens=SAMPLE_TOKENS, temperature=0).stopping_for(tokenizer)
 
     def sample(model: nn.Module) -> str:
         return tokenizer.decode(list(generate(model, prompt, settings)))

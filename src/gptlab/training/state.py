@@ -7,7 +7,6 @@ Nothing is pickled: tensors go to safetensors, the rest to JSON.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from torch import nn
 
 from gptlab.checkpoint.native import write_folder_atomically
 from gptlab.checkpoint.weights import read_json, read_safetensors, tied_keys
+from gptlab.files import sha256_of
 from gptlab.lora import is_lora_key
 
 MANIFEST = "manifest.json"
@@ -48,7 +48,7 @@ def save_training_checkpoint(
             groups = opt_state["param_groups"]
         save_file(tensors, str(tmp / "training.safetensors"))
         (tmp / "training.json").write_text(json.dumps({**progress, "param_groups": groups}, indent=2))
-        digests = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        digests = {p.name: sha256_of(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         (tmp / MANIFEST).write_text(json.dumps(digests, indent=2))
 
     write_folder_atomically(folder, write)
@@ -61,7 +61,7 @@ def verify_checkpoint(folder: Path) -> None:
         path = folder / name
         if not path.is_file():
             raise ValueError(f"checkpoint {folder} is incomplete: {name} is missing")
-        if _sha256(path) != digest:
+        if sha256_of(path) != digest:
             raise ValueError(
                 f"checkpoint {folder} is corrupted: {name} does not match its recorded sha256 "
                 "(a partial copy or a disk error); resume from another checkpoint or start again"
@@ -102,10 +102,3 @@ def load_training_state(
         torch.cuda.set_rng_state(tensors["rng.cuda"])
     return progress
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
