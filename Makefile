@@ -1,11 +1,12 @@
 # Quick start: `make demo` (the main job on a built-in default) and `make test` (the whole suite).
+# `make test` lints first (ruff, configured in pyproject.toml).
 # Both create .venv and install gptlab first when needed (scripts/setup.sh); `test` also makes
 # chromium available for the chat-page browser test (scripts/browser.sh).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export GPTLAB_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: setup browser demo test bench
+.PHONY: setup browser demo lint test bench
 
 setup:
 	@bash scripts/setup.sh
@@ -16,7 +17,10 @@ browser:
 demo: setup
 	@bash scripts/demo.sh
 
-test: setup browser
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+
+test: setup browser lint
 	@bash scripts/test.sh
 
 bench: setup

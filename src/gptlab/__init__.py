@@ -1,3 +1,46 @@
-"""gptlab: a from-scratch PyTorch toolkit for GPT-2-family language models."""
+"""gptlab: a from-scratch PyTorch toolkit for GPT-2- and Llama-family language models.
+
+The Python API (see README, "Python API"):
+
+    from gptlab import load_model, generate, ask, GenerationSettings
+    model = load_model("gpt2")            # a preset, built-in, checkpoint/run folder, HF folder, .gguf, hub name
+    print(generate(model, "Every effort moves you", max_new_tokens=20, temperature=0))
+
+Names are imported on first use, so `import gptlab` stays cheap and `gptlab --version` fast.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
 
 __version__ = "0.1.0"
+
+_PUBLIC = {  # name -> module that defines it
+    "load_model": "gptlab.checkpoint",
+    "LoadedModel": "gptlab.checkpoint",
+    "CheckpointMeta": "gptlab.checkpoint",
+    "save_checkpoint": "gptlab.checkpoint",
+    "export_hf_folder": "gptlab.checkpoint",
+    "GPT": "gptlab.model",
+    "GPTConfig": "gptlab.config",
+    "GenerationSettings": "gptlab.generation",
+    "Completion": "gptlab.generation",
+    "generate": "gptlab.api",
+    "stream": "gptlab.api",
+    "ask": "gptlab.api",
+    "PromptStyle": "gptlab.prompts",
+    "Conversation": "gptlab.prompts",
+    "prompt_style": "gptlab.prompts",
+    "LoRASettings": "gptlab.lora",
+    "get_tokenizer": "gptlab.tokenizer",
+}
+__all__ = ["__version__", *_PUBLIC]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'gptlab' has no attribute {name!r}")
+    value = getattr(import_module(_PUBLIC[name]), name)
+    globals()[name] = value  # looked up once
+    return value

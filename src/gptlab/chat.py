@@ -9,7 +9,7 @@ import dataclasses
 from collections.abc import Callable
 
 from gptlab.checkpoint import LoadedModel
-from gptlab.generation import Completion, GenerationSettings
+from gptlab.generation import GenerationSettings
 from gptlab.prompts import Conversation, PromptStyle
 
 HELP = ('Type a message and press Enter. End a line with \\ to continue on the next; put """ on a line '
@@ -91,11 +91,9 @@ def chat(loaded: LoadedModel, style: PromptStyle, settings: GenerationSettings,
 
 def _answer(loaded: LoadedModel, conversation: Conversation, message: str, settings: GenerationSettings) -> None:
     """Stream the model's answer; a finished answer joins the conversation, one stopped by Ctrl-C does not."""
-    settings = conversation.style.answer_settings(settings)
-    prompt = conversation.prompt(message, settings.max_new_tokens)
     pieces = []
     try:
-        for piece in Completion(loaded.model, loaded.tokenizer, prompt, settings):
+        for piece in conversation.completion(loaded.model, message, settings):
             pieces.append(piece)
             print(piece, end="", flush=True)
     except KeyboardInterrupt:

@@ -12,7 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from gptlab.checkpoint.meta import CheckpointMeta
-from gptlab.generation import GenerationSettings
+from gptlab.generation import Completion, GenerationSettings
+from gptlab.model import GPT
 from gptlab.tokenizer import Tokenizer
 
 ALPACA_HEADER = ("Below is an instruction that describes a task. "
@@ -115,6 +116,12 @@ class Conversation:
                 break
             history, room = turn + history, room - len(turn)
         return self.preamble + history + new
+
+    def completion(self, model: GPT, message: str, settings: GenerationSettings) -> Completion:
+        """The model's answer to `message` after the turns so far, ending where the next turn would
+        begin; stream it, then `add` the finished answer."""
+        settings = self.style.answer_settings(settings)
+        return Completion(model, self.tokenizer, self.prompt(message, settings.max_new_tokens), settings)
 
     def add(self, message: str, response: str) -> None:
         """Remember a finished turn, ended with end-of-text as in training (and the style's separator)."""

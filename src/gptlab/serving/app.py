@@ -77,9 +77,7 @@ class ModelService:
         for message, answer in request.turns:
             conversation.add(message, answer)
         needed = len(conversation.preamble) + len(tokenizer.encode(self.style.turn(request.prompt)))
-        settings = self.style.answer_settings(self.settings(request, needed, chat=True))
-        prompt = conversation.prompt(request.prompt, settings.max_new_tokens)
-        return Completion(self.loaded.model, tokenizer, prompt, settings)
+        return conversation.completion(self.loaded.model, request.prompt, self.settings(request, needed, chat=True))
 
 
 def make_server(service: ModelService, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:

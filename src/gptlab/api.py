@@ -1,0 +1,44 @@
+"""The Python API in a few calls: load any model, then continue text, stream it, or ask it.
+
+    from gptlab import load_model, generate, ask
+    model = load_model("smollm2")
+    print(ask(model, "What is the capital of France?", temperature=0))
+
+These are the paths the CLI takes (`gptlab generate`, `gptlab chat`), so a model answers the same here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+from gptlab.checkpoint import LoadedModel
+from gptlab.generation import Completion, GenerationSettings
+from gptlab.prompts import Conversation, style_for
+
+
+def _settings(settings: GenerationSettings | None, changes: dict[str, Any]) -> GenerationSettings:
+    return dataclasses.replace(settings or GenerationSettings(), **changes)
+
+
+def stream(model: LoadedModel, prompt: str, settings: GenerationSettings | None = None,
+           **changes: Any) -> Iterator[str]:
+    """Text pieces continuing `prompt` as they are generated; `changes` are `GenerationSettings`
+    fields (e.g. `temperature=0, max_new_tokens=50`). Ends at end-of-text or a stop."""
+    ids = model.tokenizer.encode(prompt)
+    yield from Completion(model.model, model.tokenizer, ids, _settings(settings, changes))
+
+
+def generate(model: LoadedModel, prompt: str, settings: GenerationSettings | None = None, **changes: Any) -> str:
+    """The continuation of `prompt` (without the prompt), as `gptlab generate` prints it."""
+    return "".join(stream(model, prompt, settings, **changes))
+
+
+def ask(model: LoadedModel, message: str, system: str | None = None, prompt_style: str | None = None,
+        settings: GenerationSettings | None = None, **changes: Any) -> str:
+    """One answer of an instruction-tuned model, framed in its prompt style as `gptlab chat` frames
+    the first message (`system` replaces the model's default system message)."""
+    style = style_for(model.meta, prompt_style)
+    conversation = Conversation.opened(model.tokenizer, style, model.model.config.context_length, system)
+    return "".join(conversation.completion(model.model, message, _settings(settings, changes))).strip()

@@ -1,0 +1,41 @@
+"""The public Python API (`from gptlab import ...`), as README shows it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import gptlab
+from gptlab import GenerationSettings, ask, generate, load_model, stream
+
+BIN = Path(sys.executable).parent
+
+
+def test_every_public_name_resolves_and_an_unknown_one_is_an_attribute_error():
+    for name in gptlab.__all__:
+        assert getattr(gptlab, name) is not None
+    try:
+        gptlab.not_a_name  # noqa: B018
+    except AttributeError as err:
+        assert "not_a_name" in str(err)
+    else:
+        raise AssertionError("an unknown name resolved")
+
+
+def test_generate_gives_what_the_cli_gives(tmp_path):
+    model = load_model("gpt-tiny", seed=0)
+    text = generate(model, "Every effort moves you", max_new_tokens=12, temperature=0)
+    assert text == "".join(stream(model, "Every effort moves you", GenerationSettings(max_new_tokens=12, temperature=0)))
+    cli = subprocess.run([str(BIN / "gptlab"), "generate", "--model", "gpt-tiny", "--seed", "0", "--prompt",
+                          "Every effort moves you", "--max-new-tokens", "12", "--temperature", "0"],
+                         capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stderr
+    assert cli.stdout == "Every effort moves you" + text + "\n"
+
+
+def test_ask_the_built_in_model_a_real_question():
+    model = load_model("smollm2")
+    assert "Paris" in ask(model, "What is the capital of France?", temperature=0, max_new_tokens=20)
+    assert "Paris" in ask(model, "What is the capital of France?", system="Be brief.", temperature=0,
+                          max_new_tokens=20)
