@@ -78,3 +78,46 @@ def test_encode_padded_truncates_and_reports_real_lengths():
     assert ids.tolist() == [[15496, 11, 995], [17250, 50256, 50256]]
     assert lengths.tolist() == [3, 1]
     assert ids.dtype == torch.long
+
+
+def _awkward_texts(seed: int, count: int = 60) -> list[str]:
+    """Seeded random texts built from the characters readers most often lose or split at."""
+    import random
+
+    pieces = ["a", "Zß", "日本", "🙂", " ", "\t", "\n", "\r\n", "\r", "\u2028", "\u2029", "\x85", "\x0b", "\x0c",
+              '"', "'", ",", ";", "\\", "{", "}", "[1]", "é", "\u200b", "\ufeff", "#"]
+    rng = random.Random(seed)
+    texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 30))) for _ in range(count)]
+    return [t if t.strip() else t + "x" for t in texts]  # a text must hold something besides white space
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl"])
+def test_every_character_of_every_text_survives_a_round_trip(tmp_path, suffix):
+    import csv
+    import json
+
+    texts = _awkward_texts(seed=len(suffix))
+    labels = [f"class {i % 3}" for i in range(len(texts))]
+    path = tmp_path / f"data{suffix}"
+    with path.open("w", encoding="utf-8", newline="") as f:
+        if suffix == ".jsonl":
+            f.writelines(json.dumps({"text": t, "label": y}, ensure_ascii=False) + "\n" for t, y in zip(texts, labels))
+        else:
+            writer = csv.writer(f, delimiter="\t" if suffix == ".tsv" else ",")
+            writer.writerows([("text", "label"), *zip(texts, labels)])
+    examples = load_examples(str(path))
+    assert [(e.text, e.label) for e in examples] == list(zip(texts, labels))
+    write_split(examples, tmp_path / "again.jsonl")
+    assert [e.text for e in load_examples(str(tmp_path / "again.jsonl"))] == texts
+
+
+def test_a_long_cell_a_number_for_text_and_deep_nesting_are_one_clear_error_or_fine(tmp_path):
+    long = "word " * 40_000  # over csv's default 131,072-character field limit
+    (tmp_path / "long.csv").write_text(f'text,label\n"{long}",a\nshort,b\n')
+    assert load_examples(str(tmp_path / "long.csv"))[0].text == long
+    (tmp_path / "n.jsonl").write_text('{"text": 5, "label": "a"}\n')
+    with pytest.raises(ValueError, match=r"n.jsonl:1: column 'text' must be text, found int 5"):
+        load_examples(str(tmp_path / "n.jsonl"))
+    (tmp_path / "deep.jsonl").write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(ValueError, match=r"deep.jsonl:1: JSON nested too deeply"):
+        load_examples(str(tmp_path / "deep.jsonl"))

@@ -160,3 +160,15 @@ def test_llama_style_model_decodes_the_same_cached_uncached_and_batched():
     alone = [list(generate(llama, p, settings)) for p in prompts]
     uncached = [list(generate(llama, p, dataclasses.replace(settings, kv_cache=False))) for p in prompts]
     assert alone == uncached == generate_batch(llama, prompts, settings)
+
+
+@pytest.mark.parametrize("temperature", [5e-324, 1e-300, 1e-46, 1e-8, 1e-3])
+@pytest.mark.parametrize("top_p", [None, 5e-324, 1e-46, 1e-8, 0.5])
+def test_sampling_at_tiny_temperatures_and_top_p_gives_a_valid_token(temperature, top_p):
+    """Legal but extreme settings (the server accepts them) never make probabilities NaN."""
+    logits = torch.tensor([[1.0, 3.0, 3.0 + 1e-6, -2.0], [0.0, 0.0, 0.0, 0.0], [-1e9, 5.0, 4.0, 1e-3]])
+    generator = torch.Generator().manual_seed(0)
+    picked = sample_next(logits, temperature, top_k=None, top_p=top_p, generator=generator)
+    assert picked.shape == (3,) and bool(((picked >= 0) & (picked < 4)).all())
+    if temperature <= 1e-8 or (top_p is not None and top_p <= 1e-8):  # as good as greedy: the best token
+        assert picked[0] == 2 and picked[2] == 1

@@ -55,3 +55,10 @@ def test_char_vocabulary_and_unknown_sources(tmp_path):
     (tmp_path / "bad.txt").write_bytes(b"ok\xff\xfe")
     with pytest.raises(ValueError, match="bad.txt:1: not UTF-8 text \\(byte 2"):
         token_stream([str(tmp_path / "bad.txt")], GPT2Tokenizer())
+
+
+def test_an_empty_file_is_named_every_time_it_is_used(tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    for _ in range(2):  # the second use once met an empty token cache ("cannot mmap an empty file")
+        with pytest.raises(ValueError, match=r"empty.txt: the file is empty"):
+            token_stream([str(tmp_path / "empty.txt")], GPT2Tokenizer())

@@ -195,3 +195,19 @@ def test_unknown_description_is_a_readable_error() -> None:
         tokenizer_from_dict({"type": "sentencepiece"})
     with pytest.raises(ValueError, match="needs a non-empty 'chars' string, got None"):
         tokenizer_from_dict({"type": "char"})
+
+
+@pytest.mark.parametrize("text", [" " * 1_000_000, " \n\t" * 3_500_000, "word " * 60_000 + " " * 300_000 + "end"])
+def test_texts_of_any_length_encode_and_decode_back(text):
+    tokenizer = GPT2Tokenizer()
+    assert tokenizer.decode(tokenizer.encode(text)) == text
+
+
+def test_long_text_is_cut_where_no_token_changes():
+    from gptlab.tokenizer.chunks import safe_pieces
+
+    text = "Every effort moves you, 12 times.\n  Said he!" * 300
+    pieces = list(safe_pieces(text, limit=1000))
+    assert "".join(pieces) == text and max(map(len, pieces)) <= 1000 and len(pieces) > 10
+    tokenizer = GPT2Tokenizer()
+    assert [i for piece in pieces for i in tokenizer.encode(piece)] == tokenizer.encode(text)

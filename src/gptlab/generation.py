@@ -60,17 +60,24 @@ def sample_next(
     top_p: float | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Pick next token ids (B,) from logits (B, V): greedy at temperature 0, else sampled."""
+    """Pick next token ids (B,) from logits (B, V): greedy at temperature 0, else sampled.
+
+    Any legal temperature and top_p, down to the smallest positive float, gives a valid token:
+    logits are shifted so the best is 0 before dividing (nothing overflows; as the temperature
+    falls the choice becomes greedy), in float64, and top_p always keeps the most likely token.
+    """
     if temperature == 0:
         return logits.argmax(dim=-1)
-    logits = logits.float() / temperature
+    logits = logits.double()
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature  # (B, V), <= 0
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p is not None and top_p < 1.0:
         sorted_logits, order = logits.sort(dim=-1, descending=True)
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        drop_sorted = cumulative - sorted_logits.softmax(dim=-1) >= top_p  # mass before >= p
+        sorted_probs = sorted_logits.softmax(dim=-1)
+        drop_sorted = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p  # mass before >= p
+        drop_sorted[:, 0] = False  # the most likely token stays, however small p is
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     probs = logits.softmax(dim=-1)

@@ -7,6 +7,7 @@ seeded and exact, so a run's splits can be reproduced and written beside it.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 from collections import Counter
@@ -100,8 +101,14 @@ def _jsonl_rows(path: Path, text: str) -> list[tuple[int, dict]]:
 
 
 def _table_rows(path: Path, text: str, delimiter: str) -> list[tuple[int, dict]]:
-    reader = csv.DictReader(text.splitlines(), delimiter=delimiter)
-    return [(reader.line_num, row) for row in reader]
+    """Rows with the line each ends on; quoted fields keep their newlines (and U+2028) as they are."""
+    csv.field_size_limit(max(csv.field_size_limit(), len(text)))  # one long text is still one cell
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        return [(reader.line_num, row) for row in reader]
+    except csv.Error as err:
+        raise ValueError(f"{path}:{reader.line_num}: not a readable {'TSV' if delimiter == chr(9) else 'CSV'} "
+                         f"row ({err})") from None
 
 
 def _example(path: Path, line: int, row: dict, text_column: str, label_column: str) -> Example:
@@ -110,7 +117,9 @@ def _example(path: Path, line: int, row: dict, text_column: str, label_column: s
             raise ValueError(f"{path}:{line}: missing column {column!r} (found: {', '.join(map(str, row))}); "
                              "choose columns with --text-column / --label-column")
     text, label = row[text_column], row[label_column]
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str):
+        raise ValueError(f"{path}:{line}: column {text_column!r} must be text, found {type(text).__name__} {text!r:.40}")
+    if not text.strip():
         raise ValueError(f"{path}:{line}: empty text in column {text_column!r}")
     return Example(text, str(label).strip(), f"{path}:{line}")
 

@@ -68,6 +68,8 @@ def _json_rows(name: str, text: str) -> list[tuple[str, Any]]:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f"{name}:{err.lineno}: not valid JSON ({err.msg})") from None
+    except RecursionError:
+        raise ValueError(f"{name}: JSON nested too deeply to read") from None
     if not isinstance(data, list):
         raise ValueError(f"{name}: expected a JSON list of records, found {type(data).__name__}")
     return [(f"{name}, record {i}", row) for i, row in enumerate(data)]

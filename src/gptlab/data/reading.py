@@ -8,22 +8,27 @@ from typing import Any
 
 
 def read_utf8(path: Path, name: str | None = None) -> str:
-    """The file's text (a UTF-8 byte-order mark is dropped); bad bytes are an error naming their line."""
+    """The file's text exactly (line ends untranslated; a UTF-8 byte-order mark dropped); bad bytes
+    are an error naming their line."""
+    data = path.read_bytes()
     try:
-        return path.read_text(encoding="utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        line = data[: err.start].count(b"\n") + 1
         raise ValueError(f"{name or path}:{line}: not UTF-8 text (byte {err.start}: {err.reason}); "
                          "re-save the file as UTF-8") from None
 
 
 def jsonl_rows(name: str, text: str) -> list[tuple[int, Any]]:
-    """(line number, value) of every non-blank line of a JSON Lines text."""
+    """(line number, value) of every non-blank line of a JSON Lines text. Lines end at "\n" only:
+    a U+2028 inside a string is text, not a line break (str.splitlines would cut there)."""
     rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):
         if line.strip():
             try:
                 rows.append((number, json.loads(line)))
             except json.JSONDecodeError as err:
                 raise ValueError(f"{name}:{number}: not valid JSON ({err.msg})") from None
+            except RecursionError:
+                raise ValueError(f"{name}:{number}: JSON nested too deeply to read") from None
     return rows

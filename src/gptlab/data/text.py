@@ -54,7 +54,10 @@ def token_stream(sources: list[str], tokenizer: Tokenizer) -> np.ndarray:
         return np.memmap(cached, dtype=dtype, mode="r")
     ids: list[int] = []
     for path in paths:
-        ids.extend(tokenizer.encode(read_utf8(path)))
+        text = read_utf8(path)
+        if not text:
+            raise ValueError(f"{path}: the file is empty; give a text file with something to read")
+        ids.extend(tokenizer.encode(text))
         if tokenizer.eos_id is not None and len(paths) > 1:
             ids.append(tokenizer.eos_id)
     array = np.asarray(ids, dtype=dtype)

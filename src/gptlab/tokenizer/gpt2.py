@@ -11,6 +11,7 @@ from typing import Any
 import tiktoken
 
 from gptlab.files import fetch
+from gptlab.tokenizer.chunks import safe_pieces
 
 # The split GPT-2 applies before BPE: contractions, letter runs, digit runs, punctuation runs, spaces.
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -33,8 +34,8 @@ class GPT2Tokenizer:
         self._encoding = _load_encoding(encoder.resolve(), vocab.resolve())
 
     def encode(self, text: str) -> list[int]:
-        """Token ids for text; a literal "<|endoftext|>" becomes the end-of-text id."""
-        return self._encoding.encode(text, allowed_special={ENDOFTEXT})
+        """Token ids for text of any length; a literal "<|endoftext|>" becomes the end-of-text id."""
+        return [i for piece in safe_pieces(text) for i in self._encoding.encode(piece, allowed_special={ENDOFTEXT})]
 
     def decode(self, ids: Sequence[int]) -> str:
         """Text for token ids; bytes that are not valid UTF-8 become U+FFFD."""
