@@ -61,23 +61,73 @@ def write_model_files(
 def write_folder_atomically(folder: Path, write: Callable[[Path], None]) -> None:
     """Let `write` fill a temporary sibling folder, then swap it in place of `folder`.
 
-    A crash or error while writing leaves the previous `folder` untouched and no debris.
+    The steps: write `.NAME.tmp-*`; fsync its files and itself; rename it `.NAME.new-PID`
+    (complete from here on); move the old `folder` aside as `.NAME.old-PID`; rename the new one
+    into place; fsync the parent; delete the old one. A crash or error at any point leaves
+    `folder` or a complete sibling that `recover_folder` puts back, never a half-written folder.
     """
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     try:
         write(tmp)
         _apply_umask(tmp)
+        _fsync_tree(tmp)
+        ready = _sibling(folder, "new")
+        shutil.rmtree(ready, ignore_errors=True)  # a leftover of an earlier process with this pid
+        os.replace(tmp, ready)
         old = None
         if folder.exists():
-            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+            old = _sibling(folder, "old")
+            shutil.rmtree(old, ignore_errors=True)
             os.replace(folder, old)
-        os.replace(tmp, folder)
+        os.replace(ready, folder)
+        _fsync(folder.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        recover_folder(folder)
         raise
+
+
+def recover_folder(folder: Path) -> str | None:
+    """Finish or undo a swap a crash interrupted: a missing `folder` gets the newest complete
+    sibling (`.new-*`, else `.old-*`); every other leftover is deleted. Returns what was done, for
+    a log line, or None when there was nothing to do."""
+    leftovers = sorted(folder.parent.glob(f".{folder.name}.*-*"), key=lambda p: p.stat().st_mtime)
+    if not leftovers:
+        return None
+    done = f"removed {len(leftovers)} unfinished cop{'y' if len(leftovers) == 1 else 'ies'} of {folder}"
+    if not folder.exists():
+        complete = [p for kind in ("new", "old") for p in reversed(leftovers) if p.name.startswith(f".{folder.name}.{kind}-")]
+        if complete:
+            os.replace(complete[0], folder)
+            _fsync(folder.parent)
+            done = f"restored {folder} from {complete[0].name}, which a crash left beside it"
+    for path in leftovers:
+        shutil.rmtree(path, ignore_errors=True)
+    return done
+
+
+def _sibling(folder: Path, kind: str) -> Path:
+    return folder.with_name(f".{folder.name}.{kind}-{os.getpid()}")
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush every file of `folder` and the folder itself to disk, so a power loss after the
+    rename cannot leave the renamed folder with empty files."""
+    for path in folder.iterdir():
+        if path.is_file():
+            _fsync(path)
+    _fsync(folder)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _apply_umask(folder: Path) -> None:

@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from gptlab.checkpoint.native import recover_folder
 from gptlab.devices import pick_device
 from gptlab.runtime import keep_large_allocations_on_heap
 from gptlab.training.optim import build_optimizer, lr_at
@@ -160,6 +161,7 @@ def train(model: nn.Module, task: Task, settings: TrainSettings, out_dir: str | 
           resume: bool = False, on_event: Callable[[Event], None] | None = None) -> dict[str, Any]:
     """Train `model` on `task`, writing metrics and checkpoints under `out_dir`; return the summary."""
     run = _Run(Path(out_dir), model, task, settings, on_event)
+    run.recover_checkpoints()
     if resume:
         run.resume()
     elif run.ddp.main:  # a fresh run in a used folder: no metrics or best weights of the previous one
@@ -245,6 +247,15 @@ class _Run:
         self.rng_for_next_step = torch.get_rng_state()  # what dropout of the next step starts from
         self.started = time.perf_counter()
         self.window_tokens, self.window_start = 0, time.perf_counter()
+
+    def recover_checkpoints(self) -> None:
+        """Complete or remove what a crash mid-checkpoint left (rank 0 alone touches files)."""
+        if self.ddp.main:
+            for folder in (self.last_dir, self.best_dir):
+                if (done := recover_folder(folder)) is not None:
+                    log.warning("%s", done)
+        if self.ddp.world > 1:
+            dist.barrier()
 
     def resume(self) -> None:
         if not (self.last_dir / "training.json").is_file():

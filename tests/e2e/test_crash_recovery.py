@@ -1,0 +1,37 @@
+"""A run killed in the middle of a checkpoint swap resumes from the newest complete checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+TINY = ["--data", "the-verdict", "--model", "gpt-tiny", "--context-length", "32", "--batch-size", "4",
+        "--eval-batches", "2", "--warmup-steps", "2", "--sample-tokens", "0", "--seed", "3"]
+
+
+def gptlab(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "gptlab"), *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_resume_after_a_crash_between_the_renames_of_a_checkpoint_swap(tmp_path):
+    run = tmp_path / "run"
+    done = gptlab("pretrain", *TINY, "--max-steps", "4", "--eval-every", "2", "--out", str(run))
+    assert done.returncode == 0, done.stderr
+    checkpoints = run / "checkpoints"
+    # the state a kill between "move last/ aside" and "move the new one in" leaves, plus an unfinished write
+    shutil.copytree(checkpoints / "last", checkpoints / ".last.new-4242")
+    (checkpoints / "last").rename(checkpoints / ".last.old-4242")
+    (checkpoints / ".last.tmp-abc").mkdir()
+    (checkpoints / ".last.tmp-abc" / "model.safetensors").write_bytes(b"half")
+    again = gptlab("pretrain", "--out", str(run), "--resume", "--max-steps", "6")
+    assert again.returncode == 0, again.stderr
+    assert "restored" in again.stderr and ".last.new-4242" in again.stderr
+    assert "resumed from" in again.stderr and "at step 4" in again.stderr
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [2, 4, 6]
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best", "last"]
