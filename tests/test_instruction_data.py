@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from gptlab.config import GPTConfig
+from gptlab.models import preset_config
 from gptlab.data.instruction import (
     IGNORE_INDEX, PROMPT_STYLES, Record, collate, encode_record, load_records, prompt_style, split_records,
     write_records,
@@ -81,7 +81,7 @@ def test_collate_truncates_to_max_length():
 
 def test_loss_ignores_exactly_the_masked_targets_and_skips_their_logits():
     torch.manual_seed(0)
-    model = GPT(GPTConfig.from_name("gpt-tiny")).eval()
+    model = GPT(preset_config("gpt-tiny")).eval()
     inputs, targets = collate(BATCH, PAD, mask_prompt=True)
     logits = model(inputs)  # (2, 6, V)
     keep = targets != X

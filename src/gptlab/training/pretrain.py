@@ -14,7 +14,7 @@ from torch import nn
 
 from gptlab.checkpoint import CheckpointMeta, load_model
 from gptlab.checkpoint.native import write_model_files
-from gptlab.config import PRESETS, GPTConfig
+from gptlab.models import PRESETS, preset_config
 from gptlab.data.text import WindowSampler, read_text, resolve_text, split_tokens, token_stream
 from gptlab.generation import GenerationSettings, generate
 from gptlab.model import GPT
@@ -77,7 +77,7 @@ def build_model(config: PretrainConfig, seed: int) -> tuple[GPT, Tokenizer]:
         return loaded.model, loaded.tokenizer
     tokenizer = build_tokenizer(config.tokenizer, config.data)
     torch.manual_seed(seed)
-    model_config = GPTConfig.from_name(config.model, vocab_size=tokenizer.vocab_size, **overrides)
+    model_config = preset_config(config.model, vocab_size=tokenizer.vocab_size, **overrides)
     return GPT(model_config), tokenizer
 
 
