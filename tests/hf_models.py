@@ -23,7 +23,8 @@ def tokenizer_texts(records: int = 300) -> list[str]:
     rows = json.loads(fetch("instruction-data").read_text(encoding="utf-8"))[:records]
     return [fetch("the-verdict").read_text(encoding="utf-8"),
             *(r["instruction"] + "\n" + r["input"] + "\n" + r["output"] for r in rows),
-            "a  1", "x\n\n  99 bottles", "  42", "3.14159 and 2,718", "naïve café, 東京 ½ ²", "tabs\t\t7\tend", "don't I'll"]
+            "a  1", "x\n\n  99 bottles", "  42", "3.14159 and 2,718", "naïve café, 東京 ½ ²", "tabs\t\t7\tend",
+            "don't I'll"]
 
 
 def save_random_hf_gpt2(folder: Path, n_layer: int, n_embd: int, n_head: int, seed: int = 0,

@@ -53,7 +53,8 @@ def test_pre_tokenizers_are_found_by_gguf_name_or_tokenizer_json_spec():
 
 
 def test_chat_defaults_are_family_data():
-    assert llama.FAMILY.chat == ChatDefaults("chatml", "You are a helpful AI assistant named SmolLM, trained by Hugging Face")
+    smollm = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"  # SmolLM2's chat template
+    assert llama.FAMILY.chat == ChatDefaults("chatml", smollm)
     assert gpt2.FAMILY.chat == ChatDefaults(None, None)
 
 

@@ -54,7 +54,8 @@ class ByteLevelBPE:
         _check_merge_order(ranks, vocabulary.merges, byte_of)
         missing = [b for b in range(256) if bytes([b]) not in ranks]
         # bytes the vocabulary never saw are dropped, as HF's BPE does without an unknown token
-        self._unseen = re.compile("|".join(re.escape(bytes([b]).decode("latin-1")) for b in missing)) if missing else None
+        unseen = "|".join(re.escape(bytes([b]).decode("latin-1")) for b in missing)
+        self._unseen = re.compile(unseen) if missing else None
         self._encoding = tiktoken.Encoding(name=self.name, pat_str=cut.pattern, mergeable_ranks=ranks,
                                            special_tokens=self.special_tokens, explicit_n_vocab=len(tokens))
 
