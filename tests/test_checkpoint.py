@@ -145,3 +145,13 @@ def test_hub_name_offline_gives_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(FileNotFoundError, match="no folder named 'openai-community/gpt2-nonexistent', and could not get .*Offline"):
         load_model("openai-community/gpt2-nonexistent")
+
+
+def test_gpt2_export_carries_its_vocabulary_files(tmp_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = GPT2Tokenizer()
+    folder = export_hf_folder(GPT(preset_config("gpt-tiny")).eval(), tmp_path / "hf", tokenizer)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "merges.txt", "model.safetensors", "vocab.json"]
+    assert AutoTokenizer.from_pretrained(folder).encode(PROMPTS[2]) == tokenizer.encode(PROMPTS[2])
+    assert load_model(str(folder)).tokenizer.files == (folder.resolve() / "vocab.json", folder.resolve() / "merges.txt")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -77,7 +77,7 @@ class Family:
 
     name: str
     holds: Callable[[GPTConfig], bool]  # whether a config has this family's architecture
-    vocabulary: str  # "gpt2": GPT-2's published BPE; "file": the model file's own (tokenizer.json, GGUF)
+    vocabulary: Literal["gpt2", "file"]  # "gpt2": GPT-2's published BPE; "file": the model file's own (tokenizer.json, GGUF)
     hf: HFFormat
     gguf: GGUFFormat | None = None
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)  # name → GPTConfig fields
