@@ -77,7 +77,8 @@ class Family:
 
     name: str
     holds: Callable[[GPTConfig], bool]  # whether a config has this family's architecture
-    vocabulary: Literal["gpt2", "file"]  # "gpt2": GPT-2's published BPE; "file": the model file's own (tokenizer.json, GGUF)
+    # "gpt2": GPT-2's published BPE; "file": the model file's own (a tokenizer.json, a GGUF vocabulary)
+    vocabulary: Literal["gpt2", "file"]
     hf: HFFormat
     gguf: GGUFFormat | None = None
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)  # name → GPTConfig fields
