@@ -30,7 +30,7 @@ def build(library: str, preset: str, dropout: float, task: str):
 
     from gptlab.config import GPTConfig
 
-    config = GPTConfig.from_name(preset, dropout=dropout)
+    config = preset_config(preset, dropout=dropout)
     torch.manual_seed(0)
     if library == "gptlab":
         from gptlab.model import GPT
@@ -156,7 +156,7 @@ def main() -> None:
 
     flops = matmul_flops()
     with torch.device("meta"):
-        shape = GPT(GPTConfig.from_name(args.preset))
+        shape = GPT(preset_config(args.preset))
     n = shape.num_parameters() - shape.wpe.weight.numel()  # parameters that do matmuls (head tied)
     bound = flops / (6 * n)
     print(f"machine: {_cpu_name()}, {torch.get_num_threads()} threads; torch {torch.__version__}, "

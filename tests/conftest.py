@@ -30,3 +30,11 @@ def hf_gpt2_124m(tmp_path_factory) -> Path:
     from hf_models import save_random_hf_gpt2
 
     return save_random_hf_gpt2(tmp_path_factory.mktemp("hf-gpt2"), n_layer=12, n_embd=768, n_head=12)
+
+
+@pytest.fixture(scope="session")
+def hf_smollm2(tmp_path_factory) -> Path:
+    """The built-in SmolLM2, read by `transformers` and saved as a Hugging Face Llama folder."""
+    from hf_models import save_smollm2_hf_folder
+
+    return save_smollm2_hf_folder(tmp_path_factory.mktemp("hf-smollm2"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -13,6 +14,17 @@ WIDTHS = {  # (n_embd, n_head) of each published size
     "gpt2-large": (1280, 20),
     "gpt2-xl": (1600, 25),
 }
+
+
+def tokenizer_texts(records: int = 300) -> list[str]:
+    """The Verdict, instruction records and edge cases (digit runs, spaces before digits, unicode)."""
+    from gptlab.files import fetch
+
+    rows = json.loads(fetch("instruction-data").read_text(encoding="utf-8"))[:records]
+    return [fetch("the-verdict").read_text(encoding="utf-8"),
+            *(r["instruction"] + "\n" + r["input"] + "\n" + r["output"] for r in rows),
+            "a  1", "x\n\n  99 bottles", "  42", "3.14159 and 2,718", "naïve café, 東京 ½ ²", "tabs\t\t7\tend",
+            "don't I'll"]
 
 
 def save_random_hf_gpt2(folder: Path, n_layer: int, n_embd: int, n_head: int, seed: int = 0,
@@ -40,3 +52,56 @@ def hf_greedy(model, ids: list[int], max_new_tokens: int) -> list[int]:
         out = model.generate(torch.tensor([ids]), max_new_tokens=max_new_tokens, do_sample=False,
                              eos_token_id=None, pad_token_id=50256)
     return out[0, len(ids):].tolist()
+
+
+def smollm2_hf_tokenizer():
+    """`transformers`' reading of the built-in SmolLM2 GGUF's tokenizer, with SmolLM2's published
+    pre-tokenizer (each digit alone, then GPT-2's byte-level split). transformers' GGUF reader leaves
+    the digit rule out, which changes how a run of spaces before a digit splits."""
+    from tokenizers import pre_tokenizers
+    from transformers import AutoTokenizer
+
+    from gptlab.files import builtin_model_path
+
+    path = builtin_model_path("smollm2")
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+    return tokenizer
+
+
+def save_smollm2_hf_folder(folder: Path) -> Path:
+    """SmolLM2 as `transformers` saves it (`save_pretrained`: config.json, model.safetensors,
+    tokenizer.json), from transformers' own reading of the built-in GGUF file."""
+    from transformers import AutoModelForCausalLM
+
+    from gptlab.files import builtin_model_path
+
+    path = builtin_model_path("smollm2")
+    dequantized = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    config = dequantized.config
+    del config.quantization_config  # a plain float32 model now, which transformers agrees to save
+    model = type(dequantized)(config)
+    model.load_state_dict(dequantized.state_dict())
+    model.save_pretrained(folder)
+    smollm2_hf_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def save_random_hf_llama(folder: Path, tokenizer_json: Path, seed: int = 0, tied: bool = False,
+                         max_shard_size: str | None = None) -> Path:
+    """A two-layer `transformers.LlamaForCausalLM` (GQA, SmolLM2's vocabulary) with seeded random
+    weights, saved with `save_pretrained` (sharded when `max_shard_size` is given) beside `tokenizer_json`."""
+    import shutil
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                         rope_theta=50000.0, rms_norm_eps=1e-5, tie_word_embeddings=tied)
+    model = LlamaForCausalLM(config).eval()
+    model.save_pretrained(folder, **({"max_shard_size": max_shard_size} if max_shard_size else {}))
+    shutil.copyfile(tokenizer_json, folder / "tokenizer.json")
+    return folder

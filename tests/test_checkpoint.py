@@ -7,6 +7,7 @@ from safetensors.torch import load_file, save_file
 
 from gptlab.checkpoint import CheckpointMeta, export_hf_folder, load_checkpoint, load_model, save_checkpoint
 from gptlab.config import GPTConfig
+from gptlab.models import preset_config
 from gptlab.generation import GenerationSettings, generate
 from gptlab.model import GPT
 from gptlab.tokenizer import CharTokenizer, GPT2Tokenizer
@@ -39,7 +40,7 @@ def test_two_layer_models_of_every_width_match_transformers(tmp_path, preset):
 
 def test_export_round_trip_loads_in_transformers(tmp_path):
     torch.manual_seed(3)
-    model = GPT(GPTConfig.from_name("gpt-tiny")).eval()
+    model = GPT(preset_config("gpt-tiny")).eval()
     folder = export_hf_folder(model, tmp_path / "hf")
     ids = torch.randint(0, 50257, (2, 20))
     with torch.no_grad():
@@ -59,7 +60,7 @@ def test_native_checkpoint_round_trip_keeps_tokenizer_and_meta(tmp_path):
 
 
 def test_saving_again_replaces_the_checkpoint(tmp_path):
-    model = GPT(GPTConfig.from_name("gpt-tiny"))
+    model = GPT(preset_config("gpt-tiny"))
     save_checkpoint(model, GPT2Tokenizer(), tmp_path / "c")
     with torch.no_grad():
         model.ln_f.bias.fill_(1.0)
@@ -129,9 +130,9 @@ def test_legacy_pytorch_bin_is_read_without_pickle_code(tmp_path, hf_tiny):
 
 def test_other_architectures_and_unknown_specs_are_refused(tmp_path, hf_tiny):
     config = json.loads((hf_tiny / "config.json").read_text())
-    config["model_type"] = "llama"
+    config["model_type"] = "mamba"  # llama folders load since families got a home (tests/test_hf_llama.py)
     (hf_tiny / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="model_type 'llama' is not supported"):
+    with pytest.raises(ValueError, match="model_type 'mamba' is not supported"):
         load_model(str(hf_tiny))
     with pytest.raises(ValueError, match="model 'no-such-model' not found: expected a preset"):
         load_model("no-such-model")
@@ -144,3 +145,13 @@ def test_hub_name_offline_gives_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(FileNotFoundError, match="no folder named 'openai-community/gpt2-nonexistent', and could not get .*Offline"):
         load_model("openai-community/gpt2-nonexistent")
+
+
+def test_gpt2_export_carries_its_vocabulary_files(tmp_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = GPT2Tokenizer()
+    folder = export_hf_folder(GPT(preset_config("gpt-tiny")).eval(), tmp_path / "hf", tokenizer)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "merges.txt", "model.safetensors", "vocab.json"]
+    assert AutoTokenizer.from_pretrained(folder).encode(PROMPTS[2]) == tokenizer.encode(PROMPTS[2])
+    assert load_model(str(folder)).tokenizer.files == (folder.resolve() / "vocab.json", folder.resolve() / "merges.txt")

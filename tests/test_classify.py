@@ -5,7 +5,7 @@ import torch
 
 from gptlab.checkpoint import CheckpointMeta, load_model
 from gptlab.checkpoint.native import write_model_files
-from gptlab.config import GPTConfig
+from gptlab.models import preset_config
 from gptlab.model import GPT
 from gptlab.training.classify import ClassifyConfig, classify_texts, run, with_class_head
 from gptlab.training.layers import choose_trainable
@@ -13,7 +13,7 @@ from gptlab.training.loop import TrainSettings
 
 
 def test_train_layers_choose_what_trains():
-    model = with_class_head(GPT(GPTConfig.from_name("gpt-tiny")), 3, seed=0)
+    model = with_class_head(GPT(preset_config("gpt-tiny")), 3, seed=0)
     choose_trainable(model, "last")
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {n for n, _ in model.named_parameters() if n.startswith(("h.1.", "ln_f.", "lm_head."))}
@@ -28,7 +28,7 @@ def test_train_layers_choose_what_trains():
 
 def test_frozen_parameters_really_stay_unchanged(tmp_path):
     torch.manual_seed(0)
-    start = GPT(GPTConfig.from_name("gpt-tiny")).state_dict()
+    start = GPT(preset_config("gpt-tiny")).state_dict()
     config = ClassifyConfig(data="sms-spam", out=str(tmp_path), model="gpt-tiny", train_layers="last",
                             train=TrainSettings(max_steps=6, batch_size=8, lr=1e-2, eval_every=3, eval_batches=1,
                                                 warmup_steps=0, seed=0))

@@ -1,6 +1,7 @@
 import pytest
 
-from gptlab.config import PRESETS, GPTConfig
+from gptlab.config import GPTConfig
+from gptlab.models import PRESETS, preset_config
 from gptlab.model import GPT
 
 
@@ -12,17 +13,17 @@ def test_gpt2_presets_have_the_published_parameter_counts(name, millions):
     import torch
 
     with torch.device("meta"):
-        model = GPT(GPTConfig.from_name(name))
+        model = GPT(preset_config(name))
     assert model.num_parameters() / 1e6 == pytest.approx(millions, abs=0.1)
 
 
 def test_small_presets_are_small():
-    assert 0.5e6 < GPT(GPTConfig.from_name("gpt-tiny")).num_parameters() < 1.5e6
-    assert 10e6 < GPT(GPTConfig.from_name("gpt-small")).num_parameters() < 31e6
+    assert 0.5e6 < GPT(preset_config("gpt-tiny")).num_parameters() < 1.5e6
+    assert 10e6 < GPT(preset_config("gpt-small")).num_parameters() < 31e6
 
 
 def test_overrides_and_round_trip():
-    config = GPTConfig.from_name("gpt2", context_length=256, dropout=0.1)
+    config = preset_config("gpt2", context_length=256, dropout=0.1)
     assert (config.context_length, config.n_layer, config.dropout, config.name) == (256, 12, 0.1, "gpt2")
     assert GPTConfig.from_dict(config.to_dict()) == config
 
@@ -43,7 +44,7 @@ def test_invalid_configs_are_explained(fields, message):
 
 def test_unknown_preset_and_field():
     with pytest.raises(ValueError, match="unknown preset 'gpt5'.*gpt-tiny"):
-        GPTConfig.from_name("gpt5")
+        preset_config("gpt5")
     with pytest.raises(ValueError, match="unknown GPTConfig field.*n_layers"):
         GPTConfig.from_dict({"n_layers": 3})
     assert set(PRESETS) >= {"gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "gpt-tiny", "gpt-small"}

@@ -1,4 +1,4 @@
-from gptlab.checkpoint import SMOLLM2_SYSTEM
+from gptlab.models.llama import SMOLLM_SYSTEM
 from gptlab.generation import GenerationSettings
 from gptlab.prompts import Conversation, prompt_style
 from gptlab.tokenizer import GPT2Tokenizer
@@ -38,7 +38,7 @@ def test_a_chatml_conversation_is_smollm2s_own_chat_template():
     path = builtin_model_path("smollm2")
     reference = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     tokenizer = gguf_tokenizer({"type": "builtin", "name": "smollm2"})
-    chatml = prompt_style("chatml", SMOLLM2_SYSTEM)  # the style as the built-in smollm2 gets it
+    chatml = prompt_style("chatml", SMOLLM_SYSTEM)  # the style as the built-in smollm2 gets it
     turns = [("Hi!", "Hello! How can I help?"), ("Name a colour.", "Blue.")]
     for system in (None, "Answer in French."):
         conversation = Conversation.opened(tokenizer, chatml, 8192, system)

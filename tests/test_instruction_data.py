@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from gptlab.config import GPTConfig
-from gptlab.checkpoint import SMOLLM2_SYSTEM
+from gptlab.models import preset_config
+from gptlab.models.llama import SMOLLM_SYSTEM
 from gptlab.data.instruction import (
     IGNORE_INDEX, Record, collate, encode_record, load_records, split_records, write_records,
 )
@@ -42,7 +42,7 @@ def test_phi3_prompt_with_and_without_input():
 
 
 def test_chatml_prompt_is_smollm2s_template_with_its_default_system_message():
-    chatml = prompt_style("chatml", SMOLLM2_SYSTEM)  # the style as the built-in smollm2 gets it
+    chatml = prompt_style("chatml", SMOLLM_SYSTEM)  # the style as the built-in smollm2 gets it
     assert chatml.prompt("Say hi.") == (
         "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
         "<|im_start|>user\nSay hi.<|im_end|>\n<|im_start|>assistant\n")
@@ -82,7 +82,7 @@ def test_collate_truncates_to_max_length():
 
 def test_loss_ignores_exactly_the_masked_targets_and_skips_their_logits():
     torch.manual_seed(0)
-    model = GPT(GPTConfig.from_name("gpt-tiny")).eval()
+    model = GPT(preset_config("gpt-tiny")).eval()
     inputs, targets = collate(BATCH, PAD, mask_prompt=True)
     logits = model(inputs)  # (2, 6, V)
     keep = targets != X

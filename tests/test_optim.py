@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from gptlab.config import GPTConfig
+from gptlab.models import preset_config
 from gptlab.model import GPT
 from gptlab.training.loop import Task, _Dist, accumulate_gradients, clip_and_step
 from gptlab.training.losses import lm_loss
@@ -21,7 +22,7 @@ def test_warmup_then_cosine_to_the_floor():
 
 
 def test_decay_only_on_matrices():
-    model = GPT(GPTConfig.from_name("gpt-tiny"))
+    model = GPT(preset_config("gpt-tiny"))
     decay, no_decay = param_groups(model, 0.1)
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])

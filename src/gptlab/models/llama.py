@@ -1,0 +1,185 @@
+"""Llama-family models (Llama, SmolLM2): rotary positions, RMSNorm, a SwiGLU MLP, grouped-query
+attention and no biases, as `GPTConfig` swaps of the one `GPT` class.
+
+Hugging Face and GGUF files keep q/k/v and gate/up as separate matrices; our GPT fuses them
+(`attn.c_attn`, `mlp.c_fc`), so import stacks them and export splits them again. Hugging Face
+rotates "halves" as our RoPE does; llama.cpp interleaves the q/k rows, which GGUF import undoes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from gptlab.config import GPTConfig
+from gptlab.models.family import (
+    ChatDefaults, Family, GGUFFormat, HFFormat, Parts, PreTokenizer, split_parts, stack_parts,
+)
+
+BLOCKS = dict(positions="rope", norm="rmsnorm", mlp="swiglu", bias=False, qkv_bias=False)  # what makes a Llama
+# SmolLM2's chat template opens every conversation with this system message unless one is given.
+SMOLLM_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+# SmolLM's cut: every digit alone, then GPT-2's pattern. A run of spaces before a digit stays
+# whole, as when HF's Digits pre-tokenizer has cut the text at the digit first.
+SMOLLM_SPLIT = PreTokenizer(
+    "smollm", r"""'s|'t|'re|'ve|'m|'ll|'d|\p{N}| ?\p{L}+| ?[^\s\p{L}\p{N}]+|\s+(?![^\s\p{N}])|\s+""",
+    {"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": True},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}]},
+)
+# One layout, two spellings: our role → the file's tensor name ("{i}" is the block number).
+HF_NAMES = {
+    "wte": "model.embed_tokens", "ln_f": "model.norm", "lm_head": "lm_head",
+    "ln_1": "model.layers.{i}.input_layernorm", "ln_2": "model.layers.{i}.post_attention_layernorm",
+    "q": "model.layers.{i}.self_attn.q_proj", "k": "model.layers.{i}.self_attn.k_proj",
+    "v": "model.layers.{i}.self_attn.v_proj", "o": "model.layers.{i}.self_attn.o_proj",
+    "gate": "model.layers.{i}.mlp.gate_proj", "up": "model.layers.{i}.mlp.up_proj",
+    "down": "model.layers.{i}.mlp.down_proj",
+}
+GGUF_NAMES = {
+    "wte": "token_embd", "ln_f": "output_norm", "lm_head": "output",
+    "ln_1": "blk.{i}.attn_norm", "ln_2": "blk.{i}.ffn_norm",
+    "q": "blk.{i}.attn_q", "k": "blk.{i}.attn_k", "v": "blk.{i}.attn_v", "o": "blk.{i}.attn_output",
+    "gate": "blk.{i}.ffn_gate", "up": "blk.{i}.ffn_up", "down": "blk.{i}.ffn_down",
+}
+
+
+def holds(config: GPTConfig) -> bool:
+    """Rotary positions, RMSNorm and a SwiGLU MLP: Llama's blocks."""
+    return (config.positions, config.norm, config.mlp) == ("rope", "rmsnorm", "swiglu")
+
+
+def parts(config: GPTConfig, names: dict[str, str]) -> Parts:
+    """Each of our tensors as the file's tensors it stacks (q/k/v, gate/up), in `names`' spelling."""
+    kv, width, hidden = config.kv_heads * config.head_dim, config.n_embd, config.hidden_size
+
+    def part(role: str, rows: int, i: int = 0) -> tuple[str, int]:
+        return names[role].format(i=i) + ".weight", rows
+
+    layout = {"wte.weight": [part("wte", config.vocab_size)], "ln_f.weight": [part("ln_f", width)]}
+    if not config.head_is_tied:
+        layout["lm_head.weight"] = [part("lm_head", config.vocab_size)]
+    for i in range(config.n_layer):
+        layout.update({
+            f"h.{i}.ln_1.weight": [part("ln_1", width, i)],
+            f"h.{i}.attn.c_attn.weight": [part("q", width, i), part("k", kv, i), part("v", kv, i)],
+            f"h.{i}.attn.c_proj.weight": [part("o", width, i)],
+            f"h.{i}.ln_2.weight": [part("ln_2", width, i)],
+            f"h.{i}.mlp.c_fc.weight": [part("gate", hidden, i), part("up", hidden, i)],
+            f"h.{i}.mlp.c_proj.weight": [part("down", width, i)],
+        })
+    return layout
+
+
+def config_from_hf(hf: dict[str, Any], source: str) -> GPTConfig:
+    """Our config from a Hugging Face `LlamaForCausalLM` config.json; what our blocks lack is refused."""
+    _refuse_what_we_lack(hf, source)
+    try:
+        return GPTConfig(
+            vocab_size=hf["vocab_size"], context_length=hf["max_position_embeddings"],
+            n_layer=hf["num_hidden_layers"], n_head=hf["num_attention_heads"], n_embd=hf["hidden_size"],
+            n_kv_head=hf.get("num_key_value_heads"), mlp_hidden=hf["intermediate_size"],
+            rope_theta=float((hf.get("rope_parameters") or {}).get("rope_theta", hf.get("rope_theta", 1e4))),
+            layer_norm_eps=hf.get("rms_norm_eps", 1e-6), tie_embeddings=hf.get("tie_word_embeddings", False),
+            name=hf.get("_name_or_path") or hf.get("_model_name_or_path") or "hf-llama", **BLOCKS,
+        )
+    except KeyError as err:
+        raise ValueError(f"{source}: missing field {err} in the Llama config") from None
+
+
+def _refuse_what_we_lack(hf: dict[str, Any], source: str) -> None:
+    rope_type = (hf.get("rope_parameters") or {}).get("rope_type", "default")
+    if hf.get("rope_scaling") is not None or rope_type != "default":
+        raise ValueError(f"{source}: scaled rotary embeddings (rope_scaling {hf.get('rope_scaling') or rope_type!r}, "
+                         "as in Llama 3.1 and later) are not supported")
+    if hf.get("hidden_act", "silu") != "silu":
+        raise ValueError(f"{source}: hidden_act {hf['hidden_act']!r} is not supported; Llama's MLP uses silu")
+    if hf.get("attention_bias") or hf.get("mlp_bias"):
+        raise ValueError(f"{source}: attention_bias / mlp_bias are not supported; gptlab's Llama has no biases")
+    heads, width = hf.get("num_attention_heads"), hf.get("hidden_size")
+    if hf.get("head_dim") and heads and width and hf["head_dim"] * heads != width:
+        raise ValueError(f"{source}: head_dim {hf['head_dim']} is not hidden_size / num_attention_heads "
+                         f"({width} / {heads}); gptlab's attention needs them equal")
+
+
+def config_to_hf(config: GPTConfig) -> dict[str, Any]:
+    """A config.json that `transformers.LlamaForCausalLM.from_pretrained` reads (4.x and 5.x)."""
+    if config.bias or config.qkv_bias:
+        raise ValueError("a Llama-family model with biases has no Hugging Face Llama form (LlamaForCausalLM has none)")
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.n_embd,
+        "intermediate_size": config.hidden_size,
+        "num_hidden_layers": config.n_layer,
+        "num_attention_heads": config.n_head,
+        "num_key_value_heads": config.kv_heads,
+        "head_dim": config.head_dim,
+        "max_position_embeddings": config.context_length,
+        "rms_norm_eps": config.layer_norm_eps,
+        "rope_theta": config.rope_theta,
+        "rope_scaling": None,
+        "hidden_act": "silu",
+        "attention_bias": False,
+        "mlp_bias": False,
+        "attention_dropout": 0.0,
+        "initializer_range": 0.02,
+        "tie_word_embeddings": config.tie_embeddings,
+        "torch_dtype": "float32",
+    }
+
+
+def hf_to_ours(hf_state: dict[str, Tensor], config: GPTConfig) -> dict[str, Tensor]:
+    """Stack q/k/v and gate/up; drop rotary buffers of old files and a tied head's copy."""
+    kept = {name: tensor for name, tensor in hf_state.items()
+            if not name.endswith("rotary_emb.inv_freq") and not (name == "lm_head.weight" and config.head_is_tied)}
+    return stack_parts(kept, parts(config, HF_NAMES))
+
+
+def ours_to_hf(state: dict[str, Tensor], config: GPTConfig) -> dict[str, Tensor]:
+    """Split our fused q/k/v and gate/up into Hugging Face's separate projections."""
+    return split_parts(state, parts(config, HF_NAMES))
+
+
+def config_from_gguf(meta: dict[str, Any], tensor_names: set[str], source: str) -> GPTConfig:
+    """Our config from a llama GGUF file's metadata; scaled rotary embeddings are refused."""
+    if "rope_freqs.weight" in tensor_names or any(key.startswith("llama.rope.scaling") for key in meta):
+        raise ValueError(f"{source}: scaled rotary embeddings (Llama 3.1 and later) are not supported")
+    try:
+        return GPTConfig(
+            vocab_size=int(meta["llama.vocab_size"]), context_length=int(meta["llama.context_length"]),
+            n_layer=int(meta["llama.block_count"]), n_head=int(meta["llama.attention.head_count"]),
+            n_embd=int(meta["llama.embedding_length"]), n_kv_head=int(meta["llama.attention.head_count_kv"]),
+            mlp_hidden=int(meta["llama.feed_forward_length"]), rope_theta=float(meta.get("llama.rope.freq_base", 1e4)),
+            layer_norm_eps=float(meta["llama.attention.layer_norm_rms_epsilon"]),
+            tie_embeddings="output.weight" not in tensor_names, name=str(meta.get("general.name", "gguf")), **BLOCKS,
+        )
+    except KeyError as err:
+        raise ValueError(f"{source}: missing metadata {err} of a llama model") from None
+
+
+def _unpermute(weight: Tensor, heads: int) -> Tensor:
+    """Undo llama.cpp's interleaving of rotary dimensions: rows (h, i, pair) → (h, pair, i)."""
+    out, width = weight.shape
+    return weight.reshape(heads, out // heads // 2, 2, width).transpose(1, 2).reshape(out, width)
+
+
+def gguf_to_ours(tensors: dict[str, Tensor], config: GPTConfig) -> dict[str, Tensor]:
+    """Put q/k rows back in the "halves" order, then stack as for Hugging Face."""
+    heads = {GGUF_NAMES[role].format(i=i) + ".weight": count for i in range(config.n_layer)
+             for role, count in (("q", config.n_head), ("k", config.kv_heads))}
+    fixed = {name: _unpermute(tensor, heads[name]) if name in heads else tensor for name, tensor in tensors.items()}
+    return stack_parts(fixed, parts(config, GGUF_NAMES))
+
+
+FAMILY = Family(
+    name="llama",
+    holds=holds,
+    vocabulary="file",
+    hf=HFFormat(("llama",), config_from_hf, config_to_hf, hf_to_ours, ours_to_hf),
+    gguf=GGUFFormat(("llama",), config_from_gguf, gguf_to_ours),
+    pre_tokenizers=(SMOLLM_SPLIT,),
+    chat=ChatDefaults(prompt_style="chatml", default_system=SMOLLM_SYSTEM),
+)

@@ -1,0 +1,64 @@
+"""The family registry: presets, lookups by what files and configs say, pre-tokenizer cuts, chat defaults."""
+
+from __future__ import annotations
+
+import pytest
+
+from gptlab.config import GPTConfig
+from gptlab.models import (
+    FAMILIES, ChatDefaults, family_for_gguf, family_for_hf, family_of, pre_tokenizer, preset_config,
+)
+from gptlab.models import gpt2, llama
+
+LLAMA_TINY = GPTConfig(vocab_size=300, context_length=64, n_layer=2, n_head=4, n_kv_head=2, n_embd=64,
+                       mlp_hidden=96, rope_theta=50000.0, layer_norm_eps=1e-5, tie_embeddings=False, **llama.BLOCKS)
+
+
+def test_every_preset_belongs_to_the_family_that_declares_it():
+    for family in FAMILIES:
+        for name in family.presets:
+            assert family_of(preset_config(name)) is family, name
+    assert family_of(LLAMA_TINY) is llama.FAMILY
+    assert family_of(GPTConfig(positions="rope")) is None  # learned norms and MLP of GPT-2 with RoPE: no family
+
+
+def test_families_are_found_by_what_their_files_say():
+    assert family_for_hf({"model_type": "gpt2"}, "config.json") is gpt2.FAMILY
+    assert family_for_hf({"model_type": "llama"}, "config.json") is llama.FAMILY
+    assert family_for_gguf("llama", "m.gguf") is llama.FAMILY
+    with pytest.raises(ValueError, match=r"^x/config.json: model_type None is not supported; gptlab reads "
+                                         r"Hugging Face folders of model_type gpt2, llama$"):
+        family_for_hf({}, "x/config.json")
+    with pytest.raises(ValueError, match=r"^m.gguf: architecture 'qwen2' is not supported; gptlab reads GGUF "
+                                         r"files of llama$"):
+        family_for_gguf("qwen2", "m.gguf")
+
+
+@pytest.mark.parametrize("config", [preset_config("gpt-tiny"), LLAMA_TINY])
+def test_hugging_face_configs_round_trip(config):
+    family = family_of(config)
+    assert family.hf.read_config(family.hf.write_config(config), "config.json") == config
+
+
+def test_pre_tokenizers_are_found_by_gguf_name_or_tokenizer_json_spec():
+    assert pre_tokenizer("smollm", "m.gguf") is llama.SMOLLM_SPLIT
+    assert pre_tokenizer("gpt-2", "m.gguf") is gpt2.GPT2_SPLIT
+    offsets_differ = {**gpt2.GPT2_SPLIT.hf, "trim_offsets": False}  # moves offsets, never ids
+    assert pre_tokenizer(offsets_differ, "tokenizer.json") is gpt2.GPT2_SPLIT
+    with pytest.raises(ValueError, match=r"^tokenizer.json: pre-tokenizer \{\"type\": \"ByteLevel\", "
+                                         r"\"add_prefix_space\": true.* gptlab knows gpt-2, smollm"):
+        pre_tokenizer({**gpt2.GPT2_SPLIT.hf, "add_prefix_space": True}, "tokenizer.json")
+    with pytest.raises(ValueError, match="m.gguf: pre-tokenizer 'llama-bpe' is not supported"):
+        pre_tokenizer("llama-bpe", "m.gguf")
+
+
+def test_chat_defaults_are_family_data():
+    smollm = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"  # SmolLM2's chat template
+    assert llama.FAMILY.chat == ChatDefaults("chatml", smollm)
+    assert gpt2.FAMILY.chat == ChatDefaults(None, None)
+
+
+def test_unknown_preset_names_the_choices():
+    with pytest.raises(ValueError, match="unknown preset 'gpt5'; choose one of: gpt2, .*gpt-tiny"):
+        preset_config("gpt5")
+    assert preset_config("gpt-tiny", context_length=32).context_length == 32
