@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from gptlab.checkpoint import load_model, save_checkpoint
+from gptlab.checkpoint import load_model, openai_gpt2, save_checkpoint
 from gptlab.checkpoint.openai_gpt2 import load_openai_folder, openai_to_hf
 from gptlab.generation import GenerationSettings, generate
 from gptlab.tokenizer import tokenizer_from_dict
@@ -51,7 +51,7 @@ def hf_model_from_arrays(folder: Path):
     model = GPT2LMHeadModel(config).eval()
     state = {hf_name(name): torch.from_numpy(a[0] if a.ndim == 3 else a) for name, a in saved(folder).items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
-    assert not unexpected and all(k == "lm_head.weight" or k.endswith("attn.bias") for k in missing), (missing, unexpected)
+    assert not unexpected and all(k == "lm_head.weight" or k.endswith("attn.bias") for k in missing), missing
     model.tie_weights()
     return model
 
@@ -152,8 +152,8 @@ def test_checkpoint_file_names_the_prefix(tiny):
 def test_hparams_that_disagree_with_the_tensors(tiny):
     hparams = json.loads((tiny / "hparams.json").read_text())
     (tiny / "hparams.json").write_text(json.dumps({**hparams, "n_layer": 12, "n_ctx": 1024}))
-    with pytest.raises(ValueError, match=r"hparams\.json does not match the checkpoint .*model\.ckpt\.index: n_layer is 12 but "
-                                         r"the tensors have 11; n_ctx is 1024 but the tensors have 32"):
+    mismatch = r"model\.ckpt\.index: n_layer is 12 but the tensors have 11; n_ctx is 1024 but the tensors have 32"
+    with pytest.raises(ValueError, match=r"hparams\.json does not match the checkpoint .*" + mismatch):
         load_model(str(tiny))
     (tiny / "hparams.json").write_text(json.dumps({**hparams, "n_head": 3}))
     with pytest.raises(ValueError, match=r"hparams\.json: invalid GPTConfig: n_embd \(8\) must be divisible"):
@@ -171,3 +171,17 @@ def test_unknown_variable_is_named():
     arrays = {"model/wte": np.zeros((4, 2), np.float32), "model/h0/attn/extra": np.zeros(2, np.float32)}
     with pytest.raises(ValueError, match=r"x\.index: unknown variable\(s\) model/h0/attn/extra; an OpenAI GPT-2"):
         openai_to_hf(arrays, "x.index")
+
+
+def test_crc_is_checked_at_load_when_it_is_fast(tiny, monkeypatch):
+    data = tiny / DATA_FILE
+    raw = bytearray(data.read_bytes())
+    raw[100] ^= 0x04
+    data.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"tensor 'model/h0/attn/c_attn/w' fails its crc32c check"):
+        load_openai_folder(tiny, verify=True)
+    monkeypatch.setattr(openai_gpt2, "using_fast_crc32c", lambda: False)
+    assert load_openai_folder(tiny)[0].config.n_layer == 11  # unchecked: ~50 s per 124M load in pure Python
+    monkeypatch.setattr(openai_gpt2, "using_fast_crc32c", lambda: True)
+    with pytest.raises(ValueError, match="fails its crc32c check"):
+        load_openai_folder(tiny)

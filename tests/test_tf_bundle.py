@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from gptlab.checkpoint import crc32c
-from gptlab.checkpoint.sstable import MAGIC, read_table
+from gptlab.checkpoint.sstable import MAGIC, read_handle, read_table
 from gptlab.checkpoint.tf_bundle import read_bundle, read_index
 
 FIXTURES = Path(__file__).parent / "fixtures" / "openai_gpt2"
@@ -115,3 +115,16 @@ def test_missing_index_and_foreign_file(tmp_path):
     (tmp_path / "model.ckpt.index").write_bytes(b"\0" * 40 + struct.pack("<Q", MAGIC ^ 1))
     with pytest.raises(ValueError, match="not the table magic number"):
         read_table(tmp_path / "model.ckpt.index")
+
+
+def test_compressed_blocks_are_refused_clearly(tiny):
+    index = tiny / "model.ckpt.index"
+    raw = bytearray(index.read_bytes())
+    _metaindex, pos = read_handle(raw[-48:], 0)
+    (offset, size), _ = read_handle(raw[-48:], pos)  # the index block
+    raw[offset + size] = 1  # snappy, with a valid checksum
+    crc = crc32c.masked_crc32c(bytes(raw[offset : offset + size + 1]))
+    raw[offset + size + 1 : offset + size + 5] = struct.pack("<I", crc)
+    index.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"is compressed \(type 1\); gptlab reads uncompressed tables"):
+        read_bundle(tiny / "model.ckpt")

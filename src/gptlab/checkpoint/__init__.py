@@ -59,7 +59,8 @@ def load_model(
         model, tokenizer = load_gguf(path, dtype)
         loaded = LoadedModel(model, tokenizer, "gguf", f"GGUF file {path}")
     elif path.is_file() and path.suffix == ".pth":  # the book's GPTModel; shapes give the config
-        loaded = LoadedModel(load_book_pth(path, dtype=dtype), GPT2Tokenizer(), "book-pth", f"the book's GPTModel {path}")
+        model = load_book_pth(path, dtype=dtype)
+        loaded = LoadedModel(model, GPT2Tokenizer(), "book-pth", f"the book's GPTModel {path}")
     elif path.is_dir():
         loaded = _load_folder(path, dtype)
     elif "/" in spec and not path.exists() and not spec.startswith((".", "/", "~")):

@@ -1,8 +1,8 @@
 """CRC-32C (Castagnoli), the checksum TensorFlow and LevelDB store, masked as they store it.
 
-The `google-crc32c` package (`pip install gptlab[tf]`) checksums at memory speed; without it a
-table-driven pure-Python loop does the same work at about 8 MB/s: about a minute for the 124M
-model's 498 MB, which is why callers may skip verification.
+The `google-crc32c` package (`pip install gptlab[tf]`) checksums at about 12 GB/s; without it a
+table-driven pure-Python loop does the same work at about 10 MB/s (measured in tests/test_tf_bundle.py):
+about 50 s for the 124M model's 498 MB and 10 minutes for 1558M, which is why callers may skip it.
 """
 
 from __future__ import annotations

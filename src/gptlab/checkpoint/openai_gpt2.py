@@ -8,6 +8,7 @@ with conv1d weights [1, in, out], i.e. HF's Conv1D (in, out) plus a leading 1; t
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gptlab.checkpoint.crc32c import using_fast_crc32c
 from gptlab.checkpoint.hf import hf_to_gptlab
 from gptlab.checkpoint.tf_bundle import read_bundle
 from gptlab.checkpoint.weights import build_model, read_json
 from gptlab.config import GPTConfig
 from gptlab.model import GPT
 from gptlab.tokenizer import GPT2Tokenizer
+
+log = logging.getLogger(__name__)
 
 HPARAMS = ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer")
 TOP_NAMES = {"model/wte": "wte.weight", "model/wpe": "wpe.weight", "model/ln_f/g": "ln_f.weight",
@@ -44,16 +48,21 @@ def is_openai_folder(folder: Path) -> bool:
 
 
 def load_openai_folder(folder: str | Path, dtype: torch.dtype | None = torch.float32,
-                       verify: bool = True) -> tuple[GPT, GPT2Tokenizer]:
+                       verify: bool | None = None) -> tuple[GPT, GPT2Tokenizer]:
     """Our GPT and the folder's own tokenizer from an OpenAI GPT-2 folder.
 
-    The weights stay memory-mapped from the data file when `dtype` is float32 (no second copy);
-    `verify` checks every tensor's crc32c first (see `tf_bundle.read_bundle`).
+    The weights stay memory-mapped from the data file when `dtype` is float32 (no second copy).
+    `verify` checks every tensor's crc32c; by default only when `google-crc32c` makes that
+    instant: the pure-Python check would add about 50 s to every load of 124M.
     """
     folder = Path(folder)
     hparams = read_json(folder / "hparams.json")
     tokenizer = _folder_tokenizer(folder)
     prefix = checkpoint_prefix(folder)
+    if verify is None:
+        verify = using_fast_crc32c()
+        if not verify:
+            log.info("not checking the crc32c of %s (pip install google-crc32c to check it at every load)", prefix)
     arrays = read_bundle(prefix, verify)
     source = f"{prefix}.index"
     check_hparams(hparams, {name: array.shape for name, array in arrays.items()}, folder / "hparams.json", source)
@@ -116,7 +125,7 @@ def check_hparams(hparams: dict[str, Any], shapes: dict[str, tuple[int, ...]], p
     """One error naming every field of hparams.json that the tensors contradict."""
     missing = [key for key in HPARAMS if key not in hparams]
     if missing:
-        raise ValueError(f"{path}: missing field(s) {', '.join(missing)}; OpenAI's hparams.json has {', '.join(HPARAMS)}")
+        raise ValueError(f"{path}: missing field(s) {', '.join(missing)}; OpenAI's has {', '.join(HPARAMS)}")
     layers = {int(m[1]) for name in shapes if (m := _BLOCK.fullmatch(name))}
     found = {"n_layer": max(layers) + 1 if layers else 0}
     if len(shapes.get("model/wte", ())) == 2:
