@@ -33,7 +33,7 @@ class Host:
 
     def __init__(self, files: dict[str, bytes], sizes=("774M", "124M")):
         self.files = {f"/models/{size}/{name}": body for size in sizes for name, body in files.items()}
-        self.cut_after: dict[str, int] = {}  # path -> bytes sent before the first response drops
+        self.cut_after: dict[str, list[int]] = {}  # path -> bytes sent before each of the next responses drops
         self.requests: list[tuple[str, str | None]] = []
         host = self
 
@@ -66,7 +66,8 @@ class Host:
         if asked:
             handler.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
         handler.end_headers()
-        cut = self.cut_after.pop(handler.path, None)
+        cuts = self.cut_after.get(handler.path)
+        cut = cuts.pop(0) if cuts else None
         handler.wfile.write(body[start:] if cut is None else body[start : start + cut])
         handler.close_connection = cut is not None
 
@@ -93,12 +94,21 @@ def test_downloads_a_folder_that_loads(host, tmp_path):
     assert host.requests == []
 
 
-def test_resumes_after_a_dropped_connection(host, tmp_path):
+def test_resumes_after_dropped_connections(host, tmp_path):
     path = f"/models/774M/{DATA_FILE}"
-    host.cut_after[path] = 10_000
+    host.cut_after[path] = [10_000] * 4  # more drops than ATTEMPTS: each try still gets further
     folder = download_gpt2("774M", tmp_path / "774M", sources=[host.url])
     assert (folder / DATA_FILE).read_bytes() == (FIXTURE / DATA_FILE).read_bytes()
-    assert [r for r in host.requests if r[0] == path] == [(path, None), (path, "bytes=10000-")]
+    ranges = [r[1] for r in host.requests if r[0] == path]
+    assert ranges == [None, "bytes=10000-", "bytes=20000-", "bytes=30000-", "bytes=40000-"]
+
+
+def test_a_host_that_stalls_is_given_up(host, tmp_path):
+    path = "/models/774M/hparams.json"
+    host.cut_after[path] = [0] * 10
+    with pytest.raises(FileUnavailableError, match=r"hparams\.json could not be downloaded \(.*ended after 0 of 81"):
+        download_gpt2("774M", tmp_path / "774M", sources=[host.url])
+    assert [r[0] for r in host.requests].count(path) == 3
 
 
 def test_resumes_a_part_file_left_by_an_earlier_run(host, tmp_path):

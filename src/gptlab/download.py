@@ -37,7 +37,7 @@ PINNED_SIZES = {
     "355M": {**_SHARED, "hparams.json": 91, "model.ckpt.data-00000-of-00001": 1419292672,
              "model.ckpt.index": 10399, "model.ckpt.meta": 926519},
 }
-ATTEMPTS = 3  # tries per host and file; each resumes where the previous one stopped
+ATTEMPTS = 3  # tries in a row that add nothing before a host is given up; each try resumes the last
 TIMEOUT_S = 30.0
 _CHUNK = 1 << 20
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}  # worth another try at the same host
@@ -92,30 +92,40 @@ def fetch_file(urls: Sequence[str], dest: Path, size: int | None = None, progres
     part = dest.with_name(f"{dest.name}.part")
     failures = []
     for url in urls:
-        for _ in range(ATTEMPTS):
+        stalls = 0
+        while stalls < ATTEMPTS:  # bounded: a try that is no stall adds bytes to the .part
+            before = _size(part)
             try:
                 total = _resume(url, part, progress, timeout, size)
             except (OSError, http.client.HTTPException) as err:  # refused, timed out, cut, HTTP errors
                 failures.append(f"{url}: {getattr(err, 'reason', None) or err}")
                 if isinstance(err, HTTPError) and err.code not in _RETRY_STATUS:
                     break  # 404 and the like: this host does not have it
-                continue
-            got = part.stat().st_size
-            if total is not None and got < total:
-                failures.append(f"{url}: the connection ended after {got} of {total} bytes")
-                continue
-            expected = size if size is not None else total
-            if expected is not None and got != expected:
-                part.unlink()
-                raise _wrong_size(part, url, got, expected)
-            os.replace(part, dest)
-            return dest
+            else:
+                if total is None or _size(part) >= total:
+                    return _install(part, dest, url, size if size is not None else total)
+                failures.append(f"{url}: the connection ended after {_size(part)} of {total} bytes")
+            stalls = stalls + 1 if _size(part) <= before else 0
     raise FileUnavailableError(_by_hand(dest, urls, "; ".join(failures[-3:])))
+
+
+def _install(part: Path, dest: Path, url: str, expected: int | None) -> Path:
+    """Rename a complete `.part` into place; one of the wrong size is deleted and reported."""
+    if expected is not None and _size(part) != expected:
+        got = _size(part)
+        part.unlink()
+        raise _wrong_size(part, url, got, expected)
+    os.replace(part, dest)
+    return dest
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else 0
 
 
 def _resume(url: str, part: Path, progress: ProgressCallback | None, timeout: float, size: int | None) -> int | None:
     """Append the rest of `url` to `part` (a Range request from its size); the file's total size if known."""
-    start = part.stat().st_size if part.is_file() else 0
+    start = _size(part)
     headers = {"User-Agent": "gptlab", **({"Range": f"bytes={start}-"} if start else {})}
     try:
         response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
