@@ -135,7 +135,7 @@ def fetch(name: str) -> Path:
     found = _from_mirror(file) or _from_cache(file) or _from_mirror_archive(file)
     if found is not None:
         return found
-    if _offline():
+    if offline():
         raise FileUnavailableError(_unavailable(file, f"downloads are switched off ({OFFLINE_ENV}=1)"))
     try:
         return _download(file)
@@ -144,7 +144,8 @@ def fetch(name: str) -> Path:
         raise FileUnavailableError(_unavailable(file, f"downloading it failed ({reason})")) from exc
 
 
-def _offline() -> bool:
+def offline() -> bool:
+    """Whether downloads are switched off (GPTLAB_OFFLINE=1): every file must then be local."""
     return os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
 
 

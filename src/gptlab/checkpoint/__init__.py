@@ -7,11 +7,13 @@ from pathlib import Path
 
 import torch
 
+from gptlab.checkpoint.book_pth import load_book_pth
 from gptlab.checkpoint.gguf import load_gguf
 from gptlab.checkpoint.meta import CheckpointMeta
 from gptlab.checkpoint.hf import download_from_hub, export_hf_folder, load_hf_folder
 from gptlab.checkpoint.native import FORMAT as NATIVE_FORMAT
 from gptlab.checkpoint.native import load_checkpoint, save_checkpoint
+from gptlab.checkpoint.openai_gpt2 import is_openai_folder, load_openai_folder
 from gptlab.checkpoint.weights import state_to_save
 from gptlab.files import BUILTIN_MODELS, builtin_model_path, read_json
 from gptlab.model import GPT
@@ -27,7 +29,7 @@ class LoadedModel:
 
     model: GPT
     tokenizer: Tokenizer
-    source: str  # "preset", "builtin", "gguf", "checkpoint", "hf-folder" or "hub"
+    source: str  # "preset", "builtin", "gguf", "book-pth", "checkpoint", "openai-tf", "hf-folder" or "hub"
     description: str  # one line for people, e.g. "preset gpt-tiny (random weights)"
     meta: CheckpointMeta = field(default_factory=CheckpointMeta)  # what the checkpoint says of its task
 
@@ -58,6 +60,8 @@ def load_model(
                             f"built-in {spec} ({file.name})")
     elif path.is_file() and path.suffix == ".gguf":
         loaded = _from_file(*load_gguf(path, dtype), "gguf", f"GGUF file {path}")
+    elif path.is_file() and path.suffix == ".pth":  # the book's GPTModel; shapes give the config
+        loaded = _from_file(load_book_pth(path, dtype=dtype), GPT2Tokenizer(), "book-pth", f"the book's GPTModel {path}")
     elif path.is_dir():
         loaded = _load_folder(path, dtype)
     elif "/" in spec and not path.exists() and not spec.startswith((".", "/", "~")):
@@ -70,7 +74,8 @@ def load_model(
         raise ValueError(
             f"model {spec!r} not found: expected a preset ({', '.join(PRESETS)}), a built-in model "
             f"({', '.join(BUILTIN_MODELS)}), a gptlab checkpoint or run folder, a Hugging Face folder "
-            "(GPT-2 or Llama family), a .gguf file, or a hub name like openai-community/gpt2"
+            "(GPT-2 or Llama family), an OpenAI GPT-2 folder, a .gguf file, the book's .pth, or a hub name "
+            "like openai-community/gpt2"
         )
     loaded.model.to(device).eval()
     return loaded
@@ -98,6 +103,8 @@ def _load_folder(path: Path, dtype: torch.dtype) -> LoadedModel:
         loaded = _load_folder(checkpoint_of(path), dtype)
         loaded.description = f"run {path} ({checkpoint_of(path).name} checkpoint)"
         return loaded
+    if is_openai_folder(path):  # hparams.json + model.ckpt.index, as OpenAI published GPT-2
+        return _from_file(*load_openai_folder(path, dtype), "openai-tf", f"OpenAI GPT-2 checkpoint {path}")
     if not (path / "config.json").is_file():
         raise ValueError(f"{path}: not a model folder: it has no config.json")
     config = read_json(path / "config.json")  # a readable error when it is not JSON

@@ -33,7 +33,7 @@ def tokenizer_from_dict(d: Mapping[str, Any]) -> Tokenizer:
     """Rebuild the tokenizer a checkpoint was saved with, from its `to_dict()` description."""
     kind = d.get("type") if isinstance(d, Mapping) else None
     if kind == "gpt2":
-        return GPT2Tokenizer()
+        return _gpt2_from_dict(d)
     if kind in ("builtin", "gguf"):  # the vocabulary of a model file (e.g. the built-in SmolLM2)
         return gguf_tokenizer(d)
     if kind == "hf":  # a Hugging Face folder's tokenizer.json
@@ -53,3 +53,16 @@ def hf_files(tokenizer: Tokenizer) -> dict[str, str]:
     if isinstance(tokenizer, (GPT2Tokenizer, ByteLevelBPE)):
         return tokenizer.hf_files()
     return {}
+
+
+def _gpt2_from_dict(d: Mapping[str, Any]) -> GPT2Tokenizer:
+    """GPT-2's published files, or the encoder/vocab pair a checkpoint recorded by path."""
+    if "encoder" not in d and "vocab" not in d:
+        return GPT2Tokenizer()
+    for key in ("encoder", "vocab"):
+        if not isinstance(d.get(key), str) or not Path(d[key]).is_file():
+            raise FileNotFoundError(
+                f"the checkpoint's GPT-2 tokenizer {key} file {d.get(key)!r} is missing; it was recorded from the "
+                "folder the model was first loaded from: put the file back there"
+            )
+    return GPT2Tokenizer(d["encoder"], d["vocab"])

@@ -10,7 +10,7 @@ from typing import Any
 
 import tiktoken
 
-from gptlab.files import fetch
+from gptlab.files import REGISTRY, fetch, sha256_of
 from gptlab.models.gpt2 import GPT2_SPLIT
 from gptlab.tokenizer.chunks import safe_pieces
 ENDOFTEXT = "<|endoftext|>"
@@ -27,10 +27,13 @@ class GPT2Tokenizer:
     eos_id: int | None = EOS_ID
 
     def __init__(self, encoder_path: str | Path | None = None, vocab_path: str | Path | None = None) -> None:
-        encoder = Path(encoder_path) if encoder_path is not None else fetch("gpt2-encoder")
-        vocab = Path(vocab_path) if vocab_path is not None else fetch("gpt2-vocab")
-        self.files = (encoder.resolve(), vocab.resolve())  # encoder.json, vocab.bpe
-        self._encoding = _load_encoding(*self.files)
+        encoder = (Path(encoder_path) if encoder_path is not None else fetch("gpt2-encoder")).resolve()
+        vocab = (Path(vocab_path) if vocab_path is not None else fetch("gpt2-vocab")).resolve()
+        self.files = (encoder, vocab)  # encoder.json, vocab.bpe
+        self._encoding = _load_encoding(encoder, vocab)
+        given = encoder_path is not None or vocab_path is not None
+        standard = not given or (_is_standard(encoder, "gpt2-encoder") and _is_standard(vocab, "gpt2-vocab"))
+        self._own_files = None if standard else (encoder, vocab)  # e.g. an OpenAI folder's edited copies
 
     def encode(self, text: str) -> list[int]:
         """Token ids for text of any length; a literal "<|endoftext|>" becomes the end-of-text id."""
@@ -48,13 +51,21 @@ class GPT2Tokenizer:
         return self._encoding.decode_bytes(list(ids))
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able description: the GPT-2 vocabulary is fixed, so the type says it all."""
-        return {"type": "gpt2"}
+        """JSON-able description: the type says it all for GPT-2's published files; files that
+        differ from them (a folder's own) are recorded by path, so a fine-tune rebuilds them."""
+        if self._own_files is None:
+            return {"type": "gpt2"}
+        return {"type": "gpt2", "encoder": str(self._own_files[0]), "vocab": str(self._own_files[1])}
 
     def hf_files(self) -> dict[str, str]:
         """The two files a Hugging Face GPT-2 folder keeps its tokenizer in (name → text)."""
         encoder, vocab = self.files
         return {"vocab.json": encoder.read_text(encoding="utf-8"), "merges.txt": vocab.read_text(encoding="utf-8")}
+
+
+def _is_standard(path: Path, name: str) -> bool:
+    """Whether `path` holds the published file `name` of the registry (size first: cheap)."""
+    return path.stat().st_size == REGISTRY[name].size and sha256_of(path) == REGISTRY[name].sha256
 
 
 @functools.lru_cache(maxsize=4)
