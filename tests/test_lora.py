@@ -97,7 +97,8 @@ def test_a_lora_sft_run_resumes_exactly_and_saves_a_loadable_model(tmp_path):
 
     def config(out: str) -> SFTConfig:
         return SFTConfig(data=str(tmp_path / "records.json"), out=str(tmp_path / out), model="gpt-tiny",
-                         train_layers="lora", lora=LoRASettings(rank=4), response_tokens=0, train_fraction=0.75, test_fraction=0,
+                         train_layers="lora", lora=LoRASettings(rank=4), response_tokens=0, train_fraction=0.75,
+                         test_fraction=0,
                          train=TrainSettings(max_steps=12, batch_size=2, eval_every=4, lr=1e-2, warmup_steps=2,
                                              seed=3))
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from gptlab.checkpoint import LoadedModel, load_model
 from gptlab.data.instruction import PROMPT_STYLES, PromptStyle, prompt_style
@@ -13,13 +15,18 @@ from gptlab.generation import GenerationSettings
 log = logging.getLogger("gptlab")
 
 
-def add_model_flags(p: argparse.ArgumentParser) -> None:
+def model_command(commands: argparse._SubParsersAction, name: str, run: Callable[[argparse.Namespace], int],
+                  help: str, description: str, **defaults: Any) -> argparse.ArgumentParser:
+    """The parser of a command that loads --model (on --device) and runs `run`."""
+    p = commands.add_parser(name, help=help, description=description)
+    p.set_defaults(func=run, **defaults)
     p.add_argument("--model", required=True, metavar="MODEL",
                    help="a preset (gpt-tiny, gpt-small, gpt2, gpt2-medium, gpt2-large, gpt2-xl: random "
                         "weights), smollm2 (the built-in real SmolLM2-135M-Instruct), a gptlab checkpoint or "
                         "run folder, a Hugging Face GPT-2 folder, a llama .gguf file, or a hub name such as "
                         "openai-community/gpt2 (needs network or the hub cache)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default: auto)")
+    return p
 
 
 def add_generation_flags(p: argparse.ArgumentParser, max_new_tokens: int = 50, temperature: float = 1.0,

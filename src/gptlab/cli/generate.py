@@ -6,7 +6,7 @@ import argparse
 import json
 
 from gptlab.checkpoint import LoadedModel
-from gptlab.cli.common import add_generation_flags, add_model_flags, generation_settings, load
+from gptlab.cli.common import add_generation_flags, generation_settings, load, model_command
 from gptlab.data.text import token_stream
 from gptlab.evaluation.perplexity import perplexity
 from gptlab.generation import Completion, GenerationSettings
@@ -48,16 +48,14 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def add_generate(commands: argparse._SubParsersAction) -> None:
-    gen = commands.add_parser("generate", help="generate text from a prompt (KV-cached, streaming)",
-                              description="Generate a continuation of a prompt. Without --prompt, "
-                                          "asks for prompts interactively and streams the answers.")
-    add_model_flags(gen)
+    gen = model_command(commands, "generate", cmd_generate, help="generate text from a prompt (KV-cached, streaming)",
+                        description="Generate a continuation of a prompt. Without --prompt, asks for prompts "
+                                    "interactively and streams the answers.")
     gen.add_argument("--prompt", default=None, help="the text to continue (omit for interactive mode)")
     add_generation_flags(gen)
     gen.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     gen.add_argument("--json", action="store_true",
                      help='print one JSON object {"prompt", "completion", "completion_ids", "finish_reason"}')
-    gen.set_defaults(func=cmd_generate)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -99,11 +97,11 @@ def _interactive(loaded: LoadedModel, settings: GenerationSettings) -> int:
 
 
 def add_perplexity(commands: argparse._SubParsersAction) -> None:
-    ppl = commands.add_parser("perplexity", help="a model's loss and perplexity on text (sliding window)",
-                              description="Score every token of the text once, each window predicting only the "
-                                          "tokens earlier windows did not, with at least context - stride tokens "
-                                          "of left context (after the first window).")
-    add_model_flags(ppl)
+    ppl = model_command(commands, "perplexity", cmd_perplexity, seed=0,
+                        help="a model's loss and perplexity on text (sliding window)",
+                        description="Score every token of the text once, each window predicting only the tokens "
+                                    "earlier windows did not, with at least context - stride tokens of left "
+                                    "context (after the first window).")
     ppl.add_argument("--data", action="append", required=True, metavar="SOURCE",
                      help="a built-in data set (the-verdict, tinyshakespeare) or a text file; repeatable")
     ppl.add_argument("--context", type=int, default=None, help="window length (default: the model's context)")
@@ -113,7 +111,6 @@ def add_perplexity(commands: argparse._SubParsersAction) -> None:
     ppl.add_argument("--max-tokens", type=int, default=None, metavar="N", help="score only the first N tokens")
     ppl.add_argument("--json", action="store_true",
                      help='print one JSON object {"tokens", "loss", "perplexity", ...}')
-    ppl.set_defaults(func=cmd_perplexity, seed=0)
 
 
 def cmd_perplexity(args: argparse.Namespace) -> int:

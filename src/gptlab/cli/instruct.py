@@ -11,8 +11,8 @@ from tqdm import tqdm
 
 from gptlab.chat import chat
 from gptlab.cli.common import (
-    add_generation_flags, add_model_flags, add_prompt_style_flag, add_record_field_flags, chosen_prompt_style,
-    generation_settings, load,
+    add_generation_flags, add_prompt_style_flag, add_record_field_flags, chosen_prompt_style, generation_settings,
+    load, model_command,
 )
 from gptlab.data.instruction import load_records, write_records
 from gptlab.evaluation.responses import RESPONSES_FILE, generate_responses
@@ -20,11 +20,11 @@ from gptlab.serving.app import ModelService, serve
 
 
 def add_respond(commands: argparse._SubParsersAction) -> None:
-    respond = commands.add_parser("respond", help="answer every record of an instruction file (greedy)",
-                                  description="Generate a model's responses to instruction records and save "
-                                              "them with each record as model_response (the book's "
-                                              f"{RESPONSES_FILE} format), e.g. for an LLM judge.")
-    add_model_flags(respond)
+    respond = model_command(commands, "respond", cmd_respond, seed=0,
+                            help="answer every record of an instruction file (greedy)",
+                            description="Generate a model's responses to instruction records and save them with "
+                                        f"each record as model_response (the book's {RESPONSES_FILE} format), "
+                                        "e.g. for an LLM judge.")
     respond.add_argument("--data", required=True,
                          help="instruction-data or a JSON list / JSONL file of records (e.g. a run's test.json)")
     respond.add_argument("--out", required=True, help="JSON file to write")
@@ -33,7 +33,6 @@ def add_respond(commands: argparse._SubParsersAction) -> None:
                          help="max tokens per response (default 256)")
     respond.add_argument("--batch-size", type=int, default=8, help="records generated together (default 8)")
     add_record_field_flags(respond)
-    respond.set_defaults(func=cmd_respond, seed=0)
 
 
 def cmd_respond(args: argparse.Namespace) -> int:
@@ -52,14 +51,12 @@ def cmd_respond(args: argparse.Namespace) -> int:
 
 
 def add_chat(commands: argparse._SubParsersAction) -> None:
-    chat_parser = commands.add_parser("chat", help="chat with an instruction-tuned model in the terminal",
-                                      description="A terminal chat that streams the model's answers, in the "
-                                                  "prompt style it was fine-tuned with. Inside: /settings, "
-                                                  "/reset, /quit; Ctrl-C stops an answer, Ctrl-D leaves.")
-    add_model_flags(chat_parser)
+    chat_parser = model_command(commands, "chat", cmd_chat, help="chat with an instruction-tuned model in the terminal",
+                                description="A terminal chat that streams the model's answers, in the prompt style "
+                                            "it was fine-tuned with. Inside: /settings, /reset, /quit; Ctrl-C stops "
+                                            "an answer, Ctrl-D leaves.")
     add_prompt_style_flag(chat_parser)
     add_generation_flags(chat_parser, max_new_tokens=256, temperature=0.7, top_k=50)
-    chat_parser.set_defaults(func=cmd_chat)
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
@@ -71,12 +68,12 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def add_serve(commands: argparse._SubParsersAction) -> None:
-    server = commands.add_parser(
-        "serve", help="serve a model over an OpenAI-compatible HTTP API, with a web chat page",
+    server = model_command(
+        commands, "serve", cmd_serve, seed=0,
+        help="serve a model over an OpenAI-compatible HTTP API, with a web chat page",
         description="Serve a model at http://HOST:PORT: /v1/chat/completions and /v1/completions (OpenAI's "
                     "shapes, streaming with stream=true), /v1/models, /health, and a chat page at /. Chat "
                     "messages use the model's prompt style. One generation runs at a time; others wait.")
-    add_model_flags(server)
     add_prompt_style_flag(server)
     server.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
@@ -87,7 +84,6 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
                         help="completion tokens when a request gives no max_tokens (default 256)")
     server.add_argument("--api-key", default=None,
                         help="require `Authorization: Bearer KEY` on /v1 (default: $GPTLAB_API_KEY, else none)")
-    server.set_defaults(func=cmd_serve, seed=0)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -32,25 +32,13 @@ from gptlab.training.runs import RunConfig, start_run
 
 log = logging.getLogger(__name__)
 
-# The book's chapter-6 recipe: AdamW 5e-5, weight decay 0.1, batch 8, ~5 epochs of 1,045.
-BOOK_RECIPE = dataclasses.replace(GENERIC, max_steps=650, batch_size=8, lr=5e-5, min_lr=5e-5, warmup_steps=0,
-                                  weight_decay=0.1, eval_every=50, eval_batches=5)
-# Fine-tuning after `--pretrain-on-texts`: all layers learn, so a higher rate with warmup. About
-# three epochs: in 650-step runs the training loss was near zero and test accuracy hardly moved
-# after step 400, so the extra minute bought nothing. Evaluations every 50 steps, each over the
-# whole validation split, give `best/` eight candidates.
-FROM_SCRATCH_RECIPE = dataclasses.replace(GENERIC, max_steps=400, batch_size=8, lr=3e-4, min_lr=3e-5,
-                                          warmup_steps=50, weight_decay=0.1, eval_every=50, eval_batches=20)
-
 
 @dataclass
-class ClassifyConfig(RunConfig):
+class ClassifyConfig(RunConfig, task="classify"):
     """Everything `gptlab finetune classify` needs; saved as the run's replayable `config.json`."""
 
-    TASK = "classify"
-    RECIPE = BOOK_RECIPE
-
-    data: str = setting("sms-spam, or a .csv/.tsv (header row) or .jsonl file")
+    data: str = setting("the labelled texts: sms-spam, or a .csv/.tsv (header row) or .jsonl file with a text "
+                        "and a label column")
     out: str = setting("run folder", "runs/classify")
     model: str = setting("preset (random init), checkpoint or run folder, HF GPT-2 folder or hub name", "gpt-small")
     text_column: str = setting("column (or JSON field) holding the text", "text")
@@ -70,6 +58,16 @@ class ClassifyConfig(RunConfig):
     data_seed: int = setting("seeds balancing and splitting", 123)
     train: TrainSettings = setting("optimisation; unset fields follow the recipe", factory=TrainSettings)
 
+    # The book's chapter-6 recipe: AdamW 5e-5, weight decay 0.1, batch 8, ~5 epochs of 1,045.
+    RECIPE = dataclasses.replace(GENERIC, max_steps=650, batch_size=8, lr=5e-5, min_lr=5e-5, warmup_steps=0,
+                                 weight_decay=0.1, eval_every=50, eval_batches=5)
+    # Fine-tuning after `--pretrain-on-texts`: all layers learn, so a higher rate with warmup. About
+    # three epochs: in 650-step runs the training loss was near zero and test accuracy hardly moved
+    # after step 400, so the extra minute bought nothing. Evaluations every 50 steps, each over the
+    # whole validation split, give `best/` eight candidates.
+    FROM_SCRATCH_RECIPE = dataclasses.replace(GENERIC, max_steps=400, batch_size=8, lr=3e-4, min_lr=3e-5,
+                                              warmup_steps=50, weight_decay=0.1, eval_every=50, eval_batches=20)
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.train_layers == "auto":
@@ -81,7 +79,7 @@ class ClassifyConfig(RunConfig):
 
     def recipe(self) -> TrainSettings:
         """The book's recipe, or the from-scratch one after `--pretrain-on-texts`."""
-        return FROM_SCRATCH_RECIPE if self.pretrain_on_texts else BOOK_RECIPE
+        return self.FROM_SCRATCH_RECIPE if self.pretrain_on_texts else self.RECIPE
 
     def run(self, resume: bool = False, on_event: OnEvent | None = None) -> RunSummary:
         """Fine-tune a classifier as this config says (see `run`)."""

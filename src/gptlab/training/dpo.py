@@ -33,17 +33,9 @@ from gptlab.training.runs import RunConfig, add_test_responses, sample_response,
 log = logging.getLogger(__name__)
 Scorer = Callable[[nn.Module, Batch], tuple[Tensor, Tensor, Tensor]]  # (policy, batch) -> DPO loss, rewards
 
-# The book's DPO recipe: AdamW 5e-6 (constant), weight decay 0.01, batch 8, one epoch of 935.
-BOOK_RECIPE = dataclasses.replace(GENERIC, max_steps=117, batch_size=8, lr=5e-6, min_lr=5e-6, warmup_steps=0,
-                                  weight_decay=0.01, eval_every=25, eval_batches=7)
-
-
 @dataclass
-class DPOConfig(RunConfig):
+class DPOConfig(RunConfig, task="dpo"):
     """Everything `gptlab finetune dpo` needs; saved as the run's replayable `config.json`."""
-
-    TASK = "dpo"
-    RECIPE = BOOK_RECIPE
 
     data: str = setting("instruction-data-with-preference, or a JSON list / JSONL file of records with chosen "
                         "and rejected")
@@ -70,6 +62,10 @@ class DPOConfig(RunConfig):
                                 "last-K blocks", "all")
     lora: LoRASettings = setting("the adapters of --train-layers lora", factory=LoRASettings, prefix="lora")
     train: TrainSettings = setting("optimisation; unset fields follow the recipe", factory=TrainSettings)
+
+    # The book's DPO recipe: AdamW 5e-6 (constant), weight decay 0.01, batch 8, one epoch of 935.
+    RECIPE = dataclasses.replace(GENERIC, max_steps=117, batch_size=8, lr=5e-6, min_lr=5e-6, warmup_steps=0,
+                                 weight_decay=0.01, eval_every=25, eval_batches=7)
 
     def __post_init__(self) -> None:
         super().__post_init__()

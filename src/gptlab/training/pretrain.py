@@ -24,10 +24,8 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class PretrainConfig(RunConfig):
+class PretrainConfig(RunConfig, task="pretrain"):
     """Everything `gptlab pretrain` needs; saved as the run's replayable `config.json`."""
-
-    TASK = "pretrain"
 
     data: list[str] = setting("registry names (the-verdict, tinyshakespeare) or text files")
     out: str = setting("run folder", "runs/pretrain")
@@ -43,7 +41,7 @@ class PretrainConfig(RunConfig):
     stride: int | None = setting("window stride in windows mode (default: the context length)", None)
     sample_prompt: str | None = setting("text sampled at each eval", "Every effort moves you")
     sample_tokens: int = setting("tokens of that sample (0 = no samples)", 30)
-    train: TrainSettings = setting("optimisation (pretraining's recipe: GENERIC)", factory=TrainSettings)
+    train: TrainSettings = setting("optimisation; unset fields follow the recipe", factory=TrainSettings)
 
     def run(self, resume: bool = False, on_event: OnEvent | None = None) -> RunSummary:
         """Pretrain as this config says (see `run`)."""

@@ -45,6 +45,11 @@ class RunConfig(abc.ABC):
     train: TrainSettings
     out: str
 
+    def __init_subclass__(cls, task: str, **kwargs: Any) -> None:
+        """`class SFTConfig(RunConfig, task="instruct")`: the task's name."""
+        super().__init_subclass__(**kwargs)
+        cls.TASK = task
+
     def __post_init__(self) -> None:
         self.train = self.train.over(self.recipe())
 

@@ -22,17 +22,10 @@ from gptlab.training.runs import RunConfig, add_test_responses, sample_response,
 
 log = logging.getLogger(__name__)
 
-# The book's chapter-7 recipe: AdamW 5e-5, weight decay 0.1, batch 8, two epochs of 935.
-BOOK_RECIPE = dataclasses.replace(GENERIC, max_steps=234, batch_size=8, lr=5e-5, min_lr=5e-5, warmup_steps=0,
-                                  weight_decay=0.1, eval_every=50, eval_batches=7)
-
 
 @dataclass
-class SFTConfig(RunConfig):
+class SFTConfig(RunConfig, task="instruct"):
     """Everything `gptlab finetune instruct` needs; saved as the run's replayable `config.json`."""
-
-    TASK = "instruct"
-    RECIPE = BOOK_RECIPE
 
     data: str = setting("instruction-data, or a JSON list / JSONL file of instruction records")
     out: str = setting("run folder", "runs/instruct")
@@ -56,6 +49,10 @@ class SFTConfig(RunConfig):
     train_layers: str = setting("all, lora (adapters only: less memory, small updates), last or last-K blocks", "all")
     lora: LoRASettings = setting("the adapters of --train-layers lora", factory=LoRASettings, prefix="lora")
     train: TrainSettings = setting("optimisation; unset fields follow the recipe", factory=TrainSettings)
+
+    # The book's chapter-7 recipe: AdamW 5e-5, weight decay 0.1, batch 8, two epochs of 935.
+    RECIPE = dataclasses.replace(GENERIC, max_steps=234, batch_size=8, lr=5e-5, min_lr=5e-5, warmup_steps=0,
+                                 weight_decay=0.1, eval_every=50, eval_batches=7)
 
     def run(self, resume: bool = False, on_event: OnEvent | None = None) -> RunSummary:
         """Fine-tune on instructions as this config says (see `run`)."""
