@@ -23,14 +23,20 @@ def gptlab(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / "gptlab"), *args], capture_output=True, text=True, timeout=600)
 
 
+def dpo_on_the_sixteen(sft: Path, records: list[dict], run: Path,
+                       *flags: str) -> tuple[Path, subprocess.CompletedProcess]:
+    """DPO of the 16-record SFT model, its answers chosen over "I do not know."; the pairs file and the run."""
+    pairs = run.parent / "pairs.json"
+    pairs.write_text(json.dumps([{**r, "chosen": r["output"], "rejected": REJECTED} for r in records]))
+    return pairs, gptlab("finetune", "dpo", "--data", str(pairs), "--model", str(sft), "--out", str(run),
+                         "--train-fraction", "0.5", "--test-fraction", "0.25", "--response-tokens", "20", *flags)
+
+
 def test_dpo_widens_the_reward_margin_and_keeps_the_sft_answers(overfit_run, sixteen_records, tmp_path):
     sft, _ = overfit_run
-    pairs = tmp_path / "pairs.json"
-    pairs.write_text(json.dumps([{**r, "chosen": r["output"], "rejected": REJECTED} for r in sixteen_records]))
     run = tmp_path / "dpo"
-    out = gptlab("finetune", "dpo", "--data", str(pairs), "--model", str(sft), "--out", str(run),
-                 "--train-fraction", "0.5", "--test-fraction", "0.25", "--max-steps", "30", "--eval-every", "5",
-                 "--lr", "1e-4", "--min-lr", "1e-4", "--response-tokens", "20")
+    pairs, out = dpo_on_the_sixteen(sft, sixteen_records, run, "--max-steps", "30", "--eval-every", "5",
+                                    "--lr", "1e-4", "--min-lr", "1e-4")
     assert out.returncode == 0, out.stderr
     assert "val reward margin" in out.stderr and "sample:" in out.stderr
 
@@ -78,12 +84,9 @@ def test_dpo_on_the_books_preference_data(tmp_path):
 
 def test_dpo_with_lora_trains_adapters_against_the_untouched_starting_weights(overfit_run, sixteen_records, tmp_path):
     sft, _ = overfit_run
-    pairs = tmp_path / "pairs.json"
-    pairs.write_text(json.dumps([{**r, "chosen": r["output"], "rejected": REJECTED} for r in sixteen_records]))
     run = tmp_path / "dpo-lora"
-    out = gptlab("finetune", "dpo", "--data", str(pairs), "--model", str(sft), "--out", str(run),
-                 "--train-layers", "lora", "--lora-rank", "4", "--train-fraction", "0.5", "--test-fraction", "0.25",
-                 "--max-steps", "10", "--eval-every", "5", "--lr", "1e-3", "--min-lr", "1e-3", "--response-tokens", "20")
+    pairs, out = dpo_on_the_sixteen(sft, sixteen_records, run, "--train-layers", "lora", "--lora-rank", "4",
+                                    "--max-steps", "10", "--eval-every", "5", "--lr", "1e-3", "--min-lr", "1e-3")
     assert out.returncode == 0, out.stderr
     margins = [json.loads(line)["val_reward_margin"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert 0 < margins[0] < margins[1], margins  # the reference is not the policy: no adapter is shared
