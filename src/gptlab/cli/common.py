@@ -50,6 +50,7 @@ def add_prompt_style_flag(p: argparse.ArgumentParser) -> None:
 
 
 def add_record_field_flags(p: argparse.ArgumentParser) -> None:
+    """--instruction-field, --input-field, --output-field: records with other field names."""
     for name in ("instruction", "input", "output"):
         p.add_argument(f"--{name}-field", default=name, help=f"record field holding the {name} (default {name})")
 
@@ -63,6 +64,7 @@ def load(args: argparse.Namespace) -> LoadedModel:
 
 
 def generation_settings(args: argparse.Namespace, loaded: LoadedModel) -> GenerationSettings:
+    """The sampling flags, stopping at the model's end-of-text."""
     eos = loaded.tokenizer.eos_id
     return GenerationSettings(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,

@@ -72,6 +72,7 @@ def _add_trainer(commands: argparse._SubParsersAction, name: str) -> None:
 
 
 def command_of(name: str) -> str:
+    """How a user types the task's command, for messages."""
     return "gptlab pretrain" if name == "pretrain" else f"gptlab finetune {name}"
 
 
@@ -91,6 +92,7 @@ def task_config(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Any trainer: the config runs itself while the terminal shows its events."""
     config = task_config(args)
     torch.set_grad_enabled(True)
     display = TrainingDisplay(config.train.max_steps, show=is_main_process())
