@@ -59,7 +59,8 @@ class JudgeThatGoesAway(JudgeClient):
 
 def test_a_judge_that_fails_midway_keeps_the_scores_so_far(tmp_path):
     answers = tmp_path / "answers.json"
-    answers.write_text(json.dumps([{"instruction": f"{n} question?", "input": "", "output": "A.", "model_response": "B."}
+    answers.write_text(json.dumps([{"instruction": f"{n} question?", "input": "", "output": "A.",
+                                    "model_response": "B."}
                                    for n in ("First", "Second", "Third")]))
     progress = []
     result = judge_file(JudgeThatGoesAway("ollama", "llama3"), str(answers),
