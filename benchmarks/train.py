@@ -28,7 +28,7 @@ def build(library: str, preset: str, dropout: float, task: str):
     """The model to train and an optimizer for it, as a user of that library would write it."""
     import torch
 
-    from gptlab.config import GPTConfig
+    from gptlab.models import preset_config
 
     config = preset_config(preset, dropout=dropout)
     torch.manual_seed(0)
@@ -151,7 +151,7 @@ def main() -> None:
         out = subprocess.run([sys.executable, __file__, *flags, "--worker", library],
                              capture_output=True, text=True, check=True)
         results[library] = json.loads(out.stdout.strip().splitlines()[-1])
-    from gptlab.config import GPTConfig
+    from gptlab.models import preset_config
     from gptlab.model import GPT
 
     flops = matmul_flops()

@@ -5,9 +5,10 @@ import torch
 
 from gptlab.checkpoint import CheckpointMeta, load_model
 from gptlab.checkpoint.native import write_model_files
-from gptlab.models import preset_config
+from gptlab.classifier import classify_texts
 from gptlab.model import GPT
-from gptlab.training.classify import ClassifyConfig, classify_texts, run, with_class_head
+from gptlab.models import preset_config
+from gptlab.training.classify import ClassifyConfig, run, with_class_head
 from gptlab.training.layers import choose_trainable
 from gptlab.training.loop import TrainSettings
 

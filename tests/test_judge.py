@@ -1,9 +1,10 @@
+import json
 import socket
 
 import pytest
 
 from gptlab.data.instruction import Record
-from gptlab.evaluation.judge import JudgeClient, judge_prompt, parse_score, responses_of, score_summary
+from gptlab.evaluation.judge import JudgeClient, judge_file, judge_prompt, parse_score, responses_of, score_summary
 
 
 @pytest.mark.parametrize(("reply", "score"), [
@@ -45,3 +46,27 @@ def test_an_unreachable_judge_is_one_clear_error():
         client.ask("hi")
     with pytest.raises(ValueError, match="unknown judge backend 'claude'"):
         JudgeClient("claude", "x")
+
+
+class JudgeThatGoesAway(JudgeClient):
+    """Scores 80 until it is asked about the third record."""
+
+    def ask(self, prompt: str) -> str:
+        if "Third" in prompt:
+            raise OSError("the judge went away")
+        return "Score: 80"
+
+
+def test_a_judge_that_fails_midway_keeps_the_scores_so_far(tmp_path):
+    answers = tmp_path / "answers.json"
+    answers.write_text(json.dumps([{"instruction": f"{n} question?", "input": "", "output": "A.",
+                                    "model_response": "B."}
+                                   for n in ("First", "Second", "Third")]))
+    progress = []
+    result = judge_file(JudgeThatGoesAway("ollama", "llama3"), str(answers),
+                        on_scored=lambda done, total: progress.append((done, total)))
+    assert isinstance(result.stopped, OSError) and progress == [(1, 3), (2, 3)]
+    assert result.out == tmp_path / "answers-scores.json" and result.plot.read_bytes()[:4] == b"\x89PNG"
+    written = json.loads(result.out.read_text())
+    assert [r["score"] for r in written["records"]] == [80, 80]
+    assert written["summary"] == result.summary == {"judge": "ollama:llama3", **score_summary([80, 80])}

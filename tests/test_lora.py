@@ -12,7 +12,8 @@ from gptlab.model import GPT
 from gptlab.tokenizer import CharTokenizer
 from gptlab.training.classify import with_class_head
 from gptlab.training.layers import choose_trainable
-from gptlab.training.loop import Event, TrainSettings
+from gptlab.training.loop import TrainSettings
+from gptlab.training.reports import Event
 from gptlab.training.sft import SFTConfig, run
 
 CONFIG = GPTConfig(vocab_size=40, context_length=16, n_layer=2, n_head=2, n_embd=16)
@@ -96,7 +97,8 @@ def test_a_lora_sft_run_resumes_exactly_and_saves_a_loadable_model(tmp_path):
 
     def config(out: str) -> SFTConfig:
         return SFTConfig(data=str(tmp_path / "records.json"), out=str(tmp_path / out), model="gpt-tiny",
-                         train_layers="lora", lora_rank=4, response_tokens=0, train_fraction=0.75, test_fraction=0,
+                         train_layers="lora", lora=LoRASettings(rank=4), response_tokens=0, train_fraction=0.75,
+                         test_fraction=0,
                          train=TrainSettings(max_steps=12, batch_size=2, eval_every=4, lr=1e-2, warmup_steps=2,
                                              seed=3))
 

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from gptlab.training.loop import Event, TrainSettings
+from gptlab.training.loop import TrainSettings
+from gptlab.training.reports import Event
 from gptlab.training.pretrain import PretrainConfig, run
 
 

@@ -10,11 +10,13 @@ the update back into `W` for inference.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from gptlab.fields import setting
 
 DEFAULT_TARGETS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")  # every projection of every block
 
@@ -24,10 +26,10 @@ class LoRASettings:
     """How a fine-tune wraps the model: the flags of every task that trains with `--train-layers lora`,
     and (with `base`) the record a LoRA checkpoint keeps so its adapters load onto the right weights."""
 
-    rank: int = 8  # with --train-layers lora: rank of the adapters
-    alpha: float = 16.0  # with --train-layers lora: the adapters' update is scaled by alpha / rank
-    targets: tuple[str, ...] = field(default=DEFAULT_TARGETS, metadata={"cli": False})  # projections that get adapters
-    base: str | None = field(default=None, metadata={"cli": False})  # the exact base checkpoint (set when saved)
+    rank: int = setting("with --train-layers lora: rank of the adapters", 8)
+    alpha: float = setting("with --train-layers lora: the adapters' update is scaled by alpha / rank", 16.0)
+    targets: tuple[str, ...] = setting("projections that get adapters", DEFAULT_TARGETS, flag=False)
+    base: str | None = setting("the exact base checkpoint (set when saved)", None, flag=False)
 
     def __post_init__(self) -> None:
         if self.rank < 1:

@@ -1,4 +1,5 @@
-"""`gptlab finetune dpo` as a user runs it: from the 16-record SFT model, and on the book's data set."""
+"""`gptlab finetune dpo` as a user runs it: from the 16-record SFT model (in full and with LoRA), and on the
+book's data set."""
 
 from __future__ import annotations
 
@@ -8,6 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
+from gptlab.checkpoint import load_model
+from gptlab.checkpoint.weights import read_safetensors
+from gptlab.lora import DEFAULT_TARGETS
+
 BIN = Path(sys.executable).parent
 REJECTED = "I do not know."
 
@@ -16,14 +23,20 @@ def gptlab(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / "gptlab"), *args], capture_output=True, text=True, timeout=600)
 
 
+def dpo_on_the_sixteen(sft: Path, records: list[dict], run: Path,
+                       *flags: str) -> tuple[Path, subprocess.CompletedProcess]:
+    """DPO of the 16-record SFT model, its answers chosen over "I do not know."; the pairs file and the run."""
+    pairs = run.parent / "pairs.json"
+    pairs.write_text(json.dumps([{**r, "chosen": r["output"], "rejected": REJECTED} for r in records]))
+    return pairs, gptlab("finetune", "dpo", "--data", str(pairs), "--model", str(sft), "--out", str(run),
+                         "--train-fraction", "0.5", "--test-fraction", "0.25", "--response-tokens", "20", *flags)
+
+
 def test_dpo_widens_the_reward_margin_and_keeps_the_sft_answers(overfit_run, sixteen_records, tmp_path):
     sft, _ = overfit_run
-    pairs = tmp_path / "pairs.json"
-    pairs.write_text(json.dumps([{**r, "chosen": r["output"], "rejected": REJECTED} for r in sixteen_records]))
     run = tmp_path / "dpo"
-    out = gptlab("finetune", "dpo", "--data", str(pairs), "--model", str(sft), "--out", str(run),
-                 "--train-fraction", "0.5", "--test-fraction", "0.25", "--max-steps", "30", "--eval-every", "5",
-                 "--lr", "1e-4", "--min-lr", "1e-4", "--response-tokens", "20")
+    pairs, out = dpo_on_the_sixteen(sft, sixteen_records, run, "--max-steps", "30", "--eval-every", "5",
+                                    "--lr", "1e-4", "--min-lr", "1e-4")
     assert out.returncode == 0, out.stderr
     assert "val reward margin" in out.stderr and "sample:" in out.stderr
 
@@ -67,3 +80,28 @@ def test_dpo_on_the_books_preference_data(tmp_path):
     responses = json.loads((run / "instruction-data-with-response.json").read_text())
     assert len(responses) == 110 and {"chosen", "rejected", "model_response"} <= set(responses[0])
     assert (run / "reward_margins.png").is_file() and (run / "checkpoints" / "best" / "model.safetensors").is_file()
+
+
+def test_dpo_with_lora_trains_adapters_against_the_untouched_starting_weights(overfit_run, sixteen_records, tmp_path):
+    sft, _ = overfit_run
+    run = tmp_path / "dpo-lora"
+    pairs, out = dpo_on_the_sixteen(sft, sixteen_records, run, "--train-layers", "lora", "--lora-rank", "4",
+                                    "--max-steps", "10", "--eval-every", "5", "--lr", "2e-4", "--min-lr", "2e-4")
+    assert out.returncode == 0, out.stderr
+    margins = [json.loads(line)["val_reward_margin"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert 0 < margins[0] < margins[1], margins  # the reference is not the policy: no adapter is shared
+
+    best = run / "checkpoints" / "best"
+    saved = read_safetensors(best / "model.safetensors")
+    assert set(saved) == {f"h.{i}.{t}.lora_{m}" for i in range(2) for t in DEFAULT_TARGETS for m in "AB"}
+    record = json.loads((best / "config.json").read_text())
+    assert record["lora"]["rank"] == 4 and record["lora"]["base"] == str((sft / "checkpoints" / "best").resolve())
+    assert record["prompt_style"] == "alpaca"
+    tuned, start = load_model(str(run)), load_model(str(sft))  # adapters put on the SFT weights and merged
+    assert torch.equal(tuned.model.wte.weight, start.model.wte.weight)
+    assert not torch.equal(tuned.model.h[0].attn.c_attn.weight, start.model.h[0].attn.c_attn.weight)
+
+    answers = tmp_path / "answers.json"
+    out = gptlab("respond", "--model", str(run), "--data", str(pairs), "--out", str(answers))
+    assert out.returncode == 0, out.stderr
+    assert [a["model_response"] for a in json.loads(answers.read_text())] == [r["output"] for r in sixteen_records]

@@ -13,11 +13,12 @@ import re
 import statistics
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from gptlab.data.instruction import Record
+from gptlab.data.instruction import Record, load_records
 
 BACKENDS = ("ollama", "openai")
 DEFAULT_URLS = {"ollama": "http://localhost:11434", "openai": "https://api.openai.com/v1"}
@@ -111,3 +112,53 @@ def responses_of(records: list[Record], field: str, source: str) -> list[str]:
                              "`gptlab respond` (or name the field with --response-field)")
         responses.append(response)
     return responses
+
+
+@dataclass
+class JudgeResult:
+    """What `judge_file` wrote, and whether it got through every record."""
+
+    summary: dict[str, Any]  # the file's "summary": judge, records, scored, unparsable, mean, median, min, max
+    out: Path  # the records with judge_reply and score, and the summary
+    plot: Path  # the histogram of the scores
+    stopped: BaseException | None = None  # Ctrl-C or a failing judge: the scores before it are saved
+
+
+def judge_file(client: JudgeClient, responses: str, out: str | None = None,
+               fields: tuple[str, str, str] = ("instruction", "input", "output"),
+               response_field: str = "model_response",
+               on_scored: Callable[[int, int], None] | None = None) -> JudgeResult:
+    """Score every record of a responses file (e.g. a run's test-set responses) and write the
+    scores, their summary and a histogram (default: beside it, as `<name>-scores.json/.png`).
+
+    `on_scored(done, total)` follows the progress. A judge that fails midway, or Ctrl-C, keeps
+    the scores so far: they are written, and the result says what stopped it.
+    """
+    records = load_records(responses, *fields)
+    answers = responses_of(records, response_field, responses)
+    source = Path(responses)
+    path = Path(out) if out else source.with_name(f"{source.stem}-scores.json")
+    rows: list[dict[str, Any]] = []
+    stopped: BaseException | None = None
+    try:
+        for row in judge_records(client, records, answers):
+            rows.append(row)
+            if on_scored is not None:
+                on_scored(len(rows), len(records))
+    except (KeyboardInterrupt, OSError) as err:
+        stopped = err
+    return _write_scores(rows, f"{client.backend}:{client.model}", path, source.name, stopped)
+
+
+def _write_scores(rows: list[dict[str, Any]], judge: str, path: Path, title: str,
+                  stopped: BaseException | None) -> JudgeResult:
+    """The scored records and their summary as JSON, and the histogram beside them."""
+    from gptlab.evaluation.plots import score_histogram  # matplotlib: imported only when needed
+
+    summary = {"judge": judge, **score_summary([r["score"] for r in rows])}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"summary": summary, "records": rows}, indent=2, ensure_ascii=False) + "\n",
+                    encoding="utf-8")
+    plot = score_histogram([r["score"] for r in rows if r["score"] is not None], path.with_suffix(".png"),
+                           f"{title}: {judge}")
+    return JudgeResult(summary, path, plot, stopped)

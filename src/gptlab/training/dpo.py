@@ -9,12 +9,10 @@ as far as the preferences ask (Rafailov et al. 2023; the book's chapter 7 bonus 
 from __future__ import annotations
 
 import copy
-import json
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -24,56 +22,63 @@ from gptlab.checkpoint.native import write_model_files
 from gptlab.data.instruction import split_records, write_records
 from gptlab.data.order import EpochOrder, in_order
 from gptlab.data.preference import Preference, collate_preferences, encode_preference, load_preferences
+from gptlab.fields import setting
+from gptlab.lora import LoRASettings
 from gptlab.prompts import style_for
-from gptlab.training.loop import Batch, RunConfig, Task, TrainSettings, once_over, train
+from gptlab.training.layers import choose_trainable, pinned_to_base
+from gptlab.training.loop import GENERIC, Batch, Task, TrainSettings, once_over, train
 from gptlab.training.losses import dpo_loss, sequence_logprobs
-from gptlab.training.sft import add_test_responses, sample_response, trainable
+from gptlab.training.reports import OnEvent, RunSummary
+from gptlab.training.runs import RunConfig, add_test_responses, sample_response, start_run, trainable
 
 log = logging.getLogger(__name__)
 Scorer = Callable[[nn.Module, Batch], tuple[Tensor, Tensor, Tensor]]  # (policy, batch) -> DPO loss, rewards
 
-
-def _book_settings() -> TrainSettings:
-    """The book's DPO recipe: AdamW 5e-6 (constant), weight decay 0.01, batch 8, one epoch of 935."""
-    return TrainSettings(max_steps=117, batch_size=8, lr=5e-6, min_lr=5e-6, warmup_steps=0,
-                         weight_decay=0.01, eval_every=25, eval_batches=7)
-
-
 @dataclass
-class DPOConfig(RunConfig):
+class DPOConfig(RunConfig, task="dpo"):
     """Everything `gptlab finetune dpo` needs; saved as the run's replayable `config.json`."""
 
-    TASK = "dpo"
+    data: str = setting("instruction-data-with-preference, or a JSON list / JSONL file of records with chosen "
+                        "and rejected")
+    out: str = setting("run folder", "runs/dpo")
+    model: str = setting("instruction-tuned run or checkpoint folder to improve (and, frozen, the reference)",
+                         "runs/instruct")
+    instruction_field: str = setting("record field holding the instruction", "instruction")
+    input_field: str = setting("record field holding the optional input", "input")
+    chosen_field: str = setting("record field holding the preferred response", "chosen")
+    rejected_field: str = setting("record field holding the dispreferred response", "rejected")
+    prompt_style: str | None = setting("alpaca, phi3 or chatml (default: the one the model was fine-tuned with, "
+                                       "else alpaca)", None)
+    beta: float = setting("DPO's beta: higher keeps the policy nearer the reference (the book: 0.1 to 0.5)", 0.1)
+    sum_logprobs: bool = setting("score responses by summed token log-probs (the DPO paper), not the mean "
+                                 "(the book)", False)
+    mask_prompt: bool = setting("score the response tokens only (instruction and input count for nothing)", True)
+    allowed_max_length: int | None = setting("truncate examples to this many tokens (default: the context length)",
+                                             None)
+    train_fraction: float = setting("share of --data for training (the book's 85/10/5)", 0.85)
+    test_fraction: float = setting("share for the test set; validation gets the rest", 0.10)
+    data_seed: int = setting("seeds the train/test/validation split", 123)
+    response_tokens: int = setting("max new tokens per test-set response after training (0 = skip them)", 256)
+    train_layers: str = setting("all, lora (adapters only; the reference stays the starting weights), last or "
+                                "last-K blocks", "all")
+    lora: LoRASettings = setting("the adapters of --train-layers lora", factory=LoRASettings, prefix="lora")
+    train: TrainSettings = setting("optimisation; unset fields follow the recipe", factory=TrainSettings)
 
-    data: str  # instruction-data-with-preference, or a JSON list / JSONL file of records with chosen and rejected
-    out: str = "runs/dpo"  # run folder
-    model: str = "runs/instruct"  # instruction-tuned run or checkpoint folder to improve (and, frozen, the reference)
-    instruction_field: str = "instruction"  # record field holding the instruction
-    input_field: str = "input"  # record field holding the optional input
-    chosen_field: str = "chosen"  # record field holding the preferred response
-    rejected_field: str = "rejected"  # record field holding the dispreferred response
-    prompt_style: str | None = None  # alpaca, phi3 or chatml (default: the one the model was fine-tuned with, else alpaca)
-    beta: float = 0.1  # DPO's beta: higher keeps the policy nearer the reference (the book: 0.1 to 0.5)
-    sum_logprobs: bool = False  # score responses by summed token log-probs (the DPO paper), not the mean (the book)
-    mask_prompt: bool = True  # score the response tokens only (instruction and input count for nothing)
-    allowed_max_length: int | None = None  # truncate examples to this many tokens (default: the context length)
-    train_fraction: float = 0.85  # share of --data for training (the book's 85/10/5)
-    test_fraction: float = 0.10  # share for the test set; validation gets the rest
-    data_seed: int = 123  # seeds the train/test/validation split
-    response_tokens: int = 256  # max new tokens per test-set response after training (0 = skip them)
-    train: TrainSettings = field(default_factory=_book_settings)
+    # The book's DPO recipe: AdamW 5e-6 (constant), weight decay 0.01, batch 8, one epoch of 935.
+    RECIPE = dataclasses.replace(GENERIC, max_steps=117, batch_size=8, lr=5e-6, min_lr=5e-6, warmup_steps=0,
+                                 weight_decay=0.01, eval_every=25, eval_batches=7)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.beta <= 0:
             raise ValueError(f"beta must be > 0, got {self.beta}")
 
-    @staticmethod
-    def default_train(given: dict[str, Any]) -> TrainSettings:
-        """Optimiser defaults: the book's (meant for an instruction-tuned GPT-2 355M)."""
-        return _book_settings()
+    def run(self, resume: bool = False, on_event: OnEvent | None = None) -> RunSummary:
+        """Preference-tune as this config says (see `run`)."""
+        return run(self, resume, on_event)
 
 
-def run(config: DPOConfig, resume: bool = False, on_event=None) -> dict[str, Any]:
+def run(config: DPOConfig, resume: bool = False, on_event: OnEvent | None = None) -> RunSummary:
     """Preference-tune as `config` says; writes the run folder and returns its summary.
 
     `checkpoints/best` is the lowest validation DPO loss (the loop's default choice), not the
@@ -81,18 +86,16 @@ def run(config: DPOConfig, resume: bool = False, on_event=None) -> dict[str, Any
     ranking more pairs right over pushing a few far apart, which margins reward without bound.
     """
     parts = _splits(config)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, part in parts.items():
-        write_records([p.record for p in part], out / f"{name}.json")
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-
+    out = start_run(config, {name: [p.record for p in part] for name, part in parts.items()}, write_records)
     loaded = load_model(config.model)
     _warn_unless_instruction_tuned(loaded)
     model, tokenizer = loaded.model, loaded.tokenizer
     style = style_for(loaded.meta, config.prompt_style)
     if tokenizer.eos_id is None:
         raise ValueError(f"{config.model}: the {tokenizer.name} tokenizer has no end-of-text token to pad with")
+    # the starting weights, never trained: copied before LoRA wraps the policy, so no adapter is shared
+    reference = copy.deepcopy(model).eval().requires_grad_(False)
+    lora = choose_trainable(model, config.train_layers, config.lora)
     max_length = min(config.allowed_max_length or model.config.context_length, model.config.context_length)
     items = {name: trainable([encode_preference(p, tokenizer, style) for p in parts[name]], lambda pair: len(pair[0]),
                              max_length, split)
@@ -108,27 +111,26 @@ def run(config: DPOConfig, resume: bool = False, on_event=None) -> dict[str, Any
         count = min(settings.eval_batches, -(-len(items[name]) // settings.batch_size))
         return (batch(name, in_order(i, settings.batch_size, len(items[name]))) for i in range(count))
 
-    reference = copy.deepcopy(model).eval().requires_grad_(False)  # the starting weights, never trained
     score = _scorer(reference, config.beta, mean=not config.sum_logprobs)
-    meta = CheckpointMeta(prompt_style=style.name, default_system=style.default_system or None, run=config.to_dict())
+    meta = CheckpointMeta(prompt_style=style.name, default_system=style.default_system or None, run=config.to_dict(),
+                          lora=pinned_to_base(lora, config.model))
     task = Task(
         train_batch=lambda i: batch("train", train_order.positions(i, settings.batch_size)),
         val_batch=lambda i: batch("val", in_order(i, settings.batch_size, len(items["val"]))),
         loss=lambda m, b: score(m, b)[0],
         count_tokens=lambda b: b[0].numel(),
-        write_model=lambda m, folder: write_model_files(m, tokenizer, folder, meta),
+        write_model=lambda m, folder: write_model_files(m, tokenizer, folder, meta, trained_only=lora is not None),
         # rewards on the validation pairs and, as the book does, on training pairs (here always the
         # same first batches, so successive evaluations compare like with like)
         eval_metrics=lambda m: {f"{name}_{key}": value for name in ("train", "val")
                                 for key, value in reward_report(m, score, first_batches(name)).items()},
         sample=sample_response(tokenizer, style, parts["val"][0].record),
+        report=lambda summary: add_test_responses(summary, out, style, [p.record for p in parts["test"]],
+                                                  config.response_tokens, config.train.device, on_event),
     )
     log.info("DPO on %s against its frozen copy: %d/%d/%d train/test/validation pairs (%s prompts, beta %g)",
              loaded.description, len(parts["train"]), len(parts["test"]), len(parts["val"]), style.name, config.beta)
-    summary = train(model, task, settings, out, resume=resume, on_event=on_event)
-    add_test_responses(summary, out, style, [p.record for p in parts["test"]], config.response_tokens,
-                       config.train.device, on_event)
-    return summary
+    return train(model, task, settings, out, resume=resume, on_event=on_event)
 
 
 def _splits(config: DPOConfig) -> dict[str, list[Preference]]:

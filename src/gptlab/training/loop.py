@@ -20,9 +20,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
@@ -30,9 +29,11 @@ from torch import Tensor, nn
 
 from gptlab.checkpoint.native import recover_folder
 from gptlab.devices import pick_device
+from gptlab.fields import setting
 from gptlab.runtime import keep_large_allocations_on_heap
 from gptlab.training.optim import build_optimizer, lr_at
-from gptlab.training.state import load_training_state, save_training_checkpoint
+from gptlab.training.reports import DoneEvent, EvalEvent, EvalRecord, OnEvent, RunSummary, StepEvent
+from gptlab.training.state import Progress, load_training_state, save_training_checkpoint
 
 log = logging.getLogger(__name__)
 Batch = tuple[Tensor, ...]
@@ -40,34 +41,50 @@ Batch = tuple[Tensor, ...]
 
 @dataclass
 class TrainSettings:
-    """Optimisation and bookkeeping shared by every task (the flags of every `gptlab` trainer)."""
+    """Optimisation and bookkeeping shared by every task (the flags of every `gptlab` trainer).
 
-    max_steps: int = 1000  # optimizer steps
-    batch_size: int = 8  # sequences per micro-batch (per process under DDP)
-    grad_accum: int = 1  # micro-batches per optimizer step
-    lr: float = 6e-4  # peak learning rate, reached after warmup
-    min_lr: float | None = None  # floor of the cosine decay (default: lr / 10)
-    warmup_steps: int = 100  # linear warmup from 0
-    weight_decay: float = 0.1  # AdamW decay, on >= 2-D parameters only
-    beta1: float = 0.9  # AdamW beta1
-    beta2: float = 0.95  # AdamW beta2
-    grad_clip: float = 1.0  # max global gradient norm (0 = no clipping)
-    eval_every: int = 100  # steps between evaluations (and `last/` checkpoints)
-    eval_batches: int = 20  # validation batches per evaluation
-    precision: str = "auto"  # "32", "bf16-mixed", or "auto" (bf16 on CUDA when supported)
-    device: str = "auto"  # cpu, cuda, mps or auto
-    seed: int = 1337  # seeds dropout and data order
-    compile: bool = False  # torch.compile the model (faster steps after a slow first one)
-    early_stop: int = 0  # stop after this many evaluations without a new best/ (0 = never)
+    A field left None is the task's to choose: each task config fills it from its recipe when
+    it is made (`RunConfig.recipe`), so Python and the command line resolve a run alike, and
+    `train` fills whatever is still unset from `GENERIC`.
+    """
+
+    max_steps: int | None = setting("optimizer steps", None)
+    batch_size: int | None = setting("sequences per micro-batch (per process under DDP)", None)
+    grad_accum: int | None = setting("micro-batches per optimizer step", None)
+    lr: float | None = setting("peak learning rate, reached after warmup", None)
+    min_lr: float | None = setting("floor of the cosine decay (default: lr / 10)", None)
+    warmup_steps: int | None = setting("linear warmup from 0", None)
+    weight_decay: float | None = setting("AdamW decay, on >= 2-D parameters only", None)
+    beta1: float | None = setting("AdamW beta1", None)
+    beta2: float | None = setting("AdamW beta2", None)
+    grad_clip: float | None = setting("max global gradient norm (0 = no clipping)", None)
+    eval_every: int | None = setting("steps between evaluations (and `last/` checkpoints)", None)
+    eval_batches: int | None = setting("validation batches per evaluation", None)
+    precision: str | None = setting('"32", "bf16-mixed", or "auto" (bf16 on CUDA when supported)', None)
+    device: str | None = setting("cpu, cuda, mps or auto", None)
+    seed: int | None = setting("seeds dropout and data order", None)
+    compile: bool | None = setting("torch.compile the model (faster steps after a slow first one)", None)
+    early_stop: int | None = setting("stop after this many evaluations without a new best/ (0 = never)", None)
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "eval_batches"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.precision not in ("auto", "32", "bf16-mixed"):
+        if self.precision not in (None, "auto", "32", "bf16-mixed"):
             raise ValueError(f"precision must be 32, bf16-mixed or auto, got {self.precision!r}")
-        if self.lr <= 0:
+        if self.lr is not None and self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+
+    def over(self, recipe: TrainSettings) -> TrainSettings:
+        """These settings, each field left None taken from `recipe`."""
+        given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
+        return dataclasses.replace(recipe, **given)
+
+
+# Pretraining's recipe, and every setting a task's recipe leaves out (min_lr None: lr / 10).
+GENERIC = TrainSettings(max_steps=1000, batch_size=8, grad_accum=1, lr=6e-4, min_lr=None, warmup_steps=100,
+                        weight_decay=0.1, beta1=0.9, beta2=0.95, grad_clip=1.0, eval_every=100, eval_batches=20,
+                        precision="auto", device="auto", seed=1337, compile=False, early_stop=0)
 
 
 def once_over(settings: TrainSettings, items: int) -> TrainSettings:
@@ -75,41 +92,19 @@ def once_over(settings: TrainSettings, items: int) -> TrainSettings:
     return dataclasses.replace(settings, eval_batches=min(settings.eval_batches, -(-items // settings.batch_size)))
 
 
-class RunConfig:
-    """Base of every task's config dataclass: the replayable `config.json` of a run, both ways."""
-
-    TASK: ClassVar[str]  # the name written into config.json, e.g. "pretrain"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"task": self.TASK, **dataclasses.asdict(self)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Any:
-        fields = {k: v for k, v in data.items() if k != "task"}
-        return cls(**{**fields, "train": TrainSettings(**fields.get("train", {}))})
-
-
 @dataclass
 class Task:
-    """What a task plugs into the loop: data, a loss, and optional extras for evaluations."""
+    """What a task plugs into the loop: data, a loss, and optional extras for evaluations and the end."""
 
     train_batch: Callable[[int], Batch]  # micro-batch by global index (resumable, shardable)
     val_batch: Callable[[int], Batch]  # validation batch i, for i in range(eval_batches)
     loss: Callable[[nn.Module, Batch], Tensor]  # mean loss of one batch
     count_tokens: Callable[[Batch], int]  # tokens a batch trains on, for tokens/s
     write_model: Callable[[nn.Module, Path], None]  # the model files of a checkpoint folder
-    eval_metrics: Callable[[nn.Module], dict[str, float]] | None = None  # e.g. accuracy
-    score: Callable[[dict[str, float]], float] | None = None  # of an eval record, for best/ (default: -val_loss)
+    eval_metrics: Callable[[nn.Module], dict[str, float]] | None = None  # e.g. val_accuracy
+    score: Callable[[EvalRecord], float] | None = None  # of an evaluation, for best/ (default: -val_loss)
     sample: Callable[[nn.Module], str] | None = None  # e.g. text from a fixed prompt
-
-
-@dataclass
-class Event:
-    """Progress for the caller: kind is "step", "eval" or "done"."""
-
-    kind: str
-    step: int
-    values: dict[str, Any] = field(default_factory=dict)
+    report: Callable[[RunSummary], RunSummary] | None = None  # after training, main process: add the task's results
 
 
 @dataclass
@@ -158,8 +153,10 @@ def _to(batch: Batch, device: torch.device) -> Batch:
 
 
 def train(model: nn.Module, task: Task, settings: TrainSettings, out_dir: str | Path,
-          resume: bool = False, on_event: Callable[[Event], None] | None = None) -> dict[str, Any]:
-    """Train `model` on `task`, writing metrics and checkpoints under `out_dir`; return the summary."""
+          resume: bool = False, on_event: OnEvent | None = None) -> RunSummary:
+    """Train `model` on `task`, writing metrics, checkpoints and `summary.json` under `out_dir`;
+    return the summary. Settings left unset are `GENERIC`'s."""
+    settings = settings.over(GENERIC)
     run = _Run(Path(out_dir), model, task, settings, on_event)
     run.recover_checkpoints()
     if resume:
@@ -173,11 +170,11 @@ def train(model: nn.Module, task: Task, settings: TrainSettings, out_dir: str | 
             while True:
                 if stop.is_set():
                     raise KeyboardInterrupt
-                step = run.progress["step"]
+                step = run.progress.step
                 due = step % settings.eval_every == 0 or step == settings.max_steps
-                if step > 0 and due and run.progress["evaluated_at"] != step:  # also after a resume
+                if step > 0 and due and run.progress.evaluated_at != step:  # also after a resume
                     run.evaluate_and_save()
-                    if settings.early_stop and run.progress["evals_since_best"] >= settings.early_stop:
+                    if settings.early_stop and run.progress.evals_since_best >= settings.early_stop:
                         status = "early-stopped"
                         break
                 if step >= settings.max_steps:
@@ -219,21 +216,16 @@ class _Run:
     """The state of one training run; `train` drives it step by step."""
 
     def __init__(self, out_dir: Path, model: nn.Module, task: Task, settings: TrainSettings,
-                 on_event: Callable[[Event], None] | None) -> None:
+                 on_event: OnEvent | None) -> None:
         self.out_dir, self.model, self.task, self.settings = out_dir, model, task, settings
         self.ddp, self.device = _setup_distributed(settings.device)
         if self.device.type == "cpu":  # only CPU training page-faults its activations (runtime.py)
             keep_large_allocations_on_heap()
-        self.emit = on_event if (on_event and self.ddp.main) else (lambda event: None)
+        self.emit: OnEvent = on_event if (on_event and self.ddp.main) else (lambda event: None)
         torch.manual_seed(settings.seed + self.ddp.rank)
         model.to(self.device)
         self.optimizer = build_optimizer(model, settings.lr, settings.weight_decay, (settings.beta1, settings.beta2))
-        self.progress: dict[str, Any] = {
-            "step": 0, "tokens": 0, "best_score": -math.inf, "best_val_loss": math.inf, "best_step": None,
-            "evals_since_best": 0, "elapsed": 0.0,
-            "window_losses": [],  # training losses since the last evaluation
-            "evaluated_at": 0,  # step of the last evaluation
-        }
+        self.progress = Progress()
         self.last_dir, self.best_dir = out_dir / "checkpoints" / "last", out_dir / "checkpoints" / "best"
         self.runner: nn.Module = model
         if self.ddp.world > 1:
@@ -260,49 +252,48 @@ class _Run:
     def resume(self) -> None:
         if not (self.last_dir / "training.json").is_file():
             raise FileNotFoundError(f"nothing to resume: {self.last_dir} has no training checkpoint")
-        self.progress.update(load_training_state(self.last_dir, self.model, self.optimizer))
-        self.progress.pop("param_groups", None)
+        self.progress = load_training_state(self.last_dir, self.model, self.optimizer)
         self.rng_for_next_step = torch.get_rng_state()
-        self.started = time.perf_counter() - self.progress["elapsed"]
-        log.info("resumed from %s at step %d", self.last_dir, self.progress["step"])
+        self.started = time.perf_counter() - self.progress.elapsed
+        log.info("resumed from %s at step %d", self.last_dir, self.progress.step)
 
     def step(self) -> None:
-        step, settings = self.progress["step"], self.settings
-        lr = lr_at(step, settings.lr, self.min_lr, settings.warmup_steps, settings.max_steps)
+        p, settings = self.progress, self.settings
+        lr = lr_at(p.step, settings.lr, self.min_lr, settings.warmup_steps, settings.max_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
-        loss, tokens = accumulate_gradients(self.runner, self.task, step, settings.grad_accum, self.ddp,
+        loss, tokens = accumulate_gradients(self.runner, self.task, p.step, settings.grad_accum, self.ddp,
                                             self.device, self.autocast)
         clip_and_step(self.model, self.optimizer, settings.grad_clip)
         self.window_tokens += tokens
-        self.progress.update(step=step + 1, tokens=self.progress["tokens"] + tokens, lr=lr)
-        self.progress["window_losses"].append(loss)
+        p.step, p.tokens, p.lr = p.step + 1, p.tokens + tokens, lr
+        p.window_losses.append(loss)
         self.rng_for_next_step = torch.get_rng_state()
-        self.emit(Event("step", step + 1, {"loss": loss, "lr": lr}))
+        self.emit(StepEvent(p.step, loss, lr))
 
     def evaluate_and_save(self) -> None:
         now = time.perf_counter()
         p = self.progress
-        record = _evaluate(self.model, self.task, self.settings, self.ddp, self.device, self.autocast)
-        record.update(step=p["step"], tokens=p["tokens"], lr=p["lr"],
-                      train_loss=sum(p["window_losses"]) / len(p["window_losses"]),
-                      tokens_per_second=self.window_tokens / max(now - self.window_start, 1e-9),
-                      elapsed=now - self.started)
-        p.update(elapsed=now - self.started, window_losses=[], evaluated_at=p["step"])
-        score = self.task.score(record) if self.task.score is not None else -record["val_loss"]
-        if score >= p["best_score"]:  # a tie goes to the later, longer-trained weights
-            p.update(best_score=score, best_val_loss=record["val_loss"], best_step=p["step"], evals_since_best=0)
+        val_loss, metrics = _evaluate(self.model, self.task, self.settings, self.ddp, self.device, self.autocast)
+        record = EvalRecord(step=p.step, tokens=p.tokens, lr=p.lr, val_loss=val_loss,
+                            train_loss=sum(p.window_losses) / len(p.window_losses),
+                            tokens_per_second=self.window_tokens / max(now - self.window_start, 1e-9),
+                            elapsed=now - self.started, metrics=metrics)
+        p.elapsed, p.window_losses, p.evaluated_at = now - self.started, [], p.step
+        score = self.task.score(record) if self.task.score is not None else -record.val_loss
+        if score >= p.best_score:  # a tie goes to the later, longer-trained weights
+            p.best_score, p.best_val_loss, p.best_step, p.evals_since_best = score, record.val_loss, p.step, 0
             self.save(self.best_dir, with_optimizer=False)
         else:
-            p["evals_since_best"] += 1
+            p.evals_since_best += 1
         self.save(self.last_dir)
         if self.ddp.main:
             with (self.out_dir / "metrics.jsonl").open("a") as f:
-                f.write(json.dumps(record) + "\n")
+                f.write(json.dumps(record.to_json()) + "\n")
             if self.task.sample is not None:
-                record["sample"] = self.task.sample(self.model)
-        self.emit(Event("eval", p["step"], record))
+                record.sample = self.task.sample(self.model)
+        self.emit(EvalEvent(p.step, record))
         self.window_tokens, self.window_start = 0, time.perf_counter()
 
     def save(self, folder: Path, rng: Tensor | None = None, with_optimizer: bool = True) -> None:
@@ -310,13 +301,19 @@ class _Run:
             save_training_checkpoint(folder, lambda tmp: self.task.write_model(self.model, tmp),
                                      self.optimizer if with_optimizer else None, self.progress, rng)
 
-    def finish(self, status: str) -> dict[str, Any]:
-        summary = _summary(self.out_dir, self.progress, time.perf_counter() - self.started, status)
-        if self.ddp.main:
-            (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        self.emit(Event("done", self.progress["step"], summary))
+    def finish(self, status: str) -> RunSummary:
+        """The summary; on the main process with the task's results added, written to `summary.json`."""
+        p = self.progress
+        summary = RunSummary.of_loop(status, p.best_val_loss, p.best_step, _final_val_loss(self.out_dir), p.step,
+                                     p.tokens, time.perf_counter() - self.started)
+        self.emit(DoneEvent(p.step, status))
         if self.ddp.world > 1:
             dist.barrier()
+        if not self.ddp.main:  # under torchrun rank 0 alone reports
+            return summary
+        if self.task.report is not None:
+            summary = self.task.report(summary)
+        (self.out_dir / "summary.json").write_text(json.dumps(summary.to_json(), indent=2) + "\n")
         return summary
 
 
@@ -353,8 +350,8 @@ def clip_and_step(model: nn.Module, optimizer: torch.optim.Optimizer, grad_clip:
 
 @torch.no_grad()
 def _evaluate(model: nn.Module, task: Task, settings: TrainSettings,
-              ddp: _Dist, device: torch.device, autocast) -> dict[str, float]:
-    """Mean val loss over `eval_batches` batches (shared across ranks) plus the task's metrics."""
+              ddp: _Dist, device: torch.device, autocast) -> tuple[float, dict[str, float]]:
+    """Mean val loss over `eval_batches` batches (shared across ranks), and the task's metrics."""
     model.eval()
     total = torch.zeros(2, device=device)  # loss sum, batch count
     for index in range(ddp.rank, settings.eval_batches, ddp.world):
@@ -363,26 +360,11 @@ def _evaluate(model: nn.Module, task: Task, settings: TrainSettings,
         total[1] += 1
     if ddp.world > 1:
         dist.all_reduce(total)
-    record = {"val_loss": (total[0] / total[1]).item()}
-    if task.eval_metrics is not None:
-        record.update(task.eval_metrics(model))
-    return record
+    return (total[0] / total[1]).item(), task.eval_metrics(model) if task.eval_metrics is not None else {}
 
 
-def _summary(out_dir: Path, progress: dict[str, Any], wall: float, status: str) -> dict[str, Any]:
-    final = None
+def _final_val_loss(out_dir: Path) -> float | None:
+    """The validation loss of the run's last evaluation (this process's or, resumed, an earlier one's)."""
     metrics = out_dir / "metrics.jsonl"
-    if metrics.is_file():
-        lines = metrics.read_text().splitlines()
-        final = json.loads(lines[-1])["val_loss"] if lines else None
-    best = progress["best_val_loss"]
-    return {
-        "status": status,
-        "best_val_loss": None if math.isinf(best) else best,
-        "best_step": progress["best_step"],
-        "final_val_loss": final,
-        "steps": progress["step"],
-        "tokens": progress["tokens"],
-        "wall_seconds": round(wall, 3),
-        "tokens_per_second": round(progress["tokens"] / wall, 1) if wall > 0 else None,
-    }
+    lines = metrics.read_text().splitlines() if metrics.is_file() else []
+    return json.loads(lines[-1])["val_loss"] if lines else None

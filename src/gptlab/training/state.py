@@ -7,10 +7,12 @@ Nothing is pickled: tensors go to safetensors, the rest to JSON.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -24,11 +26,27 @@ from gptlab.lora import is_lora_key
 MANIFEST = "manifest.json"
 
 
+@dataclass
+class Progress:
+    """Where a run stands: saved as `training.json` in each checkpoint, so a resumed run goes on exactly."""
+
+    step: int = 0  # optimizer steps done
+    tokens: int = 0  # tokens trained on
+    lr: float = 0.0  # learning rate of the last step
+    best_score: float = -math.inf  # of the evaluation `best/` holds (higher is better)
+    best_val_loss: float = math.inf  # of that evaluation
+    best_step: int | None = None  # its step
+    evals_since_best: int = 0  # evaluations since, for early stopping
+    elapsed: float = 0.0  # seconds of training up to the last evaluation, across resumes
+    window_losses: list[float] = field(default_factory=list)  # training losses since the last evaluation
+    evaluated_at: int = 0  # step of the last evaluation
+
+
 def save_training_checkpoint(
     folder: Path,
     write_model: Callable[[Path], None],
     optimizer: torch.optim.Optimizer | None,
-    progress: dict[str, Any],
+    progress: Progress,
     rng: torch.Tensor | None = None,
 ) -> None:
     """Write model (via `write_model`), optimizer, RNG (`rng`, default: the current state) and
@@ -47,7 +65,8 @@ def save_training_checkpoint(
                     tensors[f"optimizer.{index}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
             groups = opt_state["param_groups"]
         save_file(tensors, str(tmp / "training.safetensors"))
-        (tmp / "training.json").write_text(json.dumps({**progress, "param_groups": groups}, indent=2))
+        saved = {**dataclasses.asdict(progress), "param_groups": groups}
+        (tmp / "training.json").write_text(json.dumps(saved, indent=2))
         digests = {p.name: sha256_of(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         (tmp / MANIFEST).write_text(json.dumps(digests, indent=2))
 
@@ -68,9 +87,7 @@ def verify_checkpoint(folder: Path) -> None:
             )
 
 
-def load_training_state(
-    folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None
-) -> dict[str, Any]:
+def load_training_state(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> Progress:
     """Restore model weights, optimizer and RNG from `folder`; return the saved progress."""
     verify_checkpoint(folder)
     weights = read_safetensors(folder / "model.safetensors")
@@ -85,8 +102,8 @@ def load_training_state(
             f"unexpected {unexpected[:5]})"
         )
     tensors = read_safetensors(folder / "training.safetensors")
-    progress = read_json(folder / "training.json")
-    if optimizer is not None and progress.get("param_groups") is not None:
+    saved = read_json(folder / "training.json")
+    if optimizer is not None and saved.get("param_groups") is not None:
         params = [p for group in optimizer.param_groups for p in group["params"]]
         state: dict[int, dict[str, torch.Tensor]] = {}
         for key, value in tensors.items():
@@ -96,9 +113,8 @@ def load_training_state(
                 if value.shape == param.shape:  # moments must share the parameter's memory layout:
                     value = torch.empty_like(param).copy_(value)  # fused AdamW walks raw memory
                 state.setdefault(int(index), {})[name] = value
-        optimizer.load_state_dict({"state": state, "param_groups": progress["param_groups"]})
+        optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
     torch.set_rng_state(tensors["rng.cpu"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
-    return progress
-
+    return Progress(**{f.name: saved[f.name] for f in dataclasses.fields(Progress) if f.name in saved})

@@ -1,0 +1,49 @@
+"""A trained classifier at work: texts in, classes out (`gptlab classify`, and scoring while training)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from gptlab.checkpoint import LoadedModel
+from gptlab.data.classification import encode_padded
+from gptlab.model import GPT
+
+
+@dataclass
+class Encoded:
+    """Texts as tensors: right-padded ids (N, L), real lengths (N,), class ids (N,)."""
+
+    ids: Tensor
+    lengths: Tensor
+    labels: Tensor
+
+    def batch(self, positions) -> tuple[Tensor, Tensor, Tensor]:
+        """Rows at `positions`, trimmed to their longest text (pure padding columns dropped)."""
+        lengths = self.lengths[positions]
+        width = int(lengths.max())
+        return self.ids[positions, :width], lengths, self.labels[positions]
+
+
+@torch.no_grad()
+def predict(model: GPT, data: Encoded, batch_size: int = 32) -> Tensor:
+    """Predicted class ids for every row of `data`."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(data.labels), batch_size):
+        ids, lengths, _ = data.batch(torch.arange(start, min(start + batch_size, len(data.labels))))
+        out.append(model(ids.to(device), lengths=lengths.to(device)).argmax(-1).cpu())
+    return torch.cat(out)
+
+
+def classify_texts(loaded: LoadedModel, texts: list[str]) -> Tensor:
+    """Class probabilities (N, num_classes) for raw texts, encoded as in training."""
+    max_length = loaded.meta.max_length or loaded.model.config.context_length
+    pad_id = loaded.tokenizer.eos_id if loaded.tokenizer.eos_id is not None else 0
+    ids, lengths = encode_padded(texts, loaded.tokenizer, max_length, pad_id)
+    device = next(loaded.model.parameters()).device
+    with torch.no_grad():
+        return loaded.model(ids.to(device), lengths=lengths.to(device)).softmax(-1).cpu()

@@ -1,0 +1,77 @@
+"""What the model commands share: the flags that name a model and how it generates, and loading it."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from gptlab.checkpoint import LoadedModel, load_model
+from gptlab.devices import pick_device
+from gptlab.generation import GenerationSettings
+from gptlab.prompts import PROMPT_STYLES, PromptStyle, style_for
+
+log = logging.getLogger("gptlab")
+
+
+def model_command(commands: argparse._SubParsersAction, name: str, run: Callable[[argparse.Namespace], int],
+                  help: str, description: str, **defaults: Any) -> argparse.ArgumentParser:
+    """The parser of a command that loads --model (on --device) and runs `run`."""
+    p = commands.add_parser(name, help=help, description=description)
+    p.set_defaults(func=run, **defaults)
+    p.add_argument("--model", required=True, metavar="MODEL",
+                   help="a preset (gpt-tiny, gpt-small, gpt2, gpt2-medium, gpt2-large, gpt2-xl: random "
+                        "weights), smollm2 (the built-in real SmolLM2-135M-Instruct), a gptlab checkpoint or "
+                        "run folder, a Hugging Face GPT-2 or Llama folder, an OpenAI GPT-2 folder (model.ckpt.*), the "
+                        "book's .pth, a llama .gguf file, or a hub name such as "
+                        "openai-community/gpt2 (needs network or the hub cache)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default: auto)")
+    return p
+
+
+def add_generation_flags(p: argparse.ArgumentParser, max_new_tokens: int = 50, temperature: float = 1.0,
+                         top_k: int | None = None) -> None:
+    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens, metavar="N",
+                   help=f"tokens to generate (default {max_new_tokens})")
+    p.add_argument("--temperature", type=float, default=temperature, metavar="T",
+                   help=f"sampling temperature; 0 = greedy, as in the OpenAI API (default {temperature})")
+    p.add_argument("--top-k", type=int, default=top_k, metavar="K",
+                   help="sample among the K most likely tokens" + (f" (default {top_k})" if top_k else ""))
+    p.add_argument("--top-p", type=float, default=None, metavar="P", help="nucleus sampling with mass P")
+    p.add_argument("--seed", type=int, default=None, help="random seed for sampling (and preset init)")
+    p.add_argument("--stop", action="append", metavar="TEXT", help="stop before this text (repeatable)")
+    p.add_argument("--no-kv-cache", action="store_true",
+                   help="recompute the whole sequence every step (slow; to compare with the cache)")
+
+
+def add_prompt_style_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prompt-style", choices=list(PROMPT_STYLES), default=None,
+                   help="how instructions are framed (default: the model's own, else alpaca)")
+
+
+def add_record_field_flags(p: argparse.ArgumentParser) -> None:
+    """--instruction-field, --input-field, --output-field: records with other field names."""
+    for name in ("instruction", "input", "output"):
+        p.add_argument(f"--{name}-field", default=name, help=f"record field holding the {name} (default {name})")
+
+
+def load(args: argparse.Namespace) -> LoadedModel:
+    """The model --model names, on --device, with a warning when its weights are random."""
+    loaded = load_model(args.model, device=pick_device(getattr(args, "device", None)), seed=args.seed or 0)
+    if loaded.random_weights:
+        log.warning("%s: the weights are random, so the text will be noise", loaded.description)
+    return loaded
+
+
+def generation_settings(args: argparse.Namespace) -> GenerationSettings:
+    """The sampling flags (generation adds the model's end-of-text stop itself)."""
+    return GenerationSettings(
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+        top_p=args.top_p, seed=args.seed, stop_strings=tuple(args.stop or ()), kv_cache=not args.no_kv_cache,
+    )
+
+
+def chosen_prompt_style(args: argparse.Namespace, loaded: LoadedModel) -> PromptStyle:
+    """--prompt-style, else the one the model was fine-tuned with (or its family's), else alpaca."""
+    return style_for(loaded.meta, args.prompt_style)

@@ -1,0 +1,132 @@
+"""`gptlab info`, `gptlab generate` and `gptlab perplexity`: a model as a language model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from gptlab.checkpoint import LoadedModel
+from gptlab.cli.common import add_generation_flags, generation_settings, load, model_command
+from gptlab.data.text import token_stream
+from gptlab.evaluation.perplexity import perplexity
+from gptlab.generation import Completion, GenerationSettings
+
+QUIT_WORDS = ("quit", "exit")
+
+
+def add_info(commands: argparse._SubParsersAction) -> None:
+    info = commands.add_parser("info", help="show a model's configuration, parameter count and size",
+                               description="Show a model's configuration, parameter count, size and FLOPs per token.")
+    info.add_argument("model", metavar="MODEL", help="preset, checkpoint folder, HF folder or hub name")
+    info.add_argument("--device", default="cpu", help="device to load on (default cpu)")
+    info.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.set_defaults(func=cmd_info)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    loaded = load(args)
+    model = loaded.model
+    params = model.num_parameters()
+    size_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6
+    if args.json:
+        print(json.dumps({
+            "model": args.model, "source": loaded.source, "config": model.config.to_dict(),
+            "parameters": params, "size_mb": round(size_mb, 2),
+            "flops_per_token": model.flops_per_token(), "tokenizer": loaded.tokenizer.to_dict(),
+        }))
+        return 0
+    print(f"model:        {loaded.description}")
+    for key, value in model.config.to_dict().items():
+        print(f"  {key:<16}{value}")
+    print(f"parameters:   {params:,} ({params / 1e6:.1f}M; {model.num_parameters(non_embedding=True):,} "
+          "without embeddings)")
+    print(f"size:         {size_mb:.1f} MB ({next(model.parameters()).dtype})")
+    print(f"FLOPs/token:  {model.flops_per_token() / 1e9:.3f} GFLOP forward at full context")
+    print(f"tokenizer:    {loaded.tokenizer.name} (vocab {loaded.tokenizer.vocab_size:,})")
+    return 0
+
+
+def add_generate(commands: argparse._SubParsersAction) -> None:
+    gen = model_command(commands, "generate", cmd_generate, help="generate text from a prompt (KV-cached, streaming)",
+                        description="Generate a continuation of a prompt. Without --prompt, asks for prompts "
+                                    "interactively and streams the answers.")
+    gen.add_argument("--prompt", default=None, help="the text to continue (omit for interactive mode)")
+    add_generation_flags(gen)
+    gen.add_argument("--stream", action="store_true", help="print tokens as they are generated")
+    gen.add_argument("--json", action="store_true",
+                     help='print one JSON object {"prompt", "completion", "completion_ids", "finish_reason"}')
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    loaded = load(args)
+    settings = generation_settings(args)
+    if args.prompt is None:
+        return _interactive(loaded, settings)
+    pieces = Completion(loaded.model, loaded.tokenizer, loaded.tokenizer.encode(args.prompt), settings)
+    if args.json:
+        completion = "".join(pieces)
+        print(json.dumps({"prompt": args.prompt, "completion": completion, "completion_ids": pieces.ids,
+                          "finish_reason": pieces.finish_reason}))
+    elif args.stream:
+        print(args.prompt, end="", flush=True)
+        for piece in pieces:
+            print(piece, end="", flush=True)
+        print()
+    else:
+        print(args.prompt + "".join(pieces))
+    return 0
+
+
+def _interactive(loaded: LoadedModel, settings: GenerationSettings) -> int:
+    while True:
+        try:
+            prompt = input("Enter a prompt (type 'quit' to exit): ")
+        except EOFError:
+            print()
+            return 0
+        if prompt.strip().lower() in QUIT_WORDS:
+            return 0
+        if not prompt:
+            continue
+        pieces = Completion(loaded.model, loaded.tokenizer, loaded.tokenizer.encode(prompt), settings)
+        print(prompt, end="", flush=True)
+        for piece in pieces:
+            print(piece, end="", flush=True)
+        print()
+
+
+def add_perplexity(commands: argparse._SubParsersAction) -> None:
+    ppl = model_command(commands, "perplexity", cmd_perplexity, seed=0,
+                        help="a model's loss and perplexity on text (sliding window)",
+                        description="Score every token of the text once, each window predicting only the tokens "
+                                    "earlier windows did not, with at least context - stride tokens of left "
+                                    "context (after the first window).")
+    ppl.add_argument("--data", action="append", required=True, metavar="SOURCE",
+                     help="a built-in data set (the-verdict, tinyshakespeare) or a text file; repeatable")
+    ppl.add_argument("--context", type=int, default=None, help="window length (default: the model's context)")
+    ppl.add_argument("--stride", type=int, default=None,
+                     help="tokens between window starts (default: half the window; = window is fastest)")
+    ppl.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8)")
+    ppl.add_argument("--max-tokens", type=int, default=None, metavar="N", help="score only the first N tokens")
+    ppl.add_argument("--json", action="store_true",
+                     help='print one JSON object {"tokens", "loss", "perplexity", ...}')
+
+
+def cmd_perplexity(args: argparse.Namespace) -> int:
+    loaded = load(args)
+    tokens = token_stream(args.data, loaded.tokenizer)[:args.max_tokens]
+    context = args.context or loaded.model.config.context_length
+    if context > loaded.model.config.context_length:
+        raise ValueError(f"--context {context} is longer than the model's context "
+                         f"({loaded.model.config.context_length})")
+    stride = args.stride or max(context // 2, 1)
+    result = perplexity(loaded.model, tokens, stride, args.batch_size, context)
+    report = {"data": args.data, "tokens": result.tokens, "loss": round(result.loss, 6),
+              "perplexity": round(result.perplexity, 4), "context": context, "stride": stride}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{', '.join(args.data)}: {result.tokens:,} tokens scored, loss {result.loss:.4f} nats/token, "
+              f"perplexity {result.perplexity:.2f} (windows of {context}, stride {stride})")
+    return 0

@@ -1,0 +1,19 @@
+"""Every training task by name: its config class, which knows how to run itself.
+
+    config = TASKS["classify"](data="sms-spam", pretrain_on_texts=True)
+    summary = config.run()
+
+The names are the commands' (`gptlab pretrain`, `gptlab finetune classify|instruct|dpo`) and
+the `"task"` of each run's `config.json`.
+"""
+
+from __future__ import annotations
+
+from gptlab.training.classify import ClassifyConfig
+from gptlab.training.dpo import DPOConfig
+from gptlab.training.pretrain import PretrainConfig
+from gptlab.training.runs import RunConfig
+from gptlab.training.sft import SFTConfig
+
+TASKS: dict[str, type[RunConfig]] = {config.TASK: config for config in (PretrainConfig, ClassifyConfig, SFTConfig,
+                                                                         DPOConfig)}

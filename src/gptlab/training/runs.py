@@ -1,0 +1,146 @@
+"""What every training task shares, so that no task imports another.
+
+The base of every task's config (its recipe of training settings, its replayable `config.json`
+both ways), the run folder's set-up, and the instruction tasks' helpers: which examples can
+train, a sample response at each evaluation, the test-set responses at the end.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import json
+import logging
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from torch import nn
+
+from gptlab.checkpoint import load_model
+from gptlab.data.instruction import Record, write_records
+from gptlab.prompts import PromptStyle
+from gptlab.devices import pick_device
+from gptlab.evaluation.responses import RESPONSES_FILE, generate_responses
+from gptlab.generation import GenerationSettings, generate
+from gptlab.tokenizer import Tokenizer
+from gptlab.training.loop import GENERIC, TrainSettings
+from gptlab.training.reports import OnEvent, RespondEvent, RunSummary
+
+log = logging.getLogger(__name__)
+SAMPLE_TOKENS = 35  # length of the sample response printed at each evaluation
+T = TypeVar("T")
+C = TypeVar("C", bound="RunConfig")
+
+
+class RunConfig(abc.ABC):
+    """Base of every task's config dataclass: its recipe, its replayable `config.json`, and `run`.
+
+    Training settings left unset (None) take the task's recipe when the config is made, in
+    Python as on the command line, so `config.json` always holds the resolved values.
+    """
+
+    TASK: ClassVar[str]  # the name written into config.json and the command's, e.g. "pretrain"
+    RECIPE: ClassVar[TrainSettings] = GENERIC  # the training settings this task uses where none are given
+    train: TrainSettings
+    out: str
+
+    def __init_subclass__(cls, task: str, **kwargs: Any) -> None:
+        """`class SFTConfig(RunConfig, task="instruct")`: the task's name."""
+        super().__init_subclass__(**kwargs)
+        cls.TASK = task
+
+    def __post_init__(self) -> None:
+        self.train = self.train.over(self.recipe())
+
+    def recipe(self) -> TrainSettings:
+        """The complete training settings for this config's other choices (`RECIPE` unless a task says)."""
+        return self.RECIPE
+
+    @abc.abstractmethod
+    def run(self, resume: bool = False, on_event: OnEvent | None = None) -> RunSummary:
+        """Train as this config says (from `checkpoints/last` with `resume`); writes the run folder
+        and returns its summary."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The run's `config.json`."""
+        return {"task": self.TASK, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls: type[C], data: Mapping[str, Any], where: str = "config.json") -> C:
+        """The inverse of `to_dict`; a config of another task, or an unknown setting, is an error."""
+        task = data.get("task", cls.TASK)
+        if task != cls.TASK:
+            raise ValueError(f"{where} is a {task} run's config, not a {cls.TASK} one")
+        return settings_from_json(cls, {k: v for k, v in data.items() if k != "task"}, where)
+
+
+def settings_from_json(kind: type[T], data: Mapping[str, Any], where: str) -> T:
+    """A settings dataclass (nested ones too) from its JSON object, naming what does not fit."""
+    hints = typing.get_type_hints(kind)
+    fields = {f.name: f for f in dataclasses.fields(kind)}
+    for name in data:
+        if name not in fields:
+            raise ValueError(f"{where}: unknown setting {name!r} (known: {', '.join(fields)})")
+    for name, f in fields.items():
+        if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ValueError(f"{where}: no value for {name!r}")
+    values = {name: settings_from_json(hints[name], value, f"{where}, {name}")
+              if dataclasses.is_dataclass(hints[name]) and isinstance(value, Mapping) else value
+              for name, value in data.items()}
+    return kind(**values)
+
+
+def start_run(config: RunConfig, splits: Mapping[str, Sequence[T]] | None = None,
+              write: Callable[[Sequence[T], Path], None] | None = None, suffix: str = ".json") -> Path:
+    """The run folder, with the data splits (each written by `write` to `<name><suffix>`) and the
+    replayable `config.json`."""
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if splits is not None and write is not None:
+        for name, part in splits.items():
+            write(part, out / f"{name}{suffix}")
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    return out
+
+
+def trainable(items: list[T], prompt_length: Callable[[T], int], max_length: int, split: str) -> list[T]:
+    """Drop examples whose prompt fills `max_length`: no response token would be left to learn."""
+    kept = [item for item in items if prompt_length(item) < max_length]
+    if len(kept) < len(items):
+        log.warning("%d %s records have prompts of %d tokens or more and are left out; raise "
+                    "--allowed-max-length or use a model with a longer context", len(items) - len(kept), split,
+                    max_length)
+    if not kept:
+        raise ValueError(f"no {split} record fits in {max_length} tokens")
+    return kept
+
+
+def sample_response(tokenizer: Tokenizer, style: PromptStyle, record: Record) -> Callable[[nn.Module], str]:
+    """A function that answers one fixed validation instruction greedily, to watch the model learn."""
+    prompt = tokenizer.encode(style.prompt(record.instruction, record.input))
+    settings = GenerationSettings(max_new_tokens=SAMPLE_TOKENS, temperature=0).stopping_for(tokenizer)
+
+    def sample(model: nn.Module) -> str:
+        return tokenizer.decode(list(generate(model, prompt, settings)))
+
+    return sample
+
+
+def add_test_responses(summary: RunSummary, out: Path, style: PromptStyle, test: list[Record],
+                       max_new_tokens: int, device: str, on_event: OnEvent | None) -> RunSummary:
+    """After a finished run: greedy responses of its best checkpoint to every test record, in the
+    book's file format (for `gptlab judge`), named in the summary."""
+    if summary.status == "interrupted" or max_new_tokens <= 0 or not test:
+        return summary
+    loaded = load_model(str(out), device=pick_device(device))
+    responses = []
+    for response in generate_responses(loaded.model, loaded.tokenizer, style, test, max_new_tokens):
+        responses.append(response)
+        if on_event is not None:
+            on_event(RespondEvent(len(responses), len(test)))
+    path = out / RESPONSES_FILE
+    write_records(test, path, responses)
+    log.info("wrote %d test-set responses to %s", len(responses), path)
+    return dataclasses.replace(summary, responses=str(path))

@@ -1,0 +1,77 @@
+"""Task configs resolve their own recipe, so Python and the command line describe the same run."""
+
+import argparse
+import dataclasses
+import json
+
+import pytest
+
+from gptlab.cli import build_parser
+from gptlab.cli.train import task_config
+from gptlab.lora import LoRASettings
+from gptlab.training.classify import ClassifyConfig
+from gptlab.training.loop import GENERIC, TrainSettings
+from gptlab.training.pretrain import PretrainConfig
+from gptlab.training.registry import TASKS
+from gptlab.training.runs import RunConfig
+from gptlab.training.sft import SFTConfig
+
+
+def from_flags(*argv: str) -> RunConfig:
+    return task_config(build_parser().parse_args(list(argv)))
+
+
+def test_pretrain_on_texts_takes_its_recipe_in_python_as_on_the_command_line():
+    python = ClassifyConfig(data="sms-spam", pretrain_on_texts=True)
+    assert (python.train.lr, python.train.min_lr, python.train.max_steps, python.train.warmup_steps) == (
+        3e-4, 3e-5, 400, 50)
+    assert (python.train_layers, python.dropout) == ("all", 0.2)
+    cli = from_flags("finetune", "classify", "--data", "sms-spam", "--pretrain-on-texts")
+    assert cli.to_dict() == python.to_dict()
+    book = ClassifyConfig(data="sms-spam")
+    assert (book.train.lr, book.train.max_steps, book.train_layers, book.dropout) == (5e-5, 650, "last", None)
+
+
+def test_given_training_values_override_the_recipe_field_by_field():
+    python = SFTConfig(data="d.json", train=TrainSettings(lr=1e-3, max_steps=5))
+    assert python.train == dataclasses.replace(SFTConfig.RECIPE, lr=1e-3, max_steps=5)
+    assert from_flags("finetune", "instruct", "--data", "d.json", "--lr", "1e-3", "--max-steps", "5").to_dict() == \
+        python.to_dict()
+    assert PretrainConfig(data=["the-verdict"]).train == GENERIC  # pretraining's recipe is the generic one
+
+
+def test_config_json_round_trips_and_replays_with_the_flags_given_on_top(tmp_path):
+    config = ClassifyConfig(data="sms-spam", train_layers="lora", lora=LoRASettings(rank=4))
+    saved = json.loads(json.dumps(config.to_dict()))
+    assert saved["lora"]["rank"] == 4 and ClassifyConfig.from_dict(saved) == config
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(saved))
+    replay = from_flags("finetune", "classify", "--config", str(path), "--lora-alpha", "8", "--lr", "1e-3")
+    assert replay.lora == LoRASettings(rank=4, alpha=8.0)
+    assert (replay.train.lr, replay.train.max_steps, replay.train_layers) == (1e-3, 650, "lora")
+
+
+def test_a_config_of_another_task_or_an_unknown_setting_is_refused():
+    with pytest.raises(ValueError, match="is a dpo run's config, not a classify one"):
+        ClassifyConfig.from_dict({"task": "dpo", "data": "x"})
+    with pytest.raises(ValueError, match="unknown setting 'lora_rank'"):
+        ClassifyConfig.from_dict({"data": "x", "lora_rank": 4})
+    with pytest.raises(ValueError, match="config.json, train: unknown setting 'learning_rate'"):
+        ClassifyConfig.from_dict({"data": "x", "train": {"learning_rate": 1e-3}})
+    with pytest.raises(ValueError, match="gptlab pretrain needs --data or --config"):
+        from_flags("pretrain")
+
+
+def subcommand(parser: argparse.ArgumentParser, *names: str) -> argparse.ArgumentParser:
+    for name in names:
+        parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+    return parser
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_every_trainer_flag_is_explained_and_shows_the_recipe(name):
+    parser = subcommand(build_parser(), *(["pretrain"] if name == "pretrain" else ["finetune", name]))
+    flags = {action.option_strings[-1]: action.help for action in parser._actions if action.option_strings}
+    assert all(flags.values()), [flag for flag, text in flags.items() if not text]
+    assert f"(default: {TASKS[name].RECIPE.lr})" in flags["--lr"]
+    assert "--lora-rank" in flags or name == "pretrain"
