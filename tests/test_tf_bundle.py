@@ -2,8 +2,6 @@
 
 import shutil
 import struct
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -54,18 +52,6 @@ def test_crc32c_known_values():
     assert crc32c.crc32c(b"") == 0
     assert crc32c._python_crc32c(memoryview(bytes(range(256)) * 3)) == crc32c.crc32c(bytes(range(256)) * 3)
     assert crc32c.mask(0) == 0xA282EAD8  # the rest of the mask is proven by every fixture tensor passing its check
-
-
-def test_pure_python_crc32c_speed_for_the_report(capsys):
-    """Times the fallback on the fixture's data file and extrapolates to 124M's 497,759,232 bytes."""
-    data = (FIXTURES / "vocab50257" / "model.ckpt.data-00000-of-00001").read_bytes()
-    start = time.perf_counter()
-    crc32c._python_crc32c(memoryview(data))
-    seconds = time.perf_counter() - start
-    with capsys.disabled():
-        sys.stderr.write(f"\npure-Python crc32c: {len(data) / seconds / 1e6:.1f} MB/s, "
-                         f"~{497759232 / len(data) * seconds:.0f} s for GPT-2 124M\n")
-    assert seconds < 5
 
 
 def test_missing_data_file_is_named(tiny):
