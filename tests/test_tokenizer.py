@@ -211,3 +211,11 @@ def test_long_text_is_cut_where_no_token_changes():
     assert "".join(pieces) == text and max(map(len, pieces)) <= 1000 and len(pieces) > 10
     tokenizer = GPT2Tokenizer()
     assert [i for piece in pieces for i in tokenizer.encode(piece)] == tokenizer.encode(text)
+
+
+def test_the_built_in_models_tokenizer_takes_a_million_spaces_too():
+    from gptlab.tokenizer.bytelevel import gguf_tokenizer
+
+    tokenizer = gguf_tokenizer({"type": "builtin", "name": "smollm2"})
+    text = " " * 1_000_000 + "and 42 more"
+    assert tokenizer.decode(tokenizer.encode(text)) == text

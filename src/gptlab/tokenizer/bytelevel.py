@@ -20,6 +20,7 @@ import tiktoken
 from gptlab.files import builtin_model_path, read_json
 from gptlab.models import PreTokenizer, pre_tokenizer
 from gptlab.tokenizer.gpt2 import bytes_to_unicode
+from gptlab.tokenizer.chunks import safe_pieces
 
 CONTROL_TOKEN = 3  # GGUF token type of special tokens such as <|im_start|>
 BYTE_LEVEL_DECODER = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
@@ -60,11 +61,11 @@ class ByteLevelBPE:
                                            special_tokens=self.special_tokens, explicit_n_vocab=len(tokens))
 
     def encode(self, text: str) -> list[int]:
-        """Token ids for text; special tokens written out (e.g. "<|im_start|>") become their ids."""
+        """Token ids for text of any length; special tokens written out (e.g. "<|im_start|>") become their ids."""
         if self._unseen is not None:
             raw = self._unseen.sub("", text.encode("utf-8").decode("latin-1"))
             text = raw.encode("latin-1").decode("utf-8", errors="ignore")
-        return self._encoding.encode(text, allowed_special="all")
+        return [i for piece in safe_pieces(text) for i in self._encoding.encode(piece, allowed_special="all")]
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
