@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from gptlab.data.classification import (
-    LabelMap, balance, encode_padded, load_examples, split, write_split,
+    LabelMap, balance, encode_padded, load_examples, write_split,
 )
+from gptlab.data.splits import shuffled_split
 from gptlab.tokenizer import GPT2Tokenizer
 
 
@@ -22,9 +23,10 @@ def test_balancing_and_book_split_sizes_are_exact_and_seeded(sms):
     balanced = balance(sms, seed=123)
     assert sum(e.label == "spam" for e in balanced) == sum(e.label == "ham" for e in balanced) == 747
     assert balance(sms, seed=123) == balanced and balance(sms, seed=7) != balanced
-    train, val, test = split(balanced, (0.7, 0.1), seed=123)
+    parts = shuffled_split(balanced, 123, {"train": 0.7, "val": 0.1}, rest="test")
+    train, val, test = parts["train"], parts["val"], parts["test"]
     assert (len(train), len(val), len(test)) == (1045, 149, 300)  # the book's sizes
-    assert split(balanced, (0.7, 0.1), seed=123) == (train, val, test)
+    assert shuffled_split(balanced, 123, {"train": 0.7, "val": 0.1}, rest="test") == parts
     sources = [e.source for part in (train, val, test) for e in part]
     assert len(set(sources)) == len(sources) == 1494
 

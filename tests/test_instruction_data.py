@@ -7,8 +7,9 @@ import torch
 from gptlab.models import preset_config
 from gptlab.models.llama import SMOLLM_SYSTEM
 from gptlab.data.instruction import (
-    IGNORE_INDEX, Record, collate, encode_record, load_records, split_records, write_records,
+    IGNORE_INDEX, Record, collate, encode_record, load_records, write_records,
 )
+from gptlab.data.splits import shuffled_split
 from gptlab.prompts import PROMPT_STYLES, prompt_style
 from gptlab.data.order import EpochOrder
 from gptlab.model import GPT
@@ -95,13 +96,17 @@ def test_loss_ignores_exactly_the_masked_targets_and_skips_their_logits():
 def test_book_split_sizes_are_exact_and_seeded():
     records = load_records("instruction-data")
     assert len(records) == 1100
-    train, test, val = split_records(records, seed=123)
+    def split_records(seed: int, train: float = 0.85, test: float = 0.10) -> list[list[Record]]:
+        parts = shuffled_split(records, seed, {"train": train, "test": test}, rest="val")
+        return [parts["train"], parts["test"], parts["val"]]
+
+    train, test, val = split_records(seed=123)
     assert (len(train), len(test), len(val)) == (935, 110, 55)
-    again = split_records(records, seed=123)
+    again = split_records(seed=123)
     assert [r.instruction for r in again[1]] == [r.instruction for r in test]
-    assert [r.instruction for r in split_records(records, seed=7)[1]] != [r.instruction for r in test]
+    assert [r.instruction for r in split_records(seed=7)[1]] != [r.instruction for r in test]
     assert {id(r) for r in train + test + val} == {id(r) for r in records}
-    assert [len(p) for p in split_records(records, seed=123, train=0.9, test=0.1)] == [990, 110, 0]
+    assert [len(p) for p in split_records(seed=123, train=0.9, test=0.1)] == [990, 110, 0]
 
 
 def test_field_names_can_be_overridden_and_records_written_back(tmp_path):

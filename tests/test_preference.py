@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from gptlab.data.instruction import split_records
+from gptlab.data.splits import shuffled_split
 from gptlab.prompts import PROMPT_STYLES
 from gptlab.data.preference import collate_preferences, encode_preference, load_preferences
 from gptlab.tokenizer import GPT2Tokenizer
@@ -101,7 +101,8 @@ def test_the_books_preference_set_loads_and_splits_935_110_55():
     assert len(preferences) == 1100
     first = preferences[0]
     assert (first.chosen, first.rejected) == (first.record.original["chosen"], first.record.original["rejected"])
-    assert [len(part) for part in split_records(preferences, seed=123)] == [935, 110, 55]
+    parts = shuffled_split(preferences, 123, {"train": 0.85, "test": 0.10}, rest="val")
+    assert [len(parts[name]) for name in ("train", "test", "val")] == [935, 110, 55]
 
 
 def test_field_names_can_be_overridden(tmp_path):

@@ -136,20 +136,6 @@ def balance(examples: list[Example], seed: int) -> list[Example]:
     return [e for i, e in enumerate(examples) if i in keep]
 
 
-def split(examples: list[Example], fractions: tuple[float, float], seed: int
-          ) -> tuple[list[Example], list[Example], list[Example]]:
-    """Shuffle (seeded), then cut train / val / test: train and val take their fractions, test the rest."""
-    train_fraction, val_fraction = fractions
-    if train_fraction <= 0 or val_fraction < 0 or train_fraction + val_fraction >= 1:
-        raise ValueError(f"split fractions must leave room for a test split, got train={train_fraction}, "
-                         f"val={val_fraction}")
-    shuffled = examples[:]
-    random.Random(seed).shuffle(shuffled)
-    train_end = int(len(shuffled) * train_fraction)
-    val_end = train_end + int(len(shuffled) * val_fraction)
-    return shuffled[:train_end], shuffled[train_end:val_end], shuffled[val_end:]
-
-
 def write_split(examples: list[Example], path: Path) -> None:
     """A split as JSONL (`text`, `label`), readable again by `load_examples`."""
     with path.open("w", encoding="utf-8") as f:

@@ -9,10 +9,9 @@ to answer after are exactly the tokens it sees when it is asked (chat, evaluatio
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -92,21 +91,6 @@ def _record(where: str, row: Any, checks: tuple[tuple[str, bool], ...]) -> Recor
     if not values[0].strip():
         raise ValueError(f"{where}: empty {checks[0][0]!r}")
     return Record(*values[:3], original=row)
-
-
-T = TypeVar("T")
-
-
-def split_records(records: list[T], seed: int, train: float = 0.85, test: float = 0.10
-                  ) -> tuple[list[T], list[T], list[T]]:
-    """Seeded shuffle, then train / test / validation as in the book: 85% and 10% rounded down,
-    validation the rest (935/110/55 of 1,100)."""
-    if not (0 < train and 0 <= test and train + test <= 1):
-        raise ValueError(f"split fractions train={train}, test={test} must be positive and sum to at most 1")
-    shuffled = list(records)
-    random.Random(seed).shuffle(shuffled)
-    n_train, n_test = int(len(shuffled) * train), int(len(shuffled) * test)
-    return shuffled[:n_train], shuffled[n_train:n_train + n_test], shuffled[n_train + n_test:]
 
 
 def write_records(records: list[Record], path: Path, responses: list[str] | None = None) -> None:

@@ -15,9 +15,10 @@ from gptlab.checkpoint import CheckpointMeta, load_model
 from gptlab.checkpoint.native import write_model_files
 from gptlab.classifier import Encoded, predict
 from gptlab.data.classification import (
-    SMS_SPAM, Example, LabelMap, balance, encode_padded, load_examples, split, write_split,
+    SMS_SPAM, Example, LabelMap, balance, encode_padded, load_examples, write_split,
 )
 from gptlab.data.order import EpochOrder, in_order
+from gptlab.data.splits import shuffled_split
 from gptlab.data.text import token_stream
 from gptlab.evaluation.baseline import tfidf_logistic_regression
 from gptlab.evaluation.metrics import classification_report
@@ -150,8 +151,11 @@ def _splits(config: ClassifyConfig) -> dict[str, list[Example]]:
     examples = load_examples(config.data, config.text_column, config.label_column)
     if config.balance == "yes" or (config.balance == "auto" and config.data == SMS_SPAM):
         examples = balance(examples, config.data_seed)
-    parts = split(examples, (config.train_fraction, config.val_fraction), config.data_seed)
-    return dict(zip(("train", "val", "test"), parts))
+    parts = shuffled_split(examples, config.data_seed, {"train": config.train_fraction, "val": config.val_fraction},
+                           rest="test")
+    if not parts["test"]:
+        raise ValueError(f"{config.data}: no examples left for the test split; lower --train-fraction or --val-fraction")
+    return parts
 
 
 def _pretrain_on_texts(config: ClassifyConfig, train_examples: list[Example], out: Path) -> str:

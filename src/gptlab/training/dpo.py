@@ -19,8 +19,9 @@ from torch import Tensor, nn
 
 from gptlab.checkpoint import CheckpointMeta, LoadedModel, load_model
 from gptlab.checkpoint.native import write_model_files
-from gptlab.data.instruction import split_records, write_records
+from gptlab.data.instruction import write_records
 from gptlab.data.order import EpochOrder, in_order
+from gptlab.data.splits import shuffled_split
 from gptlab.data.preference import Preference, collate_preferences, encode_preference, load_preferences
 from gptlab.fields import setting
 from gptlab.lora import LoRASettings
@@ -137,8 +138,8 @@ def _splits(config: DPOConfig) -> dict[str, list[Preference]]:
     """Seeded train / test / validation shares of --data, as in SFT."""
     preferences = load_preferences(config.data, config.instruction_field, config.input_field, config.chosen_field,
                                    config.rejected_field)
-    parts = dict(zip(("train", "test", "val"),
-                     split_records(preferences, config.data_seed, config.train_fraction, config.test_fraction)))
+    parts = shuffled_split(preferences, config.data_seed, {"train": config.train_fraction, "test": config.test_fraction},
+                           rest="val")
     for name in ("train", "val"):
         if not parts[name]:
             raise ValueError(f"{config.data}: no records left for {name}; give more records or other fractions")

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from gptlab.checkpoint import CheckpointMeta, load_model
 from gptlab.checkpoint.native import write_model_files
 from gptlab.data.instruction import (
-    Record, collate, encode_record, load_records, split_records, write_records,
+    Record, collate, encode_record, load_records, write_records,
 )
 from gptlab.data.order import EpochOrder, in_order
+from gptlab.data.splits import shuffled_split
 from gptlab.fields import setting
 from gptlab.lora import LoRASettings
 from gptlab.prompts import style_for
@@ -105,12 +106,13 @@ def _splits(config: SFTConfig) -> dict[str, list[Record]]:
     fields = (config.instruction_field, config.input_field, config.output_field)
     test_share = 0.0 if config.test_data else config.test_fraction
     train_share = 1.0 - test_share if config.val_data else config.train_fraction
-    train, test, val = split_records(load_records(config.data, *fields), config.data_seed, train_share, test_share)
+    parts = shuffled_split(load_records(config.data, *fields), config.data_seed,
+                           {"train": train_share, "test": test_share}, rest="val")
     if config.val_data:
-        val = load_records(config.val_data, *fields)
+        parts["val"] = load_records(config.val_data, *fields)
     if config.test_data:
-        test = load_records(config.test_data, *fields, require_output=False)
-    for name, part in (("training", train), ("validation", val)):
-        if not part:
-            raise ValueError(f"{config.data}: no records left for {name}; give more records or --val-data")
-    return {"train": train, "test": test, "val": val}
+        parts["test"] = load_records(config.test_data, *fields, require_output=False)
+    for name, split in (("train", "training"), ("val", "validation")):
+        if not parts[name]:
+            raise ValueError(f"{config.data}: no records left for {split}; give more records or --val-data")
+    return parts
