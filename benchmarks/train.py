@@ -151,8 +151,8 @@ def main() -> None:
         out = subprocess.run([sys.executable, __file__, *flags, "--worker", library],
                              capture_output=True, text=True, check=True)
         results[library] = json.loads(out.stdout.strip().splitlines()[-1])
-    from gptlab.models import preset_config
     from gptlab.model import GPT
+    from gptlab.models import preset_config
 
     flops = matmul_flops()
     with torch.device("meta"):

@@ -26,7 +26,8 @@ def test_every_public_name_resolves_and_an_unknown_one_is_an_attribute_error():
 def test_generate_gives_what_the_cli_gives(tmp_path):
     model = load_model("gpt-tiny", seed=0)
     text = generate(model, "Every effort moves you", max_new_tokens=12, temperature=0)
-    assert text == "".join(stream(model, "Every effort moves you", GenerationSettings(max_new_tokens=12, temperature=0)))
+    settings = GenerationSettings(max_new_tokens=12, temperature=0)
+    assert text == "".join(stream(model, "Every effort moves you", settings))
     cli = subprocess.run([str(BIN / "gptlab"), "generate", "--model", "gpt-tiny", "--seed", "0", "--prompt",
                           "Every effort moves you", "--max-new-tokens", "12", "--temperature", "0"],
                          capture_output=True, text=True, timeout=300)

@@ -7,9 +7,9 @@ from safetensors.torch import load_file, save_file
 
 from gptlab.checkpoint import CheckpointMeta, export_hf_folder, load_checkpoint, load_model, save_checkpoint
 from gptlab.config import GPTConfig
-from gptlab.models import preset_config
 from gptlab.generation import GenerationSettings, generate
 from gptlab.model import GPT
+from gptlab.models import preset_config
 from gptlab.tokenizer import CharTokenizer, GPT2Tokenizer
 from hf_models import PROMPTS, WIDTHS, hf_greedy, load_hf, save_random_hf_gpt2
 
@@ -143,7 +143,8 @@ def test_other_architectures_and_unknown_specs_are_refused(tmp_path, hf_tiny):
 
 def test_hub_name_offline_gives_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(FileNotFoundError, match="no folder named 'openai-community/gpt2-nonexistent', and could not get .*Offline"):
+    message = "no folder named 'openai-community/gpt2-nonexistent', and could not get .*Offline"
+    with pytest.raises(FileNotFoundError, match=message):
         load_model("openai-community/gpt2-nonexistent")
 
 

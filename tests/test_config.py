@@ -1,8 +1,8 @@
 import pytest
 
 from gptlab.config import GPTConfig
-from gptlab.models import PRESETS, preset_config
 from gptlab.model import GPT
+from gptlab.models import PRESETS, preset_config
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
-from gptlab.models.llama import SMOLLM_SYSTEM
 from gptlab.generation import GenerationSettings
+from gptlab.models.llama import SMOLLM_SYSTEM
 from gptlab.prompts import Conversation, prompt_style
 from gptlab.tokenizer import GPT2Tokenizer
 

@@ -4,15 +4,20 @@ import numpy as np
 import pytest
 import torch
 
+from gptlab.data.instruction import (
+    IGNORE_INDEX,
+    Record,
+    collate,
+    encode_record,
+    load_records,
+    write_records,
+)
+from gptlab.data.order import EpochOrder
+from gptlab.data.splits import shuffled_split
+from gptlab.model import GPT
 from gptlab.models import preset_config
 from gptlab.models.llama import SMOLLM_SYSTEM
-from gptlab.data.instruction import (
-    IGNORE_INDEX, Record, collate, encode_record, load_records, write_records,
-)
-from gptlab.data.splits import shuffled_split
 from gptlab.prompts import PROMPT_STYLES, prompt_style
-from gptlab.data.order import EpochOrder
-from gptlab.model import GPT
 from gptlab.tokenizer import GPT2Tokenizer
 from gptlab.training.losses import lm_loss, lm_loss_on_targets
 
@@ -47,7 +52,8 @@ def test_chatml_prompt_is_smollm2s_template_with_its_default_system_message():
     assert chatml.prompt("Say hi.") == (
         "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
         "<|im_start|>user\nSay hi.<|im_end|>\n<|im_start|>assistant\n")
-    assert chatml.prompt("Add.", "2 and 3").endswith("<|im_start|>user\nAdd.\n\n2 and 3<|im_end|>\n<|im_start|>assistant\n")
+    assert chatml.prompt("Add.", "2 and 3").endswith(
+        "<|im_start|>user\nAdd.\n\n2 and 3<|im_end|>\n<|im_start|>assistant\n")
 
 
 def test_record_is_prompt_ids_then_output_ids():

@@ -5,8 +5,8 @@ import torch
 
 from gptlab.checkpoint import CheckpointMeta, load_model
 from gptlab.checkpoint.native import load_checkpoint, write_model_files
-from gptlab.config import GPTConfig
 from gptlab.checkpoint.weights import read_safetensors
+from gptlab.config import GPTConfig
 from gptlab.lora import DEFAULT_TARGETS, LoRALinear, LoRASettings, apply_lora, lora_state_dict, merge_lora
 from gptlab.model import GPT
 from gptlab.tokenizer import CharTokenizer
@@ -64,7 +64,8 @@ def test_a_lora_checkpoint_loads_as_a_plain_merged_model(tmp_path):
         for tensor in lora_state_dict(model).values():
             tensor.normal_(0, 0.1)
     expected = model(x)
-    write_model_files(model, CharTokenizer("abcdefghijklmnopqrstuvwxyz0123456789 .,!"), tmp_path, CheckpointMeta(lora=settings))
+    tokenizer = CharTokenizer("abcdefghijklmnopqrstuvwxyz0123456789 .,!")
+    write_model_files(model, tokenizer, tmp_path, CheckpointMeta(lora=settings))
     loaded, _, meta = load_checkpoint(tmp_path)
     assert meta.lora == settings and not any(isinstance(m, LoRALinear) for m in loaded.modules())
     assert torch.allclose(loaded(x), expected, atol=1e-5)

@@ -6,9 +6,16 @@ import pytest
 
 from gptlab.config import GPTConfig
 from gptlab.models import (
-    FAMILIES, ChatDefaults, family_for_gguf, family_for_hf, family_of, pre_tokenizer, preset_config,
+    FAMILIES,
+    ChatDefaults,
+    family_for_gguf,
+    family_for_hf,
+    family_of,
+    gpt2,
+    llama,
+    pre_tokenizer,
+    preset_config,
 )
-from gptlab.models import gpt2, llama
 
 LLAMA_TINY = GPTConfig(vocab_size=300, context_length=64, n_layer=2, n_head=4, n_kv_head=2, n_embd=64,
                        mlp_hidden=96, rope_theta=50000.0, layer_norm_eps=1e-5, tie_embeddings=False, **llama.BLOCKS)

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from gptlab.config import GPTConfig
-from gptlab.models import preset_config
 from gptlab.model import GPT
+from gptlab.models import preset_config
 from gptlab.training.loop import Task, _Dist, accumulate_gradients, clip_and_step
 from gptlab.training.losses import lm_loss
 from gptlab.training.optim import build_optimizer, lr_at, param_groups

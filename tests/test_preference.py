@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
+from gptlab.data.preference import collate_preferences, encode_preference, load_preferences
 from gptlab.data.splits import shuffled_split
 from gptlab.prompts import PROMPT_STYLES
-from gptlab.data.preference import collate_preferences, encode_preference, load_preferences
 from gptlab.tokenizer import GPT2Tokenizer
 from gptlab.training.losses import dpo_loss, sequence_logprobs
 

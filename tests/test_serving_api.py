@@ -26,7 +26,8 @@ def test_chat_request_splits_system_turns_and_the_new_message():
     assert request.turns == [("Hi", "Hello.")]
     assert request.prompt == "Name a fruit.\n\nA red one."  # consecutive user messages are one turn
     assert (request.model, request.max_tokens, request.temperature, request.stop) == ("m", 20, 0.0, ("###",))
-    assert (request.seed, request.top_k, request.top_p, request.stream, request.include_usage) == (3, 5, None, True, True)
+    chosen = (request.seed, request.top_k, request.top_p, request.stream, request.include_usage)
+    assert chosen == (3, 5, None, True, True)
 
 
 def test_defaults_follow_the_openai_api():

@@ -42,7 +42,8 @@ def test_stride_and_random_mode():
 
 
 def test_text_shorter_than_a_window_is_explained():
-    with pytest.raises(ValueError, match="text too short: 50 tokens, but one training window needs context_length \\+ 1 = 65"):
+    message = "text too short: 50 tokens, but one training window needs context_length \\+ 1 = 65"
+    with pytest.raises(ValueError, match=message):
         WindowSampler(np.arange(50), context_length=64, batch_size=1)
 
 

@@ -3,8 +3,8 @@ import json
 import pytest
 
 from gptlab.training.loop import TrainSettings
-from gptlab.training.reports import Event
 from gptlab.training.pretrain import PretrainConfig, run
+from gptlab.training.reports import Event
 
 
 def config(out, dropout: float = 0.1, **train) -> PretrainConfig:

@@ -11,8 +11,8 @@ Also `read_json`, the one JSON-object reader whose errors name the file (model c
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import http.client
+import importlib.util
 import json
 import logging
 import os

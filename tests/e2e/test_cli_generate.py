@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from gptlab.checkpoint import save_checkpoint
-from gptlab.models import preset_config
 from gptlab.model import GPT
+from gptlab.models import preset_config
 from gptlab.tokenizer import GPT2Tokenizer
 from hf_models import PROMPTS, hf_greedy, load_hf
 

@@ -53,7 +53,8 @@ def test_pretrain_on_the_verdict_writes_a_complete_run_folder(tmp_path):
     # --config replays the run
     replay = gptlab("pretrain", "--config", str(run / "config.json"), "--out", str(tmp_path / "replay"))
     assert replay.returncode == 0, replay.stderr
-    assert [r["val_loss"] for r in metrics(tmp_path / "replay")] == pytest.approx([r["val_loss"] for r in records], abs=1e-6)
+    replayed = [r["val_loss"] for r in metrics(tmp_path / "replay")]
+    assert replayed == pytest.approx([r["val_loss"] for r in records], abs=1e-6)
 
 
 def test_ctrl_c_saves_last_and_resume_finishes_like_an_uninterrupted_run(tmp_path):

@@ -22,10 +22,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
+from e2e.servers import Server, start_server
 from gptlab.prompts import prompt_style
 from gptlab.tokenizer import GPT2Tokenizer
-
-from e2e.servers import Server, start_server
 
 BIN = Path(sys.executable).parent
 RED = "Name a fruit that is red."

@@ -9,8 +9,8 @@ import torch
 
 from gptlab.checkpoint.book_pth import load_book_pth
 from gptlab.checkpoint.gguf import load_gguf
-from gptlab.checkpoint.meta import CheckpointMeta
 from gptlab.checkpoint.hf import download_from_hub, export_hf_folder, load_hf_folder
+from gptlab.checkpoint.meta import CheckpointMeta
 from gptlab.checkpoint.native import FORMAT as NATIVE_FORMAT
 from gptlab.checkpoint.native import load_checkpoint, save_checkpoint
 from gptlab.checkpoint.openai_gpt2 import is_openai_folder, load_openai_folder
@@ -61,7 +61,8 @@ def load_model(
     elif path.is_file() and path.suffix == ".gguf":
         loaded = _from_file(*load_gguf(path, dtype), "gguf", f"GGUF file {path}")
     elif path.is_file() and path.suffix == ".pth":  # the book's GPTModel; shapes give the config
-        loaded = _from_file(load_book_pth(path, dtype=dtype), GPT2Tokenizer(), "book-pth", f"the book's GPTModel {path}")
+        loaded = _from_file(load_book_pth(path, dtype=dtype), GPT2Tokenizer(), "book-pth",
+                            f"the book's GPTModel {path}")
     elif path.is_dir():
         loaded = _load_folder(path, dtype)
     elif "/" in spec and not path.exists() and not spec.startswith((".", "/", "~")):

@@ -18,8 +18,8 @@ from torch import Tensor
 
 from gptlab.checkpoint.weights import build_model
 from gptlab.config import GPTConfig
-from gptlab.models import PRESETS
 from gptlab.model import GPT
+from gptlab.models import PRESETS
 
 TOP_KEYS = {"tok_emb.weight": "wte.weight", "pos_emb.weight": "wpe.weight", "final_norm.scale": "ln_f.weight",
             "final_norm.shift": "ln_f.bias", "out_head.weight": "lm_head.weight", "out_head.bias": "lm_head.bias"}

@@ -100,7 +100,8 @@ def recover_folder(folder: Path) -> str | None:
         return None
     done = f"removed {len(leftovers)} unfinished cop{'y' if len(leftovers) == 1 else 'ies'} of {folder}"
     if not folder.exists():
-        complete = [p for kind in ("new", "old") for p in reversed(leftovers) if p.name.startswith(f".{folder.name}.{kind}-")]
+        complete = [p for kind in ("new", "old") for p in reversed(leftovers)
+                    if p.name.startswith(f".{folder.name}.{kind}-")]
         if complete:
             os.replace(complete[0], folder)
             _fsync(folder.parent)

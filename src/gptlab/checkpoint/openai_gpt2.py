@@ -18,11 +18,11 @@ import torch
 from torch import Tensor
 
 from gptlab.checkpoint.crc32c import using_fast_crc32c
-from gptlab.models.gpt2 import hf_to_ours
 from gptlab.checkpoint.tf_bundle import read_bundle
 from gptlab.checkpoint.weights import build_model, read_json
 from gptlab.config import GPTConfig
 from gptlab.model import GPT
+from gptlab.models.gpt2 import hf_to_ours
 from gptlab.tokenizer import GPT2Tokenizer
 
 log = logging.getLogger(__name__)

@@ -118,7 +118,8 @@ def _example(path: Path, line: int, row: dict, text_column: str, label_column: s
                              "choose columns with --text-column / --label-column")
     text, label = row[text_column], row[label_column]
     if not isinstance(text, str):
-        raise ValueError(f"{path}:{line}: column {text_column!r} must be text, found {type(text).__name__} {text!r:.40}")
+        raise ValueError(f"{path}:{line}: column {text_column!r} must be text, "
+                         f"found {type(text).__name__} {text!r:.40}")
     if not text.strip():
         raise ValueError(f"{path}:{line}: empty text in column {text_column!r}")
     return Example(text, str(label).strip(), f"{path}:{line}")

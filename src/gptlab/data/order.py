@@ -46,7 +46,8 @@ class EpochOrder:
         """Sort each window of `group` shuffled items by length, then shuffle runs of `run` items:
         batches hold similar lengths, yet which batches come when stays random."""
         lengths = np.asarray(self.lengths)
-        windows = [w[np.argsort(lengths[w], kind="stable")] for w in np.split(order, range(self.group, self.n, self.group))]
+        groups = np.split(order, range(self.group, self.n, self.group))
+        windows = [w[np.argsort(lengths[w], kind="stable")] for w in groups]
         runs = np.split(np.concatenate(windows), range(self.run, self.n, self.run))
         return np.concatenate([runs[i] for i in rng.permutation(len(runs))])
 

@@ -14,7 +14,14 @@ from torch import Tensor
 
 from gptlab.config import GPTConfig
 from gptlab.models.family import (
-    ChatDefaults, Family, GGUFFormat, HFFormat, Parts, PreTokenizer, split_parts, stack_parts,
+    ChatDefaults,
+    Family,
+    GGUFFormat,
+    HFFormat,
+    Parts,
+    PreTokenizer,
+    split_parts,
+    stack_parts,
 )
 
 BLOCKS = dict(positions="rope", norm="rmsnorm", mlp="swiglu", bias=False, qkv_bias=False)  # what makes a Llama

@@ -24,8 +24,7 @@ from gptlab import __version__
 from gptlab.checkpoint import LoadedModel
 from gptlab.generation import Completion, GenerationSettings
 from gptlab.prompts import Conversation, PromptStyle
-from gptlab.serving.api import APIError, Request, completion_object, parse_chat_request, \
-    parse_completion_request, usage
+from gptlab.serving.api import APIError, Request, completion_object, parse_chat_request, parse_completion_request, usage
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1 << 20

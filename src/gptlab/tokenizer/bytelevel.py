@@ -19,8 +19,8 @@ import tiktoken
 
 from gptlab.files import builtin_model_path, read_json
 from gptlab.models import PreTokenizer, pre_tokenizer
-from gptlab.tokenizer.gpt2 import bytes_to_unicode
 from gptlab.tokenizer.chunks import safe_pieces
+from gptlab.tokenizer.gpt2 import bytes_to_unicode
 
 CONTROL_TOKEN = 3  # GGUF token type of special tokens such as <|im_start|>
 BYTE_LEVEL_DECODER = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}

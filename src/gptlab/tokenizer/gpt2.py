@@ -13,6 +13,7 @@ import tiktoken
 from gptlab.files import REGISTRY, fetch, sha256_of
 from gptlab.models.gpt2 import GPT2_SPLIT
 from gptlab.tokenizer.chunks import safe_pieces
+
 ENDOFTEXT = "<|endoftext|>"
 EOS_ID = 50256
 VOCAB_SIZE = 50257

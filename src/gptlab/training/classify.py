@@ -15,7 +15,13 @@ from gptlab.checkpoint import CheckpointMeta, load_model
 from gptlab.checkpoint.native import write_model_files
 from gptlab.classifier import Encoded, predict
 from gptlab.data.classification import (
-    SMS_SPAM, Example, LabelMap, balance, encode_padded, load_examples, write_split,
+    SMS_SPAM,
+    Example,
+    LabelMap,
+    balance,
+    encode_padded,
+    load_examples,
+    write_split,
 )
 from gptlab.data.order import EpochOrder, in_order
 from gptlab.data.splits import shuffled_split
@@ -154,7 +160,8 @@ def _splits(config: ClassifyConfig) -> dict[str, list[Example]]:
     parts = shuffled_split(examples, config.data_seed, {"train": config.train_fraction, "val": config.val_fraction},
                            rest="test")
     if not parts["test"]:
-        raise ValueError(f"{config.data}: no examples left for the test split; lower --train-fraction or --val-fraction")
+        raise ValueError(f"{config.data}: no examples left for the test split; "
+                         "lower --train-fraction or --val-fraction")
     return parts
 
 

@@ -21,8 +21,8 @@ from gptlab.checkpoint import CheckpointMeta, LoadedModel, load_model
 from gptlab.checkpoint.native import write_model_files
 from gptlab.data.instruction import write_records
 from gptlab.data.order import EpochOrder, in_order
-from gptlab.data.splits import shuffled_split
 from gptlab.data.preference import Preference, collate_preferences, encode_preference, load_preferences
+from gptlab.data.splits import shuffled_split
 from gptlab.fields import setting
 from gptlab.lora import LoRASettings
 from gptlab.prompts import style_for
@@ -138,8 +138,8 @@ def _splits(config: DPOConfig) -> dict[str, list[Preference]]:
     """Seeded train / test / validation shares of --data, as in SFT."""
     preferences = load_preferences(config.data, config.instruction_field, config.input_field, config.chosen_field,
                                    config.rejected_field)
-    parts = shuffled_split(preferences, config.data_seed, {"train": config.train_fraction, "test": config.test_fraction},
-                           rest="val")
+    shares = {"train": config.train_fraction, "test": config.test_fraction}
+    parts = shuffled_split(preferences, config.data_seed, shares, rest="val")
     for name in ("train", "val"):
         if not parts[name]:
             raise ValueError(f"{config.data}: no records left for {name}; give more records or other fractions")

@@ -9,7 +9,6 @@ from torch import Tensor, nn
 from gptlab.data.instruction import IGNORE_INDEX
 
 
-
 def lm_loss(logits: Tensor, targets: Tensor) -> Tensor:
     """Mean next-token cross-entropy over (B, T, V) logits and (B, T) targets."""
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)

@@ -20,10 +20,10 @@ from torch import nn
 
 from gptlab.checkpoint import load_model
 from gptlab.data.instruction import Record, write_records
-from gptlab.prompts import PromptStyle
 from gptlab.devices import pick_device
 from gptlab.evaluation.responses import RESPONSES_FILE, generate_responses
 from gptlab.generation import GenerationSettings, generate
+from gptlab.prompts import PromptStyle
 from gptlab.tokenizer import Tokenizer
 from gptlab.training.loop import GENERIC, TrainSettings
 from gptlab.training.reports import OnEvent, RespondEvent, RunSummary

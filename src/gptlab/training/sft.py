@@ -9,7 +9,11 @@ from dataclasses import dataclass
 from gptlab.checkpoint import CheckpointMeta, load_model
 from gptlab.checkpoint.native import write_model_files
 from gptlab.data.instruction import (
-    Record, collate, encode_record, load_records, write_records,
+    Record,
+    collate,
+    encode_record,
+    load_records,
+    write_records,
 )
 from gptlab.data.order import EpochOrder, in_order
 from gptlab.data.splits import shuffled_split
@@ -70,7 +74,8 @@ def run(config: SFTConfig, resume: bool = False, on_event: OnEvent | None = None
     model, tokenizer = loaded.model, loaded.tokenizer
     style = style_for(loaded.meta, config.prompt_style)
     if tokenizer.eos_id is None:
-        raise ValueError(f"{config.model}: the {tokenizer.name} tokenizer has no end-of-text token to pad and stop with")
+        raise ValueError(f"{config.model}: the {tokenizer.name} tokenizer has no end-of-text token "
+                         "to pad and stop with")
     lora = choose_trainable(model, config.train_layers, config.lora)
     max_length = min(config.allowed_max_length or model.config.context_length, model.config.context_length)
     items = {name: trainable([encode_record(r, tokenizer, style) for r in parts[name]], lambda item: item[1],
