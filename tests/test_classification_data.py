@@ -1,13 +1,7 @@
 import pytest
 import torch
 
-from gptlab.data.classification import (
-    LabelMap,
-    balance,
-    encode_padded,
-    load_examples,
-    write_split,
-)
+from gptlab.data.classification import LabelMap, balance, encode_padded, load_examples, write_split
 from gptlab.data.splits import shuffled_split
 from gptlab.tokenizer import GPT2Tokenizer
 

@@ -4,14 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from gptlab.data.instruction import (
-    IGNORE_INDEX,
-    Record,
-    collate,
-    encode_record,
-    load_records,
-    write_records,
-)
+from gptlab.data.instruction import IGNORE_INDEX, Record, collate, encode_record, load_records, write_records
 from gptlab.data.order import EpochOrder
 from gptlab.data.splits import shuffled_split
 from gptlab.model import GPT

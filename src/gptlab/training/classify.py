@@ -14,15 +14,7 @@ from torch import Tensor, nn
 from gptlab.checkpoint import CheckpointMeta, load_model
 from gptlab.checkpoint.native import write_model_files
 from gptlab.classifier import Encoded, predict
-from gptlab.data.classification import (
-    SMS_SPAM,
-    Example,
-    LabelMap,
-    balance,
-    encode_padded,
-    load_examples,
-    write_split,
-)
+from gptlab.data.classification import SMS_SPAM, Example, LabelMap, balance, encode_padded, load_examples, write_split
 from gptlab.data.order import EpochOrder, in_order
 from gptlab.data.splits import shuffled_split
 from gptlab.data.text import token_stream

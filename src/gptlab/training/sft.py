@@ -8,13 +8,7 @@ from dataclasses import dataclass
 
 from gptlab.checkpoint import CheckpointMeta, load_model
 from gptlab.checkpoint.native import write_model_files
-from gptlab.data.instruction import (
-    Record,
-    collate,
-    encode_record,
-    load_records,
-    write_records,
-)
+from gptlab.data.instruction import Record, collate, encode_record, load_records, write_records
 from gptlab.data.order import EpochOrder, in_order
 from gptlab.data.splits import shuffled_split
 from gptlab.fields import setting
