@@ -131,18 +131,24 @@ def test_the_books_classifier_pth_classifies_with_the_labels_given(tmp_path):
     model = tmp_path / "review_classifier.pth"
     torch.save(reference.state_dict(), model)
     texts = ["WIN a FREE vacation now!!! Call 09061701461", "Hey, are we still meeting today?"]
-    with torch.no_grad():  # the book reads the last position's logits
-        expected = [reference(torch.tensor([GPT2Tokenizer().encode(t)]))[0, -1].softmax(-1) for t in texts]
-    out = gptlab("classify", "--model", str(model), "--labels", "ham,spam", "--json", *texts)
-    assert out.returncode == 0, out.stderr
-    for result, probabilities in zip(map(json.loads, out.stdout.splitlines()), expected, strict=True):
-        assert result["label"] == ["ham", "spam"][int(probabilities.argmax())]
-        assert result["probability"] == pytest.approx(float(probabilities.max()), abs=1e-4)
-        assert list(result["probabilities"]) == ["ham", "spam"]
+    for pad_to in (None, 24):  # the book's classify_review pads with <|endoftext|> to the training length
+        padding = [[50256] * (pad_to - len(GPT2Tokenizer().encode(t))) if pad_to else [] for t in texts]
+        with torch.no_grad():  # the book reads the last position's logits
+            expected = [reference(torch.tensor([GPT2Tokenizer().encode(t) + pad]))[0, -1].softmax(-1)
+                        for t, pad in zip(texts, padding)]
+        flags = ("--pad-to", str(pad_to)) if pad_to else ()
+        out = gptlab("classify", "--model", str(model), "--labels", "ham,spam", "--json", *flags, *texts)
+        assert out.returncode == 0, out.stderr
+        for result, probabilities in zip(map(json.loads, out.stdout.splitlines()), expected, strict=True):
+            assert result["label"] == ["ham", "spam"][int(probabilities.argmax())]
+            assert result["probability"] == pytest.approx(float(probabilities.max()), abs=1e-4)
+            assert list(result["probabilities"]) == ["ham", "spam"]
     plain = gptlab("classify", "--model", str(model), texts[1])
     assert plain.returncode == 0 and plain.stdout.split("\t")[0] in ("0", "1")
     wrong = one_error_line(gptlab("classify", "--model", str(model), "--labels", "a,b,c", "hi"))
     assert "--labels a,b,c names 3 classes, but" in wrong and "has 2" in wrong
+    too_long = one_error_line(gptlab("classify", "--model", str(model), "--pad-to", "33", "hi"))
+    assert "pad_to must be between 1 and the model's context (32), not 33" in too_long
     no_hf = one_error_line(gptlab("convert", str(model), str(tmp_path / "hf"), "--to", "hf"))
     assert "a classifier (2 classes) has no Hugging Face causal-LM form" in no_hf
 

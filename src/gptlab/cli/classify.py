@@ -22,6 +22,10 @@ def add_classify(commands: argparse._SubParsersAction) -> None:
     cls.add_argument("--labels", metavar="NAME,NAME",
                      help="class names in class-id order (default: the model's own, else the ids 0,1,...); a .pth "
                           "has none: the book's spam classifier is ham,spam")
+    cls.add_argument("--pad-to", type=int, metavar="N",
+                     help="pad each text to N tokens with <|endoftext|> and read the last position, as the book's "
+                          "classify_review does; its classifiers expect their training length (the book's spam "
+                          "classifier: 120). Default: read the last real token, as gptlab's classifiers do")
     cls.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (default: auto)")
     cls.add_argument("--json", action="store_true", help="print one JSON object per text")
     cls.set_defaults(func=cmd_classify)
@@ -37,7 +41,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     names = label_names(loaded, args.labels, args.model)
     results = [{"text": text, "label": names[int(p.argmax())], "probability": round(float(p.max()), 4),
                 "probabilities": {n: round(float(v), 4) for n, v in zip(names, p)}}
-               for text, p in zip(texts, classify_texts(loaded, texts))]
+               for text, p in zip(texts, classify_texts(loaded, texts, args.pad_to))]
     for result in results:
         if args.json:
             print(json.dumps(result))
