@@ -33,7 +33,7 @@ def add_download(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--no-verify", action="store_true",
                    help="skip the per-tensor crc32c check (in pure Python about 30 s for 124M; "
                         "pip install 'gptlab[tf]' makes it instant)")
-    p.add_argument("--url", action="append", metavar="BASE",
+    p.add_argument("--url", action="append", metavar="BASE", type=_http_url,
                    help="download from BASE/SIZE/FILE instead of OpenAI's host and the book's backup "
                         "(a mirror or a local server; repeatable, tried in order)")
     p.set_defaults(func=cmd_download)
@@ -87,6 +87,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
         folder = save_checkpoint(loaded.model, loaded.tokenizer, args.dest, loaded.meta)
         print(f"wrote the gptlab checkpoint {folder} ({_files(folder)}) from {loaded.description}")
     return 0
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(f"{value!r} is not an http:// or https:// address")
+    return value
 
 
 def _files(folder: Path) -> str:
