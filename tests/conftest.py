@@ -38,3 +38,12 @@ def hf_smollm2(tmp_path_factory) -> Path:
     from hf_models import save_smollm2_hf_folder
 
     return save_smollm2_hf_folder(tmp_path_factory.mktemp("hf-smollm2"))
+
+
+@pytest.fixture()
+def gpt2_host():
+    """A local HTTP host of OpenAI's seven GPT-2 files (the tiny11 fixture) at `.url`, for sizes 774M and 124M."""
+    from openai_files import Host, model_files
+
+    with Host(model_files()) as host:
+        yield host

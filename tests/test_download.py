@@ -1,137 +1,69 @@
 """`download_gpt2` against a local HTTP server serving the TensorFlow fixture: resume, sizes, offline."""
 
-import os
-import re
 import shutil
-import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
 from gptlab.checkpoint import load_model
 from gptlab.download import FILES, DownloadProgress, download_gpt2, gpt2_size
 from gptlab.files import FileUnavailableError
+from openai_files import DATA_FILE, FIXTURES, Host, closed_port, model_files
 
-FIXTURE = Path(__file__).parent / "fixtures" / "openai_gpt2" / "tiny11"
-DATA_FILE = "model.ckpt.data-00000-of-00001"
-
-
-def model_files() -> dict[str, bytes]:
-    """The seven files of a GPT-2 size folder: the fixture, the mirror's tokenizer, a stand-in graph."""
-    mirror = Path(os.environ["GPTLAB_DATA_DIR"]) / "gpt2"
-    files = {name: (FIXTURE / name).read_bytes() for name in ("checkpoint", "hparams.json", DATA_FILE,
-                                                               "model.ckpt.index")}
-    files.update({name: (mirror / name).read_bytes() for name in ("encoder.json", "vocab.bpe")})
-    files["model.ckpt.meta"] = b"graph (not read by gptlab)"
-    return files
+FIXTURE = FIXTURES / "tiny11"
 
 
-class Host:
-    """A local server of `/models/{size}/{file}` that honours Range and can cut a response short."""
-
-    def __init__(self, files: dict[str, bytes], sizes=("774M", "124M")):
-        self.files = {f"/models/{size}/{name}": body for size in sizes for name, body in files.items()}
-        self.cut_after: dict[str, list[int]] = {}  # path -> bytes sent before each of the next responses drops
-        self.requests: list[tuple[str, str | None]] = []
-        host = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                host.requests.append((self.path, self.headers.get("Range")))
-                host.serve(self)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/models"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def serve(self, handler: BaseHTTPRequestHandler) -> None:
-        body = self.files.get(handler.path)
-        if body is None:
-            handler.send_error(404)
-            return
-        asked = re.fullmatch(r"bytes=(\d+)-", handler.headers.get("Range") or "")
-        start = int(asked[1]) if asked else 0
-        if start >= len(body) > 0:
-            handler.send_response(416)
-            handler.send_header("Content-Range", f"bytes */{len(body)}")
-            handler.end_headers()
-            return
-        handler.send_response(206 if asked else 200)
-        handler.send_header("Content-Length", str(len(body) - start))
-        if asked:
-            handler.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-        handler.end_headers()
-        cuts = self.cut_after.get(handler.path)
-        cut = cuts.pop(0) if cuts else None
-        handler.wfile.write(body[start:] if cut is None else body[start : start + cut])
-        handler.close_connection = cut is not None
-
-
-@pytest.fixture()
-def host():
-    served = Host(model_files())
-    yield served
-    served.server.shutdown()
-    served.server.server_close()
-
-
-def test_downloads_a_folder_that_loads(host, tmp_path):
+def test_downloads_a_folder_that_loads(gpt2_host, tmp_path):
     seen: list[DownloadProgress] = []
-    folder = download_gpt2("gpt2-774M", tmp_path / "774M", progress=seen.append, sources=[host.url])
+    folder = download_gpt2("gpt2-774M", tmp_path / "774M", progress=seen.append, sources=[gpt2_host.url])
     assert sorted(p.name for p in folder.iterdir()) == sorted(FILES)
     assert (folder / DATA_FILE).read_bytes() == (FIXTURE / DATA_FILE).read_bytes()
     data_progress = [p.done for p in seen if p.file == DATA_FILE]
     assert data_progress == sorted(data_progress) and data_progress[-1] == (FIXTURE / DATA_FILE).stat().st_size
     assert {p.total for p in seen if p.file == DATA_FILE} == {(FIXTURE / DATA_FILE).stat().st_size}
     assert load_model(str(folder)).model.config.n_layer == 11
-    host.requests.clear()
-    download_gpt2("774M", folder, sources=[host.url])  # complete files are kept
-    assert host.requests == []
+    gpt2_host.requests.clear()
+    download_gpt2("774M", folder, sources=[gpt2_host.url])  # complete files are kept
+    assert gpt2_host.requests == []
 
 
-def test_resumes_after_dropped_connections(host, tmp_path):
+def test_resumes_after_dropped_connections(gpt2_host, tmp_path):
     path = f"/models/774M/{DATA_FILE}"
-    host.cut_after[path] = [10_000] * 4  # more drops than ATTEMPTS: each try still gets further
-    folder = download_gpt2("774M", tmp_path / "774M", sources=[host.url])
+    gpt2_host.cut_after[path] = [10_000] * 4  # more drops than ATTEMPTS: each try still gets further
+    folder = download_gpt2("774M", tmp_path / "774M", sources=[gpt2_host.url])
     assert (folder / DATA_FILE).read_bytes() == (FIXTURE / DATA_FILE).read_bytes()
-    ranges = [r[1] for r in host.requests if r[0] == path]
+    ranges = [r[1] for r in gpt2_host.requests if r[0] == path]
     assert ranges == [None, "bytes=10000-", "bytes=20000-", "bytes=30000-", "bytes=40000-"]
 
 
-def test_a_host_that_stalls_is_given_up(host, tmp_path):
+def test_a_host_that_stalls_is_given_up(gpt2_host, tmp_path):
     path = "/models/774M/hparams.json"
-    host.cut_after[path] = [0] * 10
+    gpt2_host.cut_after[path] = [0] * 10
     with pytest.raises(FileUnavailableError, match=r"hparams\.json could not be downloaded \(.*ended after 0 of 81"):
-        download_gpt2("774M", tmp_path / "774M", sources=[host.url])
-    assert [r[0] for r in host.requests].count(path) == 3
+        download_gpt2("774M", tmp_path / "774M", sources=[gpt2_host.url])
+    assert [r[0] for r in gpt2_host.requests].count(path) == 3
 
 
-def test_resumes_a_part_file_left_by_an_earlier_run(host, tmp_path):
+def test_resumes_a_part_file_left_by_an_earlier_run(gpt2_host, tmp_path):
     folder = tmp_path / "774M"
     folder.mkdir()
     (folder / f"{DATA_FILE}.part").write_bytes((FIXTURE / DATA_FILE).read_bytes()[:4096])
-    download_gpt2("774M", folder, sources=[host.url])
+    download_gpt2("774M", folder, sources=[gpt2_host.url])
     assert (folder / DATA_FILE).read_bytes() == (FIXTURE / DATA_FILE).read_bytes()
-    assert (f"/models/774M/{DATA_FILE}", "bytes=4096-") in host.requests
+    assert (f"/models/774M/{DATA_FILE}", "bytes=4096-") in gpt2_host.requests
     assert not list(folder.glob("*.part"))
 
 
-def test_a_wrong_size_is_named_and_nothing_is_kept(host, tmp_path):
+def test_a_wrong_size_is_named_and_nothing_is_kept(gpt2_host, tmp_path):
     # 124M's sizes are pinned from the book's tests: the fixture's hparams.json is 81 bytes, OpenAI's 90
     with pytest.raises(ValueError, match=r"124M/hparams\.json: http://127\.0\.0\.1:\d+/models/124M/hparams\.json "
                                          r"serves 81 bytes, expected 90"):
-        download_gpt2("124M", tmp_path / "124M", sources=[host.url])
+        download_gpt2("124M", tmp_path / "124M", sources=[gpt2_host.url])
     assert sorted(p.name for p in (tmp_path / "124M").iterdir()) == ["checkpoint", "encoder.json"]
 
 
-def test_falls_back_to_the_backup_host(host, tmp_path):
-    download_gpt2("774M", tmp_path / "774M", sources=[host.url.replace("/models", "/moved"), host.url])
-    first_hparams = [r[0] for r in host.requests if r[0].endswith("hparams.json")]
+def test_falls_back_to_the_backup_host(gpt2_host, tmp_path):
+    download_gpt2("774M", tmp_path / "774M", sources=[gpt2_host.url.replace("/models", "/moved"), gpt2_host.url])
+    first_hparams = [r[0] for r in gpt2_host.requests if r[0].endswith("hparams.json")]
     assert first_hparams == ["/moved/774M/hparams.json", "/models/774M/hparams.json"]  # a 404 is not retried
 
 
@@ -140,19 +72,12 @@ def test_corrupt_weights_are_caught_by_the_checkpoints_own_crc(tmp_path):
     data = bytearray(files[DATA_FILE])
     data[-3] ^= 0x10
     files[DATA_FILE] = bytes(data)
-    served = Host(files)
-    try:
-        with pytest.raises(ValueError, match=r"tensor 'model/wte' fails its crc32c check"):
-            download_gpt2("774M", tmp_path / "774M", sources=[served.url])
-    finally:
-        served.server.shutdown()
-        served.server.server_close()
+    with Host(files) as served, pytest.raises(ValueError, match=r"tensor 'model/wte' fails its crc32c check"):
+        download_gpt2("774M", tmp_path / "774M", sources=[served.url])
 
 
 def test_unreachable_host_says_where_to_put_the_file(tmp_path):
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = closed_port()
     with pytest.raises(FileUnavailableError, match=r"checkpoint could not be downloaded \(.*refused.*\)\. Download it "
                                                    r"by hand from http://127\.0\.0\.1:\d+/m/355M/checkpoint and put it "
                                                    r"at .*355M/checkpoint"):

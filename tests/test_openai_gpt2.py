@@ -1,8 +1,6 @@
 """OpenAI GPT-2 folders (TensorFlow checkpoints written by TensorFlow) load exactly and match transformers."""
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,46 +12,7 @@ from gptlab.checkpoint.openai_gpt2 import load_openai_folder, openai_to_hf
 from gptlab.generation import GenerationSettings, generate
 from gptlab.tokenizer import tokenizer_from_dict
 from hf_models import PROMPTS, hf_greedy
-
-FIXTURES = Path(__file__).parent / "fixtures" / "openai_gpt2"
-DATA_FILE = "model.ckpt.data-00000-of-00001"
-
-
-def openai_folder(tmp_path: Path, name: str) -> Path:
-    """A fixture checkpoint with the mirror's tokenizer files beside it, as a downloaded folder has."""
-    folder = Path(shutil.copytree(FIXTURES / name, tmp_path / name))
-    for file in ("encoder.json", "vocab.bpe"):
-        shutil.copyfile(Path(os.environ["GPTLAB_DATA_DIR"]) / "gpt2" / file, folder / file)
-    return folder
-
-
-def saved(folder: Path) -> dict[str, np.ndarray]:
-    with np.load(folder / "arrays.npz") as npz:
-        return {key.replace(".", "/"): npz[key] for key in npz.files}
-
-
-def hf_name(tf_name: str) -> str:
-    """transformers' name of an OpenAI variable, written out independently of gptlab's table."""
-    parts = tf_name.split("/")[1:]  # model/h3/attn/c_attn/w -> h3, attn, c_attn, w
-    if parts[0][0] == "h" and parts[0][1:].isdigit():
-        parts[:1] = ["h", parts[0][1:]]
-    parts[-1:] = [{"g": "weight", "b": "bias", "w": "weight"}[parts[-1]]] if len(parts) > 1 else [parts[-1], "weight"]
-    return "transformer." + ".".join(parts)
-
-
-def hf_model_from_arrays(folder: Path):
-    """transformers' GPT2LMHeadModel holding the fixture's saved arrays (Conv1D weights are (in, out))."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    hp = json.loads((folder / "hparams.json").read_text())
-    config = GPT2Config(vocab_size=hp["n_vocab"], n_positions=hp["n_ctx"], n_embd=hp["n_embd"],
-                        n_layer=hp["n_layer"], n_head=hp["n_head"])
-    model = GPT2LMHeadModel(config).eval()
-    state = {hf_name(name): torch.from_numpy(a[0] if a.ndim == 3 else a) for name, a in saved(folder).items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    assert not unexpected and all(k == "lm_head.weight" or k.endswith("attn.bias") for k in missing), missing
-    model.tie_weights()
-    return model
+from openai_files import DATA_FILE, hf_model_from_arrays, hf_name, openai_folder, saved
 
 
 @pytest.fixture()

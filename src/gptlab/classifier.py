@@ -39,11 +39,17 @@ def predict(model: GPT, data: Encoded, batch_size: int = 32) -> Tensor:
     return torch.cat(out)
 
 
-def classify_texts(loaded: LoadedModel, texts: list[str]) -> Tensor:
-    """Class probabilities (N, num_classes) for raw texts, encoded as in training."""
-    max_length = loaded.meta.max_length or loaded.model.config.context_length
+def classify_texts(loaded: LoadedModel, texts: list[str], pad_to: int | None = None) -> Tensor:
+    """Class probabilities (N, num_classes) for raw texts, encoded as in training: the last real token
+    is read. `pad_to` reads the last of `pad_to` positions instead, after end-of-text padding, as the
+    book's `classify_review` does: its classifiers are trained on that position."""
+    context = loaded.model.config.context_length
+    if pad_to is not None and not 0 < pad_to <= context:
+        raise ValueError(f"pad_to must be between 1 and the model's context ({context}), not {pad_to}")
     pad_id = loaded.tokenizer.eos_id if loaded.tokenizer.eos_id is not None else 0
-    ids, lengths = encode_padded(texts, loaded.tokenizer, max_length, pad_id)
+    ids, lengths = encode_padded(texts, loaded.tokenizer, pad_to or loaded.meta.max_length or context, pad_id)
+    if pad_to is not None:
+        lengths = torch.full_like(lengths, pad_to)
     device = next(loaded.model.parameters()).device
     with torch.no_grad():
         return loaded.model(ids.to(device), lengths=lengths.to(device)).softmax(-1).cpu()

@@ -106,7 +106,7 @@ def fetch_file(urls: Sequence[str], dest: Path, size: int | None = None, progres
                     return _install(part, dest, url, size if size is not None else total)
                 failures.append(f"{url}: the connection ended after {_size(part)} of {total} bytes")
             stalls = stalls + 1 if _size(part) <= before else 0
-    raise FileUnavailableError(_by_hand(dest, urls, "; ".join(failures[-3:])))
+    raise FileUnavailableError(_by_hand(dest, urls, "; ".join(dict.fromkeys(failures[-3:]))))  # each reason once
 
 
 def _install(part: Path, dest: Path, url: str, expected: int | None) -> Path:

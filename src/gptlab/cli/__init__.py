@@ -1,7 +1,7 @@
 """`gptlab <command>`: flags in, library calls out.
 
 Each command's parser is built by one small function in the module of its group (`generate`,
-`instruct`, `classify`, `judge`, `train`); the trainers' flags come from the task configs
+`instruct`, `classify`, `judge`, `train`, `weights`); the trainers' flags come from the task configs
 (`flags`). Here: the top-level parser, logging, the error boundary, and leaving torchrun.
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 
 from gptlab import __version__
-from gptlab.cli import classify, generate, instruct, judge, train
+from gptlab.cli import classify, generate, instruct, judge, train, weights
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (generate.add_info, generate.add_generate, train.add_pretrain, train.add_finetune,
                 instruct.add_respond, instruct.add_chat, instruct.add_serve, generate.add_perplexity,
-                judge.add_judge, classify.add_classify):
+                judge.add_judge, classify.add_classify, weights.add_download, weights.add_convert):
         add(commands)
     return parser
 

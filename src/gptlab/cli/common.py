@@ -23,8 +23,9 @@ def model_command(commands: argparse._SubParsersAction, name: str, run: Callable
     p.add_argument("--model", required=True, metavar="MODEL",
                    help="a preset (gpt-tiny, gpt-small, gpt2, gpt2-medium, gpt2-large, gpt2-xl: random "
                         "weights), smollm2 (the built-in real SmolLM2-135M-Instruct), a gptlab checkpoint or "
-                        "run folder, a Hugging Face GPT-2 or Llama folder, an OpenAI GPT-2 folder (model.ckpt.*), the "
-                        "book's .pth, a llama .gguf file, or a hub name such as "
+                        "run folder, a Hugging Face GPT-2 or Llama folder, an OpenAI GPT-2 folder (hparams.json + "
+                        "model.ckpt.*, as gptlab download or the book's gpt_download.py writes it), the book's .pth "
+                        "state dict (GPTModel), a llama .gguf file, or a hub name such as "
                         "openai-community/gpt2 (needs network or the hub cache)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default: auto)")
     return p

@@ -16,8 +16,11 @@ QUIT_WORDS = ("quit", "exit")
 
 def add_info(commands: argparse._SubParsersAction) -> None:
     info = commands.add_parser("info", help="show a model's configuration, parameter count and size",
-                               description="Show a model's configuration, parameter count, size and FLOPs per token.")
-    info.add_argument("model", metavar="MODEL", help="preset, checkpoint folder, HF folder or hub name")
+                               description="Show a model's configuration, parameter count, size and FLOPs per token: "
+                                           "a preset, a gptlab checkpoint, a Hugging Face folder or hub name, an "
+                                           "OpenAI GPT-2 folder (gptlab download), the book's .pth or a .gguf file.")
+    info.add_argument("model", metavar="MODEL", help="preset, checkpoint folder, HF folder, OpenAI GPT-2 folder, "
+                                                     "the book's .pth, .gguf file or hub name")
     info.add_argument("--device", default="cpu", help="device to load on (default cpu)")
     info.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     info.add_argument("--json", action="store_true", help="print one JSON object")
@@ -49,8 +52,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def add_generate(commands: argparse._SubParsersAction) -> None:
     gen = model_command(commands, "generate", cmd_generate, help="generate text from a prompt (KV-cached, streaming)",
-                        description="Generate a continuation of a prompt. Without --prompt, asks for prompts "
-                                    "interactively and streams the answers.")
+                        description="Generate a continuation of a prompt with any model --model names, OpenAI's "
+                                    "GPT-2 folders (gptlab download) and the book's .pth files included. Without "
+                                    "--prompt, asks for prompts interactively and streams the answers.")
     gen.add_argument("--prompt", default=None, help="the text to continue (omit for interactive mode)")
     add_generation_flags(gen)
     gen.add_argument("--stream", action="store_true", help="print tokens as they are generated")

@@ -1,20 +1,22 @@
-"""A training run on the terminal: a bar of steps, a line per evaluation, a bar of test-set
-responses, and at the end the summary, the plots and how to resume."""
+"""Progress on the terminal. A training run: a bar of steps, a line per evaluation, a bar of test-set
+responses, and at the end the summary, the plots and how to resume. A download: a bar per file."""
 
 from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 from tqdm import tqdm
 
+from gptlab.download import DownloadProgress
 from gptlab.training.reports import DoneEvent, EvalEvent, EvalRecord, Event, RespondEvent, RunSummary, StepEvent
 from gptlab.training.runs import RunConfig
 
 
-def _bar(total: int, desc: str, unit: str, initial: int = 0, disable: bool = False) -> tqdm:
+def _bar(total: int | None, desc: str, unit: str, initial: int = 0, disable: bool = False, **options: Any) -> tqdm:
     return tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True, disable=disable,
-                mininterval=0.5 if sys.stderr.isatty() else 30)
+                mininterval=0.5 if sys.stderr.isatty() else 30, **options)
 
 
 class TrainingDisplay:
@@ -53,6 +55,26 @@ class TrainingDisplay:
         for bar in (self.steps, self.responses):
             if bar is not None:
                 bar.close()
+
+
+class DownloadBars:
+    """A bar of bytes per file on stderr, drawn from `download_gpt2`'s progress; files already there get none."""
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+        self.file = ""  # the file the bar counts
+
+    def __call__(self, progress: DownloadProgress) -> None:
+        if self.bar is None or self.file != progress.file:
+            self.close()
+            self.file = progress.file
+            self.bar = _bar(progress.total, progress.file, "B", unit_scale=True, unit_divisor=1024)
+        self.bar.update(progress.done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def eval_line(record: EvalRecord) -> str:
