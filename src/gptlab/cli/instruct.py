@@ -11,8 +11,13 @@ from tqdm import tqdm
 
 from gptlab.chat import chat
 from gptlab.cli.common import (
-    add_generation_flags, add_prompt_style_flag, add_record_field_flags, chosen_prompt_style, generation_settings,
-    load, model_command,
+    add_generation_flags,
+    add_prompt_style_flag,
+    add_record_field_flags,
+    chosen_prompt_style,
+    generation_settings,
+    load,
+    model_command,
 )
 from gptlab.data.instruction import load_records, write_records
 from gptlab.evaluation.responses import RESPONSES_FILE, generate_responses
