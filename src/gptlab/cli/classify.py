@@ -8,6 +8,7 @@ from pathlib import Path
 
 from gptlab.checkpoint import load_model
 from gptlab.classifier import classify_texts
+from gptlab.data.reading import read_utf8
 from gptlab.devices import pick_device
 
 
@@ -25,7 +26,7 @@ def add_classify(commands: argparse._SubParsersAction) -> None:
 def cmd_classify(args: argparse.Namespace) -> int:
     texts = list(args.texts)
     if args.file:
-        texts += [line for line in Path(args.file).read_text(encoding="utf-8").splitlines() if line.strip()]
+        texts += [line for line in read_utf8(Path(args.file)).splitlines() if line.strip()]
     if not texts:
         raise ValueError("give texts to classify as arguments or with --file")
     loaded = load_model(args.model, device=pick_device(args.device))
