@@ -166,6 +166,8 @@ def train(model: nn.Module, task: Task, settings: TrainSettings, out_dir: str | 
     a NaN loss, a task's own) is raised after `summary.json` records it (status "failed", the reason)."""
     settings = settings.over(GENERIC)
     run = _Run(Path(out_dir), model, task, settings, on_event)
+    if run.ddp.main:
+        run.out_dir.mkdir(parents=True, exist_ok=True)
     run.recover_checkpoints()
     if resume:
         run.resume()
@@ -240,6 +242,7 @@ class _Run:
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
         self.min_lr = settings.min_lr if settings.min_lr is not None else settings.lr / 10
         self.rng_for_next_step = torch.get_rng_state()  # what dropout of the next step starts from
+        self.last_saved: int | None = None  # the step checkpoints/last holds, once this run knows it
         self.started = time.perf_counter()
         self.window_tokens, self.window_start = 0, time.perf_counter()
 
@@ -259,6 +262,7 @@ class _Run:
         self.rng_for_next_step = torch.get_rng_state()
         self.started = time.perf_counter() - self.progress.elapsed
         log.info("resumed from %s at step %d", self.last_dir, self.progress.step)
+        self.last_saved = self.progress.step
         if self.ddp.main:
             _forget_evaluations_after(self.out_dir / "metrics.jsonl", self.progress.step)
 
@@ -300,6 +304,7 @@ class _Run:
         val_loss, metrics = _evaluate(self.model, self.task, self.settings, self.ddp, self.device, self.autocast)
         if not math.isfinite(val_loss):
             raise self.diverged(f"validation loss became {_named(val_loss)} at step {p.step}")
+        self.check_weights()  # before anything is recorded of this evaluation
         record = EvalRecord(step=p.step, tokens=p.tokens, lr=p.lr, val_loss=val_loss,
                             train_loss=sum(p.window_losses) / len(p.window_losses),
                             tokens_per_second=self.window_tokens / max(now - self.window_start, 1e-9),
@@ -321,17 +326,23 @@ class _Run:
 
     def save(self, folder: Path, rng: Tensor | None = None, with_optimizer: bool = True) -> None:
         """A checkpoint of the run as it stands, never of weights gone NaN or infinite."""
-        params = [param.detach() for param in self.model.parameters()]
-        if not torch.stack([torch.isfinite(param).all() for param in params]).all():
-            raise self.diverged(f"the weights became NaN or infinite by step {self.progress.step}")
+        self.check_weights()
         if self.ddp.main:
             save_training_checkpoint(folder, lambda tmp: self.task.write_model(self.model, tmp),
                                      self.optimizer if with_optimizer else None, self.progress, rng)
+        if folder == self.last_dir:
+            self.last_saved = self.progress.step
+
+    def check_weights(self) -> None:
+        """Stop the run if a step left weights NaN or infinite (every rank holds the same ones)."""
+        params = [param.detach() for param in self.model.parameters()]
+        if not torch.stack([torch.isfinite(param).all() for param in params]).all():
+            raise self.diverged(f"the weights became NaN or infinite by step {self.progress.step}")
 
     def diverged(self, what: str) -> ValueError:
         """The error that ends a run gone numerically wrong, with where its last good checkpoint is."""
-        kept = f", or go on from {self.last_dir} (step {self.progress.evaluated_at}) with --resume and a lower --lr" \
-            if self.progress.evaluated_at else ""
+        kept = "" if self.last_saved is None else \
+            f", or go on from {self.last_dir} (step {self.last_saved}) with --resume and a lower --lr"
         return ValueError(f"{what} (learning rate too high?); lower --lr and run again{kept}")
 
     def finish(self, status: str, reason: str, failure: Exception | None) -> RunSummary:
@@ -415,18 +426,19 @@ def _forget_evaluations_after(metrics: Path, step: int) -> None:
     """Drop the `metrics.jsonl` lines of evaluations after `step`: a run that ended between writing
     one and saving its checkpoint left them, and the resumed run evaluates those steps again."""
     lines = metrics.read_text().splitlines(keepends=True) if metrics.is_file() else []
-    kept = [line for line in lines if _step_of(line) is not None and _step_of(line) <= step]
+    kept = [line for line in lines if _step_of(line) <= step]
     if len(kept) < len(lines):
         write_text_atomically(metrics, "".join(kept))
         log.info("%s: dropped %d evaluation(s) after step %d, the step resumed from", metrics, len(lines) - len(kept),
                  step)
 
 
-def _step_of(line: str) -> int | None:
+def _step_of(line: str) -> float:
+    """The step of a `metrics.jsonl` line; infinite for a line a crash cut short, so it goes too."""
     try:
         return json.loads(line)["step"]
-    except (ValueError, KeyError, TypeError):  # a line cut short by a crash
-        return None
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def _final_val_loss(out_dir: Path) -> float | None:
