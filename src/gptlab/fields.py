@@ -64,7 +64,7 @@ def typed(hint: Any, value: Any, where: str) -> Any:
         (hint,) = [arg for arg in args if arg is not type(None)]  # a setting is `X` or `X | None`
         return typed(hint, value, where)
     if dataclasses.is_dataclass(hint):
-        return settings_from_json(hint, value, where)
+        return value if isinstance(value, hint) else settings_from_json(hint, value, where)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{where}: expected a list, got {_shown(value)}")
@@ -76,8 +76,10 @@ def typed(hint: Any, value: Any, where: str) -> Any:
         return dict(value)
     if hint not in _KINDS:  # Any
         return value
-    fits = isinstance(value, hint) if hint in (bool, str) else (
-        isinstance(value, int if hint is int else (int, float)) and not isinstance(value, bool))
+    if hint in (bool, str):
+        fits = isinstance(value, hint)
+    else:  # JSON may write 1.0 as 1; True is no number
+        fits = isinstance(value, int if hint is int else (int, float)) and not isinstance(value, bool)
     if not fits:
         raise ValueError(f"{where}: expected {_KINDS[hint]}, got {_shown(value)}")
     if hint is float:
