@@ -156,3 +156,53 @@ def test_gpt2_export_carries_its_vocabulary_files(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "merges.txt", "model.safetensors", "vocab.json"]
     assert AutoTokenizer.from_pretrained(folder).encode(PROMPTS[2]) == tokenizer.encode(PROMPTS[2])
     assert load_model(str(folder)).tokenizer.files == (folder.resolve() / "vocab.json", folder.resolve() / "merges.txt")
+
+
+def _shard(hf_tiny, outside) -> dict:
+    """hf_tiny's weights in two shards and an index, the second shard a link to a file elsewhere (as the
+    hub's cache links every file of a folder to a blob)."""
+    weights = load_file(hf_tiny / "model.safetensors")
+    (hf_tiny / "model.safetensors").unlink()
+    names = sorted(weights)
+    save_file({k: weights[k] for k in names[:5]}, hf_tiny / "model-1.safetensors", metadata={"format": "pt"})
+    save_file({k: weights[k] for k in names[5:]}, outside, metadata={"format": "pt"})
+    (hf_tiny / "model-2.safetensors").symlink_to(outside)
+    return {k: "model-1.safetensors" if i < 5 else "model-2.safetensors" for i, k in enumerate(names)}
+
+
+def test_a_shard_index_names_files_in_its_folder_only(tmp_path, hf_tiny):
+    weight_map = _shard(hf_tiny, tmp_path / "blob")
+    index = hf_tiny / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": weight_map}))
+    assert load_model(str(hf_tiny)).model.config.n_layer == 2  # a link inside the folder is the folder's file
+    for escape in ("../blob", str(tmp_path / "blob"), "sub/../../blob"):
+        index.write_text(json.dumps({"weight_map": {**weight_map, "wte.weight": escape}}))
+        with pytest.raises(ValueError, match=f"shard '{escape}' lies outside the model folder"):
+            load_model(str(hf_tiny))
+
+
+@pytest.mark.parametrize("change, message", [  # one tensor changed
+    (lambda t: t.long(), r"tensor \S+ holds int64 values, not floating point weights"),
+    (lambda t: t.to(torch.bool), r"tensor \S+ holds bool values"),
+    (lambda t: t.clone().fill_(float("inf")), "tensor h.1.mlp.c_fc.weight holds 1,024 NaN or infinite values of 1,024"),
+])
+def test_weights_that_are_not_finite_floats_are_refused_at_load(tmp_path, change, message):
+    folder = save_checkpoint(GPT(preset_config("gpt-tiny")), GPT2Tokenizer(), tmp_path / "model")
+    weights = load_file(folder / "model.safetensors")
+    key = "h.1.mlp.c_fc.weight"
+    save_file({**weights, key: change(weights[key])}, folder / "model.safetensors")
+    with pytest.raises(ValueError, match=message):
+        load_checkpoint(folder)
+
+
+def test_a_checkpoint_config_value_of_the_wrong_type_names_the_file_and_field(tmp_path):
+    folder = save_checkpoint(GPT(preset_config("gpt-tiny")), GPT2Tokenizer(), tmp_path / "model")
+    saved = json.loads((folder / "config.json").read_text())
+    for field, value, expected in (("n_layer", 2.5, "a whole number"), ("dropout", "0.1", "a number"),
+                                   ("qkv_bias", 1, "true or false"), ("rope_theta", float("nan"), "a finite number")):
+        (folder / "config.json").write_text(json.dumps({**saved, "model": {**saved["model"], field: value}}))
+        with pytest.raises(ValueError, match=f"config.json, model, {field}: expected {expected}"):
+            load_checkpoint(folder)
+    (folder / "config.json").write_text(json.dumps({**saved, "labels": "spam"}))
+    with pytest.raises(ValueError, match="config.json, labels: expected a list, got 'spam'"):
+        load_checkpoint(folder)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import hashlib
 import http.server
@@ -258,3 +259,34 @@ def test_zip_without_the_member_is_a_readable_error(
     with pytest.raises(ValueError, match="should be a zip archive holding 'SMSSpamCollection'"):
         fetch("sms-spam")
     assert stored_files(cache) == []
+
+
+def test_a_line_that_does_not_fit_on_the_disk_leaves_no_half_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    metrics = tmp_path / "metrics.jsonl"
+    files.append_line(metrics, '{"step": 2}')
+    real_write = files.os.write
+
+    def half_then_full(fd: int, data: bytes) -> int:
+        if len(data) > 4:
+            return real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "write", half_then_full)
+    with pytest.raises(OSError, match="No space left on device") as caught:
+        files.append_line(metrics, '{"step": 4, "val_loss": 1.5}')
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(metrics)
+    assert metrics.read_text() == '{"step": 2}\n'
+
+
+def test_a_file_rewritten_on_a_full_disk_keeps_its_old_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    summary = tmp_path / "summary.json"
+    files.write_text_atomically(summary, "old\n")
+
+    def full(self: Path, text: str, encoding: str | None = None) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device", str(self))
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(OSError):
+        files.write_text_atomically(summary, "new\n")
+    monkeypatch.undo()
+    assert summary.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["summary.json"]

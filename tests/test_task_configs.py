@@ -75,3 +75,25 @@ def test_every_trainer_flag_is_explained_and_shows_the_recipe(name):
     assert all(flags.values()), [flag for flag, text in flags.items() if not text]
     assert f"(default: {TASKS[name].RECIPE.lr})" in flags["--lr"]
     assert "--lora-rank" in flags or name == "pretrain"
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"train": {"lr": "fast"}}, "run.json, train, lr: expected a number, got 'fast'"),
+    ({"train": {"max_steps": 10.5}}, "run.json, train, max_steps: expected a whole number, got 10.5"),
+    ({"train": {"compile": "yes"}}, "run.json, train, compile: expected true or false, got 'yes'"),
+    ({"train": {"beta2": 1.5}}, "run.json, train: beta2 must be in [0, 1), got 1.5"),
+    ({"train": {"warmup_steps": -1}}, "run.json, train: warmup_steps must be >= 0, got -1"),
+    ({"train": 3}, "run.json, train: expected a JSON object of settings, got 3"),
+    ({"lora": {"targets": "attn.c_attn"}}, "run.json, lora, targets: expected a list, got 'attn.c_attn'"),
+    ({"lora": {"rank": 0}}, "run.json, lora: LoRA rank must be >= 1, got 0"),
+    ({"val_fraction": None}, "run.json, val_fraction: expected a number, got None"),
+])
+def test_a_config_value_of_the_wrong_type_or_range_names_the_file_and_setting(values, message):
+    with pytest.raises(ValueError) as caught:
+        ClassifyConfig.from_dict({"data": "x", **values}, where="run.json")
+    assert str(caught.value) == message
+
+
+def test_a_whole_number_reads_as_a_float_and_a_list_as_a_tuple():
+    config = ClassifyConfig.from_dict({"data": "x", "train": {"lr": 1}, "lora": {"targets": ["attn.c_attn"]}})
+    assert config.train.lr == 1.0 and isinstance(config.train.lr, float) and config.lora.targets == ("attn.c_attn",)

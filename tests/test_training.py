@@ -95,3 +95,23 @@ def test_nothing_to_resume_and_too_short_text(tmp_path):
     cfg.data = [str(short)]
     with pytest.raises(ValueError, match="training split: text too short: 4 tokens"):
         run(cfg)
+
+
+def fail_at(step: int):
+    def on_event(event: Event) -> None:
+        if event.kind == "step" and event.step == step:
+            raise RuntimeError("the task broke")
+
+    return on_event
+
+
+def test_every_ending_is_recorded_with_its_reason(tmp_path):
+    assert run(config(tmp_path / "a", max_steps=4))["reason"] == "reached max_steps (4)"
+    stopped = run(config(tmp_path / "b", max_steps=8), on_event=interrupt_at(6))
+    assert (stopped["status"], stopped["reason"]) == ("interrupted", "interrupted (Ctrl-C) after step 6")
+    with pytest.raises(RuntimeError, match="the task broke"):
+        run(config(tmp_path / "c", max_steps=8), on_event=fail_at(6))
+    summary = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert (summary["status"], summary["reason"], summary["steps"]) == ("failed", "RuntimeError: the task broke", 6)
+    assert [r["step"] for r in metrics(tmp_path / "c")] == [4]
+    assert json.loads((tmp_path / "c" / "checkpoints" / "last" / "training.json").read_text())["step"] == 4

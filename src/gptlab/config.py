@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from gptlab.fields import settings_from_json
 
 GPT2_VOCAB_SIZE = 50257
 
@@ -54,6 +57,12 @@ class GPTConfig:
             problems.append(f"num_classes must be at least 2, got {self.num_classes}")
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"dropout must be in [0, 1), got {self.dropout!r}")
+        for attr in ("layer_norm_eps", "rope_theta"):
+            if not getattr(self, attr) > 0:
+                problems.append(f"{attr} must be > 0, got {getattr(self, attr)!r}")
+        for attr in ("n_kv_head", "mlp_hidden"):
+            if getattr(self, attr) is not None and getattr(self, attr) < 1:
+                problems.append(f"{attr} must be >= 1, got {getattr(self, attr)!r}")
         if problems:
             raise ValueError("invalid GPTConfig: " + "; ".join(problems))
 
@@ -79,11 +88,12 @@ class GPTConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GPTConfig:
-        """Inverse of `to_dict`; unknown keys are an error so a typo never passes silently."""
+    def from_dict(cls, data: Mapping[str, Any], where: str = "model config") -> GPTConfig:
+        """Inverse of `to_dict`; unknown keys are an error so a typo never passes silently, and so is
+        a value of the wrong type (named with `where`, e.g. the file)."""
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - known) if isinstance(data, Mapping) else []
         if unknown:
             raise ValueError(f"unknown GPTConfig field(s): {', '.join(unknown)}")
-        return cls(**data)
+        return settings_from_json(cls, data, where)
 

@@ -5,7 +5,8 @@ Resolution order for `fetch(name)`:
 2. the user cache, ``GPTLAB_CACHE_DIR`` or ``~/.cache/gptlab`` (written only by verified, atomic moves);
 3. a download from the canonical URL, unless ``GPTLAB_OFFLINE=1``.
 
-Also `read_json`, the one JSON-object reader whose errors name the file (model configs, tokenizers).
+Also `read_json`, the one JSON-object reader whose errors name the file (model configs, tokenizers),
+and the writers of a run's records that a full disk cannot leave half-written.
 """
 
 from __future__ import annotations
@@ -298,6 +299,31 @@ def read_json(path: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{path}: missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from err
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply to read") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object, found {type(data).__name__}")
     return data
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text` whole or not at all: a full disk leaves the old file, not half a new one."""
+    with _temp_beside(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append `line` and a newline whole or not at all: a full disk leaves no half line behind."""
+    data = memoryview((line + "\n").encode("utf-8"))
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            while data:
+                data = data[os.write(fd, data):]
+        except OSError as err:
+            os.ftruncate(fd, start)
+            raise OSError(err.errno, err.strerror, str(path)) from err
+    finally:
+        os.close(fd)

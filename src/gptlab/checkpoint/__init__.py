@@ -12,7 +12,7 @@ from gptlab.checkpoint.gguf import load_gguf
 from gptlab.checkpoint.hf import download_from_hub, export_hf_folder, load_hf_folder
 from gptlab.checkpoint.meta import CheckpointMeta
 from gptlab.checkpoint.native import FORMAT as NATIVE_FORMAT
-from gptlab.checkpoint.native import load_checkpoint, save_checkpoint
+from gptlab.checkpoint.native import load_checkpoint, read_checkpoint_config, save_checkpoint
 from gptlab.checkpoint.openai_gpt2 import is_openai_folder, load_openai_folder
 from gptlab.checkpoint.weights import state_to_save
 from gptlab.files import BUILTIN_MODELS, builtin_model_path, read_json
@@ -49,6 +49,13 @@ def load_model(
 ) -> LoadedModel:
     """Resolve `spec`: preset name → random init (seeded); folder → our checkpoint, a training
     run (its best, else last, checkpoint) or a Hugging Face folder; `owner/name` → Hugging Face hub."""
+    loaded = _resolve(spec, dtype, seed, ())
+    loaded.model.to(device).eval()
+    return loaded
+
+
+def _resolve(spec: str, dtype: torch.dtype, seed: int, chain: tuple[Path, ...]) -> LoadedModel:
+    """The model `spec` names; `chain` holds the LoRA checkpoints whose base it is (to catch a loop)."""
     path = Path(spec).expanduser()
     if spec in PRESETS and not path.exists():
         torch.manual_seed(seed)
@@ -64,7 +71,7 @@ def load_model(
         loaded = _from_file(load_book_pth(path, dtype=dtype), GPT2Tokenizer(), "book-pth",
                             f"the book's GPTModel {path}")
     elif path.is_dir():
-        loaded = _load_folder(path, dtype)
+        loaded = _load_folder(path, dtype, chain)
     elif "/" in spec and not path.exists() and not spec.startswith((".", "/", "~")):
         try:
             folder = download_from_hub(spec)
@@ -78,7 +85,6 @@ def load_model(
             "(GPT-2 or Llama family), an OpenAI GPT-2 folder, a .gguf file, the book's .pth, or a hub name "
             "like openai-community/gpt2"
         )
-    loaded.model.to(device).eval()
     return loaded
 
 
@@ -99,9 +105,9 @@ def checkpoint_of(path: Path) -> Path:
     return path
 
 
-def _load_folder(path: Path, dtype: torch.dtype) -> LoadedModel:
+def _load_folder(path: Path, dtype: torch.dtype, chain: tuple[Path, ...]) -> LoadedModel:
     if checkpoint_of(path) != path:  # a training run folder
-        loaded = _load_folder(checkpoint_of(path), dtype)
+        loaded = _load_folder(checkpoint_of(path), dtype, chain)
         loaded.description = f"run {path} ({checkpoint_of(path).name} checkpoint)"
         return loaded
     if is_openai_folder(path):  # hparams.json + model.ckpt.index, as OpenAI published GPT-2
@@ -110,9 +116,7 @@ def _load_folder(path: Path, dtype: torch.dtype) -> LoadedModel:
         raise ValueError(f"{path}: not a model folder: it has no config.json")
     config = read_json(path / "config.json")  # a readable error when it is not JSON
     if config.get("format") == NATIVE_FORMAT:
-        base_spec = (config.get("lora") or {}).get("base")  # a LoRA checkpoint holds only what trained
-        base = state_to_save(load_model(base_spec, dtype=dtype).model) if base_spec else None
-        model, tokenizer, meta = load_checkpoint(path, dtype, base)
+        model, tokenizer, meta = load_checkpoint(path, dtype, _lora_base(path, dtype, chain))
         return LoadedModel(model, tokenizer, "checkpoint", f"gptlab checkpoint {path}", meta)
     if "model_type" in config:
         return _from_file(*load_hf_folder(path, dtype), "hf-folder", f"Hugging Face folder {path}")
@@ -120,3 +124,18 @@ def _load_folder(path: Path, dtype: torch.dtype) -> LoadedModel:
         f"{path}: not a model folder: its config.json is neither gptlab's (\"format\": \"gptlab\") "
         "nor Hugging Face's (\"model_type\")"
     )
+
+
+def _lora_base(path: Path, dtype: torch.dtype, chain: tuple[Path, ...]) -> dict[str, torch.Tensor] | None:
+    """The weights of the model a LoRA checkpoint's adapters belong to (a LoRA checkpoint holds only
+    what trained); None for any other checkpoint. A base that leads back to `path` is an error."""
+    lora = read_checkpoint_config(path)[1].lora
+    if lora is None or lora.base is None:
+        return None
+    chain = (*chain, path.resolve())
+    base = Path(lora.base).expanduser()
+    if base.is_dir() and checkpoint_of(base).resolve() in chain:
+        loop = " -> ".join(map(str, (*chain, checkpoint_of(base).resolve())))
+        raise ValueError(f"{path / 'config.json'}: the LoRA base chain loops ({loop}); set \"lora\": "
+                         "{\"base\": ...} to the model the adapters were trained on")
+    return state_to_save(_resolve(lora.base, dtype, 0, chain).model)

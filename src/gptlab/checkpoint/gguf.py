@@ -31,7 +31,8 @@ def load_gguf(path: str | Path, dtype: torch.dtype | None = torch.float32,
     try:
         reader = GGUFReader(path)
     except (ValueError, OSError) as err:
-        raise ValueError(f"{path}: not a readable GGUF file ({err})") from err
+        raise ValueError(f"{path}: not a readable GGUF file ({err}); it may be truncated (an interrupted download "
+                         "or copy) or in another format") from err
     meta = {key: field.contents() for key, field in reader.fields.items() if not key.startswith("tokenizer.ggml.")}
     family = family_for_gguf(meta.get("general.architecture"), str(path))
     assert family.gguf is not None  # family_for_gguf returns only families that read GGUF

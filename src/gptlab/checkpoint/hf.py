@@ -8,7 +8,7 @@ the weight names (transposed, fused or split) and where the tokenizer is.
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import torch
 from safetensors.torch import save_file
@@ -31,8 +31,7 @@ def read_hf_weights(folder: Path) -> dict[str, Tensor]:
         return read_safetensors(folder / "model.safetensors")
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        shards = sorted(set(read_json(index).get("weight_map", {}).values()))
-        return {k: v for shard in shards for k, v in read_safetensors(folder / shard).items()}
+        return {k: v for shard in _shards(index) for k, v in read_safetensors(shard).items()}
     legacy = folder / "pytorch_model.bin"
     if legacy.is_file():
         try:  # weights_only: never run pickled code from a downloaded file
@@ -40,6 +39,22 @@ def read_hf_weights(folder: Path) -> dict[str, Tensor]:
         except Exception as err:
             raise ValueError(f"{legacy}: not a readable PyTorch weights file ({err})") from err
     raise FileNotFoundError(f"{folder}: no weights found (looked for {', '.join(WEIGHT_FILES)})")
+
+
+def _shards(index: Path) -> list[Path]:
+    """The files a shard index names, each confined to the index's folder: a downloaded index must not
+    make gptlab open `../../etc/...` or any other file outside the model."""
+    weight_map = read_json(index).get("weight_map", {})
+    if not isinstance(weight_map, dict) or not all(isinstance(name, str) for name in weight_map.values()):
+        raise ValueError(f"{index}: \"weight_map\" must map tensor names to shard file names")
+    shards = []
+    for name in sorted(set(weight_map.values())):
+        # By name, not by resolving links: the hub's cache links every file of a folder to a blob elsewhere.
+        if PurePath(name).is_absolute() or ".." in PurePath(name).parts:
+            raise ValueError(f"{index}: shard {name!r} lies outside the model folder {index.parent}; an index may "
+                             "only name files inside it: fix or re-download the model")
+        shards.append(index.parent / name)
+    return shards
 
 
 def load_hf_folder(folder: str | Path, dtype: torch.dtype | None = torch.float32) -> tuple[GPT, Tokenizer]:

@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from gptlab.fields import settings_from_json
 from gptlab.lora import LoRASettings
 
 
@@ -33,10 +34,15 @@ class CheckpointMeta:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CheckpointMeta:
-        """The inverse of `to_dict`, from a whole config.json (its other keys are ignored)."""
+    def from_dict(cls, data: dict[str, Any], where: str = "config.json") -> CheckpointMeta:
+        """The inverse of `to_dict`, from a whole config.json (its other keys are ignored), each
+        value checked; a `"lora"` entry must be complete: its adapters mean nothing without all of it."""
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
-        if values.get("lora") is not None:
-            values["lora"] = LoRASettings(**values["lora"])
-        return cls(**values)
+        lora = values.get("lora")
+        if isinstance(lora, dict):
+            missing = [f.name for f in dataclasses.fields(LoRASettings) if f.name not in lora]
+            if missing:
+                raise ValueError(f"{where}: the \"lora\" entry has no {', '.join(map(repr, missing))} (a LoRA "
+                                 "checkpoint records rank, alpha, targets and the base model its adapters belong to)")
+        return settings_from_json(cls, values, where)

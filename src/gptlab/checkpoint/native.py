@@ -11,13 +11,14 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
 from gptlab.checkpoint.meta import CheckpointMeta
-from gptlab.checkpoint.weights import build_model, check_state_dict, read_safetensors, state_to_save
+from gptlab.checkpoint.weights import build_model, check_state_dict, check_values, read_safetensors, state_to_save
 from gptlab.config import GPTConfig
 from gptlab.files import read_json
 from gptlab.lora import apply_lora, is_lora_key, lora_state_dict, merge_lora
@@ -141,6 +142,15 @@ def _apply_umask(folder: Path) -> None:
         path.chmod(0o666 & ~umask)
 
 
+def read_checkpoint_config(folder: Path) -> tuple[dict[str, Any], CheckpointMeta]:
+    """A gptlab checkpoint's config.json and its record (task, LoRA base), checked; errors name the file."""
+    path = folder / "config.json"
+    meta = read_json(path)
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a gptlab checkpoint (no \"format\": \"gptlab\")")
+    return meta, CheckpointMeta.from_dict(meta, str(path))
+
+
 def load_checkpoint(
     folder: str | Path, dtype: torch.dtype | None = None, base: dict[str, Tensor] | None = None
 ) -> tuple[GPT, Tokenizer, CheckpointMeta]:
@@ -149,13 +159,10 @@ def load_checkpoint(
     `base` supplies the weights a LoRA checkpoint left out (those of the model it adapted).
     """
     folder = Path(folder)
-    meta = read_json(folder / "config.json")
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{folder / 'config.json'}: not a gptlab checkpoint (no \"format\": \"gptlab\")")
+    meta, record = read_checkpoint_config(folder)
+    config = GPTConfig.from_dict(meta.get("model"), f"{folder / 'config.json'}, model")
     try:
-        config = GPTConfig.from_dict(meta["model"])
         tokenizer = tokenizer_from_dict(meta["tokenizer"])
-        record = CheckpointMeta.from_dict(meta)
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{folder / 'config.json'}: invalid gptlab checkpoint config ({err})") from err
     weights = folder / "model.safetensors"
@@ -169,6 +176,7 @@ def load_checkpoint(
     if record.lora is not None:  # a LoRA run's checkpoint: base weights + adapters, merged for use
         apply_lora(model, record.lora)
         check_state_dict({k: v.shape for k, v in lora_state_dict(model).items()}, adapters, str(weights))
+        check_values(adapters, str(weights))
         model.load_state_dict(adapters, strict=False)
         merge_lora(model).requires_grad_(True)
     elif adapters:

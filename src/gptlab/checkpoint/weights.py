@@ -49,6 +49,20 @@ def check_state_dict(expected: dict[str, torch.Size], found: dict[str, Tensor], 
         )
 
 
+def check_values(state: dict[str, Tensor], source: str) -> None:
+    """Refuse weights a model cannot compute with: integers (a cast would silently invent a model)
+    and NaN or infinite values (a diverged run or a damaged file, found here rather than at sampling)."""
+    for key, tensor in state.items():
+        if not tensor.is_floating_point():
+            raise ValueError(f"{source}: tensor {key} holds {str(tensor.dtype).removeprefix('torch.')} values, not "
+                             "floating point weights; the file is damaged or was not written for a model: convert "
+                             "it to float32, float16 or bfloat16")
+        if not torch.isfinite(tensor).all():
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ValueError(f"{source}: tensor {key} holds {bad:,} NaN or infinite values of {tensor.numel():,}; "
+                             "the weights are damaged (a diverged run or a bad conversion): use an earlier checkpoint")
+
+
 def _some(keys: list[str], limit: int = 5) -> str:
     shown = ", ".join(keys[:limit])
     return shown + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
@@ -71,6 +85,7 @@ def build_model(
 ) -> GPT:
     """Create a GPT on the meta device and adopt `state` (checked first) without copying."""
     check_state_dict(expected_shapes(config), state, source)
+    check_values(state, source)
     if dtype is not None:
         state = {k: v.to(dtype) for k, v in state.items()}
     with torch.device("meta"):

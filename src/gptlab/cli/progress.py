@@ -4,7 +4,9 @@ responses, and at the end the summary, the plots and how to resume. A download: 
 from __future__ import annotations
 
 import json
+import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
@@ -12,6 +14,8 @@ from tqdm import tqdm
 from gptlab.download import DownloadProgress
 from gptlab.training.reports import DoneEvent, EvalEvent, EvalRecord, Event, RespondEvent, RunSummary, StepEvent
 from gptlab.training.runs import RunConfig
+
+log = logging.getLogger(__name__)
 
 
 def _bar(total: int | None, desc: str, unit: str, initial: int = 0, disable: bool = False, **options: Any) -> tqdm:
@@ -85,11 +89,21 @@ def eval_line(record: EvalRecord) -> str:
             f"{record.tokens_per_second:,.0f} tokens/s")
 
 
-def print_report(config: RunConfig, summary: RunSummary, command: str) -> int:
-    """The summary, the plots of the run folder and, after Ctrl-C, how to go on; the exit status."""
+def draw_plots(out: str) -> list[Path]:
+    """The plots of a run folder from the metrics it has; none where drawing fails (a full disk
+    refuses them too, and the error that ended the run is the one to report)."""
     from gptlab.evaluation.plots import plot_run  # matplotlib: imported only when needed
 
-    plots = plot_run(config.out)
+    try:
+        return plot_run(out)
+    except Exception:
+        log.debug("no plots of %s", out, exc_info=True)
+        return []
+
+
+def print_report(config: RunConfig, summary: RunSummary, command: str) -> int:
+    """The summary, the plots of the run folder and, after Ctrl-C, how to go on; the exit status."""
+    plots = draw_plots(config.out)
     print(json.dumps(summary.to_json(), indent=2))
     if summary.classifier is not None:
         baseline = summary.classifier.baseline

@@ -11,7 +11,7 @@ import torch
 
 from gptlab.checkpoint.weights import read_json
 from gptlab.cli.flags import add_dataclass_flags, flag_values, overlay
-from gptlab.cli.progress import TrainingDisplay, print_report
+from gptlab.cli.progress import TrainingDisplay, draw_plots, print_report
 from gptlab.evaluation.responses import RESPONSES_FILE
 from gptlab.training.loop import is_main_process
 from gptlab.training.registry import TASKS
@@ -98,6 +98,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     display = TrainingDisplay(config.train.max_steps, show=is_main_process())
     try:
         summary = config.run(resume=args.resume, on_event=display)
+    except Exception:  # the run's record (summary.json, metrics.jsonl) is written; draw what there is
+        if is_main_process():
+            draw_plots(config.out)
+        raise
     finally:
         display.close()
     if not is_main_process():  # under torchrun only rank 0 reports

@@ -30,9 +30,10 @@ from torch import Tensor, nn
 from gptlab.checkpoint.native import recover_folder
 from gptlab.devices import pick_device
 from gptlab.fields import setting
+from gptlab.files import append_line, write_text_atomically
 from gptlab.runtime import keep_large_allocations_on_heap
 from gptlab.training.optim import build_optimizer, lr_at
-from gptlab.training.reports import DoneEvent, EvalEvent, EvalRecord, OnEvent, RunSummary, StepEvent
+from gptlab.training.reports import DoneEvent, EvalEvent, EvalRecord, OnEvent, RunSummary, StepEvent, failure_reason
 from gptlab.training.state import Progress, load_training_state, save_training_checkpoint
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,12 @@ class TrainSettings:
             raise ValueError(f"precision must be 32, bf16-mixed or auto, got {self.precision!r}")
         if self.lr is not None and self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        for name in ("min_lr", "warmup_steps", "weight_decay", "grad_clip", "early_stop"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("beta1", "beta2"):
+            if getattr(self, name) is not None and not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
     def over(self, recipe: TrainSettings) -> TrainSettings:
         """These settings, each field left None taken from `recipe`."""
@@ -155,35 +162,33 @@ def _to(batch: Batch, device: torch.device) -> Batch:
 def train(model: nn.Module, task: Task, settings: TrainSettings, out_dir: str | Path,
           resume: bool = False, on_event: OnEvent | None = None) -> RunSummary:
     """Train `model` on `task`, writing metrics, checkpoints and `summary.json` under `out_dir`;
-    return the summary. Settings left unset are `GENERIC`'s."""
+    return the summary. Settings left unset are `GENERIC`'s. An error that ends the run (a full disk,
+    a NaN loss, a task's own) is raised after `summary.json` records it (status "failed", the reason)."""
     settings = settings.over(GENERIC)
     run = _Run(Path(out_dir), model, task, settings, on_event)
+    if run.ddp.main:
+        run.out_dir.mkdir(parents=True, exist_ok=True)
     run.recover_checkpoints()
     if resume:
         run.resume()
     elif run.ddp.main:  # a fresh run in a used folder: no metrics or best weights of the previous one
         (run.out_dir / "metrics.jsonl").unlink(missing_ok=True)
         shutil.rmtree(run.best_dir, ignore_errors=True)
-    status = "completed"
+    failure: Exception | None = None
     try:
         with _ctrl_c_between_steps(enabled=run.ddp.world == 1) as stop:
-            while True:
-                if stop.is_set():
-                    raise KeyboardInterrupt
-                step = run.progress.step
-                due = step % settings.eval_every == 0 or step == settings.max_steps
-                if step > 0 and due and run.progress.evaluated_at != step:  # also after a resume
-                    run.evaluate_and_save()
-                    if settings.early_stop and run.progress.evals_since_best >= settings.early_stop:
-                        status = "early-stopped"
-                        break
-                if step >= settings.max_steps:
-                    break
-                run.step()
+            status, reason = run.until_done(stop)
     except KeyboardInterrupt:
-        run.save(run.last_dir, run.rng_for_next_step)  # as after the last finished step
-        status = "interrupted"
-    return run.finish(status)
+        status, reason = "interrupted", f"interrupted (Ctrl-C) after step {run.progress.step}"
+        try:
+            run.save(run.last_dir, run.rng_for_next_step)  # as after the last finished step
+        except Exception as err:
+            failure = err
+    except Exception as err:  # a full disk, a NaN loss, a task's own error: the run's record is still written
+        failure = err
+    if failure is not None:
+        status, reason = "failed", failure_reason(failure)
+    return run.finish(status, reason, failure)
 
 
 @contextmanager
@@ -237,6 +242,7 @@ class _Run:
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
         self.min_lr = settings.min_lr if settings.min_lr is not None else settings.lr / 10
         self.rng_for_next_step = torch.get_rng_state()  # what dropout of the next step starts from
+        self.last_saved: int | None = None  # the step checkpoints/last holds, once this run knows it
         self.started = time.perf_counter()
         self.window_tokens, self.window_start = 0, time.perf_counter()
 
@@ -256,6 +262,24 @@ class _Run:
         self.rng_for_next_step = torch.get_rng_state()
         self.started = time.perf_counter() - self.progress.elapsed
         log.info("resumed from %s at step %d", self.last_dir, self.progress.step)
+        self.last_saved = self.progress.step
+        if self.ddp.main:
+            _forget_evaluations_after(self.out_dir / "metrics.jsonl", self.progress.step)
+
+    def until_done(self, stop: threading.Event) -> tuple[str, str]:
+        """Step and evaluate until max_steps or early stopping (or Ctrl-C); the status and its reason."""
+        settings, p = self.settings, self.progress
+        while True:
+            if stop.is_set():
+                raise KeyboardInterrupt
+            due = p.step % settings.eval_every == 0 or p.step == settings.max_steps
+            if p.step > 0 and due and p.evaluated_at != p.step:  # also after a resume
+                self.evaluate_and_save()
+                if settings.early_stop and p.evals_since_best >= settings.early_stop:
+                    return "early-stopped", f"no new best in {settings.early_stop} evaluations (early_stop)"
+            if p.step >= settings.max_steps:
+                return "completed", f"reached max_steps ({settings.max_steps})"
+            self.step()
 
     def step(self) -> None:
         p, settings = self.progress, self.settings
@@ -265,6 +289,8 @@ class _Run:
         self.model.train()
         loss, tokens = accumulate_gradients(self.runner, self.task, p.step, settings.grad_accum, self.ddp,
                                             self.device, self.autocast)
+        if not math.isfinite(loss):  # before the optimizer step: the weights stay as they were
+            raise self.diverged(f"loss became {_named(loss)} at step {p.step + 1}")
         clip_and_step(self.model, self.optimizer, settings.grad_clip)
         self.window_tokens += tokens
         p.step, p.tokens, p.lr = p.step + 1, p.tokens + tokens, lr
@@ -276,11 +302,16 @@ class _Run:
         now = time.perf_counter()
         p = self.progress
         val_loss, metrics = _evaluate(self.model, self.task, self.settings, self.ddp, self.device, self.autocast)
+        if not math.isfinite(val_loss):
+            raise self.diverged(f"validation loss became {_named(val_loss)} at step {p.step}")
+        self.check_weights()  # before anything is recorded of this evaluation
         record = EvalRecord(step=p.step, tokens=p.tokens, lr=p.lr, val_loss=val_loss,
                             train_loss=sum(p.window_losses) / len(p.window_losses),
                             tokens_per_second=self.window_tokens / max(now - self.window_start, 1e-9),
                             elapsed=now - self.started, metrics=metrics)
         p.elapsed, p.window_losses, p.evaluated_at = now - self.started, [], p.step
+        if self.ddp.main:  # first: should a checkpoint fail (a full disk), the evaluation is still on record
+            append_line(self.out_dir / "metrics.jsonl", json.dumps(record.to_json()))
         score = self.task.score(record) if self.task.score is not None else -record.val_loss
         if score >= p.best_score:  # a tie goes to the later, longer-trained weights
             p.best_score, p.best_val_loss, p.best_step, p.evals_since_best = score, record.val_loss, p.step, 0
@@ -288,32 +319,55 @@ class _Run:
         else:
             p.evals_since_best += 1
         self.save(self.last_dir)
-        if self.ddp.main:
-            with (self.out_dir / "metrics.jsonl").open("a") as f:
-                f.write(json.dumps(record.to_json()) + "\n")
-            if self.task.sample is not None:
-                record.sample = self.task.sample(self.model)
+        if self.ddp.main and self.task.sample is not None:
+            record.sample = self.task.sample(self.model)
         self.emit(EvalEvent(p.step, record))
         self.window_tokens, self.window_start = 0, time.perf_counter()
 
     def save(self, folder: Path, rng: Tensor | None = None, with_optimizer: bool = True) -> None:
+        """A checkpoint of the run as it stands, never of weights gone NaN or infinite."""
+        self.check_weights()
         if self.ddp.main:
             save_training_checkpoint(folder, lambda tmp: self.task.write_model(self.model, tmp),
                                      self.optimizer if with_optimizer else None, self.progress, rng)
+        if folder == self.last_dir:
+            self.last_saved = self.progress.step
 
-    def finish(self, status: str) -> RunSummary:
-        """The summary; on the main process with the task's results added, written to `summary.json`."""
+    def check_weights(self) -> None:
+        """Stop the run if a step left weights NaN or infinite (every rank holds the same ones)."""
+        params = [param.detach() for param in self.model.parameters()]
+        if not torch.stack([torch.isfinite(param).all() for param in params]).all():
+            raise self.diverged(f"the weights became NaN or infinite by step {self.progress.step}")
+
+    def diverged(self, what: str) -> ValueError:
+        """The error that ends a run gone numerically wrong, with where its last good checkpoint is."""
+        kept = "" if self.last_saved is None else \
+            f", or go on from {self.last_dir} (step {self.last_saved}) with --resume and a lower --lr"
+        return ValueError(f"{what} (learning rate too high?); lower --lr and run again{kept}")
+
+    def finish(self, status: str, reason: str, failure: Exception | None) -> RunSummary:
+        """The summary, with the task's results added after a run that did not fail, written to
+        `summary.json` by the main process; then `failure`, the error that ended the run, is raised."""
         p = self.progress
-        summary = RunSummary.of_loop(status, p.best_val_loss, p.best_step, _final_val_loss(self.out_dir), p.step,
-                                     p.tokens, time.perf_counter() - self.started)
+        summary = RunSummary.of_loop(status, reason, p.best_val_loss, p.best_step, _final_val_loss(self.out_dir),
+                                     p.step, p.tokens, time.perf_counter() - self.started)
         self.emit(DoneEvent(p.step, status))
-        if self.ddp.world > 1:
+        if self.ddp.world > 1 and failure is None:  # a rank that failed may be failing alone: no waiting
             dist.barrier()
-        if not self.ddp.main:  # under torchrun rank 0 alone reports
-            return summary
-        if self.task.report is not None:
-            summary = self.task.report(summary)
-        (self.out_dir / "summary.json").write_text(json.dumps(summary.to_json(), indent=2) + "\n")
+        if self.ddp.main and self.task.report is not None and failure is None:
+            try:
+                summary = self.task.report(summary)
+            except Exception as err:
+                failure, summary = err, dataclasses.replace(summary, status="failed", reason=failure_reason(err))
+        if self.ddp.main:
+            try:
+                write_text_atomically(self.out_dir / "summary.json", json.dumps(summary.to_json(), indent=2) + "\n")
+            except OSError:
+                if failure is None:
+                    raise
+                log.debug("summary.json could not be written either", exc_info=True)  # the failure says why
+        if failure is not None:
+            raise failure
         return summary
 
 
@@ -361,6 +415,30 @@ def _evaluate(model: nn.Module, task: Task, settings: TrainSettings,
     if ddp.world > 1:
         dist.all_reduce(total)
     return (total[0] / total[1]).item(), task.eval_metrics(model) if task.eval_metrics is not None else {}
+
+
+def _named(value: float) -> str:
+    """NaN, inf or -inf, as a message says it."""
+    return "NaN" if math.isnan(value) else str(value)
+
+
+def _forget_evaluations_after(metrics: Path, step: int) -> None:
+    """Drop the `metrics.jsonl` lines of evaluations after `step`: a run that ended between writing
+    one and saving its checkpoint left them, and the resumed run evaluates those steps again."""
+    lines = metrics.read_text().splitlines(keepends=True) if metrics.is_file() else []
+    kept = [line for line in lines if _step_of(line) <= step]
+    if len(kept) < len(lines):
+        write_text_atomically(metrics, "".join(kept))
+        log.info("%s: dropped %d evaluation(s) after step %d, the step resumed from", metrics, len(lines) - len(kept),
+                 step)
+
+
+def _step_of(line: str) -> float:
+    """The step of a `metrics.jsonl` line; infinite for a line a crash cut short, so it goes too."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def _final_val_loss(out_dir: Path) -> float | None:

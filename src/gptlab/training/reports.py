@@ -57,7 +57,7 @@ class DoneEvent:
 
     kind: ClassVar[str] = "done"
     step: int
-    status: str  # completed, early-stopped or interrupted
+    status: str  # completed, early-stopped, interrupted or failed
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,8 @@ class ClassifierResults:
 class RunSummary(Mapping[str, Any]):
     """How a run ended, as written to `summary.json`; it reads like that file (`summary["steps"]`)."""
 
-    status: str  # completed, early-stopped or interrupted
+    status: str  # completed, early-stopped, interrupted or failed
+    reason: str  # why it ended there, in a line: "reached max_steps (1000)", the error of a failed run
     best_val_loss: float | None  # of the evaluations (None before the first)
     best_step: int | None  # the evaluation `checkpoints/best` holds
     final_val_loss: float | None
@@ -111,11 +112,11 @@ class RunSummary(Mapping[str, Any]):
     classifier: ClassifierResults | None = None  # classify: scores on every split and the baseline
 
     @classmethod
-    def of_loop(cls, status: str, best_val_loss: float, best_step: int | None, final_val_loss: float | None,
-                steps: int, tokens: int, wall: float) -> RunSummary:
+    def of_loop(cls, status: str, reason: str, best_val_loss: float, best_step: int | None,
+                final_val_loss: float | None, steps: int, tokens: int, wall: float) -> RunSummary:
         """The loop's part, rounded as reported."""
-        return cls(status, None if math.isinf(best_val_loss) else best_val_loss, best_step, final_val_loss, steps,
-                   tokens, round(wall, 3), round(tokens / wall, 1) if wall > 0 else None)
+        return cls(status, reason, None if math.isinf(best_val_loss) else best_val_loss, best_step, final_val_loss,
+                   steps, tokens, round(wall, 3), round(tokens / wall, 1) if wall > 0 else None)
 
     def to_json(self) -> dict[str, Any]:
         """The `summary.json` object: the loop's keys, then the task's results."""
@@ -135,3 +136,8 @@ class RunSummary(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self.to_json())
+
+
+def failure_reason(err: BaseException) -> str:
+    """The error that ended a run, in one line for `summary.json`."""
+    return f"{type(err).__name__}: {' '.join(str(err).split())}".rstrip(": ")

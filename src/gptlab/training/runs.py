@@ -11,7 +11,6 @@ import abc
 import dataclasses
 import json
 import logging
-import typing
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -22,6 +21,7 @@ from gptlab.checkpoint import load_model
 from gptlab.data.instruction import Record, write_records
 from gptlab.devices import pick_device
 from gptlab.evaluation.responses import RESPONSES_FILE, generate_responses
+from gptlab.fields import settings_from_json
 from gptlab.generation import GenerationSettings, generate
 from gptlab.prompts import PromptStyle
 from gptlab.tokenizer import Tokenizer
@@ -74,22 +74,6 @@ class RunConfig(abc.ABC):
         if task != cls.TASK:
             raise ValueError(f"{where} is a {task} run's config, not a {cls.TASK} one")
         return settings_from_json(cls, {k: v for k, v in data.items() if k != "task"}, where)
-
-
-def settings_from_json(kind: type[T], data: Mapping[str, Any], where: str) -> T:
-    """A settings dataclass (nested ones too) from its JSON object, naming what does not fit."""
-    hints = typing.get_type_hints(kind)
-    fields = {f.name: f for f in dataclasses.fields(kind)}
-    for name in data:
-        if name not in fields:
-            raise ValueError(f"{where}: unknown setting {name!r} (known: {', '.join(fields)})")
-    for name, f in fields.items():
-        if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ValueError(f"{where}: no value for {name!r}")
-    values = {name: settings_from_json(hints[name], value, f"{where}, {name}")
-              if dataclasses.is_dataclass(hints[name]) and isinstance(value, Mapping) else value
-              for name, value in data.items()}
-    return kind(**values)
 
 
 def start_run(config: RunConfig, splits: Mapping[str, Sequence[T]] | None = None,

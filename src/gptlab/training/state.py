@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from gptlab.checkpoint.native import write_folder_atomically
-from gptlab.checkpoint.weights import read_json, read_safetensors, tied_keys
+from gptlab.checkpoint.weights import check_values, read_json, read_safetensors, tied_keys
 from gptlab.files import sha256_of
 from gptlab.lora import is_lora_key
 
@@ -91,6 +91,7 @@ def load_training_state(folder: Path, model: nn.Module, optimizer: torch.optim.O
     """Restore model weights, optimizer and RNG from `folder`; return the saved progress."""
     verify_checkpoint(folder)
     weights = read_safetensors(folder / "model.safetensors")
+    check_values(weights, str(folder / "model.safetensors"))
     missing, unexpected = model.load_state_dict(weights, strict=False)
     tied = tied_keys(model.config) if hasattr(model, "config") else set()
     missing = set(missing) - tied
