@@ -50,11 +50,14 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+GENERATE = ("Generate a continuation of a prompt with any model --model names, OpenAI's GPT-2 folders (gptlab "
+            "download) and the book's .pth files included. Without --prompt, asks for prompts interactively and "
+            "streams the answers.")
+
+
 def add_generate(commands: argparse._SubParsersAction) -> None:
-    gen = model_command(commands, "generate", cmd_generate, help="generate text from a prompt (KV-cached, streaming)",
-                        description="Generate a continuation of a prompt with any model --model names, OpenAI's "
-                                    "GPT-2 folders (gptlab download) and the book's .pth files included. Without "
-                                    "--prompt, asks for prompts interactively and streams the answers.")
+    gen = model_command(commands, "generate", cmd_generate, "generate text from a prompt (KV-cached, streaming)",
+                        GENERATE)
     gen.add_argument("--prompt", default=None, help="the text to continue (omit for interactive mode)")
     add_generation_flags(gen)
     gen.add_argument("--stream", action="store_true", help="print tokens as they are generated")

@@ -55,11 +55,13 @@ def cmd_respond(args: argparse.Namespace) -> int:
     return 0
 
 
+CHAT = ("A terminal chat that streams the model's answers, in the prompt style it was fine-tuned with. Inside: "
+        "/settings, /reset, /quit; Ctrl-C stops an answer, Ctrl-D leaves.")
+
+
 def add_chat(commands: argparse._SubParsersAction) -> None:
-    chat_parser = model_command(commands, "chat", cmd_chat, help="chat with an instruction-tuned model in the terminal",
-                                description="A terminal chat that streams the model's answers, in the prompt style "
-                                            "it was fine-tuned with. Inside: /settings, /reset, /quit; Ctrl-C stops "
-                                            "an answer, Ctrl-D leaves.")
+    chat_parser = model_command(commands, "chat", cmd_chat, "chat with an instruction-tuned model in the terminal",
+                                CHAT)
     add_prompt_style_flag(chat_parser)
     add_generation_flags(chat_parser, max_new_tokens=256, temperature=0.7, top_k=50)
 

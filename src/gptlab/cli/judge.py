@@ -13,13 +13,15 @@ from gptlab.cli.common import add_record_field_flags
 from gptlab.evaluation.judge import BACKENDS, JudgeClient, judge_file
 from gptlab.evaluation.responses import RESPONSES_FILE
 
+JUDGE = ("LLM-as-a-judge, as in the book's chapter 7: a judge model scores each model_response against the record's "
+         "output from 0 to 100 (temperature 0, fixed seed). Writes the records with judge_reply and score, a summary, "
+         "and a histogram PNG.")
+
 
 def add_judge(commands: argparse._SubParsersAction) -> None:
     judge = commands.add_parser(
         "judge", help="score instruction responses 0-100 with a judge model (Ollama or OpenAI-compatible)",
-        description="LLM-as-a-judge, as in the book's chapter 7: a judge model scores each model_response "
-                    "against the record's output from 0 to 100 (temperature 0, fixed seed). Writes the "
-                    "records with judge_reply and score, a summary, and a histogram PNG.")
+        description=JUDGE)
     judge.add_argument("responses",
                        help=f"a JSON/JSONL file of records with model_response (e.g. a run's {RESPONSES_FILE})")
     judge.add_argument("--judge-model", required=True,

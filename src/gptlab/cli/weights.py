@@ -18,12 +18,14 @@ FORMATS = ("tf", "safetensors")
 TARGETS = ("gptlab", "hf")
 
 
+DOWNLOAD = ("Download OpenAI's original GPT-2 files (checkpoint, encoder.json, hparams.json, model.ckpt.*, "
+            "vocab.bpe) from OpenAI's host, else the book's backup, into DIR/SIZE: resumable, sizes and every "
+            "tensor's crc32c checked. The folder is a --model for every command.")
+
+
 def add_download(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser(
-        "download", help="fetch OpenAI's GPT-2 weights (the book's gpt2/124M folders), no TensorFlow needed",
-        description="Download OpenAI's original GPT-2 files (checkpoint, encoder.json, hparams.json, model.ckpt.*, "
-                    "vocab.bpe) from OpenAI's host, else the book's backup, into DIR/SIZE: resumable, sizes and "
-                    "every tensor's crc32c checked. The folder is a --model for every command.")
+    p = commands.add_parser("download", description=DOWNLOAD,
+                            help="fetch OpenAI's GPT-2 weights (the book's gpt2/124M folders), no TensorFlow needed")
     p.add_argument("size", metavar="SIZE", help=f"{', '.join(f'gpt2-{s}' for s in SIZES)} (or {', '.join(SIZES)})")
     p.add_argument("--dir", default="models/gpt2", type=Path,
                    help="parent folder; the files land in DIR/SIZE, e.g. models/gpt2/124M (default models/gpt2)")
