@@ -105,6 +105,15 @@ def test_text_completion_equals_gptlab_generate(client, overfit_run):
     assert streamed == expected["completion"]
 
 
+def test_tiny_temperature_and_top_p_are_answered_as_greedy(client):
+    """Legal extremes (they once made the probabilities NaN and the server answer 500)."""
+    prompt = "Below is an instruction"
+    greedy = client.completions.create(model="tiny", prompt=prompt, max_tokens=8, temperature=0).choices[0].text
+    for settings in ({"temperature": 1e-300}, {"temperature": 1.0, "top_p": 1e-46}):
+        answer = client.completions.create(model="tiny", prompt=prompt, max_tokens=8, seed=1, **settings)
+        assert answer.choices[0].text == greedy, settings
+
+
 def test_bad_requests_get_openai_errors(client, server):
     with pytest.raises(openai.NotFoundError, match="model 'gpt-4' not found; this server serves 'tiny'"):
         client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "hi"}])
