@@ -52,4 +52,4 @@ def classify_texts(loaded: LoadedModel, texts: list[str], pad_to: int | None = N
         lengths = torch.full_like(lengths, pad_to)
     device = next(loaded.model.parameters()).device
     with torch.no_grad():
-        return loaded.model(ids.to(device), lengths=lengths.to(device)).softmax(-1).cpu()
+        return loaded.model(ids.to(device), lengths=lengths.to(device)).float().softmax(-1).cpu()

@@ -6,10 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-from gptlab.checkpoint import LoadedModel, load_model
+from gptlab.checkpoint import LoadedModel
 from gptlab.classifier import classify_texts
+from gptlab.cli.common import add_device_flags, loaded_model
 from gptlab.data.reading import read_utf8
-from gptlab.devices import pick_device
 
 
 def add_classify(commands: argparse._SubParsersAction) -> None:
@@ -26,7 +26,7 @@ def add_classify(commands: argparse._SubParsersAction) -> None:
                      help="pad each text to N tokens with <|endoftext|> and read the last position, as the book's "
                           "classify_review does; its classifiers expect their training length (the book's spam "
                           "classifier: 120). Default: read the last real token, as gptlab's classifiers do")
-    cls.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (default: auto)")
+    add_device_flags(cls)
     cls.add_argument("--json", action="store_true", help="print one JSON object per text")
     cls.set_defaults(func=cmd_classify)
 
@@ -37,7 +37,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
         texts += [line for line in read_utf8(args.file).splitlines() if line.strip()]
     if not texts:
         raise ValueError("give texts to classify as arguments or with --file")
-    loaded = load_model(args.model, device=pick_device(args.device))
+    loaded = loaded_model(args)
     names = label_names(loaded, args.labels, args.model)
     results = [{"text": text, "label": names[int(p.argmax())], "probability": round(float(p.max()), 4),
                 "probabilities": {n: round(float(v), 4) for n, v in zip(names, p)}}

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gptlab.checkpoint import LoadedModel, load_model
-from gptlab.devices import pick_device
+from gptlab.devices import DTYPES, pick_device, pick_dtype
 from gptlab.generation import GenerationSettings
 from gptlab.prompts import PROMPT_STYLES, PromptStyle, style_for
 
@@ -27,8 +27,22 @@ def model_command(commands: argparse._SubParsersAction, name: str, run: Callable
                         "model.ckpt.*, as gptlab download or the book's gpt_download.py writes it), the book's .pth "
                         "state dict (GPTModel), a llama .gguf file, or a hub name such as "
                         "openai-community/gpt2 (needs network or the hub cache)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default: auto)")
+    add_device_flags(p)
     return p
+
+
+def add_device_flags(p: argparse.ArgumentParser, device: str = "auto") -> None:
+    """--device and --dtype: where the model runs and the dtype of its weights and KV cache."""
+    p.add_argument("--device", default=device, help=f"cpu, cuda, cuda:1, mps or auto (default: {device})")
+    p.add_argument("--dtype", choices=["auto", *DTYPES], default="auto",
+                   help="weights and KV cache in this dtype; logits and sampling stay float32 (default auto: "
+                        "bfloat16 on GPUs that support it, else float32)")
+
+
+def loaded_model(args: argparse.Namespace, seed: int = 0) -> LoadedModel:
+    """The model --model names, on --device in --dtype."""
+    device = pick_device(args.device)
+    return load_model(args.model, device=device, dtype=pick_dtype(args.dtype, device), seed=seed)
 
 
 def add_generation_flags(p: argparse.ArgumentParser, max_new_tokens: int = 50, temperature: float = 1.0,
@@ -59,7 +73,7 @@ def add_record_field_flags(p: argparse.ArgumentParser) -> None:
 
 def load(args: argparse.Namespace) -> LoadedModel:
     """The model --model names, on --device, with a warning when its weights are random."""
-    loaded = load_model(args.model, device=pick_device(getattr(args, "device", None)), seed=args.seed or 0)
+    loaded = loaded_model(args, seed=args.seed or 0)
     if loaded.random_weights:
         log.warning("%s: the weights are random, so the text will be noise", loaded.description)
     return loaded

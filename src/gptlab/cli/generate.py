@@ -6,7 +6,7 @@ import argparse
 import json
 
 from gptlab.checkpoint import LoadedModel
-from gptlab.cli.common import add_generation_flags, generation_settings, load, model_command
+from gptlab.cli.common import add_device_flags, add_generation_flags, generation_settings, load, model_command
 from gptlab.data.text import token_stream
 from gptlab.evaluation.perplexity import perplexity
 from gptlab.generation import Completion, GenerationSettings
@@ -21,7 +21,7 @@ def add_info(commands: argparse._SubParsersAction) -> None:
                                            "OpenAI GPT-2 folder (gptlab download), the book's .pth or a .gguf file.")
     info.add_argument("model", metavar="MODEL", help="preset, checkpoint folder, HF folder, OpenAI GPT-2 folder, "
                                                      "the book's .pth, .gguf file or hub name")
-    info.add_argument("--device", default="cpu", help="device to load on (default cpu)")
+    add_device_flags(info, device="cpu")
     info.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.set_defaults(func=cmd_info)

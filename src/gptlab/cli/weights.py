@@ -9,7 +9,7 @@ from pathlib import Path
 
 from gptlab.checkpoint import export_hf_folder, load_model, save_checkpoint
 from gptlab.checkpoint.crc32c import using_fast_crc32c
-from gptlab.cli.common import load
+from gptlab.cli.common import add_device_flags, load
 from gptlab.cli.progress import DownloadBars
 from gptlab.download import SIZES, SOURCES, download_gpt2, gpt2_size
 
@@ -74,7 +74,8 @@ def add_convert(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--to", choices=TARGETS, default="gptlab",
                    help="gptlab: our checkpoint folder (default); hf: a Hugging Face folder (GPT-2 or Llama family)")
     p.add_argument("--seed", type=int, default=0, help="seed of a preset's random weights (default 0)")
-    p.set_defaults(func=cmd_convert, device="cpu")
+    add_device_flags(p, device="cpu")
+    p.set_defaults(func=cmd_convert)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
