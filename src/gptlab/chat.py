@@ -1,6 +1,6 @@
 """`gptlab chat`: a terminal conversation with an instruction-tuned model, streamed token by token.
 
-This is an edge of the package, like `cli.py`: it reads the keyboard and prints.
+This is an edge of the package, like `cli/`: it reads the keyboard and prints.
 """
 
 from __future__ import annotations

@@ -84,13 +84,19 @@ def sample_next(
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
 
 
-def fit_to_context(prompt: Sequence[int], max_new_tokens: int, context_length: int) -> tuple[list[int], int]:
-    """The prompt, left-truncated, and the number of new tokens, both cut so they fit the model's
-    context together (each cut is logged as a warning)."""
+def fit_new_tokens(max_new_tokens: int, context_length: int) -> int:
+    """`max_new_tokens`, cut to half the context when it would fill it (logged as a warning)."""
     if max_new_tokens >= context_length:
         log.warning("max_new_tokens=%d does not fit the context length %d; using %d",
                     max_new_tokens, context_length, context_length // 2)
-        max_new_tokens = context_length // 2
+        return context_length // 2
+    return max_new_tokens
+
+
+def fit_to_context(prompt: Sequence[int], max_new_tokens: int, context_length: int) -> tuple[list[int], int]:
+    """The prompt, left-truncated, and the number of new tokens, both cut so they fit the model's
+    context together (each cut is logged as a warning)."""
+    max_new_tokens = fit_new_tokens(max_new_tokens, context_length)
     room = context_length - max_new_tokens
     if len(prompt) > room:
         log.warning("prompt of %d tokens left-truncated to its last %d to leave room for %d new tokens "
@@ -123,8 +129,8 @@ def decode_steps(
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token")
     device = next(model.parameters()).device
-    fitted = [fit_to_context(p, settings.max_new_tokens, model.config.context_length) for p in prompts]
-    prompts, max_new_tokens = [prompt for prompt, _ in fitted], fitted[0][1]
+    max_new_tokens = fit_new_tokens(settings.max_new_tokens, model.config.context_length)
+    prompts = [fit_to_context(p, max_new_tokens, model.config.context_length)[0] for p in prompts]
     ids, valid = _left_pad(prompts, device)
     generator = torch.Generator(device=device)
     if settings.seed is not None:
@@ -141,7 +147,7 @@ def decode_steps(
             cache = KVCache.allocate(model.config, len(prompts), ids.shape[1], device, dtype)
             model_input, input_valid = ids, valid
         hidden = model.hidden(model_input, cache, input_valid)  # (B, T, C)
-        logits = model.lm_head(hidden[:, -1])  # (B, V)
+        logits = model.lm_head(hidden[:, -1]).float()  # (B, V), float32 whatever the weights' dtype
         next_ids = sample_next(logits, settings.temperature, settings.top_k, settings.top_p, generator)
         next_ids = torch.where(finished, stop[0], next_ids)
         finished |= torch.isin(next_ids, stop)

@@ -17,7 +17,7 @@ from gptlab.checkpoint.openai_gpt2 import is_openai_folder, load_openai_folder
 from gptlab.checkpoint.weights import state_to_save
 from gptlab.files import BUILTIN_MODELS, builtin_model_path, read_json
 from gptlab.model import GPT
-from gptlab.models import PRESETS, ChatDefaults, Family, family_of, preset_config
+from gptlab.models import PRESETS, ChatDefaults, family_of, preset_config
 from gptlab.tokenizer import GPT2Tokenizer, Tokenizer
 
 __all__ = ["CheckpointMeta", "LoadedModel", "export_hf_folder", "load_checkpoint", "load_model", "save_checkpoint"]
@@ -36,11 +36,6 @@ class LoadedModel:
     @property
     def random_weights(self) -> bool:
         return self.source == "preset"
-
-    @property
-    def family(self) -> Family | None:
-        """The model family of its architecture (gpt2, llama); None for a mix no family holds."""
-        return family_of(self.model.config)
 
 
 

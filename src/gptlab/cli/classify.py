@@ -8,7 +8,7 @@ from pathlib import Path
 
 from gptlab.checkpoint import LoadedModel
 from gptlab.classifier import classify_texts
-from gptlab.cli.common import add_device_flags, loaded_model
+from gptlab.cli.common import add_device_flags, load
 from gptlab.data.reading import read_utf8
 
 
@@ -37,7 +37,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
         texts += [line for line in read_utf8(args.file).splitlines() if line.strip()]
     if not texts:
         raise ValueError("give texts to classify as arguments or with --file")
-    loaded = loaded_model(args)
+    loaded = load(args)
     names = label_names(loaded, args.labels, args.model)
     results = [{"text": text, "label": names[int(p.argmax())], "probability": round(float(p.max()), 4),
                 "probabilities": {n: round(float(v), 4) for n, v in zip(names, p)}}

@@ -10,7 +10,7 @@ from typing import Any
 from gptlab.checkpoint import LoadedModel, load_model
 from gptlab.devices import DTYPES, pick_device, pick_dtype
 from gptlab.generation import GenerationSettings
-from gptlab.prompts import PROMPT_STYLES, PromptStyle, style_for
+from gptlab.prompts import PROMPT_STYLES
 
 log = logging.getLogger("gptlab")
 
@@ -35,14 +35,8 @@ def add_device_flags(p: argparse.ArgumentParser, device: str = "auto") -> None:
     """--device and --dtype: where the model runs and the dtype of its weights and KV cache."""
     p.add_argument("--device", default=device, help=f"cpu, cuda, cuda:1, mps or auto (default: {device})")
     p.add_argument("--dtype", choices=["auto", *DTYPES], default="auto",
-                   help="weights and KV cache in this dtype; logits and sampling stay float32 (default auto: "
+                   help="weights and KV cache in this dtype; logits and sampling stay float32 or wider (default auto: "
                         "bfloat16 on GPUs that support it, else float32)")
-
-
-def loaded_model(args: argparse.Namespace, seed: int = 0) -> LoadedModel:
-    """The model --model names, on --device in --dtype."""
-    device = pick_device(args.device)
-    return load_model(args.model, device=device, dtype=pick_dtype(args.dtype, device), seed=seed)
 
 
 def add_generation_flags(p: argparse.ArgumentParser, max_new_tokens: int = 50, temperature: float = 1.0,
@@ -72,8 +66,10 @@ def add_record_field_flags(p: argparse.ArgumentParser) -> None:
 
 
 def load(args: argparse.Namespace) -> LoadedModel:
-    """The model --model names, on --device, with a warning when its weights are random."""
-    loaded = loaded_model(args, seed=args.seed or 0)
+    """The model --model names, on --device in --dtype, with a warning when its weights are random."""
+    device = pick_device(args.device)
+    loaded = load_model(args.model, device=device, dtype=pick_dtype(args.dtype, device),
+                        seed=getattr(args, "seed", None) or 0)
     if loaded.random_weights:
         log.warning("%s: the weights are random, so the text will be noise", loaded.description)
     return loaded
@@ -86,7 +82,3 @@ def generation_settings(args: argparse.Namespace) -> GenerationSettings:
         top_p=args.top_p, seed=args.seed, stop_strings=tuple(args.stop or ()), kv_cache=not args.no_kv_cache,
     )
 
-
-def chosen_prompt_style(args: argparse.Namespace, loaded: LoadedModel) -> PromptStyle:
-    """--prompt-style, else the one the model was fine-tuned with (or its family's), else alpaca."""
-    return style_for(loaded.meta, args.prompt_style)

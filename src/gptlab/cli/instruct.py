@@ -14,13 +14,13 @@ from gptlab.cli.common import (
     add_generation_flags,
     add_prompt_style_flag,
     add_record_field_flags,
-    chosen_prompt_style,
     generation_settings,
     load,
     model_command,
 )
 from gptlab.data.instruction import load_records, write_records
 from gptlab.evaluation.responses import RESPONSES_FILE, generate_responses
+from gptlab.prompts import style_for
 from gptlab.serving.app import ModelService, serve
 
 
@@ -44,7 +44,7 @@ def cmd_respond(args: argparse.Namespace) -> int:
     records = load_records(args.data, args.instruction_field, args.input_field, args.output_field,
                            require_output=False)
     loaded = load(args)
-    style = chosen_prompt_style(args, loaded)
+    style = style_for(loaded.meta, args.prompt_style)
     responses = list(tqdm(generate_responses(loaded.model, loaded.tokenizer, style, records, args.max_new_tokens,
                                              args.batch_size),
                           total=len(records), desc="responses", unit="record", dynamic_ncols=True))
@@ -68,7 +68,7 @@ def add_chat(commands: argparse._SubParsersAction) -> None:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     loaded = load(args)
-    style = chosen_prompt_style(args, loaded)
+    style = style_for(loaded.meta, args.prompt_style)
     if sys.stdin.isatty():
         import readline  # noqa: F401  (line editing and history for input())
     return chat(loaded, style, generation_settings(args))
@@ -95,7 +95,7 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     loaded = load(args)
-    style = chosen_prompt_style(args, loaded)
+    style = style_for(loaded.meta, args.prompt_style)
     name = args.name or Path(args.model.rstrip("/")).name
     service = ModelService(loaded, style, name, max_tokens=args.max_tokens,
                            api_key=args.api_key or os.environ.get("GPTLAB_API_KEY") or None)

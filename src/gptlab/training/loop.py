@@ -181,6 +181,7 @@ def train(model: nn.Module, task: Task, settings: TrainSettings, out_dir: str | 
     except KeyboardInterrupt:
         status, reason = "interrupted", f"interrupted (Ctrl-C) after step {run.progress.step}"
         try:
+            run.check_weights()
             run.save(run.last_dir, run.rng_for_next_step)  # as after the last finished step
         except Exception as err:
             failure = err
@@ -325,8 +326,8 @@ class _Run:
         self.window_tokens, self.window_start = 0, time.perf_counter()
 
     def save(self, folder: Path, rng: Tensor | None = None, with_optimizer: bool = True) -> None:
-        """A checkpoint of the run as it stands, never of weights gone NaN or infinite."""
-        self.check_weights()
+        """A checkpoint of the run as it stands; callers have checked the weights (`check_weights`),
+        so no checkpoint holds weights gone NaN or infinite."""
         if self.ddp.main:
             save_training_checkpoint(folder, lambda tmp: self.task.write_model(self.model, tmp),
                                      self.optimizer if with_optimizer else None, self.progress, rng)
