@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -163,6 +164,36 @@ def _recomputed_logits(model: GPT, sequences: Sequence[Sequence[int]], device: t
     """Float32 logits (B, V) after each sequence, recomputed from scratch (no cache)."""
     rows = [model.lm_head(model.hidden(torch.tensor([list(seq)], device=device))[0, -1]) for seq in sequences]
     return torch.stack(rows).float()
+
+
+@dataclass(frozen=True)
+class CompileReport:
+    """How `compile_decode` went: seconds spent, or why decoding stays uncompiled."""
+
+    seconds: float
+    error: str | None = None  # None: the decode step is compiled
+
+
+def compile_decode(model: GPT, rows: int = 1) -> CompileReport:
+    """Compile the model's one-token decode step for `rows` rows and run it now, so compiling is
+    paid (and timed) here, not in the first request. It runs at two cache lengths: the second
+    compiles the length-generic graph every later cache size reuses. Where torch.compile cannot
+    run (no C++ compiler, an unsupported platform), the step stays eager and the report says why."""
+    parameter = next(model.parameters())
+    zeros = torch.zeros(rows, dtype=torch.long, device=parameter.device)
+    model.compile_decode_step()
+    started = time.perf_counter()
+    try:
+        with torch.inference_mode():
+            for length in (64, 128):
+                cache = KVCache.allocate(model.config, rows, length, parameter.device, parameter.dtype)
+                model.decode_step(zeros, zeros, cache, cache.max_len)
+    except Exception as error:  # torch.compile fails in many ways (compiler, platform, backend)
+        model.compile_decode_step(enabled=False)
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        log.warning("torch.compile is unavailable here (%s); decoding uncompiled", reason)
+        return CompileReport(time.perf_counter() - started, reason)
+    return CompileReport(time.perf_counter() - started)
 
 
 def decode_steps(

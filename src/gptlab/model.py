@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -57,6 +58,17 @@ class KVCache:
     @property
     def max_len(self) -> int:
         return self.keys[0].shape[2]
+
+    def resized(self, max_len: int) -> KVCache:
+        """A cache of `max_len` places per row holding this one's contents (grown, or cut to `max_len`)."""
+        keep = min(max_len, self.max_len)
+
+        def copy(old: Tensor) -> Tensor:
+            new = old.new_zeros(*old.shape[:2], max_len, old.shape[3])  # (B, n_kv, max_len, hs)
+            new[:, :, :keep] = old[:, :, :keep]
+            return new
+
+        return KVCache(keys=[copy(k) for k in self.keys], values=[copy(v) for v in self.values])
 
 
 @dataclass(frozen=True)
@@ -257,6 +269,7 @@ class GPT(nn.Module):
         else:  # "swap the head": a classifier reads the same hidden states
             self.lm_head = nn.Linear(config.n_embd, config.num_classes)
         self.tie_weights()
+        self.compiled_step: Callable[..., Tensor] | None = None  # see compile_decode_step
         if self.wte.weight.device.type != "meta":
             self.reset_parameters()
             self.use_input_major_projections()
@@ -328,8 +341,17 @@ class GPT(nn.Module):
         position `positions[b]` of cache row b, attending over its first `span` places.
 
         Shapes depend only on R and `span`, and nothing here reads a value back to the host, so
-        this one-token step is what `torch.compile` compiles (gpt-fast's split).
+        this one-token step is what `torch.compile` compiles (gpt-fast's split; `compile_decode_step`).
         """
+        step = self.compiled_step or self._decode_step
+        return step(tokens, positions, cache, span)
+
+    def compile_decode_step(self, enabled: bool = True) -> None:
+        """Run `decode_step` through `torch.compile` (compiling lazily, at its first call), or eagerly
+        again. Only the one-token step: prefill's shapes change with every prompt."""
+        self.compiled_step = torch.compile(self._decode_step) if enabled else None
+
+    def _decode_step(self, tokens: Tensor, positions: Tensor, cache: KVCache, span: int) -> Tensor:
         R = tokens.shape[0]
         places = torch.arange(span, device=tokens.device)  # (span,)
         mask = (places[None] <= positions[:, None])[:, None, None]  # (R, 1, 1, span)
