@@ -109,7 +109,9 @@ class EngineCompletion(TextStream):
         self.request.cancelled.set()
 
     def __del__(self) -> None:
-        self.request.cancelled.set()
+        request = self.__dict__.get("request")  # absent when __init__ refused the prompt
+        if request is not None:
+            request.cancelled.set()
 
     def _tokens(self) -> Iterator[int]:
         while True:

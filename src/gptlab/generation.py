@@ -193,7 +193,9 @@ def compile_decode(model: GPT, rows: int = 1) -> CompileReport:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         log.warning("torch.compile is unavailable here (%s); decoding uncompiled", reason)
         return CompileReport(time.perf_counter() - started, reason)
-    return CompileReport(time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    log.info("compiled the one-token decode step (%d row%s) in %.1f s", rows, "" if rows == 1 else "s", seconds)
+    return CompileReport(seconds)
 
 
 def decode_steps(
@@ -275,6 +277,7 @@ class TextCompletion(Protocol):
     """What serving code reads from a completion, whichever loop produces it (`Completion` here, or
     `engine.EngineCompletion`): text pieces while iterating, then `ids`, `finish_reason` and `logprobs`."""
 
+    prompt_ids: list[int]  # the prompt as fitted to the context
     ids: list[int]
     finish_reason: str | None  # "stop" | "length" | "cancelled", once iteration ends
     logprobs: list[TokenLogprob]
