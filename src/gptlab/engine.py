@@ -23,6 +23,7 @@ from gptlab.generation import (
     GenerationSettings,
     TextStream,
     TokenLogprob,
+    attention_span,
     compile_decode,
     new_generator,
     pick_tokens,
@@ -227,7 +228,7 @@ class Engine:
             tokens[request.slot], positions[request.slot] = request.last, request.position
         logits = self.model.decode_step(torch.tensor(tokens, device=self._device),
                                         torch.tensor(positions, device=self._device),
-                                        self._cache, self._cache.max_len)  # (width, V)
+                                        self._cache, attention_span(max(positions), self._cache.max_len))
         rows = list(self._rows)
         slots = torch.tensor([r.slot for r in rows], device=self._device)
         picked = pick_tokens(logits[slots], [r.settings for r in rows], [r.generator for r in rows])

@@ -166,6 +166,13 @@ def _recomputed_logits(model: GPT, sequences: Sequence[Sequence[int]], device: t
     return torch.stack(rows).float()
 
 
+def attention_span(last_position: int, max_len: int) -> int:
+    """Cache places a decode step attends over when no row is past `last_position`: that, rounded
+    up to a power of two (at least 64, at most the cache), so the step's shape changes only
+    a few times while attention reads little more than it needs."""
+    return min(max_len, max(64, 1 << last_position.bit_length()))
+
+
 @dataclass(frozen=True)
 class CompileReport:
     """How `compile_decode` went: seconds spent, or why decoding stays uncompiled."""
@@ -235,6 +242,7 @@ def _decode(
     else:  # recompute everything each step (for teaching and tests)
         logits = _recomputed_logits(model, sequences, device)
     positions = torch.tensor([len(seq) for seq in sequences], device=device)  # (B,) where each next token goes
+    last_position = max(map(len, sequences))  # the furthest place any row writes next (host-side, no sync)
     for step in range(max_new_tokens):
         picked = pick_tokens(logits, [settings] * len(sequences), generators)
         next_ids = [stop if done else token for done, token in zip(finished, picked, strict=True)]
@@ -243,8 +251,10 @@ def _decode(
         if all(finished) or step == max_new_tokens - 1:
             return
         if cache is not None:
-            logits = model.decode_step(torch.tensor(next_ids, device=device), positions, cache, cache.max_len)
+            span = attention_span(last_position, cache.max_len)
+            logits = model.decode_step(torch.tensor(next_ids, device=device), positions, cache, span)
             positions += 1
+            last_position += 1
         else:
             sequences = [[*seq, token] for seq, token in zip(sequences, next_ids, strict=True)]
             logits = _recomputed_logits(model, sequences, device)
