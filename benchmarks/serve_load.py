@@ -6,7 +6,7 @@ One command, CPU, no network (HTTP over loopback only, so it measures whichever 
     .venv/bin/python benchmarks/serve_load.py --models gpt2 --concurrency 32
     .venv/bin/python benchmarks/serve_load.py --help
 
-For each model it starts `gptlab serve` (127.0.0.1, a free port, --max-batch = the largest concurrency),
+For each model it starts `gptlab serve` (127.0.0.1, a free port, --max-batch 32 by default),
 sends `--distinct` different chat requests one at a time (the reference answers and the one-at-a-time
 throughput), then fires N concurrent streams (N = each --concurrency; the distinct requests repeated)
 and checks that every stream ends with [DONE] and, greedy, says exactly what the same request said
@@ -134,14 +134,23 @@ def concurrently(url: str, messages: list[str], max_tokens: int, timeout: float)
     """Every message from its own thread, released together."""
     gate = threading.Barrier(len(messages))
 
-    def one(message: str) -> Stream:
+    def one(message: str) -> Stream | None:
         gate.wait(timeout=timeout)
-        return chat(url, message, max_tokens, timeout)
+        try:
+            return chat(url, message, max_tokens, timeout)
+        except (OSError, RuntimeError) as error:  # refused, reset, timed out, or not a 200: a lost stream
+            print(f"# a stream failed: {type(error).__name__}: {error}", file=sys.stderr)
+            return None
 
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=len(messages)) as pool:
-        streams = list(pool.map(one, messages, timeout=timeout))
-    return streams, summarize(streams, time.perf_counter() - started)
+        answered = list(pool.map(one, messages, timeout=timeout))
+    seconds = time.perf_counter() - started
+    lost = sum(stream is None for stream in answered)
+    if lost:
+        raise RuntimeError(f"{lost} of {len(messages)} concurrent streams were lost (see the lines above)")
+    streams = [stream for stream in answered if stream is not None]
+    return streams, summarize(streams, seconds)
 
 
 def start_server(model: str, max_batch: int, max_queue: int, threads: int | None,
@@ -184,7 +193,7 @@ def row(model: str, label: str, load: Load, base: Load) -> str:
 
 def bench_model(model: str, name: str, options: argparse.Namespace, folder: Path) -> list[str]:
     """All loads against one server; raises when a stream is incomplete or differs from its answer alone."""
-    url, process = start_server(model, max(options.concurrency), max(options.concurrency), options.threads,
+    url, process = start_server(model, options.max_batch, max(options.concurrency), options.threads,
                                 folder / f"{name}.log")
     try:
         messages = prompts(options.distinct)
@@ -216,7 +225,9 @@ def main() -> int:
                         help="gpt2: GPT-2 124M, random weights saved to a temp folder; smollm2: the built-in "
                              "SmolLM2-135M-Instruct; gpt-tiny: a 0.8M preset, for the test (default: gpt2 smollm2)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[32, 64, 128], metavar="N",
-                        help="concurrent streams per load (default 32 64 128); --max-batch is the largest")
+                        help="concurrent streams per load (default 32 64 128); --max-queue is the largest")
+    parser.add_argument("--max-batch", type=int, default=32, metavar="N",
+                        help="the server's --max-batch: streams decoded together, the rest queue (default 32)")
     parser.add_argument("--distinct", type=int, default=32, metavar="N",
                         help="different requests, also sent one at a time as the reference (default 32)")
     parser.add_argument("--max-tokens", type=int, default=32, metavar="N", help="max_tokens per request (default 32)")
@@ -234,7 +245,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for name in options.models:
-            bench_model(name if name == "smollm2" else saved_preset(name, folder), name, options, folder)
+            try:
+                bench_model(name if name == "smollm2" else saved_preset(name, folder), name, options, folder)
+            except RuntimeError as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 1
     print(f"# load average after: {os.getloadavg()[0]:.1f}")
     return 0
 

@@ -153,11 +153,16 @@ def pick_tokens(logits: Tensor, settings: Sequence[GenerationSettings],
     return picked
 
 
-def prefill_logits(model: GPT, prompt: Sequence[int], cache: KVCache, slot: int) -> Tensor:
-    """Float32 logits (V,) after `prompt`, its keys/values stored in row `slot` of `cache`."""
+def prefill_logits(model: GPT, prompts: Sequence[Sequence[int]], cache: KVCache, slots: Sequence[int]) -> Tensor:
+    """Float32 logits (n, V) after each prompt, prefilled together (right-padded) into cache rows `slots`."""
     device = cache.keys[0].device
-    hidden = model.prefill(torch.tensor([list(prompt)], device=device), cache, slot)  # (1, T, C)
-    return model.lm_head(hidden[0, -1]).float()
+    lengths = [len(p) for p in prompts]
+    ids = torch.zeros(len(prompts), max(lengths), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, : len(prompt)] = torch.tensor(list(prompt))
+    hidden = model.prefill(ids.to(device), cache, slots)  # (n, T, C)
+    last = hidden[torch.arange(len(prompts), device=device), torch.tensor(lengths, device=device) - 1]  # (n, C)
+    return model.lm_head(last).float()
 
 
 def _recomputed_logits(model: GPT, sequences: Sequence[Sequence[int]], device: torch.device) -> Tensor:
@@ -238,7 +243,7 @@ def _decode(
     if settings.kv_cache:
         cache = KVCache.allocate(model.config, len(sequences), max(map(len, sequences)) + max_new_tokens, device,
                                  next(model.parameters()).dtype)
-        logits = torch.stack([prefill_logits(model, seq, cache, row) for row, seq in enumerate(sequences)])
+        logits = prefill_logits(model, sequences, cache, range(len(sequences)))
     else:  # recompute everything each step (for teaching and tests)
         logits = _recomputed_logits(model, sequences, device)
     positions = torch.tensor([len(seq) for seq in sequences], device=device)  # (B,) where each next token goes

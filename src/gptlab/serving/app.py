@@ -89,9 +89,13 @@ class ModelService:
 def make_server(service: ModelService, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
     """A server bound to host:port (0 picks a free port); `serve_forever()` runs it."""
     handler = type("Handler", (_Handler,), {"service": service})
-    server = ThreadingHTTPServer((host, port), handler)
+    server = _Server((host, port), handler)
     server.daemon_threads = True  # an open stream does not keep the process alive at Ctrl-C
     return server
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # the listen backlog: a burst of concurrent clients must not be reset (default 5)
 
 
 class _Handler(BaseHTTPRequestHandler):
