@@ -197,7 +197,7 @@ def bench_model(model: str, name: str, options: argparse.Namespace, folder: Path
                                 folder / f"{name}.log")
     try:
         messages = prompts(options.distinct)
-        chat(url, messages[0], 4, options.timeout)  # warm-up
+        concurrently(url, messages, 4, options.timeout)  # warm-up: both paths, every batch width once
         alone, base = one_at_a_time(url, messages, options.max_tokens, options.timeout)
         reference = {m: s.text for m, s in zip(messages, alone, strict=True)}
         rows = [row(name, "one at a time", base, base)]
