@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -18,6 +20,28 @@ from gptlab.model import GPT, KVCache
 from gptlab.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit on alternatives per token
+MIN_SHARED_PREFIX = 8  # prompts prefilled together that share this many first tokens compute them once
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token's log-probability and the most likely alternatives at its place.
+
+    Taken from the model's distribution before temperature, top-k and top-p, as OpenAI reports them.
+    """
+
+    id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...]  # (id, logprob), most likely first
+
+
+def token_logprob(logits: Tensor, token: int, top: int) -> TokenLogprob:
+    """`token`'s log-probability under `logits` (V,) and the `top` most likely (id, logprob) pairs."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)  # (V,)
+    best = torch.topk(logprobs, top) if top else None
+    pairs = tuple(zip(best.indices.tolist(), best.values.tolist())) if best is not None else ()
+    return TokenLogprob(token, float(logprobs[token]), pairs)
 
 
 @dataclass(frozen=True)
@@ -33,6 +57,7 @@ class GenerationSettings:
     end_of_text: bool = True  # with a tokenizer (Completion, responses), its end-of-text id stops too
     stop_strings: tuple[str, ...] = field(default=())  # text-level stops, see `stream_text`
     kv_cache: bool = True  # False recomputes the whole sequence each step (for teaching/tests)
+    logprobs: int | None = None  # report each token's log-probability and this many alternatives (0-20)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 0:
@@ -43,6 +68,8 @@ class GenerationSettings:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_TOP_LOGPROBS:
+            raise ValueError(f"logprobs must be between 0 and {MAX_TOP_LOGPROBS}, got {self.logprobs}")
 
     def stopping_for(self, tokenizer: Tokenizer) -> GenerationSettings:
         """These settings as text generation with `tokenizer` runs them: its end-of-text id (when it
@@ -105,19 +132,104 @@ def fit_to_context(prompt: Sequence[int], max_new_tokens: int, context_length: i
     return list(prompt), max_new_tokens
 
 
-def _left_pad(prompts: Sequence[Sequence[int]], device: torch.device) -> tuple[Tensor, Tensor]:
-    """Token ids (B, T) left-padded with 0, and the (B, T) mask of real tokens."""
-    width = max(len(p) for p in prompts)
-    ids = torch.zeros(len(prompts), width, dtype=torch.long)
-    valid = torch.zeros(len(prompts), width, dtype=torch.bool)
+def new_generator(seed: int | None, device: torch.device) -> torch.Generator:
+    """A random-number generator for one sequence: seeded (reproducible) or from fresh entropy."""
+    generator = torch.Generator(device=device)
+    if seed is not None:
+        generator.manual_seed(seed)
+    else:
+        generator.seed()
+    return generator
+
+
+def pick_tokens(logits: Tensor, settings: Sequence[GenerationSettings],
+                generators: Sequence[torch.Generator]) -> list[int]:
+    """Next token of each row of `logits` (B, V), row b with its own settings and generator, so a
+    sequence samples the same alone or beside others."""
+    picked = logits.argmax(dim=-1).tolist()  # greedy rows, all at once
+    for row, (row_settings, generator) in enumerate(zip(settings, generators, strict=True)):
+        if row_settings.temperature > 0:
+            picked[row] = int(sample_next(logits[row : row + 1], row_settings.temperature, row_settings.top_k,
+                                          row_settings.top_p, generator)[0])
+    return picked
+
+
+def prefill_logits(model: GPT, prompts: Sequence[Sequence[int]], cache: KVCache, slots: Sequence[int]) -> Tensor:
+    """Float32 logits (n, V) after each prompt, prefilled together into cache rows `slots`.
+
+    A beginning that every prompt shares (a chat template, a system message) is computed once and
+    its keys/values copied to each row; the rest goes in right-padded, one forward pass for all.
+    """
+    device = cache.keys[0].device
+    shared = shared_prefix_length(prompts) if len(prompts) > 1 else 0
+    if shared >= MIN_SHARED_PREFIX:
+        model.prefill(torch.tensor([list(prompts[0][:shared])], device=device), cache, [slots[0]])
+        cache.copy_prefix(slots[0], slots[1:], shared)
+    else:
+        shared = 0
+    lengths = [len(p) - shared for p in prompts]
+    ids = torch.zeros(len(prompts), max(lengths), dtype=torch.long)
     for row, prompt in enumerate(prompts):
-        if prompt:
-            ids[row, width - len(prompt) :] = torch.tensor(prompt)
-            valid[row, width - len(prompt) :] = True
-    return ids.to(device), valid.to(device)
+        ids[row, : lengths[row]] = torch.tensor(list(prompt[shared:]))
+    hidden = model.prefill(ids.to(device), cache, slots, start=shared)  # (n, T, C)
+    last = hidden[torch.arange(len(prompts), device=device), torch.tensor(lengths, device=device) - 1]  # (n, C)
+    return model.lm_head(last).float()
 
 
-@torch.inference_mode()
+def shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
+    """Tokens every prompt begins with, leaving each prompt at least one of its own."""
+    longest = min(len(p) for p in prompts) - 1
+    for at in range(longest):
+        if any(p[at] != prompts[0][at] for p in prompts):
+            return at
+    return max(longest, 0)
+
+
+def _recomputed_logits(model: GPT, sequences: Sequence[Sequence[int]], device: torch.device) -> Tensor:
+    """Float32 logits (B, V) after each sequence, recomputed from scratch (no cache)."""
+    rows = [model.lm_head(model.hidden(torch.tensor([list(seq)], device=device))[0, -1]) for seq in sequences]
+    return torch.stack(rows).float()
+
+
+def attention_span(last_position: int, max_len: int) -> int:
+    """Cache places a decode step attends over when no row is past `last_position`: that, rounded
+    up to a power of two (at least 64, at most the cache), so the step's shape changes only
+    a few times while attention reads little more than it needs."""
+    return min(max_len, max(64, 1 << last_position.bit_length()))
+
+
+@dataclass(frozen=True)
+class CompileReport:
+    """How `compile_decode` went: seconds spent, or why decoding stays uncompiled."""
+
+    seconds: float
+    error: str | None = None  # None: the decode step is compiled
+
+
+def compile_decode(model: GPT, rows: int = 1) -> CompileReport:
+    """Compile the model's one-token decode step for `rows` rows and run it now, so compiling is
+    paid (and timed) here, not in the first request. It runs at two cache lengths: the second
+    compiles the length-generic graph every later cache size reuses. Where torch.compile cannot
+    run (no C++ compiler, an unsupported platform), the step stays eager and the report says why."""
+    parameter = next(model.parameters())
+    zeros = torch.zeros(rows, dtype=torch.long, device=parameter.device)
+    model.compile_decode_step()
+    started = time.perf_counter()
+    try:
+        with torch.inference_mode():
+            for length in (64, 128):
+                cache = KVCache.allocate(model.config, rows, length, parameter.device, parameter.dtype)
+                model.decode_step(zeros, zeros, cache, cache.max_len)
+    except Exception as error:  # torch.compile fails in many ways (compiler, platform, backend)
+        model.compile_decode_step(enabled=False)
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        log.warning("torch.compile is unavailable here (%s); decoding uncompiled", reason)
+        return CompileReport(time.perf_counter() - started, reason)
+    seconds = time.perf_counter() - started
+    log.info("compiled the one-token decode step (%d row%s) in %.1f s", rows, "" if rows == 1 else "s", seconds)
+    return CompileReport(seconds)
+
+
 def decode_steps(
     model: GPT, prompts: Sequence[Sequence[int]], settings: GenerationSettings
 ) -> Iterator[Tensor]:
@@ -126,38 +238,51 @@ def decode_steps(
     Stops after `max_new_tokens` steps or once every row has produced a stop id; rows that
     stopped keep yielding stop ids, which callers drop.
     """
+    for next_ids, _ in _decode(model, prompts, settings):
+        yield next_ids
+
+
+@torch.inference_mode()
+def _decode(
+    model: GPT, prompts: Sequence[Sequence[int]], settings: GenerationSettings
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """`decode_steps`, with the float32 logits (B, V) each step's ids were picked from.
+
+    Each prompt is prefilled into its own cache row; then every step decodes one token per row,
+    each row at its own position (no padding).
+    """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token")
     device = next(model.parameters()).device
     max_new_tokens = fit_new_tokens(settings.max_new_tokens, model.config.context_length)
-    prompts = [fit_to_context(p, max_new_tokens, model.config.context_length)[0] for p in prompts]
-    ids, valid = _left_pad(prompts, device)
-    generator = torch.Generator(device=device)
-    if settings.seed is not None:
-        generator.manual_seed(settings.seed)
-    else:
-        generator.seed()
-    stop = torch.tensor(settings.stop_ids or [-1], device=device)
-    finished = torch.zeros(len(prompts), dtype=torch.bool, device=device)
-    dtype = next(model.parameters()).dtype
-    cache = KVCache.allocate(model.config, len(prompts), ids.shape[1] + max_new_tokens, device, dtype)
-    model_input, input_valid = ids, valid
-    for _ in range(max_new_tokens):
-        if not settings.kv_cache:  # recompute everything: a fresh cache over the whole sequence
-            cache = KVCache.allocate(model.config, len(prompts), ids.shape[1], device, dtype)
-            model_input, input_valid = ids, valid
-        hidden = model.hidden(model_input, cache, input_valid)  # (B, T, C)
-        logits = model.lm_head(hidden[:, -1]).float()  # (B, V), float32 whatever the weights' dtype
-        next_ids = sample_next(logits, settings.temperature, settings.top_k, settings.top_p, generator)
-        next_ids = torch.where(finished, stop[0], next_ids)
-        finished |= torch.isin(next_ids, stop)
-        yield next_ids
-        if bool(finished.all()):
+    sequences = [fit_to_context(p, max_new_tokens, model.config.context_length)[0] for p in prompts]
+    generators = [new_generator(settings.seed, device) for _ in sequences]
+    stop = settings.stop_ids[0] if settings.stop_ids else -1
+    finished = [False] * len(sequences)
+    cache = None
+    if settings.kv_cache:
+        cache = KVCache.allocate(model.config, len(sequences), max(map(len, sequences)) + max_new_tokens, device,
+                                 next(model.parameters()).dtype)
+        logits = prefill_logits(model, sequences, cache, range(len(sequences)))
+    else:  # recompute everything each step (for teaching and tests)
+        logits = _recomputed_logits(model, sequences, device)
+    positions = torch.tensor([len(seq) for seq in sequences], device=device)  # (B,) where each next token goes
+    last_position = max(map(len, sequences))  # the furthest place any row writes next (host-side, no sync)
+    for step in range(max_new_tokens):
+        picked = pick_tokens(logits, [settings] * len(sequences), generators)
+        next_ids = [stop if done else token for done, token in zip(finished, picked, strict=True)]
+        finished = [done or token in settings.stop_ids for done, token in zip(finished, next_ids, strict=True)]
+        yield torch.tensor(next_ids, device=device), logits
+        if all(finished) or step == max_new_tokens - 1:
             return
-        model_input, input_valid = next_ids[:, None], None  # new tokens are real; the cache has the rest
-        if not settings.kv_cache:  # only the recomputing path needs the whole sequence
-            ids = torch.cat([ids, model_input], dim=1)
-            valid = torch.cat([valid, torch.ones_like(model_input, dtype=torch.bool)], dim=1)
+        if cache is not None:
+            span = attention_span(last_position, cache.max_len)
+            logits = model.decode_step(torch.tensor(next_ids, device=device), positions, cache, span)
+            positions += 1
+            last_position += 1
+        else:
+            sequences = [[*seq, token] for seq, token in zip(sequences, next_ids, strict=True)]
+            logits = _recomputed_logits(model, sequences, device)
 
 
 def generate(model: GPT, prompt: Sequence[int], settings: GenerationSettings) -> Iterator[int]:
@@ -172,7 +297,7 @@ def generate(model: GPT, prompt: Sequence[int], settings: GenerationSettings) ->
 def generate_batch(
     model: GPT, prompts: Sequence[Sequence[int]], settings: GenerationSettings
 ) -> list[list[int]]:
-    """Generated ids for a batch of prompts (left-padded), each cut before its first stop id."""
+    """Generated ids for a batch of prompts (decoded together), each cut before its first stop id."""
     outputs: list[list[int]] = [[] for _ in prompts]
     done = [False] * len(prompts)
     for step in decode_steps(model, prompts, settings):
@@ -183,34 +308,88 @@ def generate_batch(
     return outputs
 
 
-class Completion:
-    """One prompt's completion as text pieces; afterwards, its token ids and why it ended.
+class TextCompletion(Protocol):
+    """What serving code reads from a completion, whichever loop produces it (`Completion` here, or
+    `engine.EngineCompletion`): text pieces while iterating, then `ids`, `finish_reason` and `logprobs`."""
 
-    The CLI prints the pieces and the server streams them; both read `ids` (usage counts) and
-    `finish_reason` ("stop": a stop id or string; "length": `max_new_tokens` ran out) once the
-    pieces are consumed. The prompt is fitted to the context first (`fit_to_context`), and the
-    tokenizer's end-of-text ends it (`GenerationSettings.stopping_for`).
+    prompt_ids: list[int]  # the prompt as fitted to the context
+    ids: list[int]
+    finish_reason: str | None  # "stop" | "length" | "cancelled", once iteration ends
+    logprobs: list[TokenLogprob]
+
+    def __iter__(self) -> Iterator[str]: ...
+
+    def cancel(self) -> None:
+        """Stop generating at the next token (finish_reason "cancelled"); the client has gone."""
+
+
+class TextStream:
+    """A completion read as text pieces; afterwards, its token ids, logprobs and why it ended.
+
+    The CLI prints the pieces and the server streams them; both read `ids` (usage counts),
+    `logprobs` and `finish_reason` ("stop": a stop id or string; "length": `max_new_tokens` ran
+    out; "cancelled": the reader left or cancelled) once the pieces are consumed. The prompt is
+    fitted to the context first (`fit_to_context`), and the tokenizer's end-of-text ends it
+    (`GenerationSettings.stopping_for`). Subclasses produce the tokens and honour `cancel`.
     """
 
-    def __init__(self, model: GPT, tokenizer: Tokenizer, prompt_ids: Sequence[int],
-                 settings: GenerationSettings) -> None:
+    def __init__(self, tokenizer: Tokenizer, prompt_ids: Sequence[int], settings: GenerationSettings,
+                 context_length: int) -> None:
         if not prompt_ids:
             raise ValueError("the prompt is empty after tokenization; give at least one character")
-        self.model, self.tokenizer = model, tokenizer
-        self.prompt_ids, max_new_tokens = fit_to_context(prompt_ids, settings.max_new_tokens,
-                                                         model.config.context_length)
+        self.tokenizer = tokenizer
+        self.prompt_ids, max_new_tokens = fit_to_context(prompt_ids, settings.max_new_tokens, context_length)
         self.settings = dataclasses.replace(settings.stopping_for(tokenizer), max_new_tokens=max_new_tokens)
         self.ids: list[int] = []
+        self.logprobs: list[TokenLogprob] = []  # filled when `settings.logprobs` is set
         self.finish_reason: str | None = None
 
     def __iter__(self) -> Iterator[str]:
-        yield from stream_text(self._tokens(), self.tokenizer, self.settings.stop_strings)
-        if self.finish_reason is None:  # stream_text ended the text at a stop string
-            self.finish_reason = "stop"
+        completed = False
+        try:
+            yield from stream_text(self._tokens(), self.tokenizer, self.settings.stop_strings)
+            completed = True
+        finally:
+            if self.finish_reason is None:  # text ended at a stop string, or the reader left early
+                self.cancel()
+                self.finish_reason = "stop" if completed else "cancelled"
+
+    def cancel(self) -> None:
+        """Stop generating at the next token (finish_reason "cancelled")."""
+        raise NotImplementedError
 
     def _tokens(self) -> Iterator[int]:
-        for token in generate(self.model, self.prompt_ids, self.settings):
-            self.ids.append(token)
+        """Generated ids, each recorded in `ids` (and `logprobs`); `finish_reason` set at the end."""
+        raise NotImplementedError
+
+    def _record(self, token: int, logprob: TokenLogprob | None) -> None:
+        self.ids.append(token)
+        if logprob is not None:
+            self.logprobs.append(logprob)
+
+
+class Completion(TextStream):
+    """One prompt's completion, decoded here and now on the caller's thread (see `TextStream`)."""
+
+    def __init__(self, model: GPT, tokenizer: Tokenizer, prompt_ids: Sequence[int],
+                 settings: GenerationSettings) -> None:
+        super().__init__(tokenizer, prompt_ids, settings, model.config.context_length)
+        self.model = model
+        self._cancelled = False
+
+    def cancel(self) -> None:
+        self._cancelled = True
+
+    def _tokens(self) -> Iterator[int]:
+        top = self.settings.logprobs
+        for step, logits in _decode(self.model, [self.prompt_ids], self.settings):
+            if self._cancelled:
+                self.finish_reason = "cancelled"
+                return
+            token = int(step[0])
+            if token in self.settings.stop_ids:
+                break
+            self._record(token, token_logprob(logits[0], token, top) if top is not None else None)
             yield token
         self.finish_reason = "length" if len(self.ids) >= self.settings.max_new_tokens else "stop"
 

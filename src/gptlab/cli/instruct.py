@@ -11,6 +11,8 @@ from tqdm import tqdm
 
 from gptlab.chat import chat
 from gptlab.cli.common import (
+    add_batching_flags,
+    add_compile_flag,
     add_generation_flags,
     add_prompt_style_flag,
     add_record_field_flags,
@@ -19,7 +21,9 @@ from gptlab.cli.common import (
     model_command,
 )
 from gptlab.data.instruction import load_records, write_records
+from gptlab.engine import Engine, EngineLimits
 from gptlab.evaluation.responses import RESPONSES_FILE, generate_responses
+from gptlab.generation import compile_decode
 from gptlab.prompts import style_for
 from gptlab.serving.app import ModelService, serve
 
@@ -36,7 +40,8 @@ def add_respond(commands: argparse._SubParsersAction) -> None:
     add_prompt_style_flag(respond)
     respond.add_argument("--max-new-tokens", type=int, default=256, metavar="N",
                          help="max tokens per response (default 256)")
-    respond.add_argument("--batch-size", type=int, default=8, help="records generated together (default 8)")
+    add_batching_flags(respond, max_queue=False)
+    add_compile_flag(respond)
     add_record_field_flags(respond)
 
 
@@ -46,7 +51,7 @@ def cmd_respond(args: argparse.Namespace) -> int:
     loaded = load(args)
     style = style_for(loaded.meta, args.prompt_style)
     responses = list(tqdm(generate_responses(loaded.model, loaded.tokenizer, style, records, args.max_new_tokens,
-                                             args.batch_size),
+                                             args.max_batch, args.compile),
                           total=len(records), desc="responses", unit="record", dynamic_ncols=True))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -64,10 +69,13 @@ def add_chat(commands: argparse._SubParsersAction) -> None:
                                 CHAT)
     add_prompt_style_flag(chat_parser)
     add_generation_flags(chat_parser, max_new_tokens=256, temperature=0.7, top_k=50)
+    add_compile_flag(chat_parser)
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
     loaded = load(args)
+    if args.compile:
+        compile_decode(loaded.model)
     style = style_for(loaded.meta, args.prompt_style)
     if sys.stdin.isatty():
         import readline  # noqa: F401  (line editing and history for input())
@@ -80,7 +88,8 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
         help="serve a model over an OpenAI-compatible HTTP API, with a web chat page",
         description="Serve a model at http://HOST:PORT: /v1/chat/completions and /v1/completions (OpenAI's "
                     "shapes, streaming with stream=true), /v1/models, /health, and a chat page at /. Chat "
-                    "messages use the model's prompt style. One generation runs at a time; others wait.")
+                    "messages use the model's prompt style. Concurrent requests are decoded together "
+                    "(continuous batching, --max-batch at a time; --max-queue more wait, beyond that 429).")
     add_prompt_style_flag(server)
     server.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
@@ -89,6 +98,8 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
                         help="model id clients send and /v1/models lists (default: the --model name)")
     server.add_argument("--max-tokens", type=int, default=256, metavar="N",
                         help="completion tokens when a request gives no max_tokens (default 256)")
+    add_batching_flags(server)
+    add_compile_flag(server)
     server.add_argument("--api-key", default=None,
                         help="require `Authorization: Bearer KEY` on /v1 (default: $GPTLAB_API_KEY, else none)")
 
@@ -97,12 +108,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     loaded = load(args)
     style = style_for(loaded.meta, args.prompt_style)
     name = args.name or Path(args.model.rstrip("/")).name
-    service = ModelService(loaded, style, name, max_tokens=args.max_tokens,
+    engine = Engine(loaded.model, EngineLimits(max_batch=args.max_batch, max_queue=args.max_queue), args.compile)
+    service = ModelService(loaded, style, name, engine, max_tokens=args.max_tokens,
                            api_key=args.api_key or os.environ.get("GPTLAB_API_KEY") or None)
 
     def ready(url: str) -> None:
         print(f"serving {loaded.description} as {name!r} ({style.name} prompts for chat)\n"
               f"  chat page:  {url}/\n  OpenAI API: {url}/v1  (Ctrl-C stops)", flush=True)
 
-    serve(service, args.host, args.port, on_ready=ready)
+    try:
+        serve(service, args.host, args.port, on_ready=ready)
+    finally:
+        engine.close(drain=False)
     return 0

@@ -1,9 +1,9 @@
 """`gptlab serve`: an OpenAI-compatible HTTP API (streaming with server-sent events) and a chat page.
 
 Built on the standard library's threaded HTTP server, so every line between the socket and the
-model is here to read. Connections are served in parallel; generation runs one request at a time
-(the model is one), the others waiting for it. A client that disconnects mid-stream
-stops its generation at the next token.
+model is here to read. Connections are served in parallel; the batching engine (`gptlab.engine`)
+decodes concurrent requests together. A client that disconnects mid-stream frees its row at the
+next token.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,7 +21,8 @@ from typing import Any
 
 from gptlab import __version__
 from gptlab.checkpoint import LoadedModel
-from gptlab.generation import Completion, GenerationSettings
+from gptlab.engine import Engine, QueueFull
+from gptlab.generation import GenerationSettings, TextCompletion
 from gptlab.prompts import Conversation, PromptStyle
 from gptlab.serving.api import APIError, Request, completion_object, parse_chat_request, parse_completion_request, usage
 
@@ -37,10 +37,10 @@ class ModelService:
     loaded: LoadedModel
     style: PromptStyle  # how chat messages become a prompt (the model's fine-tuning style)
     name: str  # the model id clients send and `/v1/models` lists
+    engine: Engine  # decodes every request, concurrent ones together
     max_tokens: int = 256  # completion tokens when a request does not say
     api_key: str | None = None  # when set, requests need `Authorization: Bearer <key>`
     created: int = field(default_factory=lambda: int(time.time()))
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def settings(self, request: Request, prompt_tokens: int, chat: bool) -> GenerationSettings:
         """Generation settings for `request`: its max tokens must fit beside the prompt."""
@@ -56,13 +56,20 @@ class ModelService:
             top_k=request.top_k, top_p=request.top_p, seed=request.seed, stop_strings=request.stop,
         )
 
-    def completion(self, request: Request) -> Completion:
+    def completion(self, request: Request) -> TextCompletion:
         """The `/v1/completions` answer: the prompt continued as it is."""
         tokenizer = self.loaded.tokenizer
         prompt = tokenizer.encode(request.prompt)
-        return Completion(self.loaded.model, tokenizer, prompt, self.settings(request, len(prompt), chat=False))
+        return self._submit(prompt, self.settings(request, len(prompt), chat=False))
 
-    def chat(self, request: Request) -> Completion:
+    def _submit(self, prompt: list[int], settings: GenerationSettings) -> TextCompletion:
+        try:
+            return self.engine.submit(self.loaded.tokenizer, prompt, settings)
+        except QueueFull as full:
+            raise APIError(429, f"the server is busy: {full}. Try again in a moment.", kind="server_busy",
+                           code="queue_full") from None
+
+    def chat(self, request: Request) -> TextCompletion:
         """The `/v1/chat/completions` answer: messages framed in the model's prompt style.
 
         System messages open the conversation (as the style's system message, e.g. ChatML's, else
@@ -75,15 +82,20 @@ class ModelService:
         for message, answer in request.turns:
             conversation.add(message, answer)
         needed = len(conversation.preamble) + len(tokenizer.encode(self.style.turn(request.prompt)))
-        return conversation.completion(self.loaded.model, request.prompt, self.settings(request, needed, chat=True))
+        settings = self.style.answer_settings(self.settings(request, needed, chat=True))
+        return self._submit(conversation.prompt(request.prompt, settings.max_new_tokens), settings)
 
 
 def make_server(service: ModelService, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
     """A server bound to host:port (0 picks a free port); `serve_forever()` runs it."""
     handler = type("Handler", (_Handler,), {"service": service})
-    server = ThreadingHTTPServer((host, port), handler)
+    server = _Server((host, port), handler)
     server.daemon_threads = True  # an open stream does not keep the process alive at Ctrl-C
     return server
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # the listen backlog: a burst of concurrent clients must not be reset (default 5)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -155,16 +167,15 @@ class _Handler(BaseHTTPRequestHandler):
         completion = self.service.chat(request) if chat else self.service.completion(request)
         ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
         shape = _Shape(chat, ident, int(time.time()), self.service.name)
-        with self.service.lock:  # one generation at a time; other requests wait here
-            if request.stream:
-                self._stream(completion, shape, request.include_usage)
-                return
-            text = "".join(completion)
+        if request.stream:
+            self._stream(completion, shape, request.include_usage)
+            return
+        text = "".join(completion)
         body = shape.whole(text, completion.finish_reason)
         body["usage"] = usage(len(completion.prompt_ids), len(completion.ids))
         self._send_json(200, body)
 
-    def _stream(self, completion: Completion, shape: _Shape, include_usage: bool) -> None:
+    def _stream(self, completion: TextCompletion, shape: _Shape, include_usage: bool) -> None:
         """Server-sent events: one chunk per text piece, then the finish reason, usage if asked, [DONE]."""
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
@@ -214,6 +225,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        if status == 429:  # the engine's queue is full
+            self.send_header("Retry-After", "1")
         if self.close_connection:  # tell keep-alive clients not to send another request on this socket
             self.send_header("Connection", "close")
         self.end_headers()
@@ -238,7 +251,7 @@ class _Shape:
     def chunk(self, text: str | None, finish_reason: str | None = None) -> dict[str, Any]:
         return completion_object(self.chat, self.ident, self.created, self.model, text, finish_reason, chunk=True)
 
-    def chunks(self, completion: Completion) -> Iterator[dict[str, Any]]:
+    def chunks(self, completion: TextCompletion) -> Iterator[dict[str, Any]]:
         """The streamed objects: (chat: a role chunk), a chunk per piece, a last one with the reason."""
         if self.chat:
             yield self.chunk("")
