@@ -300,3 +300,72 @@ def test_classify_without_a_classifier_is_a_404(server):
     assert status == 404 and "--classifier" in body["error"]["message"]
     with urllib.request.urlopen(server.url + "/info", timeout=30) as response:
         assert json.loads(response.read())["classifier"] is None
+
+
+def test_n_choices_with_seeds_seed_plus_i(client):
+    """n=3 with seed 5 samples choice i as a request with seed 5 + i would."""
+    question = [{"role": "user", "content": "Repeat the word."}]
+    both = client.chat.completions.create(model="tiny", messages=question, n=3, seed=5, max_tokens=8)
+    assert [c.index for c in both.choices] == [0, 1, 2]
+    alone = [client.chat.completions.create(model="tiny", messages=question, seed=5 + i, max_tokens=8)
+             .choices[0].message.content for i in range(3)]
+    assert [c.message.content for c in both.choices] == alone
+    streamed = client.completions.create(model="tiny", prompt="Below is", n=2, seed=1, max_tokens=6, stream=True)
+    texts = ["", ""]
+    for chunk in streamed:
+        texts[chunk.choices[0].index] += chunk.choices[0].text
+    whole = client.completions.create(model="tiny", prompt="Below is", n=2, seed=1, max_tokens=6)
+    assert texts == [c.text for c in whole.choices]
+
+
+def test_logprobs_on_chat_and_completions(client):
+    answer = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": RED}],
+                                            temperature=0, logprobs=True, top_logprobs=3)
+    content = answer.choices[0].logprobs.content
+    assert "".join(t.token for t in content) == answer.choices[0].message.content == "A red fruit is number 0."
+    for token in content:  # greedy: each token is its place's most likely one
+        assert len(token.top_logprobs) == 3 and token.top_logprobs[0].token == token.token
+        assert token.logprob == pytest.approx(token.top_logprobs[0].logprob) and token.logprob <= 0
+        assert bytes(token.bytes).decode() == token.token
+    text = client.completions.create(model="tiny", prompt="Below is an instruction", max_tokens=5, temperature=0,
+                                     logprobs=2)
+    logprobs = text.choices[0].logprobs
+    assert "".join(logprobs.tokens) == text.choices[0].text
+    assert len(logprobs.token_logprobs) == text.usage.completion_tokens > 0
+    assert all(len(top) == 2 and max(top.values()) == pytest.approx(lp)
+               for top, lp in zip(logprobs.top_logprobs, logprobs.token_logprobs))
+    assert logprobs.text_offset[0] == 0
+    streamed = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": RED}],
+                                              temperature=0, logprobs=True, stream=True)
+    tokens = [t.token for c in streamed if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    assert tokens == [t.token for t in content]
+
+
+def test_echo_with_logprobs_scores_the_prompt_as_gptlab_perplexity_does(client, overfit_run, tmp_path):
+    """What lm-evaluation-harness's local-completions backend asks for to score likelihoods."""
+    prompt = "Below is an instruction that describes a task. Name a fruit that is red."
+    answer = client.completions.create(model="tiny", prompt=prompt, max_tokens=0, echo=True, logprobs=1,
+                                       temperature=0)
+    logprobs = answer.choices[0].logprobs
+    assert answer.choices[0].text == prompt and "".join(logprobs.tokens) == prompt
+    assert logprobs.token_logprobs[0] is None and logprobs.top_logprobs[0] is None
+    (tmp_path / "prompt.txt").write_text(prompt)
+    cli = subprocess.run([str(BIN / "gptlab"), "perplexity", "--model", str(overfit_run[0]), "--data",
+                          str(tmp_path / "prompt.txt"), "--json"], capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    expected = json.loads(cli.stdout)
+    losses = [-lp for lp in logprobs.token_logprobs[1:]]
+    assert len(losses) == expected["tokens"]
+    assert sum(losses) / len(losses) == pytest.approx(expected["loss"], abs=1e-5)
+    continued = client.completions.create(model="tiny", prompt=prompt, max_tokens=3, echo=True, logprobs=0,
+                                          temperature=0)
+    assert continued.choices[0].text.startswith(prompt) and len(continued.choices[0].logprobs.tokens) == \
+        len(logprobs.tokens) + continued.usage.completion_tokens
+    assert continued.choices[0].logprobs.token_logprobs[1:len(losses) + 1] == pytest.approx(
+        logprobs.token_logprobs[1:], abs=1e-5)
+
+
+def test_json_mode_is_refused_by_name(client):
+    with pytest.raises(openai.BadRequestError, match="response_format.type"):
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": RED}],
+                                       response_format={"type": "json_object"})
