@@ -49,28 +49,53 @@ def test_sdpa_and_explicit_softmax_attention_agree():
 
 
 def test_cached_logits_match_uncached_for_every_step():
+    """Chunked prefill into one slot, then one-token steps of both rows at their own positions."""
     model = make_model()
     idx = torch.randint(0, 97, (2, 48))
     full = model(idx)
     for impl in ("sdpa", "math"):
         model.set_attention(impl)
         cache = KVCache.allocate(model.config, batch_size=2)
-        steps = [model(idx[:, :16], cache)]  # prefill 16, then chunks of 1 and 7
-        for t in range(16, 41):
-            steps.append(model(idx[:, t : t + 1], cache))
-        steps.append(model(idx[:, 41:48], cache))
-        assert cache.length == 48
-        assert (torch.cat(steps, dim=1) - full).abs().max() < 1e-5
+        with torch.no_grad():
+            for row in range(2):  # prefill 16, then a chunk of 7 at position 16
+                first = model.lm_head(model.prefill(idx[row : row + 1, :16], cache, row))
+                second = model.lm_head(model.prefill(idx[row : row + 1, 16:23], cache, row, start=16))
+                assert (torch.cat([first, second], dim=1) - full[row : row + 1, :23]).abs().max() < 1e-5
+            for t in range(23, 48):
+                positions = torch.tensor([t, t])
+                step = model.decode_step(idx[:, t], positions, cache, span=cache.max_len)  # (2, V)
+                assert (step - full[:, t]).abs().max() < 1e-5
 
 
-def test_left_padding_in_cache_changes_nothing():
+def test_rows_decode_at_their_own_positions_and_unused_places_change_nothing():
+    """A short and a long prompt in one cache, stepped together: each row equals its prompt alone."""
     model = make_model()
-    prompt = torch.randint(0, 97, (1, 12))
-    alone = model(prompt, KVCache.allocate(model.config, 1))[:, -1]
-    padded = torch.cat([torch.zeros(1, 5, dtype=torch.long), prompt], dim=1)
-    valid = torch.cat([torch.zeros(1, 5, dtype=torch.bool), torch.ones(1, 12, dtype=torch.bool)], dim=1)
-    with_pads = model(padded, KVCache.allocate(model.config, 1), valid)[:, -1]
-    assert (alone - with_pads).abs().max() < 1e-5
+    short, long = torch.randint(0, 97, (1, 5)), torch.randint(0, 97, (1, 30))
+    cache = KVCache.allocate(model.config, batch_size=2)
+    for keys in cache.keys:
+        keys.normal_()  # stale data in unused places must be masked out
+    with torch.no_grad():
+        model.prefill(short[:, :-1], cache, 0)
+        model.prefill(long[:, :-1], cache, 1)
+        both = model.decode_step(torch.tensor([short[0, -1], long[0, -1]]), torch.tensor([4, 29]), cache, span=40)
+        assert (both[0] - model(short)[0, -1]).abs().max() < 1e-5
+        assert (both[1] - model(long)[0, -1]).abs().max() < 1e-5
+
+
+def test_grouped_query_attention_reads_shared_heads_in_place_on_both_paths():
+    model = make_model(n_kv_head=2, positions="rope", norm="rmsnorm", mlp="swiglu", bias=False)
+    idx = torch.randint(0, 97, (2, 20))
+    sdpa = model(idx)
+    model.set_attention("math")
+    assert (model(idx) - sdpa).abs().max() < 1e-5
+    cache = KVCache.allocate(model.config, batch_size=2)
+    assert cache.keys[0].shape == (2, 2, 64, 8)  # two key/value heads cached, not four
+    with torch.no_grad():
+        model.prefill(idx[:1, :19], cache, 0)
+        model.prefill(idx[1:, :10], cache, 1)
+        step = model.decode_step(torch.tensor([idx[0, 19], idx[1, 10]]), torch.tensor([19, 10]), cache, span=32)
+    assert (step[0] - sdpa[0, 19]).abs().max() < 1e-5
+    assert (step[1] - model(idx[1:, :11])[0, -1]).abs().max() < 1e-5
 
 
 def test_too_long_input_is_refused():

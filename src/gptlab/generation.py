@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -130,16 +131,69 @@ def fit_to_context(prompt: Sequence[int], max_new_tokens: int, context_length: i
     return list(prompt), max_new_tokens
 
 
-def _left_pad(prompts: Sequence[Sequence[int]], device: torch.device) -> tuple[Tensor, Tensor]:
-    """Token ids (B, T) left-padded with 0, and the (B, T) mask of real tokens."""
-    width = max(len(p) for p in prompts)
-    ids = torch.zeros(len(prompts), width, dtype=torch.long)
-    valid = torch.zeros(len(prompts), width, dtype=torch.bool)
-    for row, prompt in enumerate(prompts):
-        if prompt:
-            ids[row, width - len(prompt) :] = torch.tensor(prompt)
-            valid[row, width - len(prompt) :] = True
-    return ids.to(device), valid.to(device)
+def new_generator(seed: int | None, device: torch.device) -> torch.Generator:
+    """A random-number generator for one sequence: seeded (reproducible) or from fresh entropy."""
+    generator = torch.Generator(device=device)
+    if seed is not None:
+        generator.manual_seed(seed)
+    else:
+        generator.seed()
+    return generator
+
+
+def pick_tokens(logits: Tensor, settings: Sequence[GenerationSettings],
+                generators: Sequence[torch.Generator]) -> list[int]:
+    """Next token of each row of `logits` (B, V), row b with its own settings and generator, so a
+    sequence samples the same alone or beside others."""
+    picked = logits.argmax(dim=-1).tolist()  # greedy rows, all at once
+    for row, (row_settings, generator) in enumerate(zip(settings, generators, strict=True)):
+        if row_settings.temperature > 0:
+            picked[row] = int(sample_next(logits[row : row + 1], row_settings.temperature, row_settings.top_k,
+                                          row_settings.top_p, generator)[0])
+    return picked
+
+
+def prefill_logits(model: GPT, prompt: Sequence[int], cache: KVCache, slot: int) -> Tensor:
+    """Float32 logits (V,) after `prompt`, its keys/values stored in row `slot` of `cache`."""
+    device = cache.keys[0].device
+    hidden = model.prefill(torch.tensor([list(prompt)], device=device), cache, slot)  # (1, T, C)
+    return model.lm_head(hidden[0, -1]).float()
+
+
+def _recomputed_logits(model: GPT, sequences: Sequence[Sequence[int]], device: torch.device) -> Tensor:
+    """Float32 logits (B, V) after each sequence, recomputed from scratch (no cache)."""
+    rows = [model.lm_head(model.hidden(torch.tensor([list(seq)], device=device))[0, -1]) for seq in sequences]
+    return torch.stack(rows).float()
+
+
+@dataclass(frozen=True)
+class CompileReport:
+    """How `compile_decode` went: seconds spent, or why decoding stays uncompiled."""
+
+    seconds: float
+    error: str | None = None  # None: the decode step is compiled
+
+
+def compile_decode(model: GPT, rows: int = 1) -> CompileReport:
+    """Compile the model's one-token decode step for `rows` rows and run it now, so compiling is
+    paid (and timed) here, not in the first request. It runs at two cache lengths: the second
+    compiles the length-generic graph every later cache size reuses. Where torch.compile cannot
+    run (no C++ compiler, an unsupported platform), the step stays eager and the report says why."""
+    parameter = next(model.parameters())
+    zeros = torch.zeros(rows, dtype=torch.long, device=parameter.device)
+    model.compile_decode_step()
+    started = time.perf_counter()
+    try:
+        with torch.inference_mode():
+            for length in (64, 128):
+                cache = KVCache.allocate(model.config, rows, length, parameter.device, parameter.dtype)
+                model.decode_step(zeros, zeros, cache, cache.max_len)
+    except Exception as error:  # torch.compile fails in many ways (compiler, platform, backend)
+        model.compile_decode_step(enabled=False)
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        log.warning("torch.compile is unavailable here (%s); decoding uncompiled", reason)
+        return CompileReport(time.perf_counter() - started, reason)
+    return CompileReport(time.perf_counter() - started)
 
 
 def decode_steps(
@@ -158,39 +212,40 @@ def decode_steps(
 def _decode(
     model: GPT, prompts: Sequence[Sequence[int]], settings: GenerationSettings
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """`decode_steps`, with the float32 logits (B, V) each step's ids were picked from."""
+    """`decode_steps`, with the float32 logits (B, V) each step's ids were picked from.
+
+    Each prompt is prefilled into its own cache row; then every step decodes one token per row,
+    each row at its own position (no padding).
+    """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token")
     device = next(model.parameters()).device
     max_new_tokens = fit_new_tokens(settings.max_new_tokens, model.config.context_length)
-    prompts = [fit_to_context(p, max_new_tokens, model.config.context_length)[0] for p in prompts]
-    ids, valid = _left_pad(prompts, device)
-    generator = torch.Generator(device=device)
-    if settings.seed is not None:
-        generator.manual_seed(settings.seed)
-    else:
-        generator.seed()
-    stop = torch.tensor(settings.stop_ids or [-1], device=device)
-    finished = torch.zeros(len(prompts), dtype=torch.bool, device=device)
-    dtype = next(model.parameters()).dtype
-    cache = KVCache.allocate(model.config, len(prompts), ids.shape[1] + max_new_tokens, device, dtype)
-    model_input, input_valid = ids, valid
-    for _ in range(max_new_tokens):
-        if not settings.kv_cache:  # recompute everything: a fresh cache over the whole sequence
-            cache = KVCache.allocate(model.config, len(prompts), ids.shape[1], device, dtype)
-            model_input, input_valid = ids, valid
-        hidden = model.hidden(model_input, cache, input_valid)  # (B, T, C)
-        logits = model.lm_head(hidden[:, -1]).float()  # (B, V), float32 whatever the weights' dtype
-        next_ids = sample_next(logits, settings.temperature, settings.top_k, settings.top_p, generator)
-        next_ids = torch.where(finished, stop[0], next_ids)
-        finished |= torch.isin(next_ids, stop)
-        yield next_ids, logits
-        if bool(finished.all()):
+    sequences = [fit_to_context(p, max_new_tokens, model.config.context_length)[0] for p in prompts]
+    generators = [new_generator(settings.seed, device) for _ in sequences]
+    stop = settings.stop_ids[0] if settings.stop_ids else -1
+    finished = [False] * len(sequences)
+    cache = None
+    if settings.kv_cache:
+        cache = KVCache.allocate(model.config, len(sequences), max(map(len, sequences)) + max_new_tokens, device,
+                                 next(model.parameters()).dtype)
+        logits = torch.stack([prefill_logits(model, seq, cache, row) for row, seq in enumerate(sequences)])
+    else:  # recompute everything each step (for teaching and tests)
+        logits = _recomputed_logits(model, sequences, device)
+    positions = torch.tensor([len(seq) for seq in sequences], device=device)  # (B,) where each next token goes
+    for step in range(max_new_tokens):
+        picked = pick_tokens(logits, [settings] * len(sequences), generators)
+        next_ids = [stop if done else token for done, token in zip(finished, picked, strict=True)]
+        finished = [done or token in settings.stop_ids for done, token in zip(finished, next_ids, strict=True)]
+        yield torch.tensor(next_ids, device=device), logits
+        if all(finished) or step == max_new_tokens - 1:
             return
-        model_input, input_valid = next_ids[:, None], None  # new tokens are real; the cache has the rest
-        if not settings.kv_cache:  # only the recomputing path needs the whole sequence
-            ids = torch.cat([ids, model_input], dim=1)
-            valid = torch.cat([valid, torch.ones_like(model_input, dtype=torch.bool)], dim=1)
+        if cache is not None:
+            logits = model.decode_step(torch.tensor(next_ids, device=device), positions, cache, cache.max_len)
+            positions += 1
+        else:
+            sequences = [[*seq, token] for seq, token in zip(sequences, next_ids, strict=True)]
+            logits = _recomputed_logits(model, sequences, device)
 
 
 def generate(model: GPT, prompt: Sequence[int], settings: GenerationSettings) -> Iterator[int]:
@@ -205,7 +260,7 @@ def generate(model: GPT, prompt: Sequence[int], settings: GenerationSettings) ->
 def generate_batch(
     model: GPT, prompts: Sequence[Sequence[int]], settings: GenerationSettings
 ) -> list[list[int]]:
-    """Generated ids for a batch of prompts (left-padded), each cut before its first stop id."""
+    """Generated ids for a batch of prompts (decoded together), each cut before its first stop id."""
     outputs: list[list[int]] = [[] for _ in prompts]
     done = [False] * len(prompts)
     for step in decode_steps(model, prompts, settings):
@@ -230,35 +285,61 @@ class TextCompletion(Protocol):
         """Stop generating at the next token (finish_reason "cancelled"); the client has gone."""
 
 
-class Completion:
-    """One prompt's completion as text pieces; afterwards, its token ids and why it ended.
+class TextStream:
+    """A completion read as text pieces; afterwards, its token ids, logprobs and why it ended.
 
-    The CLI prints the pieces and the server streams them; both read `ids` (usage counts) and
-    `finish_reason` ("stop": a stop id or string; "length": `max_new_tokens` ran out) once the
-    pieces are consumed. The prompt is fitted to the context first (`fit_to_context`), and the
-    tokenizer's end-of-text ends it (`GenerationSettings.stopping_for`).
+    The CLI prints the pieces and the server streams them; both read `ids` (usage counts),
+    `logprobs` and `finish_reason` ("stop": a stop id or string; "length": `max_new_tokens` ran
+    out; "cancelled": the reader left or cancelled) once the pieces are consumed. The prompt is
+    fitted to the context first (`fit_to_context`), and the tokenizer's end-of-text ends it
+    (`GenerationSettings.stopping_for`). Subclasses produce the tokens and honour `cancel`.
     """
 
-    def __init__(self, model: GPT, tokenizer: Tokenizer, prompt_ids: Sequence[int],
-                 settings: GenerationSettings) -> None:
+    def __init__(self, tokenizer: Tokenizer, prompt_ids: Sequence[int], settings: GenerationSettings,
+                 context_length: int) -> None:
         if not prompt_ids:
             raise ValueError("the prompt is empty after tokenization; give at least one character")
-        self.model, self.tokenizer = model, tokenizer
-        self.prompt_ids, max_new_tokens = fit_to_context(prompt_ids, settings.max_new_tokens,
-                                                         model.config.context_length)
+        self.tokenizer = tokenizer
+        self.prompt_ids, max_new_tokens = fit_to_context(prompt_ids, settings.max_new_tokens, context_length)
         self.settings = dataclasses.replace(settings.stopping_for(tokenizer), max_new_tokens=max_new_tokens)
         self.ids: list[int] = []
         self.logprobs: list[TokenLogprob] = []  # filled when `settings.logprobs` is set
         self.finish_reason: str | None = None
-        self._cancelled = False
 
     def __iter__(self) -> Iterator[str]:
-        yield from stream_text(self._tokens(), self.tokenizer, self.settings.stop_strings)
-        if self.finish_reason is None:  # stream_text ended the text at a stop string
-            self.finish_reason = "stop"
+        completed = False
+        try:
+            yield from stream_text(self._tokens(), self.tokenizer, self.settings.stop_strings)
+            completed = True
+        finally:
+            if self.finish_reason is None:  # text ended at a stop string, or the reader left early
+                self.cancel()
+                self.finish_reason = "stop" if completed else "cancelled"
 
     def cancel(self) -> None:
         """Stop generating at the next token (finish_reason "cancelled")."""
+        raise NotImplementedError
+
+    def _tokens(self) -> Iterator[int]:
+        """Generated ids, each recorded in `ids` (and `logprobs`); `finish_reason` set at the end."""
+        raise NotImplementedError
+
+    def _record(self, token: int, logprob: TokenLogprob | None) -> None:
+        self.ids.append(token)
+        if logprob is not None:
+            self.logprobs.append(logprob)
+
+
+class Completion(TextStream):
+    """One prompt's completion, decoded here and now on the caller's thread (see `TextStream`)."""
+
+    def __init__(self, model: GPT, tokenizer: Tokenizer, prompt_ids: Sequence[int],
+                 settings: GenerationSettings) -> None:
+        super().__init__(tokenizer, prompt_ids, settings, model.config.context_length)
+        self.model = model
+        self._cancelled = False
+
+    def cancel(self) -> None:
         self._cancelled = True
 
     def _tokens(self) -> Iterator[int]:
@@ -270,9 +351,7 @@ class Completion:
             token = int(step[0])
             if token in self.settings.stop_ids:
                 break
-            self.ids.append(token)
-            if top is not None:
-                self.logprobs.append(token_logprob(logits[0], token, top))
+            self._record(token, token_logprob(logits[0], token, top) if top is not None else None)
             yield token
         self.finish_reason = "length" if len(self.ids) >= self.settings.max_new_tokens else "stop"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -23,17 +24,15 @@ PROJECTION_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weig
 
 @dataclass
 class KVCache:
-    """Preallocated keys/values for every layer, written by position (no concatenation).
+    """Preallocated keys/values for every layer, one row (slot) per sequence, written by position.
 
-    `valid[b, s]` is False for left-padding slots, so a batch of prompts of different lengths
-    decodes exactly as each prompt would alone: pads are never attended to and positions
-    count real tokens only.
+    The cache keeps no lengths: each row is at its own position, which the caller tracks and passes
+    in (`GPT.prefill` for a prompt into one slot, `GPT.decode_step` for one token per row), so rows
+    join, run and leave independently and no prompt needs padding.
     """
 
-    keys: list[Tensor]  # per layer: (B, nh, max_len, hs)
-    values: list[Tensor]  # per layer: (B, nh, max_len, hs)
-    valid: Tensor  # (B, max_len) bool
-    length: int = 0  # slots filled so far
+    keys: list[Tensor]  # per layer: (B, n_kv, max_len, hs)
+    values: list[Tensor]  # per layer: (B, n_kv, max_len, hs)
 
     @classmethod
     def allocate(
@@ -50,12 +49,58 @@ class KVCache:
         return cls(
             keys=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)],
             values=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)],
-            valid=torch.zeros(batch_size, max_len, dtype=torch.bool, device=device),
         )
 
     @property
+    def batch_size(self) -> int:
+        return self.keys[0].shape[0]
+
+    @property
     def max_len(self) -> int:
-        return self.valid.shape[1]
+        return self.keys[0].shape[2]
+
+    def resized(self, max_len: int) -> KVCache:
+        """A cache of `max_len` places per row holding this one's contents (grown, or cut to `max_len`)."""
+        keep = min(max_len, self.max_len)
+
+        def copy(old: Tensor) -> Tensor:
+            new = old.new_zeros(*old.shape[:2], max_len, old.shape[3])  # (B, n_kv, max_len, hs)
+            new[:, :, :keep] = old[:, :, :keep]
+            return new
+
+        return KVCache(keys=[copy(k) for k in self.keys], values=[copy(v) for v in self.values])
+
+
+@dataclass(frozen=True)
+class SlotSpan:
+    """Where a prefill writes: T tokens of one row (`slot`), at positions start .. start + T - 1."""
+
+    slot: int
+    start: int
+
+    def store(self, buf: Tensor, new: Tensor) -> Tensor:
+        """Write `new` (1, n_kv, T, hs) into `buf` (B, n_kv, L, hs); the row's keys so far (1, n_kv, S, hs)."""
+        end = self.start + new.shape[2]
+        buf[self.slot : self.slot + 1, :, self.start : end] = new
+        return buf[self.slot : self.slot + 1, :, :end]
+
+
+@dataclass(frozen=True)
+class RowPositions:
+    """Where a decode step writes: one token per row, row b at `positions[b]`; every row then attends
+    over the first `span` places (the mask hides those past its position), so shapes never change."""
+
+    positions: Tensor  # (R,) long, on the model's device
+    span: int
+
+    def store(self, buf: Tensor, new: Tensor) -> Tensor:
+        """Write `new` (R, n_kv, 1, hs) into rows 0..R-1 of `buf`; their first `span` places (R, n_kv, span, hs)."""
+        R, n_kv, _, hs = new.shape
+        buf[:R].scatter_(2, self.positions.view(R, 1, 1, 1).expand(R, n_kv, 1, hs), new)
+        return buf[:R, :, : self.span]
+
+
+CacheWrite = SlotSpan | RowPositions
 
 
 class LayerNorm(nn.Module):
@@ -108,8 +153,10 @@ def attend(
 ) -> Tensor:
     """Scaled dot-product attention of T queries over S >= T keys.
 
-    `mask` (bool, True = may attend) broadcasts to (B, nh, T, S); when it is None the queries are
-    the last T positions of the keys and attention is causal.
+    `q` has nh heads, `k`/`v` nh or fewer (grouped-query attention: each key/value head serves
+    nh / n_kv consecutive query heads, read in place, never copied). `mask` (bool, True = may
+    attend) broadcasts to (B, nh, T, S); when it is None the queries are the last T positions of
+    the keys and attention is causal.
     """
     T, S = q.shape[-2], k.shape[-2]
     if impl == "sdpa":
@@ -117,15 +164,21 @@ def attend(
         if is_causal and T != S:
             mask = causal_mask(T, S, q.device)
         return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal and T == S
+            q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal and T == S,
+            enable_gqa=k.shape[1] != q.shape[1],
         )
-    # the explicit path: softmax(q k^T / sqrt(hs) + mask) v
-    att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))  # (B, nh, T, S)
+    # the explicit path: softmax(q k^T / sqrt(hs) + mask) v, query heads grouped by their key/value head
+    B, nh, _, hs = q.shape
+    n_kv = k.shape[1]
+    q = q.view(B, n_kv, nh // n_kv, T, hs)  # (B, n_kv, group, T, hs)
+    att = (q @ k[:, :, None].transpose(-2, -1)) * (1.0 / math.sqrt(hs))  # (B, n_kv, group, T, S)
     if mask is None:
         mask = causal_mask(T, S, q.device)
+    if mask.dim() == 4:  # (B or 1, 1, T, S): one more axis for the group
+        mask = mask[:, :, None]
     att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
     att = F.dropout(att, p=dropout, training=dropout > 0)
-    return att @ v  # (B, nh, T, hs)
+    return (att @ v[:, :, None]).view(B, nh, T, hs)
 
 
 def causal_mask(T: int, S: int, device: torch.device) -> Tensor:
@@ -145,9 +198,11 @@ class CausalSelfAttention(nn.Module):
         self.resid_drop = nn.Dropout(config.dropout)
 
     def forward(
-        self, x: Tensor, mask: Tensor | None, kv: tuple[Tensor, Tensor] | None, start: int,
-        rope: tuple[Tensor, Tensor] | None = None,
+        self, x: Tensor, mask: Tensor | None, rope: tuple[Tensor, Tensor] | None = None,
+        kv: tuple[Tensor, Tensor] | None = None, at: CacheWrite | None = None,
     ) -> Tensor:
+        """Attention over `x` (B, T, C); with a layer cache `kv` (keys, values buffers), this call's
+        keys/values are stored `at` their places and attention reads the cached ones."""
         B, T, C = x.shape
         kv_width = self.n_kv_head * self.head_dim
         q, k, v = self.c_attn(x).split([C, kv_width, kv_width], dim=2)
@@ -156,14 +211,8 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
         if rope is not None:
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
-        if kv is not None:
-            k_buf, v_buf = kv
-            k_buf[:, :, start : start + T] = k
-            v_buf[:, :, start : start + T] = v
-            k, v = k_buf[:, :, : start + T], v_buf[:, :, : start + T]  # (B, nh, S, hs)
-        if self.n_kv_head != self.n_head:  # each key/value head serves a group of query heads
-            k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
-            v = v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
+        if kv is not None and at is not None:
+            k, v = at.store(kv[0], k), at.store(kv[1], v)  # (B, n_kv, S, hs)
         dropout = self.dropout if self.training else 0.0
         y = attend(q, k, v, mask, dropout, self.impl)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
@@ -199,10 +248,10 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(
-        self, x: Tensor, mask: Tensor | None, kv: tuple[Tensor, Tensor] | None, start: int,
-        rope: tuple[Tensor, Tensor] | None = None,
+        self, x: Tensor, mask: Tensor | None, rope: tuple[Tensor, Tensor] | None = None,
+        kv: tuple[Tensor, Tensor] | None = None, at: CacheWrite | None = None,
     ) -> Tensor:
-        x = x + self.attn(self.ln_1(x), mask, kv, start, rope)
+        x = x + self.attn(self.ln_1(x), mask, rope, kv, at)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -220,6 +269,7 @@ class GPT(nn.Module):
         else:  # "swap the head": a classifier reads the same hidden states
             self.lm_head = nn.Linear(config.n_embd, config.num_classes)
         self.tie_weights()
+        self.compiled_step: Callable[..., Tensor] | None = None  # see compile_decode_step
         if self.wte.weight.device.type != "meta":
             self.reset_parameters()
             self.use_input_major_projections()
@@ -269,49 +319,61 @@ class GPT(nn.Module):
             elif isinstance(module, CausalSelfAttention):
                 module.dropout = p
 
-    def hidden(self, idx: Tensor, cache: KVCache | None = None, valid: Tensor | None = None) -> Tensor:
-        """Final-LayerNorm hidden states (B, T, C) for token ids `idx` (B, T).
+    def hidden(self, idx: Tensor) -> Tensor:
+        """Final-norm hidden states (B, T, C) for token ids `idx` (B, T), each row from position 0."""
+        T = idx.shape[1]
+        if T > self.config.context_length:
+            raise ValueError(f"sequence of {T} tokens exceeds the context length ({self.config.context_length})")
+        return self._blocks(idx, torch.arange(T, device=idx.device)[None], None)
 
-        With a `cache`, `idx` continues the cached sequences and its keys/values are stored;
-        `valid` (B, T) marks real tokens (False = left padding), only meaningful with a cache.
+    def prefill(self, idx: Tensor, cache: KVCache, slot: int, start: int = 0) -> Tensor:
+        """Hidden states (1, T, C) of `idx` (1, T) continuing row `slot` of `cache` at position
+        `start` (0: a new prompt), storing its keys/values there."""
+        T = idx.shape[1]
+        if start + T > cache.max_len:
+            raise ValueError(f"sequence of {start + T} tokens exceeds the cache's length ({cache.max_len})")
+        pos = torch.arange(start, start + T, device=idx.device)[None]  # (1, T)
+        mask = causal_mask(T, start + T, idx.device) if start else None
+        return self._blocks(idx, pos, mask, cache, SlotSpan(slot, start))
+
+    def decode_step(self, tokens: Tensor, positions: Tensor, cache: KVCache, span: int) -> Tensor:
+        """Next-token logits (R, V), float32, for one token per row: row b's token `tokens[b]` at
+        position `positions[b]` of cache row b, attending over its first `span` places.
+
+        Shapes depend only on R and `span`, and nothing here reads a value back to the host, so
+        this one-token step is what `torch.compile` compiles (gpt-fast's split; `compile_decode_step`).
         """
-        B, T = idx.shape
-        start = cache.length if cache is not None else 0
-        if start + T > (cache.max_len if cache is not None else self.config.context_length):
-            raise ValueError(
-                f"sequence of {start + T} tokens exceeds the context length "
-                f"({cache.max_len if cache is not None else self.config.context_length})"
-            )
-        mask = None
-        if cache is None:
-            pos = torch.arange(T, device=idx.device)  # (T,)
-        else:
-            if valid is None:
-                valid = torch.ones(B, T, dtype=torch.bool, device=idx.device)
-            cache.valid[:, start : start + T] = valid
-            seen = cache.valid[:, : start + T]  # (B, S)
-            pos = (seen.cumsum(dim=1)[:, start:] - 1).clamp(min=0)  # (B, T): real tokens before
-            if not bool(seen.all()) or 1 < T < start + T:
-                S = start + T
-                itself = torch.arange(start, S, device=idx.device)[:, None] == torch.arange(S, device=idx.device)
-                mask = (causal_mask(T, S, idx.device) & seen[:, None, :]) | itself  # (B, T, S)
-                mask = mask[:, None]  # (B, 1, T, S): a pad query still sees itself (no NaN rows)
+        step = self.compiled_step or self._decode_step
+        return step(tokens, positions, cache, span)
+
+    def compile_decode_step(self, enabled: bool = True) -> None:
+        """Run `decode_step` through `torch.compile` (compiling lazily, at its first call), or eagerly
+        again. Only the one-token step: prefill's shapes change with every prompt."""
+        self.compiled_step = torch.compile(self._decode_step) if enabled else None
+
+    def _decode_step(self, tokens: Tensor, positions: Tensor, cache: KVCache, span: int) -> Tensor:
+        R = tokens.shape[0]
+        places = torch.arange(span, device=tokens.device)  # (span,)
+        mask = (places[None] <= positions[:, None])[:, None, None]  # (R, 1, 1, span)
+        h = self._blocks(tokens[:, None], positions[:, None], mask, cache, RowPositions(positions, span))
+        return self.lm_head(h.view(R, -1)).float()
+
+    def _blocks(self, idx: Tensor, pos: Tensor, mask: Tensor | None, cache: KVCache | None = None,
+                at: CacheWrite | None = None) -> Tensor:
+        """Embed `idx` (B, T) at positions `pos` (B or 1, T), run every block, apply the final norm."""
         x = self.wte(idx)  # (B, T, C)
         rope = None
         if self.wpe is not None:
             x = x + self.wpe(pos)
         else:
-            rope = rotary(pos if pos.dim() == 2 else pos[None], self.config.head_dim, self.config.rope_theta, x.dtype)
+            rope = rotary(pos, self.config.head_dim, self.config.rope_theta, x.dtype)
         x = self.drop(x)
         for i, block in enumerate(self.h):
             kv = (cache.keys[i], cache.values[i]) if cache is not None else None
-            x = block(x, mask, kv, start, rope)
-        if cache is not None:
-            cache.length = start + T
+            x = block(x, mask, rope, kv, at)
         return self.ln_f(x)
 
-    def forward(self, idx: Tensor, cache: KVCache | None = None, valid: Tensor | None = None,
-                lengths: Tensor | None = None, logits_at: Tensor | None = None) -> Tensor:
+    def forward(self, idx: Tensor, lengths: Tensor | None = None, logits_at: Tensor | None = None) -> Tensor:
         """Next-token logits (B, T, vocab_size) for every position of `idx` (B, T); for a
         classifier (`num_classes` set), class logits (B, num_classes) via `classify(idx, lengths)`.
 
@@ -322,7 +384,7 @@ class GPT(nn.Module):
             if lengths is None:
                 raise ValueError("a classifier needs the real length of each right-padded row")
             return self.classify(idx, lengths)
-        h = self.hidden(idx, cache, valid)  # (B, T, C)
+        h = self.hidden(idx)  # (B, T, C)
         return self.lm_head(h if logits_at is None else h[logits_at])
 
     def classify(self, idx: Tensor, lengths: Tensor) -> Tensor:
