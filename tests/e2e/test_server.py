@@ -7,8 +7,10 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -153,29 +155,51 @@ def test_chat_page_and_health(server):
         assert json.loads(response.read()) == {"status": "ok", "model": "tiny"}
 
 
-def test_a_dropped_stream_stops_generation_and_frees_the_model(tmp_path):
-    """GPT-2 124M (random weights, so no end-of-text) asked for 1000 tokens: ~30 s if it ran on."""
+def answered_once_free(client: openai.OpenAI, attempts: int = 100) -> openai.types.Completion:
+    """A short completion, retried while the one slot is still taken (429): a bounded wait, ~10 s."""
+    for _ in range(attempts):
+        try:
+            return client.completions.create(model="gpt2", prompt="Hi", max_tokens=2)
+        except openai.RateLimitError:
+            time.sleep(0.1)
+    raise AssertionError("the slot was never freed")
+
+
+def test_one_slot_overflow_429_and_dropped_or_abandoned_requests_free_it(tmp_path):
+    """GPT-2 124M (random weights, so no end-of-text) asked for 1000 tokens: ~30 s or more if it ran on.
+    One slot and no queue: while it is taken, another request is a 429 with Retry-After."""
     key = "secret-key"
-    big = start_server("gpt2", tmp_path / "server.log", "--api-key", key)
+    big = start_server("gpt2", tmp_path / "server.log", "--api-key", key, "--max-batch", "1", "--max-queue", "0")
+    client = openai.OpenAI(base_url=big.url + "/v1", api_key=key, max_retries=0, timeout=60)
+    auth = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+    host, port = big.url.removeprefix("http://").split(":")
     try:
         status, body = post(big.url + "/v1/completions", b'{"prompt": "hi"}')
         assert status == 401 and "Authorization: Bearer" in body["error"]["message"]
-        host, port = big.url.removeprefix("http://").split(":")
         connection = http.client.HTTPConnection(host, int(port), timeout=60)
         connection.request("POST", "/v1/completions", json.dumps({"prompt": "Hello", "max_tokens": 1000,
-                                                                  "stream": True}),
-                           {"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+                                                                  "stream": True}), auth)
         response = connection.getresponse()
         assert response.status == 200 and response.readline().startswith(b"data: ")
+        status, body = post(big.url + "/v1/completions", b'{"prompt": "Hi", "max_tokens": 2}', auth)
+        assert status == 429 and body["error"]["code"] == "queue_full"
+        with pytest.raises(openai.RateLimitError) as busy:
+            client.completions.create(model="gpt2", prompt="Hi", max_tokens=2)
+        assert busy.value.response.headers["Retry-After"] == "1"
         response.close()  # the user closed the tab (the response holds the socket too)
         connection.close()
-        client = openai.OpenAI(base_url=big.url + "/v1", api_key=key, max_retries=0, timeout=60)
-        answer = client.completions.create(model="gpt2", prompt="Hi", max_tokens=2)  # the model is free again
-        assert answer.choices[0].finish_reason == "length" and answer.usage.completion_tokens == 2
+        assert answered_once_free(client).usage.completion_tokens == 2  # the slot is free again
+        for _ in range(2):  # non-streaming requests whose clients give up
+            with socket.create_connection((host, int(port)), timeout=60) as sock:
+                body = json.dumps({"prompt": "Hello", "max_tokens": 1000}).encode()
+                sock.sendall(f"POST /v1/completions HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
+                             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+                time.sleep(1)
+            assert answered_once_free(client).choices[0].finish_reason == "length"
     finally:
         assert big.stop() == 0
-    stopped = re.search(r"client left; generation stopped after (\d+) tokens", big.log.read_text())
-    assert stopped and int(stopped.group(1)) < 1000
+    stopped = [int(n) for n in re.findall(r"client left; generation stopped after (\d+) tokens", big.log.read_text())]
+    assert len(stopped) == 3 and max(stopped) < 1000
 
 
 def chromium() -> webdriver.Chrome:

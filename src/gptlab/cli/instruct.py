@@ -20,6 +20,7 @@ from gptlab.cli.common import (
     model_command,
 )
 from gptlab.data.instruction import load_records, write_records
+from gptlab.engine import Engine, EngineLimits
 from gptlab.evaluation.responses import RESPONSES_FILE, generate_responses
 from gptlab.prompts import style_for
 from gptlab.serving.guards import Protection
@@ -80,6 +81,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 SERVE = ("Serve a model at http://HOST:PORT: /v1/chat/completions and /v1/completions (OpenAI's shapes, streaming "
          "with stream=true, n, logprobs, echo), /v1/models, /v1/classify (with --classifier), /info, /health, "
          "/metrics (Prometheus), /openapi.json and a chat page at /. Chat messages use the model's prompt style. "
+         "Concurrent requests are decoded together (continuous batching, --max-batch). "
          "Listens on loopback only and answers only Host names that are loopback or --allowed-host; SIGTERM or "
          "Ctrl-C finishes the answers in flight, then exits.")
 
@@ -110,6 +112,12 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
     server.add_argument("--classifier", default=None, metavar="DIR",
                         help="also serve this classifier (a gptlab finetune classify run or checkpoint) at "
                              "POST /v1/classify and in the chat page's Classify tab")
+    limits = EngineLimits()
+    server.add_argument("--max-batch", type=int, default=limits.max_batch, metavar="N",
+                        help=f"requests decoded together, each in its own KV-cache slot (default {limits.max_batch})")
+    server.add_argument("--max-queue", type=int, default=limits.max_queue, metavar="N",
+                        help="requests waiting for a slot; beyond it new ones get 429 with Retry-After (default "
+                             f"{limits.max_queue})")
     server.add_argument("--api-key", default=None,
                         help="require `Authorization: Bearer KEY` on every route but /health (default: "
                              "$GPTLAB_API_KEY, else none)")
@@ -143,13 +151,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     loaded = load(args)
     style = style_for(loaded.meta, args.prompt_style)
     name = args.name or Path(args.model.rstrip("/")).name
-    service = ModelService(loaded, style, name, defaults, classifier=load_classifier(args))
+    classifier = load_classifier(args)
+    engine = Engine(loaded.model, EngineLimits(args.max_batch, args.max_queue))
+    service = ModelService(loaded, style, name, engine, defaults, classifier)
 
     def ready(url: str) -> None:
         print(f"serving {loaded.description} as {name!r} ({style.name} prompts for chat)\n"
               f"  chat page:  {url}/\n  OpenAI API: {url}/v1  (Ctrl-C stops)", flush=True)
 
-    serve(service, protection, listening, on_ready=ready)
+    try:
+        serve(service, protection, listening, on_ready=ready)
+    finally:
+        engine.close(drain=False)  # the server has drained its answers; anything left has no reader
     return 0
 
 

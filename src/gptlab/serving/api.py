@@ -33,9 +33,10 @@ class APIError(Exception):
     """A request the server refuses: HTTP status plus OpenAI's error body."""
 
     def __init__(self, status: int, message: str, param: str | None = None,
-                 kind: str = "invalid_request_error", code: str | None = None) -> None:
+                 kind: str = "invalid_request_error", code: str | None = None, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.kind, self.code = status, message, param, kind, code
+        self.retry_after = retry_after  # seconds, sent as the Retry-After header (429, 503)
 
     def body(self) -> dict[str, Any]:
         """OpenAI's error object, which the official clients turn into their exceptions."""

@@ -15,11 +15,11 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+import anyio
 from fastapi import FastAPI
 from fastapi import Request as HTTPRequest
 from fastapi.exceptions import RequestValidationError
@@ -50,6 +50,7 @@ from gptlab.serving.metrics import Load, Metrics
 from gptlab.serving.service import Answer, ModelService
 
 log = logging.getLogger("gptlab.serving")
+READER_THREADS = 512  # threads that may block on the engine at once (readers of running and queued requests)
 ROUTES = ("/", "/health", "/info", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions",
           "/v1/classify")
 
@@ -59,9 +60,9 @@ def make_app(service: ModelService, protection: Protection) -> ASGIApp:
     app = FastAPI(title="gptlab", version=__version__, redoc_url=None,
                   description="An OpenAI-compatible API for a gptlab model. /docs loads Swagger UI from a CDN "
                               "(it needs internet); /openapi.json is served from here.")
-    gate = _Gate()
-    metrics = Metrics.create(gate.load)
-    answers = _Answers(service, protection, metrics, gate)
+    metrics = Metrics.create(lambda: _load(service))
+    readers = anyio.CapacityLimiter(READER_THREADS)
+    answers = _Answers(service, protection, metrics, readers)
     _add_routes(app, service, answers, metrics)
     _add_error_handlers(app)
     static = resources.files("gptlab.serving").joinpath("static")
@@ -150,7 +151,13 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 def _error(err: APIError) -> JSONResponse:
-    return JSONResponse(err.body(), err.status, headers={"Connection": "close"})
+    headers = {"Connection": "close"} | ({"Retry-After": str(err.retry_after)} if err.retry_after else {})
+    return JSONResponse(err.body(), err.status, headers=headers)
+
+
+def _load(service: ModelService) -> Load:
+    stats = service.engine.stats()
+    return Load(stats.queued, stats.running)
 
 
 def _model_card(service: ModelService) -> dict[str, Any]:
@@ -164,29 +171,6 @@ def _check_model(service: ModelService, name: str | None) -> None:
                        code="model_not_found")
 
 
-class _Gate:
-    """One generation at a time: the model is one (without the engine)."""
-
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.waiting = 0
-
-    def load(self) -> Load:
-        return Load(self.waiting, int(self.lock.locked()))
-
-    @asynccontextmanager
-    async def turn(self) -> AsyncIterator[None]:
-        self.waiting += 1
-        try:
-            await self.lock.acquire()
-        finally:
-            self.waiting -= 1
-        try:
-            yield
-        finally:
-            self.lock.release()
-
-
 @dataclass
 class _Answers:
     """Completions and chat: start the service's completions, then send them whole or streamed."""
@@ -194,7 +178,7 @@ class _Answers:
     service: ModelService
     protection: Protection
     metrics: Metrics
-    gate: _Gate
+    readers: anyio.CapacityLimiter  # worker threads that wait for the engine's tokens
 
     async def answer(self, request: Request, http: HTTPRequest, chat: bool) -> Response:
         _check_model(self.service, request.model)
@@ -208,8 +192,7 @@ class _Answers:
         if request.stream:
             return StreamingResponse(self._events(shape), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "Connection": "close"})
-        async with self.gate.turn():
-            texts = [await _until_gone(self._text(completion), http) for completion in answer.choices]
+        texts = await _until_gone(asyncio.gather(*(self._text(c) for c in answer.choices)), http)
         return JSONResponse({**shape.whole(texts), "usage": shape.usage()})
 
     async def _text(self, completion: TextCompletion) -> str:
@@ -220,7 +203,7 @@ class _Answers:
         iterator, started = iter(completion), time.monotonic()
         first = None
         try:
-            while (piece := await run_in_threadpool(next, iterator, None)) is not None:
+            while (piece := await anyio.to_thread.run_sync(next, iterator, None, limiter=self.readers)) is not None:
                 if first is None:
                     first = time.monotonic()
                     self.metrics.time_to_first_token.observe(first - started)
@@ -237,15 +220,14 @@ class _Answers:
         """Server-sent events: per choice (chat: a role chunk) a chunk per piece, then its finish reason;
         usage if asked, [DONE]."""
         try:
-            async with self.gate.turn():
-                for index, completion in enumerate(shape.answer.choices):
-                    for chunk in shape.opening(index):
-                        yield _event(chunk)
-                    seen = 0
-                    async for piece in self._pieces(completion):
-                        yield _event(shape.chunk(piece, index, completion.logprobs[seen:]))
-                        seen = len(completion.logprobs)
-                    yield _event(shape.chunk(None, index, [], completion.finish_reason))
+            for index, completion in enumerate(shape.answer.choices):
+                for chunk in shape.opening(index):
+                    yield _event(chunk)
+                seen = 0
+                async for piece in self._pieces(completion):
+                    yield _event(shape.chunk(piece, index, completion.logprobs[seen:]))
+                    seen = len(completion.logprobs)
+                yield _event(shape.chunk(None, index, [], completion.finish_reason))
             if shape.request.include_usage:
                 yield _event({**shape.chunk(None, 0, []), "choices": [], "usage": shape.usage()})
             yield b"data: [DONE]\n\n"
@@ -258,7 +240,7 @@ def _event(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
 
-async def _until_gone(work: Any, http: HTTPRequest) -> str:
+async def _until_gone(work: Any, http: HTTPRequest) -> Any:
     """`work`'s result, unless the client disconnects first: then the work is cancelled (its
     completion stops generating) and `ClientGone` raised."""
     job = asyncio.ensure_future(work)

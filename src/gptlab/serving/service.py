@@ -14,8 +14,9 @@ import torch
 
 from gptlab.checkpoint import LoadedModel
 from gptlab.classifier import classify_texts
+from gptlab.engine import Engine, QueueFull
 from gptlab.evaluation.perplexity import token_logprobs
-from gptlab.generation import Completion, GenerationSettings, TextCompletion, TokenLogprob
+from gptlab.generation import GenerationSettings, TextCompletion, TokenLogprob
 from gptlab.prompts import Conversation, PromptStyle
 from gptlab.serving.api import APIError, Request
 
@@ -86,6 +87,7 @@ class ModelService:
     loaded: LoadedModel
     style: PromptStyle  # how chat messages become a prompt (the model's fine-tuning style)
     name: str  # the model id clients send and `/v1/models` lists
+    engine: Engine  # decodes every request, batched with the others running
     defaults: ServeDefaults = field(default_factory=ServeDefaults)
     classifier: Classifier | None = None
     created: int = field(default_factory=lambda: int(time.time()))
@@ -151,10 +153,19 @@ class ModelService:
         return Answer(prompt, self._start(prompt, settings, request.n))
 
     def _start(self, prompt: list[int], settings: GenerationSettings, n: int) -> list[TextCompletion]:
-        """`n` completions of `prompt`; with a seed, choice i samples with seed + i."""
-        seeds = [settings.seed + i if settings.seed is not None else None for i in range(n)]
-        return [Completion(self.loaded.model, self.loaded.tokenizer, prompt, dataclasses.replace(settings, seed=seed))
-                for seed in seeds]
+        """`n` completions of `prompt` queued in the engine; with a seed, choice i samples with seed + i.
+        A full queue is a 429 (and the choices already queued are cancelled)."""
+        started: list[TextCompletion] = []
+        try:
+            for i in range(n):
+                seeded = dataclasses.replace(settings, seed=settings.seed + i if settings.seed is not None else None)
+                started.append(self.engine.submit(self.loaded.tokenizer, prompt, seeded))
+        except QueueFull as full:
+            for completion in started:
+                completion.cancel()
+            raise APIError(429, f"the server is busy: {full}; retry in a moment", kind="rate_limit_error",
+                           code="queue_full", retry_after=1) from None
+        return started
 
 
 @dataclass(frozen=True)
