@@ -207,3 +207,21 @@ def test_metrics_count_requests_and_tokens(server):
         assert name in text, name
     completed = float(re.search(r"^gptlab_completion_tokens_total (\S+)$", text, re.MULTILINE).group(1))
     assert completed >= 2
+
+
+def test_a_request_over_the_wall_clock_limit_is_stopped(tmp_path):
+    """10 ms for 8 choices of 100 tokens: far too little, however fast the machine."""
+    limited = start_server("gpt-tiny", tmp_path / "server.log", "--request-timeout", "0.01")
+    try:
+        work = json.dumps({"prompt": "a", "n": 8, "max_tokens": 100, "temperature": 1}).encode()
+        status, body, _ = exchange(limited, request("POST", "/v1/completions", work, JSON))
+        assert status == 503 and body["error"]["type"] == "timeout_error"
+        with socket.create_connection(address(limited), timeout=TIMEOUT) as sock:  # a stream: stopped too
+            sock.sendall(request("POST", "/v1/completions", json.dumps({"prompt": "a", "n": 8, "max_tokens": 100,
+                                                                        "stream": True}).encode(), JSON))
+            reply = b""
+            while chunk := sock.recv(65536):
+                reply += chunk
+        assert b"data: [DONE]" not in reply
+    finally:
+        assert limited.stop() == 0
