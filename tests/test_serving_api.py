@@ -1,12 +1,22 @@
 import pytest
 from pydantic import ValidationError
 
+from gptlab.generation import TokenLogprob
 from gptlab.serving.api import (
     APIError,
+    AssistantMessage,
     ChatBody,
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletionObject,
     CompletionBody,
+    Delta,
+    TextChoice,
+    TextCompletionObject,
+    Usage,
+    chat_logprobs,
     chat_request,
-    completion_object,
+    completion_logprobs,
     completion_request,
     refusal,
 )
@@ -123,13 +133,29 @@ def test_n_logprobs_and_echo_reach_the_request():
 
 
 def test_response_objects_have_the_openai_shapes():
-    assert completion_object(True, "c1", 5, "m", "Hi.", "stop") == {
+    whole = ChatCompletionObject(id="c1", created=5, model="m", usage=Usage.of(3, 2), choices=[
+        ChatChoice(index=0, message=AssistantMessage(content="Hi."), finish_reason="stop")])
+    assert whole.model_dump() == {
         "id": "c1", "object": "chat.completion", "created": 5, "model": "m",
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi."}, "logprobs": None,
                      "finish_reason": "stop"}]}
-    deltas = [completion_object(True, "c1", 5, "m", text, reason, chunk=True)["choices"][0]
-              for text, reason in (("", None), ("Hi", None), (None, "length"))]
+    deltas = [ChatChunkChoice(index=0, delta=delta, finish_reason=reason).model_dump()
+              for delta, reason in ((Delta(role="assistant", content=""), None), (Delta(content="Hi"), None),
+                                    (Delta(), "length"))]
     assert [(d["delta"], d["finish_reason"]) for d in deltas] == [
         ({"role": "assistant", "content": ""}, None), ({"content": "Hi"}, None), ({}, "length")]
-    text = completion_object(False, "c2", 5, "m", "abc", None, chunk=True)
-    assert text["object"] == "text_completion" and text["choices"][0]["text"] == "abc"
+    text = TextCompletionObject(id="c2", created=5, model="m", choices=[TextChoice(index=0, text="abc")])
+    assert text.model_dump()["object"] == "text_completion" and text.model_dump()["choices"][0]["text"] == "abc"
+
+
+def test_logprob_shapes():
+    pieces = {1: b"He", 2: b"llo", 3: b"\xe2\x82"}  # the last: half a character
+    tokens = [TokenLogprob(2, -0.5, ((2, -0.5), (1, -1.0))), TokenLogprob(3, -2.0, ((1, -0.1),))]
+    echoed = completion_logprobs(tokens, pieces.__getitem__, first=1)
+    assert echoed.model_dump() == {"tokens": ["He", "llo", "\ufffd"], "token_logprobs": [None, -0.5, -2.0],
+                                   "top_logprobs": [None, {"llo": -0.5, "He": -1.0}, {"He": -0.1}],
+                                   "text_offset": [0, 2, 5]}
+    chat = chat_logprobs(tokens[1:], pieces.__getitem__).model_dump()["content"][0]
+    assert chat["bytes"] == [0xE2, 0x82] and chat["top_logprobs"] == [{"token": "He", "logprob": -0.1,
+                                                                      "bytes": [72, 101]}]

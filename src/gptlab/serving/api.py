@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from gptlab.generation import MAX_TOP_LOGPROBS, TokenLogprob
 
@@ -239,61 +239,157 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+class Usage(BaseModel):
     """The token counts every answer reports (clients use them for cost and context budgeting)."""
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+    @classmethod
+    def of(cls, prompt_tokens: int, completion_tokens: int) -> Usage:
+        return cls(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                   total_tokens=prompt_tokens + completion_tokens)
 
 
-def completion_object(chat: bool, ident: str, created: int, model: str, text: str | None,
-                      finish_reason: str | None, chunk: bool = False, index: int = 0,
-                      logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One completion choice, or one streamed chunk of it, in the shape the OpenAI clients parse.
-
-    A chat chunk carries `delta`: the first one the role, the others text, the last only the
-    finish reason (`text` None).
-    """
-    if not chat:
-        choice: dict[str, Any] = {"index": index, "text": text or "", "logprobs": logprobs,
-                                  "finish_reason": finish_reason}
-        kind = "text_completion"
-    elif chunk:
-        delta = {} if text is None else {"content": text} if text else {"role": "assistant", "content": ""}
-        choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
-        kind = "chat.completion.chunk"
-    else:
-        choice = {"index": index, "message": {"role": "assistant", "content": text}, "logprobs": logprobs,
-                  "finish_reason": finish_reason}
-        kind = "chat.completion"
-    return {"id": ident, "object": kind, "created": created, "model": model, "choices": [choice]}
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int]  # the token's exact bytes (its text may hold half a character)
 
 
-def chat_logprobs(tokens: Sequence[TokenLogprob], piece: Callable[[int], bytes]) -> dict[str, Any]:
+class ChatTokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChatLogprobs(BaseModel):
+    content: list[ChatTokenLogprob]
+    refusal: None = None
+
+
+class CompletionLogprobs(BaseModel):
+    """Parallel lists: each token, its log-probability, the top alternatives, where its text starts."""
+
+    tokens: list[str]
+    token_logprobs: list[float | None]  # None: an echoed prompt's first token, which nothing predicts
+    top_logprobs: list[dict[str, float] | None]
+    text_offset: list[int]
+
+
+class TextChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: CompletionLogprobs | None = None
+    finish_reason: str | None = None  # "stop" | "length" | "cancelled"; None in a stream's middle chunks
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: AssistantMessage
+    logprobs: ChatLogprobs | None = None
+    finish_reason: str | None = None
+
+
+class Delta(BaseModel):
+    """A streamed chat chunk's new text: the first carries the role, the last nothing."""
+
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+    @model_serializer
+    def _present(self) -> dict[str, str]:
+        return {name: value for name, value in (("role", self.role), ("content", self.content)) if value is not None}
+
+
+class ChatChunkChoice(BaseModel):
+    index: int
+    delta: Delta
+    logprobs: ChatLogprobs | None = None
+    finish_reason: str | None = None
+
+
+class AnswerObject(BaseModel):
+    """What every answer object repeats: its id, creation time and the model that wrote it."""
+
+    id: str
+    created: int
+    model: str
+    usage: Usage | None = None  # streamed chunks: only the last, with stream_options.include_usage
+
+
+class TextCompletionObject(AnswerObject):
+    """`/v1/completions`: the whole answer, and each streamed chunk."""
+
+    object: Literal["text_completion"] = "text_completion"
+    choices: list[TextChoice]
+
+
+class ChatCompletionObject(AnswerObject):
+    object: Literal["chat.completion"] = "chat.completion"
+    choices: list[ChatChoice]
+
+
+class ChatCompletionChunk(AnswerObject):
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    choices: list[ChatChunkChoice]
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "gptlab"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class Classification(BaseModel):
+    index: int
+    label: str  # the most likely class
+    probabilities: dict[str, float]  # every class's
+
+
+class ClassificationList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Classification]
+
+
+def chat_logprobs(tokens: Sequence[TokenLogprob], piece: Callable[[int], bytes]) -> ChatLogprobs:
     """Chat's `logprobs`: per token its text, log-probability, bytes and the top alternatives."""
 
-    def entry(token: int, logprob: float) -> dict[str, Any]:
+    def entry(token: int, logprob: float) -> TopLogprob:
         raw = piece(token)
-        return {"token": raw.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(raw)}
+        return TopLogprob(token=raw.decode("utf-8", errors="replace"), logprob=logprob, bytes=list(raw))
 
-    return {"content": [{**entry(t.id, t.logprob), "top_logprobs": [entry(i, lp) for i, lp in t.top]}
-                        for t in tokens], "refusal": None}
+    return ChatLogprobs(content=[ChatTokenLogprob(**entry(t.id, t.logprob).model_dump(),
+                                                  top_logprobs=[entry(i, lp) for i, lp in t.top]) for t in tokens])
 
 
 def completion_logprobs(tokens: Sequence[TokenLogprob], piece: Callable[[int], bytes],
-                        first: int | None = None, offset: int = 0) -> dict[str, Any]:
+                        first: int | None = None, offset: int = 0) -> CompletionLogprobs:
     """Completions' `logprobs`: parallel lists of tokens, log-probabilities, alternatives and text offsets.
 
     `first`: an echoed prompt's first token, which nothing before it predicts (its log-probability
     and alternatives are null, as OpenAI reports them).
     """
-    texts = [piece(t).decode("utf-8", errors="replace") for t in ([first] if first is not None else [])]
-    texts += [piece(t.id).decode("utf-8", errors="replace") for t in tokens]
+
+    def text(token: int) -> str:
+        return piece(token).decode("utf-8", errors="replace")
+
+    texts = ([text(first)] if first is not None else []) + [text(t.id) for t in tokens]
     offsets = []
-    for text in texts:
+    for token_text in texts:
         offsets.append(offset)
-        offset += len(text)
-    lead: list[Any] = [None] if first is not None else []
-    return {"tokens": texts, "token_logprobs": lead + [t.logprob for t in tokens],
-            "top_logprobs": lead + [{piece(i).decode("utf-8", errors="replace"): lp for i, lp in t.top}
-                                    for t in tokens],
-            "text_offset": offsets}
+        offset += len(token_text)
+    lead: list[None] = [None] if first is not None else []
+    return CompletionLogprobs(tokens=texts, token_logprobs=[*lead, *(t.logprob for t in tokens)],
+                              top_logprobs=[*lead, *({text(i): lp for i, lp in t.top} for t in tokens)],
+                              text_offset=offsets)

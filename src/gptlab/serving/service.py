@@ -18,7 +18,7 @@ from gptlab.engine import Engine, QueueFull
 from gptlab.evaluation.perplexity import token_logprobs
 from gptlab.generation import GenerationSettings, TextCompletion, TokenLogprob
 from gptlab.prompts import Conversation, PromptStyle
-from gptlab.serving.api import APIError, Request
+from gptlab.serving.api import APIError, Classification, Request
 
 
 @dataclass(frozen=True)
@@ -42,14 +42,6 @@ class ServeDefaults:
             raise ValueError(f"--max-tokens must be at least 1, got {self.max_tokens}")
 
 
-@dataclass(frozen=True)
-class Classification:
-    """One text's class: the most likely label and every label's probability."""
-
-    label: str
-    probabilities: dict[str, float]
-
-
 @dataclass
 class Classifier:
     """A `gptlab finetune classify` model served beside the language model (`--classifier`)."""
@@ -60,8 +52,8 @@ class Classifier:
     def classify(self, texts: list[str]) -> list[Classification]:
         """Each text's label and probabilities, encoded as in training (the last real token is read)."""
         rows = classify_texts(self.loaded, texts).tolist()
-        return [Classification(self.labels[max(range(len(row)), key=row.__getitem__)],
-                               dict(zip(self.labels, row))) for row in rows]
+        return [Classification(index=i, label=self.labels[max(range(len(row)), key=row.__getitem__)],
+                               probabilities=dict(zip(self.labels, row))) for i, row in enumerate(rows)]
 
 
 @dataclass(frozen=True)
@@ -91,6 +83,12 @@ class ModelService:
     defaults: ServeDefaults = field(default_factory=ServeDefaults)
     classifier: Classifier | None = None
     created: int = field(default_factory=lambda: int(time.time()))
+
+    def check_model(self, name: str | None) -> None:
+        """Any model but the one served (None: unnamed) is a 404 that names the one served."""
+        if name is not None and name != self.name:
+            raise APIError(404, f"model {name!r} not found; this server serves {self.name!r}", "model",
+                           code="model_not_found")
 
     def info(self) -> ServerInfo:
         dtype = next(self.loaded.model.parameters()).dtype
