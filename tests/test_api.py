@@ -40,3 +40,20 @@ def test_ask_the_built_in_model_a_real_question():
     assert "Paris" in ask(model, "What is the capital of France?", temperature=0, max_new_tokens=20)
     assert "Paris" in ask(model, "What is the capital of France?", system="Be brief.", temperature=0,
                           max_new_tokens=20)
+
+
+def test_compile_is_asked_once_per_model_and_answers_as_without(monkeypatch):
+    import torch
+
+    model = load_model("gpt-tiny", seed=0)
+    expected = generate(model, "Every effort moves you", max_new_tokens=8, temperature=0)
+    compiled: list[object] = []
+
+    def traced(fn, **kwargs):  # stands in for torch.compile (slow here; the real one: test_cli_compile.py)
+        compiled.append(fn)
+        return fn
+
+    monkeypatch.setattr(torch, "compile", traced)
+    assert generate(model, "Every effort moves you", compile=True, max_new_tokens=8, temperature=0) == expected
+    assert ask(model, "Hi", compile=True, max_new_tokens=2) is not None
+    assert len(compiled) == 1 and model.model.compiled_step is not None

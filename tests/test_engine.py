@@ -132,3 +132,44 @@ def test_queue_full_past_max_queue_and_close_without_draining_cancels(model):
         engine.submit(TOKENIZER, [4], long)
     with pytest.raises(ValueError, match="max_batch must be >= 1"):
         EngineLimits(max_batch=0)
+
+
+def test_responses_decoded_together_equal_each_record_generated_alone():
+    """`gptlab respond` and run folders: records join the engine as others end; text as one by one."""
+    from gptlab.data.instruction import Record
+    from gptlab.evaluation.responses import cut_at_stop, generate_responses
+    from gptlab.generation import generate
+    from gptlab.models import preset_config
+    from gptlab.prompts import prompt_style
+    from gptlab.tokenizer import GPT2Tokenizer
+
+    torch.manual_seed(0)
+    tiny, tokenizer, style = GPT(preset_config("gpt-tiny")).eval(), GPT2Tokenizer(), prompt_style("alpaca")
+    records = [Record(instruction=f"Say {'more ' * i}words.", input="" if i % 2 else "x " * i, output="", original={})
+               for i in range(7)]
+    together = list(generate_responses(tiny, tokenizer, style, records, max_new_tokens=12, max_batch=3))
+    settings = GenerationSettings(max_new_tokens=12, temperature=0).stopping_for(tokenizer)
+    alone = [cut_at_stop(tokenizer.decode(list(generate(tiny, tokenizer.encode(style.prompt(r.instruction, r.input)),
+                                                        settings))), style.stop_strings) for r in records]
+    assert together == alone and len(set(alone)) > 1
+
+
+def test_compile_falls_back_to_eager_decoding_with_a_clear_message(model, monkeypatch, caplog):
+    from gptlab.generation import compile_decode
+
+    def unavailable(fn, **kwargs):
+        def fail(*args, **kwargs):
+            raise RuntimeError("Compiler: cc is not found\nmore detail")
+        return fail
+
+    monkeypatch.setattr(torch, "compile", unavailable)
+    expected, _ = alone(model, "abc", GREEDY)
+    report = compile_decode(model)
+    assert report.error == "Compiler: cc is not found" and model.compiled_step is None
+    assert "torch.compile is unavailable here (Compiler: cc is not found); decoding uncompiled" in caplog.text
+    engine = Engine(model, EngineLimits(max_batch=2), compile=True)
+    try:
+        assert not engine.compiled
+        assert "".join(engine.submit(TOKENIZER, TOKENIZER.encode("abc"), GREEDY)) == expected
+    finally:
+        engine.close()

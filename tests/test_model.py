@@ -58,8 +58,8 @@ def test_cached_logits_match_uncached_for_every_step():
         cache = KVCache.allocate(model.config, batch_size=2)
         with torch.no_grad():
             for row in range(2):  # prefill 16, then a chunk of 7 at position 16
-                first = model.lm_head(model.prefill(idx[row : row + 1, :16], cache, row))
-                second = model.lm_head(model.prefill(idx[row : row + 1, 16:23], cache, row, start=16))
+                first = model.lm_head(model.prefill(idx[row : row + 1, :16], cache, [row]))
+                second = model.lm_head(model.prefill(idx[row : row + 1, 16:23], cache, [row], start=16))
                 assert (torch.cat([first, second], dim=1) - full[row : row + 1, :23]).abs().max() < 1e-5
             for t in range(23, 48):
                 positions = torch.tensor([t, t])
@@ -67,19 +67,22 @@ def test_cached_logits_match_uncached_for_every_step():
                 assert (step - full[:, t]).abs().max() < 1e-5
 
 
-def test_rows_decode_at_their_own_positions_and_unused_places_change_nothing():
-    """A short and a long prompt in one cache, stepped together: each row equals its prompt alone."""
+def test_rows_prefilled_together_then_decoded_at_their_own_positions_equal_each_alone():
+    """A short and a long prompt, prefilled right-padded into rows 2 and 0, then stepped together:
+    each row equals its prompt alone; padding and stale places are never read."""
     model = make_model()
     short, long = torch.randint(0, 97, (1, 5)), torch.randint(0, 97, (1, 30))
-    cache = KVCache.allocate(model.config, batch_size=2)
+    cache = KVCache.allocate(model.config, batch_size=3)
     for keys in cache.keys:
         keys.normal_()  # stale data in unused places must be masked out
+    padded = torch.cat([torch.cat([short[:, :-1], torch.full((1, 25), 7)], dim=1), long[:, :-1]])  # (2, 29)
     with torch.no_grad():
-        model.prefill(short[:, :-1], cache, 0)
-        model.prefill(long[:, :-1], cache, 1)
-        both = model.decode_step(torch.tensor([short[0, -1], long[0, -1]]), torch.tensor([4, 29]), cache, span=40)
-        assert (both[0] - model(short)[0, -1]).abs().max() < 1e-5
-        assert (both[1] - model(long)[0, -1]).abs().max() < 1e-5
+        hidden = model.prefill(padded, cache, [2, 0])
+        assert (model.lm_head(hidden[0, 3]) - model(short[:, :-1])[0, -1]).abs().max() < 1e-5
+        rows = model.decode_step(torch.tensor([long[0, -1], 0, short[0, -1]]), torch.tensor([29, 0, 4]), cache,
+                                 span=40)
+        assert (rows[2] - model(short)[0, -1]).abs().max() < 1e-5
+        assert (rows[0] - model(long)[0, -1]).abs().max() < 1e-5
 
 
 def test_grouped_query_attention_reads_shared_heads_in_place_on_both_paths():
@@ -91,8 +94,8 @@ def test_grouped_query_attention_reads_shared_heads_in_place_on_both_paths():
     cache = KVCache.allocate(model.config, batch_size=2)
     assert cache.keys[0].shape == (2, 2, 64, 8)  # two key/value heads cached, not four
     with torch.no_grad():
-        model.prefill(idx[:1, :19], cache, 0)
-        model.prefill(idx[1:, :10], cache, 1)
+        model.prefill(idx[:1, :19], cache, [0])
+        model.prefill(idx[1:, :10], cache, [1])
         step = model.decode_step(torch.tensor([idx[0, 19], idx[1, 10]]), torch.tensor([19, 10]), cache, span=32)
     assert (step[0] - sdpa[0, 19]).abs().max() < 1e-5
     assert (step[1] - model(idx[1:, :11])[0, -1]).abs().max() < 1e-5

@@ -26,6 +26,8 @@ _PUBLIC = {  # name -> module that defines it
     "GPTConfig": "gptlab.config",
     "GenerationSettings": "gptlab.generation",
     "Completion": "gptlab.generation",
+    "Engine": "gptlab.engine",
+    "EngineLimits": "gptlab.engine",
     "generate": "gptlab.api",
     "stream": "gptlab.api",
     "ask": "gptlab.api",

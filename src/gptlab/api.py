@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from gptlab.checkpoint import LoadedModel
-from gptlab.generation import Completion, GenerationSettings
+from gptlab.generation import Completion, GenerationSettings, compile_decode
 from gptlab.prompts import Conversation, style_for
 
 
@@ -22,23 +22,33 @@ def _settings(settings: GenerationSettings | None, changes: dict[str, Any]) -> G
     return dataclasses.replace(settings or GenerationSettings(), **changes)
 
 
-def stream(model: LoadedModel, prompt: str, settings: GenerationSettings | None = None,
+def _compiled(model: LoadedModel, compile: bool) -> None:
+    """Compile the model's decode step once when asked (`gptlab generate --compile`); later calls reuse it."""
+    if compile and model.model.compiled_step is None:
+        compile_decode(model.model)
+
+
+def stream(model: LoadedModel, prompt: str, settings: GenerationSettings | None = None, compile: bool = False,
            **changes: Any) -> Iterator[str]:
     """Text pieces continuing `prompt` as they are generated; `changes` are `GenerationSettings`
-    fields (e.g. `temperature=0, max_new_tokens=50`). Ends at end-of-text or a stop."""
+    fields (e.g. `temperature=0, max_new_tokens=50`). Ends at end-of-text or a stop. `compile`
+    compiles the one-token decode step first (once per model; slow once, faster decoding after)."""
+    _compiled(model, compile)
     ids = model.tokenizer.encode(prompt)
     yield from Completion(model.model, model.tokenizer, ids, _settings(settings, changes))
 
 
-def generate(model: LoadedModel, prompt: str, settings: GenerationSettings | None = None, **changes: Any) -> str:
+def generate(model: LoadedModel, prompt: str, settings: GenerationSettings | None = None, compile: bool = False,
+             **changes: Any) -> str:
     """The continuation of `prompt` (without the prompt), as `gptlab generate` prints it."""
-    return "".join(stream(model, prompt, settings, **changes))
+    return "".join(stream(model, prompt, settings, compile, **changes))
 
 
 def ask(model: LoadedModel, message: str, system: str | None = None, prompt_style: str | None = None,
-        settings: GenerationSettings | None = None, **changes: Any) -> str:
+        settings: GenerationSettings | None = None, compile: bool = False, **changes: Any) -> str:
     """One answer of an instruction-tuned model, framed in its prompt style as `gptlab chat` frames
     the first message (`system` replaces the model's default system message)."""
+    _compiled(model, compile)
     style = style_for(model.meta, prompt_style)
     conversation = Conversation.opened(model.tokenizer, style, model.model.config.context_length, system)
     return "".join(conversation.completion(model.model, message, _settings(settings, changes))).strip()

@@ -23,6 +23,7 @@ from gptlab.generation import (
     GenerationSettings,
     TextStream,
     TokenLogprob,
+    attention_span,
     compile_decode,
     new_generator,
     pick_tokens,
@@ -34,6 +35,7 @@ from gptlab.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 MIN_CACHE_LEN = 64  # the cache grows in powers of two from here as longer requests arrive
+PREFILL_TOKENS = 4096  # padded prompt tokens prefilled in one forward pass, at most
 
 
 class QueueFull(Exception):
@@ -109,7 +111,9 @@ class EngineCompletion(TextStream):
         self.request.cancelled.set()
 
     def __del__(self) -> None:
-        self.request.cancelled.set()
+        request = self.__dict__.get("request")  # absent when __init__ refused the prompt
+        if request is not None:
+            request.cancelled.set()
 
     def _tokens(self) -> Iterator[int]:
         while True:
@@ -121,6 +125,18 @@ class EngineCompletion(TextStream):
                 return
             self._record(event.id, event.logprob)
             yield event.id
+
+
+def prefill_groups(requests: list[_Request]) -> list[list[_Request]]:
+    """Requests in groups to prefill together: similar lengths (less padding), at most
+    PREFILL_TOKENS padded tokens a group (bounded memory), the shortest first."""
+    groups: list[list[_Request]] = []
+    for request in sorted(requests, key=lambda r: len(r.prompt)):
+        if groups and (len(groups[-1]) + 1) * len(request.prompt) <= PREFILL_TOKENS:
+            groups[-1].append(request)
+        else:
+            groups.append([request])
+    return groups
 
 
 class Engine:
@@ -197,21 +213,24 @@ class Engine:
                 request.slot = heapq.heappop(self._free)
                 starting.append(request)
             self._running += len(starting)
-        for request in starting:
-            self._start(request)
+        self._rows.extend(starting)
+        for request in [r for r in starting if r.cancelled.is_set() or r.settings.max_new_tokens == 0]:
+            self._finish(request, "cancelled" if request.cancelled.is_set() else "length")
+        for group in prefill_groups([r for r in starting if r in self._rows]):
+            self._start(group)
         return True
 
-    def _start(self, request: _Request) -> None:
-        """Prefill a request's prompt into its slot and deliver its first token."""
-        self._rows.append(request)
-        if request.cancelled.is_set() or request.settings.max_new_tokens == 0:
-            self._finish(request, "cancelled" if request.cancelled.is_set() else "length")
-            return
-        self._make_room(len(request.prompt) + request.settings.max_new_tokens)
-        request.generator = new_generator(request.settings.seed, self._device)
-        logits = prefill_logits(self.model, request.prompt, self._cache, request.slot)[None]  # (1, V)
-        request.position = len(request.prompt)
-        self._deliver(request, pick_tokens(logits, [request.settings], [request.generator])[0], logits[0])
+    def _start(self, requests: list[_Request]) -> None:
+        """Prefill prompts into their slots, together, and deliver each one's first token."""
+        self._make_room(max(len(r.prompt) + r.settings.max_new_tokens for r in requests))
+        for request in requests:
+            request.generator = new_generator(request.settings.seed, self._device)
+            request.position = len(request.prompt)
+        logits = prefill_logits(self.model, [r.prompt for r in requests], self._cache,
+                                [r.slot for r in requests])  # (n, V)
+        picked = pick_tokens(logits, [r.settings for r in requests], [r.generator for r in requests])
+        for row, (request, token) in enumerate(zip(requests, picked, strict=True)):
+            self._deliver(request, token, logits[row])
 
     def _step(self) -> None:
         """Decode one token for every running row, each at its own position."""
@@ -225,7 +244,7 @@ class Engine:
             tokens[request.slot], positions[request.slot] = request.last, request.position
         logits = self.model.decode_step(torch.tensor(tokens, device=self._device),
                                         torch.tensor(positions, device=self._device),
-                                        self._cache, self._cache.max_len)  # (width, V)
+                                        self._cache, attention_span(max(positions), self._cache.max_len))
         rows = list(self._rows)
         slots = torch.tensor([r.slot for r in rows], device=self._device)
         picked = pick_tokens(logits[slots], [r.settings for r in rows], [r.generator for r in rows])

@@ -153,17 +153,29 @@ def pick_tokens(logits: Tensor, settings: Sequence[GenerationSettings],
     return picked
 
 
-def prefill_logits(model: GPT, prompt: Sequence[int], cache: KVCache, slot: int) -> Tensor:
-    """Float32 logits (V,) after `prompt`, its keys/values stored in row `slot` of `cache`."""
+def prefill_logits(model: GPT, prompts: Sequence[Sequence[int]], cache: KVCache, slots: Sequence[int]) -> Tensor:
+    """Float32 logits (n, V) after each prompt, prefilled together (right-padded) into cache rows `slots`."""
     device = cache.keys[0].device
-    hidden = model.prefill(torch.tensor([list(prompt)], device=device), cache, slot)  # (1, T, C)
-    return model.lm_head(hidden[0, -1]).float()
+    lengths = [len(p) for p in prompts]
+    ids = torch.zeros(len(prompts), max(lengths), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, : len(prompt)] = torch.tensor(list(prompt))
+    hidden = model.prefill(ids.to(device), cache, slots)  # (n, T, C)
+    last = hidden[torch.arange(len(prompts), device=device), torch.tensor(lengths, device=device) - 1]  # (n, C)
+    return model.lm_head(last).float()
 
 
 def _recomputed_logits(model: GPT, sequences: Sequence[Sequence[int]], device: torch.device) -> Tensor:
     """Float32 logits (B, V) after each sequence, recomputed from scratch (no cache)."""
     rows = [model.lm_head(model.hidden(torch.tensor([list(seq)], device=device))[0, -1]) for seq in sequences]
     return torch.stack(rows).float()
+
+
+def attention_span(last_position: int, max_len: int) -> int:
+    """Cache places a decode step attends over when no row is past `last_position`: that, rounded
+    up to a power of two (at least 64, at most the cache), so the step's shape changes only
+    a few times while attention reads little more than it needs."""
+    return min(max_len, max(64, 1 << last_position.bit_length()))
 
 
 @dataclass(frozen=True)
@@ -193,7 +205,9 @@ def compile_decode(model: GPT, rows: int = 1) -> CompileReport:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         log.warning("torch.compile is unavailable here (%s); decoding uncompiled", reason)
         return CompileReport(time.perf_counter() - started, reason)
-    return CompileReport(time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    log.info("compiled the one-token decode step (%d row%s) in %.1f s", rows, "" if rows == 1 else "s", seconds)
+    return CompileReport(seconds)
 
 
 def decode_steps(
@@ -229,10 +243,11 @@ def _decode(
     if settings.kv_cache:
         cache = KVCache.allocate(model.config, len(sequences), max(map(len, sequences)) + max_new_tokens, device,
                                  next(model.parameters()).dtype)
-        logits = torch.stack([prefill_logits(model, seq, cache, row) for row, seq in enumerate(sequences)])
+        logits = prefill_logits(model, sequences, cache, range(len(sequences)))
     else:  # recompute everything each step (for teaching and tests)
         logits = _recomputed_logits(model, sequences, device)
     positions = torch.tensor([len(seq) for seq in sequences], device=device)  # (B,) where each next token goes
+    last_position = max(map(len, sequences))  # the furthest place any row writes next (host-side, no sync)
     for step in range(max_new_tokens):
         picked = pick_tokens(logits, [settings] * len(sequences), generators)
         next_ids = [stop if done else token for done, token in zip(finished, picked, strict=True)]
@@ -241,8 +256,10 @@ def _decode(
         if all(finished) or step == max_new_tokens - 1:
             return
         if cache is not None:
-            logits = model.decode_step(torch.tensor(next_ids, device=device), positions, cache, cache.max_len)
+            span = attention_span(last_position, cache.max_len)
+            logits = model.decode_step(torch.tensor(next_ids, device=device), positions, cache, span)
             positions += 1
+            last_position += 1
         else:
             sequences = [[*seq, token] for seq, token in zip(sequences, next_ids, strict=True)]
             logits = _recomputed_logits(model, sequences, device)
@@ -275,6 +292,7 @@ class TextCompletion(Protocol):
     """What serving code reads from a completion, whichever loop produces it (`Completion` here, or
     `engine.EngineCompletion`): text pieces while iterating, then `ids`, `finish_reason` and `logprobs`."""
 
+    prompt_ids: list[int]  # the prompt as fitted to the context
     ids: list[int]
     finish_reason: str | None  # "stop" | "length" | "cancelled", once iteration ends
     logprobs: list[TokenLogprob]

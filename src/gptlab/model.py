@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -73,16 +73,17 @@ class KVCache:
 
 @dataclass(frozen=True)
 class SlotSpan:
-    """Where a prefill writes: T tokens of one row (`slot`), at positions start .. start + T - 1."""
+    """Where a prefill writes: T tokens into each of some rows (`slots`), at positions start .. start + T - 1."""
 
-    slot: int
+    slots: Tensor  # (n,) long: the cache row of each prefilled sequence
     start: int
 
     def store(self, buf: Tensor, new: Tensor) -> Tensor:
-        """Write `new` (1, n_kv, T, hs) into `buf` (B, n_kv, L, hs); the row's keys so far (1, n_kv, S, hs)."""
+        """Write `new` (n, n_kv, T, hs) into those rows of `buf` (B, n_kv, L, hs); the rows' keys so far
+        (n, n_kv, start + T, hs): `new` itself when the rows start empty."""
         end = self.start + new.shape[2]
-        buf[self.slot : self.slot + 1, :, self.start : end] = new
-        return buf[self.slot : self.slot + 1, :, :end]
+        buf[self.slots, :, self.start : end] = new
+        return new if self.start == 0 else buf[self.slots, :, :end]
 
 
 @dataclass(frozen=True)
@@ -326,15 +327,21 @@ class GPT(nn.Module):
             raise ValueError(f"sequence of {T} tokens exceeds the context length ({self.config.context_length})")
         return self._blocks(idx, torch.arange(T, device=idx.device)[None], None)
 
-    def prefill(self, idx: Tensor, cache: KVCache, slot: int, start: int = 0) -> Tensor:
-        """Hidden states (1, T, C) of `idx` (1, T) continuing row `slot` of `cache` at position
-        `start` (0: a new prompt), storing its keys/values there."""
+    def prefill(self, idx: Tensor, cache: KVCache, slots: Sequence[int], start: int = 0) -> Tensor:
+        """Hidden states (n, T, C) of `idx` (n, T), row i continuing cache row `slots[i]` at position
+        `start` (0: new prompts), its keys/values stored there.
+
+        Prompts of different lengths go in right-padded: a row's padding writes keys past its end,
+        which no step reads before overwriting them, so each row's hidden states up to its length
+        are what it would get alone.
+        """
         T = idx.shape[1]
         if start + T > cache.max_len:
             raise ValueError(f"sequence of {start + T} tokens exceeds the cache's length ({cache.max_len})")
         pos = torch.arange(start, start + T, device=idx.device)[None]  # (1, T)
         mask = causal_mask(T, start + T, idx.device) if start else None
-        return self._blocks(idx, pos, mask, cache, SlotSpan(slot, start))
+        rows = torch.tensor(list(slots), dtype=torch.long, device=idx.device)
+        return self._blocks(idx, pos, mask, cache, SlotSpan(rows, start))
 
     def decode_step(self, tokens: Tensor, positions: Tensor, cache: KVCache, span: int) -> Tensor:
         """Next-token logits (R, V), float32, for one token per row: row b's token `tokens[b]` at

@@ -63,6 +63,13 @@ def _generate(model: Path | str, *flags: str) -> list[str]:
             "--device", "cpu", *flags]
 
 
+def respond_with_max_batch_0(folder: Path, tiny: Path) -> list[str]:
+    records = folder / "records.json"
+    records.write_text(json.dumps([{"instruction": "Say hi.", "input": "", "output": "hi"}]))
+    return ["respond", "--model", str(tiny), "--data", str(records), "--out", str(folder / "out.json"),
+            "--max-batch", "0"]
+
+
 def bad_float_in_run_config(folder: Path, tiny: Path) -> list[str]:
     config = folder / "config.json"
     config.write_text(json.dumps({"task": "pretrain", "data": ["the-verdict"], "model": "gpt-tiny",
@@ -206,6 +213,7 @@ CASES = [
     Case("classify --file on non-UTF-8 text", classify_file_not_utf8, 1, ("{dir}/texts.txt:2", "UTF-8")),
     Case("missing model", missing_model, 1, ("{dir}/nowhere", "not found")),
     Case("unknown preset", unknown_preset, 1, ("gpt-huge", "not found")),
+    Case("respond --max-batch 0", respond_with_max_batch_0, 1, ("max_batch must be >= 1, got 0",)),
     Case("temperature 1e-300", tiny_temperature, 0),
     Case("top_p 1e-46", tiny_top_p, 0),
     Case("1,000,000 spaces as the prompt", a_million_spaces_as_the_prompt, 0, ("left-truncated",),

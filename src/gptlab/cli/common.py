@@ -54,6 +54,22 @@ def add_generation_flags(p: argparse.ArgumentParser, max_new_tokens: int = 50, t
                    help="recompute the whole sequence every step (slow; to compare with the cache)")
 
 
+def add_compile_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--compile", action="store_true",
+                   help="compile the one-token decode step with torch.compile before answering (takes a while "
+                        "once, reported; faster decoding after; falls back to uncompiled where compile cannot run)")
+
+
+def add_batching_flags(p: argparse.ArgumentParser, max_queue: bool = True) -> None:
+    """--max-batch (and --max-queue): how many requests the batching engine decodes together (and keeps waiting)."""
+    p.add_argument("--max-batch", "--batch-size", dest="max_batch", type=int, default=8, metavar="N",
+                   help="requests decoded together, each joining as another ends (default 8; --batch-size is "
+                        "its older name)")
+    if max_queue:
+        p.add_argument("--max-queue", type=int, default=64, metavar="N",
+                       help="requests waiting for a free row; more are refused with 429 (default 64)")
+
+
 def add_prompt_style_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt-style", choices=list(PROMPT_STYLES), default=None,
                    help="how instructions are framed (default: the model's own, else alpaca)")

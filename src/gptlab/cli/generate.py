@@ -6,10 +6,17 @@ import argparse
 import json
 
 from gptlab.checkpoint import LoadedModel
-from gptlab.cli.common import add_device_flags, add_generation_flags, generation_settings, load, model_command
+from gptlab.cli.common import (
+    add_compile_flag,
+    add_device_flags,
+    add_generation_flags,
+    generation_settings,
+    load,
+    model_command,
+)
 from gptlab.data.text import token_stream
 from gptlab.evaluation.perplexity import perplexity
-from gptlab.generation import Completion, GenerationSettings
+from gptlab.generation import Completion, GenerationSettings, compile_decode
 
 QUIT_WORDS = ("quit", "exit")
 
@@ -60,6 +67,7 @@ def add_generate(commands: argparse._SubParsersAction) -> None:
                         GENERATE)
     gen.add_argument("--prompt", default=None, help="the text to continue (omit for interactive mode)")
     add_generation_flags(gen)
+    add_compile_flag(gen)
     gen.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     gen.add_argument("--json", action="store_true",
                      help='print one JSON object {"prompt", "completion", "completion_ids", "finish_reason"}')
@@ -68,6 +76,8 @@ def add_generate(commands: argparse._SubParsersAction) -> None:
 def cmd_generate(args: argparse.Namespace) -> int:
     loaded = load(args)
     settings = generation_settings(args)
+    if args.compile:
+        compile_decode(loaded.model)
     if args.prompt is None:
         return _interactive(loaded, settings)
     pieces = Completion(loaded.model, loaded.tokenizer, loaded.tokenizer.encode(args.prompt), settings)

@@ -12,6 +12,8 @@ from tqdm import tqdm
 from gptlab.chat import chat
 from gptlab.cli.classify import label_names
 from gptlab.cli.common import (
+    add_batching_flags,
+    add_compile_flag,
     add_generation_flags,
     add_prompt_style_flag,
     add_record_field_flags,
@@ -22,6 +24,7 @@ from gptlab.cli.common import (
 from gptlab.data.instruction import load_records, write_records
 from gptlab.engine import Engine, EngineLimits
 from gptlab.evaluation.responses import RESPONSES_FILE, generate_responses
+from gptlab.generation import compile_decode
 from gptlab.prompts import style_for
 from gptlab.serving.guards import Protection
 from gptlab.serving.server import Listening, serve
@@ -40,7 +43,8 @@ def add_respond(commands: argparse._SubParsersAction) -> None:
     add_prompt_style_flag(respond)
     respond.add_argument("--max-new-tokens", type=int, default=256, metavar="N",
                          help="max tokens per response (default 256)")
-    respond.add_argument("--batch-size", type=int, default=8, help="records generated together (default 8)")
+    add_batching_flags(respond, max_queue=False)
+    add_compile_flag(respond)
     add_record_field_flags(respond)
 
 
@@ -50,7 +54,7 @@ def cmd_respond(args: argparse.Namespace) -> int:
     loaded = load(args)
     style = style_for(loaded.meta, args.prompt_style)
     responses = list(tqdm(generate_responses(loaded.model, loaded.tokenizer, style, records, args.max_new_tokens,
-                                             args.batch_size),
+                                             args.max_batch, args.compile),
                           total=len(records), desc="responses", unit="record", dynamic_ncols=True))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -68,10 +72,13 @@ def add_chat(commands: argparse._SubParsersAction) -> None:
                                 CHAT)
     add_prompt_style_flag(chat_parser)
     add_generation_flags(chat_parser, max_new_tokens=256, temperature=0.7, top_k=50)
+    add_compile_flag(chat_parser)
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
     loaded = load(args)
+    if args.compile:
+        compile_decode(loaded.model)
     style = style_for(loaded.meta, args.prompt_style)
     if sys.stdin.isatty():
         import readline  # noqa: F401  (line editing and history for input())
@@ -112,12 +119,8 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
     server.add_argument("--classifier", default=None, metavar="DIR",
                         help="also serve this classifier (a gptlab finetune classify run or checkpoint) at "
                              "POST /v1/classify and in the chat page's Classify tab")
-    limits = EngineLimits()
-    server.add_argument("--max-batch", type=int, default=limits.max_batch, metavar="N",
-                        help=f"requests decoded together, each in its own KV-cache slot (default {limits.max_batch})")
-    server.add_argument("--max-queue", type=int, default=limits.max_queue, metavar="N",
-                        help="requests waiting for a slot; beyond it new ones get 429 with Retry-After (default "
-                             f"{limits.max_queue})")
+    add_batching_flags(server)
+    add_compile_flag(server)
     server.add_argument("--api-key", default=None,
                         help="require `Authorization: Bearer KEY` on every route but /health (default: "
                              "$GPTLAB_API_KEY, else none)")
@@ -152,7 +155,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     style = style_for(loaded.meta, args.prompt_style)
     name = args.name or Path(args.model.rstrip("/")).name
     classifier = load_classifier(args)
-    engine = Engine(loaded.model, EngineLimits(args.max_batch, args.max_queue))
+    engine = Engine(loaded.model, EngineLimits(args.max_batch, args.max_queue), args.compile)
     service = ModelService(loaded, style, name, engine, defaults, classifier)
 
     def ready(url: str) -> None:

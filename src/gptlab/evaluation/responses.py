@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from gptlab.data.instruction import Record
-from gptlab.generation import GenerationSettings, generate_batch
+from gptlab.engine import Engine, EngineLimits
+from gptlab.generation import GenerationSettings
 from gptlab.model import GPT
 from gptlab.prompts import PromptStyle
 from gptlab.tokenizer import Tokenizer
@@ -20,16 +21,25 @@ def cut_at_stop(text: str, stop_strings: Sequence[str]) -> str:
 
 
 def generate_responses(model: GPT, tokenizer: Tokenizer, style: PromptStyle, records: Sequence[Record],
-                       max_new_tokens: int = 256, batch_size: int = 8) -> Iterator[str]:
+                       max_new_tokens: int = 256, max_batch: int = 8, compile: bool = False) -> Iterator[str]:
     """One response per record, in order: greedy decoding (deterministic), ending at end-of-text
-    or at the style's stop strings (e.g. the next `###`)."""
+    or at the style's stop strings (e.g. the next `###`). Records are decoded together by the
+    batching engine, `max_batch` at a time, each joining as soon as another one ends."""
     if tokenizer.eos_id is None:
         raise ValueError(f"the {tokenizer.name} tokenizer has no end-of-text token to end responses with")
-    context = model.config.context_length
-    for start in range(0, len(records), batch_size):
-        prompts = [tokenizer.encode(style.prompt(r.instruction, r.input)) for r in records[start:start + batch_size]]
-        room = context - max(len(p) for p in prompts)  # new tokens that fit beside the longest prompt
-        settings = GenerationSettings(max_new_tokens=min(max_new_tokens, max(room, 1)),
-                                      temperature=0).stopping_for(tokenizer)
-        for ids in generate_batch(model, prompts, settings):
-            yield cut_at_stop(tokenizer.decode(ids), style.stop_strings)
+    prompts = [tokenizer.encode(style.prompt(r.instruction, r.input)) for r in records]
+    engine = Engine(model, EngineLimits(max_batch=max_batch, max_queue=max(len(prompts), 1)), compile=compile)
+    try:
+        completions = [engine.submit(tokenizer, prompt, _greedy(prompt, max_new_tokens, model.config.context_length))
+                       for prompt in prompts]
+        for completion in completions:
+            for _ in completion:  # wait for it; the text is decoded whole, as the tokenizer decodes it
+                pass
+            yield cut_at_stop(tokenizer.decode(completion.ids), style.stop_strings)
+    finally:
+        engine.close(drain=False)
+
+
+def _greedy(prompt: Sequence[int], max_new_tokens: int, context: int) -> GenerationSettings:
+    """Greedy settings whose new tokens fit beside `prompt` (at least one)."""
+    return GenerationSettings(max_new_tokens=min(max_new_tokens, max(context - len(prompt), 1)), temperature=0)
