@@ -172,3 +172,37 @@ def test_sampling_at_tiny_temperatures_and_top_p_gives_a_valid_token(temperature
     assert picked.shape == (3,) and bool(((picked >= 0) & (picked < 4)).all())
     if temperature <= 1e-8 or (top_p is not None and top_p <= 1e-8):  # as good as greedy: the best token
         assert picked[0] == 2 and picked[2] == 1
+
+
+def test_completion_reports_logprobs_of_each_token_and_its_alternatives(model):
+    tok = CharTokenizer(ALPHABET)
+    prompt = [3, 1, 4]
+    completion = Completion(model, tok, prompt, GenerationSettings(max_new_tokens=6, temperature=0, logprobs=3))
+    "".join(completion)
+    assert [lp.id for lp in completion.logprobs] == completion.ids and len(completion.ids) == 6
+    with torch.no_grad():
+        full = model(torch.tensor([prompt + completion.ids]))[0].float().log_softmax(-1)  # (T, V), one pass
+    for place, lp in enumerate(completion.logprobs):
+        expected = full[len(prompt) - 1 + place]
+        assert abs(lp.logprob - float(expected[lp.id])) < 1e-4
+        assert [i for i, _ in lp.top] == expected.topk(3).indices.tolist()
+        assert lp.top[0][0] == lp.id  # greedy picks the most likely token
+    sampled = Completion(model, tok, prompt, GenerationSettings(max_new_tokens=4, temperature=2.0, seed=1, logprobs=0))
+    "".join(sampled)
+    with torch.no_grad():
+        full = model(torch.tensor([prompt + sampled.ids]))[0].float().log_softmax(-1)
+    for place, lp in enumerate(sampled.logprobs):  # before temperature, as OpenAI reports them
+        assert lp.top == () and abs(lp.logprob - float(full[len(prompt) - 1 + place, lp.id])) < 1e-4
+    assert Completion(model, tok, prompt, GenerationSettings(max_new_tokens=3)).logprobs == []
+    with pytest.raises(ValueError, match="logprobs must be between 0 and 20"):
+        GenerationSettings(logprobs=21)
+
+
+def test_a_cancelled_completion_stops_at_the_next_token(model):
+    settings = GenerationSettings(max_new_tokens=30, temperature=0)
+    completion = Completion(model, CharTokenizer(ALPHABET), [3, 1], settings)
+    pieces = iter(completion)
+    next(pieces)
+    completion.cancel()
+    rest = list(pieces)
+    assert completion.finish_reason == "cancelled" and len(completion.ids) < 30 and len(rest) <= 1

@@ -34,7 +34,7 @@ def test_defaults_follow_the_openai_api():
     request = parse_completion_request({"prompt": ["Once upon a time"]})
     assert request.prompt == "Once upon a time"
     assert (request.model, request.max_tokens, request.temperature, request.stop, request.stream) == \
-        (None, None, 1.0, (), False)
+        (None, None, None, (), False)  # None: the server's default temperature
     assert parse_chat_request({"messages": [{"role": "user", "content": "x"}],
                                "max_completion_tokens": 7}).max_tokens == 7
 

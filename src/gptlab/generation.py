@@ -10,6 +10,7 @@ import dataclasses
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -18,6 +19,27 @@ from gptlab.model import GPT, KVCache
 from gptlab.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit on alternatives per token
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token's log-probability and the most likely alternatives at its place.
+
+    Taken from the model's distribution before temperature, top-k and top-p, as OpenAI reports them.
+    """
+
+    id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...]  # (id, logprob), most likely first
+
+
+def token_logprob(logits: Tensor, token: int, top: int) -> TokenLogprob:
+    """`token`'s log-probability under `logits` (V,) and the `top` most likely (id, logprob) pairs."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)  # (V,)
+    best = torch.topk(logprobs, top) if top else None
+    pairs = tuple(zip(best.indices.tolist(), best.values.tolist())) if best is not None else ()
+    return TokenLogprob(token, float(logprobs[token]), pairs)
 
 
 @dataclass(frozen=True)
@@ -33,6 +55,7 @@ class GenerationSettings:
     end_of_text: bool = True  # with a tokenizer (Completion, responses), its end-of-text id stops too
     stop_strings: tuple[str, ...] = field(default=())  # text-level stops, see `stream_text`
     kv_cache: bool = True  # False recomputes the whole sequence each step (for teaching/tests)
+    logprobs: int | None = None  # report each token's log-probability and this many alternatives (0-20)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 0:
@@ -43,6 +66,8 @@ class GenerationSettings:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_TOP_LOGPROBS:
+            raise ValueError(f"logprobs must be between 0 and {MAX_TOP_LOGPROBS}, got {self.logprobs}")
 
     def stopping_for(self, tokenizer: Tokenizer) -> GenerationSettings:
         """These settings as text generation with `tokenizer` runs them: its end-of-text id (when it
@@ -117,7 +142,6 @@ def _left_pad(prompts: Sequence[Sequence[int]], device: torch.device) -> tuple[T
     return ids.to(device), valid.to(device)
 
 
-@torch.inference_mode()
 def decode_steps(
     model: GPT, prompts: Sequence[Sequence[int]], settings: GenerationSettings
 ) -> Iterator[Tensor]:
@@ -126,6 +150,15 @@ def decode_steps(
     Stops after `max_new_tokens` steps or once every row has produced a stop id; rows that
     stopped keep yielding stop ids, which callers drop.
     """
+    for next_ids, _ in _decode(model, prompts, settings):
+        yield next_ids
+
+
+@torch.inference_mode()
+def _decode(
+    model: GPT, prompts: Sequence[Sequence[int]], settings: GenerationSettings
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """`decode_steps`, with the float32 logits (B, V) each step's ids were picked from."""
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token")
     device = next(model.parameters()).device
@@ -151,7 +184,7 @@ def decode_steps(
         next_ids = sample_next(logits, settings.temperature, settings.top_k, settings.top_p, generator)
         next_ids = torch.where(finished, stop[0], next_ids)
         finished |= torch.isin(next_ids, stop)
-        yield next_ids
+        yield next_ids, logits
         if bool(finished.all()):
             return
         model_input, input_valid = next_ids[:, None], None  # new tokens are real; the cache has the rest
@@ -183,6 +216,20 @@ def generate_batch(
     return outputs
 
 
+class TextCompletion(Protocol):
+    """What serving code reads from a completion, whichever loop produces it (`Completion` here, or
+    `engine.EngineCompletion`): text pieces while iterating, then `ids`, `finish_reason` and `logprobs`."""
+
+    ids: list[int]
+    finish_reason: str | None  # "stop" | "length" | "cancelled", once iteration ends
+    logprobs: list[TokenLogprob]
+
+    def __iter__(self) -> Iterator[str]: ...
+
+    def cancel(self) -> None:
+        """Stop generating at the next token (finish_reason "cancelled"); the client has gone."""
+
+
 class Completion:
     """One prompt's completion as text pieces; afterwards, its token ids and why it ended.
 
@@ -201,16 +248,31 @@ class Completion:
                                                          model.config.context_length)
         self.settings = dataclasses.replace(settings.stopping_for(tokenizer), max_new_tokens=max_new_tokens)
         self.ids: list[int] = []
+        self.logprobs: list[TokenLogprob] = []  # filled when `settings.logprobs` is set
         self.finish_reason: str | None = None
+        self._cancelled = False
 
     def __iter__(self) -> Iterator[str]:
         yield from stream_text(self._tokens(), self.tokenizer, self.settings.stop_strings)
         if self.finish_reason is None:  # stream_text ended the text at a stop string
             self.finish_reason = "stop"
 
+    def cancel(self) -> None:
+        """Stop generating at the next token (finish_reason "cancelled")."""
+        self._cancelled = True
+
     def _tokens(self) -> Iterator[int]:
-        for token in generate(self.model, self.prompt_ids, self.settings):
+        top = self.settings.logprobs
+        for step, logits in _decode(self.model, [self.prompt_ids], self.settings):
+            if self._cancelled:
+                self.finish_reason = "cancelled"
+                return
+            token = int(step[0])
+            if token in self.settings.stop_ids:
+                break
             self.ids.append(token)
+            if top is not None:
+                self.logprobs.append(token_logprob(logits[0], token, top))
             yield token
         self.finish_reason = "length" if len(self.ids) >= self.settings.max_new_tokens else "stop"
 

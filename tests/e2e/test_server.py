@@ -241,3 +241,62 @@ def test_gptlab_judge_speaks_to_an_openai_compatible_server(server, client, sixt
     direct = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": prompt}],
                                             temperature=0, seed=123)
     assert written[0]["judge_reply"] == direct.choices[0].message.content
+
+
+@pytest.fixture(scope="module")
+def classifier_run(tmp_path_factory) -> Path:
+    """A three-topic classifier trained through the CLI (a few seconds of training)."""
+    folder = tmp_path_factory.mktemp("topics")
+    words = {"sport": ["goal", "match", "team", "score"], "food": ["pizza", "salad", "soup", "bread"],
+             "weather": ["rain", "sunny", "snow", "wind"]}
+    rows = [f"{' '.join(vocab[(i + j) % 4] for j in range(4))} today,{topic}"
+            for i in range(30) for topic, vocab in words.items()]
+    (folder / "topics.csv").write_text("\n".join(["text,label", *rows]) + "\n")
+    done = subprocess.run([str(BIN / "gptlab"), "finetune", "classify", "--data", str(folder / "topics.csv"),
+                           "--model", "gpt-tiny", "--max-steps", "30", "--eval-every", "30", "--lr", "3e-3",
+                           "--out", str(folder / "run")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return folder / "run"
+
+
+def test_info_shows_the_flags_defaults_and_classify_equals_gptlab_classify(overfit_run, classifier_run, tmp_path):
+    flags = ("--name", "tiny", "--temperature", "0", "--top-k", "5", "--max-tokens", "12", "--system",
+             "Answer briefly.", "--classifier", str(classifier_run))
+    served = start_server(str(overfit_run[0]), tmp_path / "server.log", *flags)
+    try:
+        with urllib.request.urlopen(served.url + "/info", timeout=30) as response:
+            info = json.loads(response.read())
+        assert info == {"model": "tiny", "dtype": "float32", "context_length": 128,
+                        "defaults": {"temperature": 0.0, "top_k": 5, "top_p": None, "max_tokens": 12,
+                                     "system": "Answer briefly."},
+                        "classifier": {"labels": ["food", "sport", "weather"]}}
+        texts = ["pizza soup today", "rain snow wind"]
+        status, body = post(served.url + "/v1/classify", json.dumps({"input": texts}).encode())
+        cli = subprocess.run([str(BIN / "gptlab"), "classify", "--model", str(classifier_run), "--json", *texts],
+                             capture_output=True, text=True, timeout=120)
+        expected = [json.loads(line) for line in cli.stdout.splitlines()]
+        assert status == 200 and body["object"] == "list"
+        assert [(d["index"], d["label"]) for d in body["data"]] == [(i, e["label"]) for i, e in enumerate(expected)]
+        for answer, reference in zip(body["data"], expected):
+            assert answer["probabilities"] == pytest.approx(reference["probabilities"], abs=1e-4)
+        status, body = post(served.url + "/v1/classify", json.dumps({"input": "rain"}).encode())
+        assert status == 200 and len(body["data"]) == 1
+        status, body = post(served.url + "/v1/classify", b'{"input": []}')
+        assert status == 400 and body["error"]["param"] == "input"
+        # no temperature or system in the request: the flags' greedy decoding and system message
+        bare = post(served.url + "/v1/chat/completions",
+                    json.dumps({"messages": [{"role": "user", "content": RED}]}).encode())[1]
+        framed = post(served.url + "/v1/chat/completions", json.dumps({"messages": [
+            {"role": "system", "content": "Answer briefly."}, {"role": "user", "content": RED}],
+            "temperature": 0, "max_tokens": 12}).encode())[1]
+        assert bare["choices"][0]["message"] == framed["choices"][0]["message"]
+        assert bare["usage"] == framed["usage"]
+    finally:
+        assert served.stop() == 0
+
+
+def test_classify_without_a_classifier_is_a_404(server):
+    status, body = post(server.url + "/v1/classify", b'{"input": "rain"}')
+    assert status == 404 and "--classifier" in body["error"]["message"]
+    with urllib.request.urlopen(server.url + "/info", timeout=30) as response:
+        assert json.loads(response.read())["classifier"] is None

@@ -10,6 +10,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from gptlab.chat import chat
+from gptlab.cli.classify import label_names
 from gptlab.cli.common import (
     add_generation_flags,
     add_prompt_style_flag,
@@ -21,7 +22,8 @@ from gptlab.cli.common import (
 from gptlab.data.instruction import load_records, write_records
 from gptlab.evaluation.responses import RESPONSES_FILE, generate_responses
 from gptlab.prompts import style_for
-from gptlab.serving.app import ModelService, serve
+from gptlab.serving.app import serve
+from gptlab.serving.service import Classifier, ModelService, ServeDefaults
 
 
 def add_respond(commands: argparse._SubParsersAction) -> None:
@@ -87,8 +89,20 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
     server.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     server.add_argument("--name", default=None,
                         help="model id clients send and /v1/models lists (default: the --model name)")
-    server.add_argument("--max-tokens", type=int, default=256, metavar="N",
-                        help="completion tokens when a request gives no max_tokens (default 256)")
+    defaults = ServeDefaults()
+    server.add_argument("--max-tokens", type=int, default=defaults.max_tokens, metavar="N",
+                        help=f"completion tokens when a request gives no max_tokens (default {defaults.max_tokens})")
+    server.add_argument("--temperature", type=float, default=defaults.temperature, metavar="T",
+                        help=f"temperature when a request gives none; 0 = greedy (default {defaults.temperature})")
+    server.add_argument("--top-k", type=int, default=None, metavar="K",
+                        help="top_k when a request gives none (default: none, all tokens)")
+    server.add_argument("--top-p", type=float, default=None, metavar="P",
+                        help="top_p when a request gives none (default: none, the whole mass)")
+    server.add_argument("--system", default=None, metavar="TEXT",
+                        help="system message for chat requests that have none (default: none)")
+    server.add_argument("--classifier", default=None, metavar="DIR",
+                        help="also serve this classifier (a gptlab finetune classify run or checkpoint) at "
+                             "POST /v1/classify and in the chat page's Classify tab")
     server.add_argument("--api-key", default=None,
                         help="require `Authorization: Bearer KEY` on /v1 (default: $GPTLAB_API_KEY, else none)")
 
@@ -97,7 +111,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     loaded = load(args)
     style = style_for(loaded.meta, args.prompt_style)
     name = args.name or Path(args.model.rstrip("/")).name
-    service = ModelService(loaded, style, name, max_tokens=args.max_tokens,
+    defaults = ServeDefaults(args.temperature, args.top_k, args.top_p, args.max_tokens, args.system)
+    service = ModelService(loaded, style, name, defaults, classifier=load_classifier(args),
                            api_key=args.api_key or os.environ.get("GPTLAB_API_KEY") or None)
 
     def ready(url: str) -> None:
@@ -106,3 +121,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     serve(service, args.host, args.port, on_ready=ready)
     return 0
+
+
+def load_classifier(args: argparse.Namespace) -> Classifier | None:
+    """The --classifier model, on the server's device and dtype, with its class names."""
+    if args.classifier is None:
+        return None
+    loaded = load(argparse.Namespace(model=args.classifier, device=args.device, dtype=args.dtype))
+    return Classifier(loaded, label_names(loaded, None, args.classifier))

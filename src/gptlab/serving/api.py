@@ -40,7 +40,7 @@ class Request:
 
     model: str | None
     max_tokens: int | None
-    temperature: float
+    temperature: float | None  # None (and top_p, top_k None): the server's defaults (`gptlab serve` flags)
     top_p: float | None
     top_k: int | None
     seed: int | None
@@ -111,7 +111,8 @@ def _common(body: dict[str, Any]) -> Request:
     return Request(
         model=model,
         max_tokens=_integer(max_tokens, "max_tokens", 1) if max_tokens is not None else None,
-        temperature=_number(body.get("temperature", 1.0), "temperature", 0.0, 2.0),
+        temperature=_number(body["temperature"], "temperature", 0.0, 2.0)
+        if body.get("temperature") is not None else None,
         top_p=_top_p(body.get("top_p")),
         top_k=_integer(body["top_k"], "top_k", 1) if body.get("top_k") is not None else None,
         seed=_integer(body["seed"], "seed", 0, 2**63 - 1) if body.get("seed") is not None else None,
@@ -177,6 +178,20 @@ def _stop(value: Any) -> tuple[str, ...]:
         raise APIError(400, f"`stop` must be a non-empty string or a list of up to {MAX_STOP_STRINGS} of them",
                        "stop")
     return tuple(stops)
+
+
+MAX_CLASSIFY_INPUTS = 64  # texts per /v1/classify request: bounds the work one request asks for
+
+
+def parse_classify_request(body: Any) -> list[str]:
+    """A `/v1/classify` body: `input` is one text or a list of up to MAX_CLASSIFY_INPUTS texts."""
+    texts = _object(body).get("input")
+    texts = [texts] if isinstance(texts, str) else texts
+    if not isinstance(texts, list) or not 0 < len(texts) <= MAX_CLASSIFY_INPUTS \
+            or not all(isinstance(text, str) and text for text in texts):
+        raise APIError(400, f"`input` must be a non-empty string or a list of 1 to {MAX_CLASSIFY_INPUTS} of them",
+                       "input")
+    return texts
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:

@@ -8,74 +8,33 @@ stops its generation at the next token.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import json
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
 
 from gptlab import __version__
-from gptlab.checkpoint import LoadedModel
-from gptlab.generation import Completion, GenerationSettings
-from gptlab.prompts import Conversation, PromptStyle
-from gptlab.serving.api import APIError, Request, completion_object, parse_chat_request, parse_completion_request, usage
+from gptlab.generation import Completion
+from gptlab.serving.api import (
+    APIError,
+    Request,
+    completion_object,
+    parse_chat_request,
+    parse_classify_request,
+    parse_completion_request,
+    usage,
+)
+from gptlab.serving.service import ModelService
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1 << 20
-
-
-@dataclass
-class ModelService:
-    """The model behind the API and what the server needs to answer with it."""
-
-    loaded: LoadedModel
-    style: PromptStyle  # how chat messages become a prompt (the model's fine-tuning style)
-    name: str  # the model id clients send and `/v1/models` lists
-    max_tokens: int = 256  # completion tokens when a request does not say
-    api_key: str | None = None  # when set, requests need `Authorization: Bearer <key>`
-    created: int = field(default_factory=lambda: int(time.time()))
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def settings(self, request: Request, prompt_tokens: int, chat: bool) -> GenerationSettings:
-        """Generation settings for `request`: its max tokens must fit beside the prompt."""
-        context = self.loaded.model.config.context_length
-        room = context - prompt_tokens
-        if room < 1 or (request.max_tokens is not None and request.max_tokens > room):
-            asked = request.max_tokens if request.max_tokens is not None else 1
-            raise APIError(400, f"this model's context is {context} tokens; the prompt takes {prompt_tokens} "
-                                f"and {asked} more were asked for. Shorten the prompt or lower max_tokens.",
-                           "messages" if chat else "prompt", code="context_length_exceeded")
-        return GenerationSettings(
-            max_new_tokens=request.max_tokens or min(self.max_tokens, room), temperature=request.temperature,
-            top_k=request.top_k, top_p=request.top_p, seed=request.seed, stop_strings=request.stop,
-        )
-
-    def completion(self, request: Request) -> Completion:
-        """The `/v1/completions` answer: the prompt continued as it is."""
-        tokenizer = self.loaded.tokenizer
-        prompt = tokenizer.encode(request.prompt)
-        return Completion(self.loaded.model, tokenizer, prompt, self.settings(request, len(prompt), chat=False))
-
-    def chat(self, request: Request) -> Completion:
-        """The `/v1/chat/completions` answer: messages framed in the model's prompt style.
-
-        System messages open the conversation (as the style's system message, e.g. ChatML's, else
-        as plain text); earlier turns that do not fit beside the new message are left out, oldest
-        first, as in `gptlab chat`.
-        """
-        tokenizer = self.loaded.tokenizer
-        conversation = Conversation.opened(tokenizer, self.style, self.loaded.model.config.context_length,
-                                           request.system or None)
-        for message, answer in request.turns:
-            conversation.add(message, answer)
-        needed = len(conversation.preamble) + len(tokenizer.encode(self.style.turn(request.prompt)))
-        return conversation.completion(self.loaded.model, request.prompt, self.settings(request, needed, chat=True))
 
 
 def make_server(service: ModelService, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
@@ -92,11 +51,12 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = f"gptlab/{__version__}"
 
     def do_GET(self) -> None:  # noqa: N802 (the http.server naming)
-        self._route({"/": self._page, "/health": self._health, "/v1/models": self._models})
+        self._route({"/": self._page, "/health": self._health, "/info": self._info, "/v1/models": self._models})
 
     def do_POST(self) -> None:  # noqa: N802
         self._route({"/v1/completions": lambda: self._answer(parse_completion_request(self._body()), chat=False),
-                     "/v1/chat/completions": lambda: self._answer(parse_chat_request(self._body()), chat=True)})
+                     "/v1/chat/completions": lambda: self._answer(parse_chat_request(self._body()), chat=True),
+                     "/v1/classify": self._classify})
 
     def _route(self, routes: dict[str, Callable[[], None]]) -> None:
         path = self.path.split("?", 1)[0].rstrip("/") or "/"
@@ -133,6 +93,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _health(self) -> None:
         self._send_json(200, {"status": "ok", "model": self.service.name})
+
+    def _info(self) -> None:
+        self._send_json(200, dataclasses.asdict(self.service.info()))
+
+    def _classify(self) -> None:
+        results = self.service.classify(parse_classify_request(self._body()))
+        self._send_json(200, {"object": "list", "data": [
+            {"index": i, "label": r.label, "probabilities": r.probabilities} for i, r in enumerate(results)]})
 
     def _models(self) -> None:
         self._send_json(200, {"object": "list", "data": [self._model_card()]})

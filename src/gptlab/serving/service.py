@@ -1,0 +1,144 @@
+"""The model side of `gptlab serve`: requests in, completions and classifications out, no HTTP.
+
+The routes call `ModelService`; it frames chat messages in the model's prompt style, fills in the
+server's defaults (the `gptlab serve` flags) and checks that a request fits the context.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from gptlab.checkpoint import LoadedModel
+from gptlab.classifier import classify_texts
+from gptlab.generation import Completion, GenerationSettings
+from gptlab.prompts import Conversation, PromptStyle
+from gptlab.serving.api import APIError, Request
+
+
+@dataclass(frozen=True)
+class ServeDefaults:
+    """What a request that leaves a setting out gets; the chat page shows them as its starting values."""
+
+    temperature: float = 1.0  # 0 = greedy
+    top_k: int | None = None
+    top_p: float | None = None
+    max_tokens: int = 256  # completion tokens when a request gives no max_tokens (cut to what fits)
+    system: str | None = None  # chat: the system message when a request has none
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.temperature <= 2:
+            raise ValueError(f"--temperature must be from 0 to 2 (0 = greedy), got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"--top-k must be at least 1, got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"--top-p must be above 0 and at most 1, got {self.top_p}")
+        if self.max_tokens < 1:
+            raise ValueError(f"--max-tokens must be at least 1, got {self.max_tokens}")
+
+
+@dataclass(frozen=True)
+class Classification:
+    """One text's class: the most likely label and every label's probability."""
+
+    label: str
+    probabilities: dict[str, float]
+
+
+@dataclass
+class Classifier:
+    """A `gptlab finetune classify` model served beside the language model (`--classifier`)."""
+
+    loaded: LoadedModel
+    labels: list[str]  # class names by class id
+
+    def classify(self, texts: list[str]) -> list[Classification]:
+        """Each text's label and probabilities, encoded as in training (the last real token is read)."""
+        rows = classify_texts(self.loaded, texts).tolist()
+        return [Classification(self.labels[max(range(len(row)), key=row.__getitem__)],
+                               dict(zip(self.labels, row))) for row in rows]
+
+
+@dataclass(frozen=True)
+class ClassifierInfo:
+    labels: list[str]
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What `GET /info` tells a client (the chat page) about the model and the server's defaults."""
+
+    model: str
+    dtype: str  # the weights' dtype, e.g. "float32"
+    context_length: int
+    defaults: ServeDefaults
+    classifier: ClassifierInfo | None
+
+
+@dataclass
+class ModelService:
+    """The model behind the API and what the server needs to answer with it."""
+
+    loaded: LoadedModel
+    style: PromptStyle  # how chat messages become a prompt (the model's fine-tuning style)
+    name: str  # the model id clients send and `/v1/models` lists
+    defaults: ServeDefaults = field(default_factory=ServeDefaults)
+    classifier: Classifier | None = None
+    api_key: str | None = None  # when set, requests need `Authorization: Bearer <key>`
+    created: int = field(default_factory=lambda: int(time.time()))
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def info(self) -> ServerInfo:
+        dtype = next(self.loaded.model.parameters()).dtype
+        return ServerInfo(self.name, str(dtype).removeprefix("torch."), self.loaded.model.config.context_length,
+                          self.defaults, ClassifierInfo(self.classifier.labels) if self.classifier else None)
+
+    def classify(self, texts: list[str]) -> list[Classification]:
+        """`/v1/classify`: a 404 when the server was started without `--classifier`."""
+        if self.classifier is None:
+            raise APIError(404, "no classifier is loaded: start the server with --classifier DIR "
+                                "(a gptlab finetune classify run)", kind="not_found_error")
+        with torch.inference_mode():
+            return self.classifier.classify(texts)
+
+    def settings(self, request: Request, prompt_tokens: int, chat: bool) -> GenerationSettings:
+        """Generation settings for `request`, the server's defaults filling what it leaves out; its max
+        tokens must fit beside the prompt."""
+        context = self.loaded.model.config.context_length
+        room = context - prompt_tokens
+        if room < 1 or (request.max_tokens is not None and request.max_tokens > room):
+            asked = request.max_tokens if request.max_tokens is not None else 1
+            raise APIError(400, f"this model's context is {context} tokens; the prompt takes {prompt_tokens} "
+                                f"and {asked} more were asked for. Shorten the prompt or lower max_tokens.",
+                           "messages" if chat else "prompt", code="context_length_exceeded")
+        defaults = self.defaults
+        return GenerationSettings(
+            max_new_tokens=request.max_tokens or min(defaults.max_tokens, room),
+            temperature=defaults.temperature if request.temperature is None else request.temperature,
+            top_k=request.top_k or defaults.top_k, top_p=request.top_p or defaults.top_p,
+            seed=request.seed, stop_strings=request.stop,
+        )
+
+    def completion(self, request: Request) -> Completion:
+        """The `/v1/completions` answer: the prompt continued as it is."""
+        tokenizer = self.loaded.tokenizer
+        prompt = tokenizer.encode(request.prompt)
+        return Completion(self.loaded.model, tokenizer, prompt, self.settings(request, len(prompt), chat=False))
+
+    def chat(self, request: Request) -> Completion:
+        """The `/v1/chat/completions` answer: messages framed in the model's prompt style.
+
+        System messages (else the server's default system message) open the conversation (as the
+        style's system message, e.g. ChatML's, else as plain text); earlier turns that do not fit
+        beside the new message are left out, oldest first, as in `gptlab chat`.
+        """
+        tokenizer = self.loaded.tokenizer
+        conversation = Conversation.opened(tokenizer, self.style, self.loaded.model.config.context_length,
+                                           request.system or self.defaults.system)
+        for message, answer in request.turns:
+            conversation.add(message, answer)
+        needed = len(conversation.preamble) + len(tokenizer.encode(self.style.turn(request.prompt)))
+        return conversation.completion(self.loaded.model, request.prompt, self.settings(request, needed, chat=True))
