@@ -226,9 +226,14 @@ def test_stop_aborts_the_stream_and_keeps_what_came(page):
             and e["params"]["requestId"] == request["id"]] == [True]  # the page closed the stream
     stopped = page.last_answer()
     assert stopped.endswith("stopped") and len(stopped) > len("stopped")
+    page.find("#input").send_keys("Another one.", Keys.ENTER)
+    page.wait(lambda: len(page.texts(".assistant")) == 2 and page.last_answer())
+    page.find("#input").send_keys(Keys.ESCAPE)  # Esc stops too
+    page.wait(page.idle)
+    assert page.last_answer().endswith("stopped")
     page.type("#max-tokens", "2")
     page.ask("Thanks.")  # the server is free again (today it generates one request at a time)
-    assert page.texts(".assistant")[0] == stopped and len(page.texts(".assistant")) == 2
+    assert page.texts(".assistant")[0] == stopped and len(page.texts(".assistant")) == 3
 
 
 def test_markdown_answers_render_and_their_html_stays_text(page, tmp_path):
@@ -249,6 +254,12 @@ def test_markdown_answers_render_and_their_html_stays_text(page, tmp_path):
     assert '<img src=x onerror="window.pwned = 1">' in page.find(".assistant p").text
     assert page.texts(".assistant a") == ["the docs"]  # the javascript: link stays text
     assert page.driver.execute_script("return window.pwned") is None
+    page.driver.execute_cdp_cmd("Browser.grantPermissions", {"origin": page.url, "permissions": [
+        "clipboardReadWrite", "clipboardSanitizedWrite"]})
+    page.click(".assistant .copy")
+    page.wait(lambda: page.find(".assistant .copy").text == "Copied")
+    clipboard = page.driver.execute_async_script("navigator.clipboard.readText().then(arguments[0])")
+    assert clipboard == 'print("<b>hi</b>")\nif a < b and c > d: pass'
     page.driver.save_screenshot(str(tmp_path / "chat-page.png"))
     assert (tmp_path / "chat-page.png").read_bytes()[:4] == b"\x89PNG"
 
