@@ -156,8 +156,9 @@ def test_a_key_unlocks_the_page_and_the_settings_start_from_the_servers_flags(pa
     assert not page.find("#key-hint").is_displayed()
     settings = {field: page.find(f"#{field}").get_attribute("value")
                 for field in ("temperature", "top-k", "top-p", "max-tokens", "system")}
-    assert settings == {"temperature": "0.7", "top-k": "40", "top-p": "", "max-tokens": "3",
+    assert settings == {"temperature": "0.7", "top-k": "40", "top-p": "", "max-tokens": "",
                         "system": "You are terse."}
+    assert page.find("#max-tokens").get_attribute("placeholder") == "server default: 3"
     assert page.find("#tab-classify").is_displayed()  # the server has a classifier
 
 
@@ -167,7 +168,7 @@ def test_settings_shape_the_request_regenerate_asks_again_and_a_reload_keeps_the
     [request] = sent(page.network(), "/v1/chat/completions")
     assert request["headers"]["Authorization"] == f"Bearer {KEY}"
     assert request["body"] == {"model": "random-gpt2", "stream": True, "temperature": 0.7, "top_k": 40,
-                               "max_tokens": 3, "messages": [{"role": "system", "content": "You are terse."},
+                               "messages": [{"role": "system", "content": "You are terse."},
                                                              {"role": "user", "content": "Hello"}]}
     page.show_settings()
     for field, value in (("#temperature", "0"), ("#top-k", ""), ("#top-p", "0.5"), ("#max-tokens", "4"),
