@@ -27,7 +27,7 @@ KEY = "page-test-key"
 MODEL_INFO = "random-gpt2 · float32 · 1,024-token context"
 MARKDOWN = """### Steps
 1. Install **gptlab**
-2. Run `gptlab serve`, then *read* [the docs](https://example.com/a_b?x=1&y=2)
+2. Run `gptlab serve`, then *read* [the `docs`](https://example.com/a_b?x=1&y=2)
    - nested item
 - plain item
 
@@ -246,7 +246,7 @@ def test_markdown_answers_render_and_their_html_stays_text(page, tmp_path):
     assert page.texts(".assistant ol > li > strong") == ["gptlab"]
     assert page.texts(".assistant ol > li > ul > li") == ["nested item"]
     assert page.texts(".assistant ol + ul > li") == ["plain item"]
-    assert page.texts(".assistant li code") == ["gptlab serve"] and page.texts(".assistant li em") == ["read"]
+    assert page.texts(".assistant li code") == ["gptlab serve", "docs"] and page.texts(".assistant li em") == ["read"]
     link = page.find(".assistant li a")
     assert (link.text, link.get_attribute("href")) == ("the docs", "https://example.com/a_b?x=1&y=2")
     assert link.get_attribute("rel") == "noopener noreferrer"
