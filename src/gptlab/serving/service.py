@@ -6,7 +6,7 @@ server's defaults (the `gptlab serve` flags) and checks that a request fits the 
 
 from __future__ import annotations
 
-import threading
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -14,7 +14,8 @@ import torch
 
 from gptlab.checkpoint import LoadedModel
 from gptlab.classifier import classify_texts
-from gptlab.generation import Completion, GenerationSettings
+from gptlab.evaluation.perplexity import token_logprobs
+from gptlab.generation import Completion, GenerationSettings, TextCompletion, TokenLogprob
 from gptlab.prompts import Conversation, PromptStyle
 from gptlab.serving.api import APIError, Request
 
@@ -87,9 +88,7 @@ class ModelService:
     name: str  # the model id clients send and `/v1/models` lists
     defaults: ServeDefaults = field(default_factory=ServeDefaults)
     classifier: Classifier | None = None
-    api_key: str | None = None  # when set, requests need `Authorization: Bearer <key>`
     created: int = field(default_factory=lambda: int(time.time()))
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def info(self) -> ServerInfo:
         dtype = next(self.loaded.model.parameters()).dtype
@@ -109,26 +108,32 @@ class ModelService:
         tokens must fit beside the prompt."""
         context = self.loaded.model.config.context_length
         room = context - prompt_tokens
-        if room < 1 or (request.max_tokens is not None and request.max_tokens > room):
+        if room < (0 if request.max_tokens == 0 else 1) or (request.max_tokens or 0) > room:
             asked = request.max_tokens if request.max_tokens is not None else 1
             raise APIError(400, f"this model's context is {context} tokens; the prompt takes {prompt_tokens} "
                                 f"and {asked} more were asked for. Shorten the prompt or lower max_tokens.",
                            "messages" if chat else "prompt", code="context_length_exceeded")
         defaults = self.defaults
         return GenerationSettings(
-            max_new_tokens=request.max_tokens or min(defaults.max_tokens, room),
+            max_new_tokens=min(defaults.max_tokens, room) if request.max_tokens is None else request.max_tokens,
             temperature=defaults.temperature if request.temperature is None else request.temperature,
             top_k=request.top_k or defaults.top_k, top_p=request.top_p or defaults.top_p,
-            seed=request.seed, stop_strings=request.stop,
+            seed=request.seed, stop_strings=request.stop, logprobs=request.logprobs,
         )
 
-    def completion(self, request: Request) -> Completion:
-        """The `/v1/completions` answer: the prompt continued as it is."""
+    def completion(self, request: Request) -> Answer:
+        """The `/v1/completions` answer: the prompt continued as it is (and scored, for `echo` with logprobs)."""
         tokenizer = self.loaded.tokenizer
         prompt = tokenizer.encode(request.prompt)
-        return Completion(self.loaded.model, tokenizer, prompt, self.settings(request, len(prompt), chat=False))
+        settings = self.settings(request, len(prompt), chat=False)
+        echoed = None
+        if request.echo:
+            scored = token_logprobs(self.loaded.model, prompt, request.logprobs or 0) \
+                if request.logprobs is not None and len(prompt) > 1 else []
+            echoed = EchoedPrompt(request.prompt, prompt[0], scored)
+        return Answer(prompt, self._start(prompt, settings, request.n), echoed)
 
-    def chat(self, request: Request) -> Completion:
+    def chat(self, request: Request) -> Answer:
         """The `/v1/chat/completions` answer: messages framed in the model's prompt style.
 
         System messages (else the server's default system message) open the conversation (as the
@@ -141,4 +146,30 @@ class ModelService:
         for message, answer in request.turns:
             conversation.add(message, answer)
         needed = len(conversation.preamble) + len(tokenizer.encode(self.style.turn(request.prompt)))
-        return conversation.completion(self.loaded.model, request.prompt, self.settings(request, needed, chat=True))
+        settings = self.style.answer_settings(self.settings(request, needed, chat=True))
+        prompt = conversation.prompt(request.prompt, settings.max_new_tokens)
+        return Answer(prompt, self._start(prompt, settings, request.n))
+
+    def _start(self, prompt: list[int], settings: GenerationSettings, n: int) -> list[TextCompletion]:
+        """`n` completions of `prompt`; with a seed, choice i samples with seed + i."""
+        seeds = [settings.seed + i if settings.seed is not None else None for i in range(n)]
+        return [Completion(self.loaded.model, self.loaded.tokenizer, prompt, dataclasses.replace(settings, seed=seed))
+                for seed in seeds]
+
+
+@dataclass(frozen=True)
+class EchoedPrompt:
+    """`echo`: the prompt repeated before the completion, with its tokens' log-probabilities when asked."""
+
+    text: str
+    first_id: int  # nothing predicts the first token: its log-probability is null
+    scored: list[TokenLogprob]  # tokens 1.., empty unless logprobs were asked for
+
+
+@dataclass
+class Answer:
+    """What one request gets: its prompt's token ids, `n` completions of it, and the echoed prompt."""
+
+    prompt_ids: list[int]
+    choices: list[TextCompletion]
+    echoed: EchoedPrompt | None = None
