@@ -31,6 +31,7 @@ MARKDOWN = """### Steps
    - nested item
 - plain item
 
+---
 ```python
 print("<b>hi</b>")
 if a < b and c > d: pass
@@ -247,6 +248,7 @@ def test_markdown_answers_render_and_their_html_stays_text(page, tmp_path):
     assert page.texts(".assistant ol > li > strong") == ["gptlab"]
     assert page.texts(".assistant ol > li > ul > li") == ["nested item"]
     assert page.texts(".assistant ol + ul > li") == ["plain item"]
+    assert len(page.driver.find_elements(By.CSS_SELECTOR, ".assistant ul + hr + .code")) == 1
     assert page.texts(".assistant li code") == ["gptlab serve", "docs"] and page.texts(".assistant li em") == ["read"]
     link = page.find(".assistant li a")
     assert (link.text, link.get_attribute("href")) == ("the docs", "https://example.com/a_b?x=1&y=2")
@@ -279,3 +281,6 @@ def test_the_classify_tab_labels_a_text(page, tmp_path):
     assert sum(float(row[-1].rstrip("%")) for row in rows) == pytest.approx(100, abs=0.2)
     page.driver.save_screenshot(str(tmp_path / "classify-tab.png"))
     assert (tmp_path / "classify-tab.png").read_bytes()[:4] == b"\x89PNG"
+    page.find("#tab-classify").send_keys(Keys.ARROW_LEFT)  # the keyboard way back
+    assert page.find("#chat-panel").is_displayed() and not page.find("#classify-panel").is_displayed()
+    assert page.driver.switch_to.active_element == page.find("#tab-chat")
