@@ -42,7 +42,7 @@ if a < b and c > d: pass
 @pytest.fixture(scope="module")
 def server(classifier_run, tmp_path_factory) -> Iterator[Server]:
     """Random GPT-2 behind a key, with default settings from the flags and a topic classifier."""
-    flags = ("--name", "random-gpt2", "--api-key", KEY, "--temperature", "0.7", "--top-k", "40",
+    flags = ("--name", "random-gpt2", "--dtype", "float32", "--api-key", KEY, "--temperature", "0.7", "--top-k", "40",
              "--max-tokens", "3", "--system", "You are terse.", "--classifier", str(classifier_run))
     running = start_server("gpt2", tmp_path_factory.mktemp("page") / "server.log", *flags)
     yield running
