@@ -45,6 +45,7 @@ def serve(service: ModelService, protection: Protection, listening: Listening,
                             timeout_graceful_shutdown=listening.drain_timeout, server_header=False)
     server = _Server(config)
     sock = config.bind_socket()
+    sock.listen(listening.backlog)  # clients that come before uvicorn's loop starts wait, not get refused
     host, port = sock.getsockname()[:2]
     on_ready(f"http://{f'[{host}]' if ':' in host else host}:{port}")
     server.run(sockets=[sock])
