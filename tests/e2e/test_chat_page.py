@@ -284,3 +284,24 @@ def test_the_classify_tab_labels_a_text(page, tmp_path):
     page.find("#tab-classify").send_keys(Keys.ARROW_LEFT)  # the keyboard way back
     assert page.find("#chat-panel").is_displayed() and not page.find("#classify-panel").is_displayed()
     assert page.driver.switch_to.active_element == page.find("#tab-chat")
+
+
+RENDERED = {  # what the page's renderer makes of the corner cases of streamed model text
+    "2 * 3 * 4 and snake_case_name": "<p>2 * 3 * 4 and snake_case_name</p>",
+    "**bold** _it_ ***both***": "<p><strong>bold</strong> <em>it</em> <strong><em>both</em></strong></p>",
+    "```js\nlet a = 1 && b": '<div class="code"><div class="code-bar"><span class="language">js</span><button '
+                           'type="button" class="copy secondary">Copy</button></div><pre><code class="language-js">'
+                           "let a = 1 &amp;&amp; b</code></pre></div>",  # a fence still streaming in
+    "3. three\n4. four\n   * sub\n     more": '<ol start="3"><li>three</li><li>four<ul><li>sub<br>more</li></ul></li>'
+                                             "</ol>",
+    "## Title ##\nline one\nline two\n\n***": "<h2>Title</h2><p>line one<br>line two</p><hr>",
+    "[a](data:text/html,x) [b](/here) `<i>`": '<p>[a](data:text/html,x) <a href="/here" target="_blank" '
+                                              'rel="noopener noreferrer">b</a> <code>&lt;i&gt;</code></p>',
+    "\u0000 \" ' &": "<p> &quot; &#39; &amp;</p>",
+}
+
+
+def test_the_markdown_renderer_on_the_corner_cases_of_streamed_text(page):
+    page.open()
+    rendered = page.driver.execute_script("return arguments[0].map(renderMarkdown)", list(RENDERED))
+    assert dict(zip(RENDERED, rendered)) == RENDERED
