@@ -25,9 +25,9 @@ def pattern_named(name_or_regex: str) -> str:
     try:
         compiled = regex.compile(pattern)
     except regex.error as err:
-        raise ValueError(f"--pattern {name_or_regex!r}: not gpt2, gpt4 or a valid regex ({err})") from None
+        raise ValueError(f"pattern {name_or_regex!r} is not gpt2, gpt4 or a valid regex ({err})") from None
     if compiled.match("") is not None:
-        raise ValueError(f"--pattern {name_or_regex!r} matches the empty string, so it cannot cut text into "
+        raise ValueError(f"pattern {name_or_regex!r} matches the empty string, so it cannot cut text into "
                          "pieces; make every alternative match at least one character")
     return pattern
 

@@ -21,7 +21,7 @@ from gptlab.models.gpt2 import GPT2_SPLIT
 from gptlab.tokenizer.bpe import BytePairEncoder
 from gptlab.tokenizer.bytelevel import Vocabulary, hf_tokenizer_files
 from gptlab.tokenizer.gpt2 import ENDOFTEXT, N_BYTES, bytes_to_unicode, load_mergeable_ranks, read_merges
-from gptlab.tokenizer.patterns import split_for
+from gptlab.tokenizer.patterns import pattern_named, split_for
 
 BYTE_ORDER = list(bytes_to_unicode())  # the byte of each id 0..255
 CHAR_OF = bytes_to_unicode()  # byte → the printable character GPT-2's files write it as
@@ -75,12 +75,14 @@ class BPEVocabulary:
             if not isinstance(d.get(key), kind):
                 raise ValueError(f"{source}: field {key!r} must be a {kind.__name__} (a file `gptlab tokenizer "
                                  "train` wrote has it)")
-        merges = _merge_ids(d["merges"], source)
-        vocabulary = cls(d["name"], d["pattern"], merges, [str(s) for s in d["specials"]])
+        specials = d["specials"]
+        if not all(isinstance(s, str) and s for s in specials) or len(set(specials)) < len(specials):
+            raise ValueError(f"{source}: 'specials' must be distinct, non-empty strings; got {specials!r}")
+        vocabulary = cls(d["name"], pattern_named(d["pattern"]), _merge_ids(d["merges"], source), specials)
         texts = vocabulary.token_texts()
         if d["vocab"] != texts:
-            wrong = next((i for i, (a, b) in enumerate(zip(d["vocab"], texts)) if a != b), min(len(texts),
-                                                                                              len(d["vocab"])))
+            wrong = next((i for i, (a, b) in enumerate(zip(d["vocab"], texts)) if a != b),
+                         min(len(texts), len(d["vocab"])))
             raise ValueError(f"{source}: 'vocab' disagrees with the merges and specials at id {wrong}; the file was "
                              "edited by hand? Train the tokenizer again")
         if len(set(vocabulary.tokens)) < len(vocabulary.tokens) or len(set(texts)) < len(texts):
