@@ -6,6 +6,8 @@ GPT-2's own is the ByteLevel pre-tokenizer, any other a Split followed by a rege
 
 from __future__ import annotations
 
+import regex
+
 from gptlab.models import PreTokenizer
 from gptlab.models.gpt2 import GPT2_SPLIT
 
@@ -19,8 +21,6 @@ PATTERNS = {"gpt2": GPT2_SPLIT.pattern, "gpt4": GPT4_PATTERN}
 
 def pattern_named(name_or_regex: str) -> str:
     """The regex of a named pattern (gpt2, gpt4), or the given text itself, checked to compile."""
-    import regex
-
     pattern = PATTERNS.get(name_or_regex, name_or_regex)
     try:
         compiled = regex.compile(pattern)

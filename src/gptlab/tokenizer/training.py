@@ -109,7 +109,7 @@ class _PairCounts:
         made: set[Pair] = set()
         for index in self.holders.pop(pair, ()):
             old = self.words[index]
-            new = _merged(old, pair, new_id)
+            new = replace_pair(old, pair, new_id)
             if len(new) == len(old):
                 continue
             frequency = self.frequencies[index]
@@ -125,7 +125,7 @@ class _PairCounts:
         return made
 
 
-def _merged(word: list[int], pair: Pair, new_id: int) -> list[int]:
+def replace_pair(word: list[int], pair: Pair, new_id: int) -> list[int]:
     """`word` with each occurrence of `pair`, left to right, replaced by `new_id`."""
     left, right = pair
     out, i, last = [], 0, len(word) - 1
