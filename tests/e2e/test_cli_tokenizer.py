@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pexpect
 import pytest
 import tiktoken
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
@@ -69,6 +70,11 @@ def test_tokenize_shows_ids_tokens_and_counts() -> None:
     assert gptlab("tokenize", "--tokenizer", "gpt2-scratch", "--text", "Hello, world", "--count").stdout == "3\n"
     assert gptlab("tokenize", "--decode", "15496,11").stdout == "Hello,\n"
     assert ids_of("char", "--text", "abba") == [0, 1, 1, 0]
+    terminal = pexpect.spawn(str(BIN / "gptlab"), ["tokenize", "--text", "Hello, world"], encoding="utf-8",
+                             env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    terminal.expect(pexpect.EOF)
+    assert terminal.before.splitlines()[-1] == ("\033[48;5;153mHello\033[0m\033[48;5;223m,\033[0m"
+                                                "\033[48;5;157m world\033[0m")  # a colour per token
 
 
 @pytest.mark.parametrize(("args", "message"), [
