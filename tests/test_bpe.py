@@ -47,19 +47,21 @@ def verdict(data_dir: Path) -> str:
 
 
 def every_mirrored_text(data_dir: Path) -> dict[str, list[str]]:
-    """Both books whole, every SMS message, every string of every instruction and preference record."""
-    texts = {name: [(data_dir / name).read_text(encoding="utf-8")] for name in ("the-verdict.txt",
-                                                                               "tinyshakespeare.txt")}
+    """Every file of the mirror whole (both books, GPT-2's own two files, ...), every SMS message, every string
+    of every instruction and preference record."""
+    texts = {str(path.relative_to(data_dir)): [path.read_text(encoding="utf-8")]
+             for path in sorted(data_dir.rglob("*")) if path.is_file()}
     with open(data_dir / "SMSSpamCollection.tsv", encoding="utf-8", newline="") as f:
         texts["sms"] = [row[1] for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)]
     for name in ("instruction-data.json", "instruction-data-with-preference.json"):
-        texts[name] = list(json_strings(json.loads((data_dir / name).read_text(encoding="utf-8"))))
+        texts[f"{name} records"] = list(json_strings(json.loads((data_dir / name).read_text(encoding="utf-8"))))
     return texts
 
 
 def test_gpt2_scratch_gives_tiktokens_ids_on_every_mirrored_text(scratch, tiktoken_gpt2, data_dir: Path) -> None:
     texts = every_mirrored_text(data_dir)
-    assert len(texts["sms"]) == 5574 and len(texts["instruction-data.json"]) == 3300
+    assert len(texts["sms"]) == 5574 and len(texts["instruction-data.json records"]) == 3300
+    assert {"the-verdict.txt", "tinyshakespeare.txt", "gpt2/encoder.json", "gpt2/vocab.bpe"} <= set(texts)
     for name, items in texts.items():
         for number, text in enumerate(items):
             ids = scratch.encode(text)
@@ -154,7 +156,7 @@ def test_exports_run_in_tiktoken_and_hugging_face_with_the_same_ids(trained, tmp
                              special_tokens={ENDOFTEXT: 699})
     hf = HFTokenizer.from_file(str(tmp_path / "tokenizer.json"))
     texts = every_mirrored_text(data_dir)
-    samples = [*texts["the-verdict.txt"], *texts["sms"][:500], *texts["instruction-data.json"][:600],
+    samples = [*texts["the-verdict.txt"], *texts["sms"][:500], *texts["instruction-data.json records"][:600],
                "Hello <|endoftext|> 🙂 ünïcödé\t\r\n  x"]
     for text in samples:
         ids = ours.encode(text)
