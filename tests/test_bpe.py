@@ -145,19 +145,22 @@ def test_training_is_deterministic_and_round_trips(trained: BPEVocabulary, verdi
     assert len(tokenizer.encode(verdict)) < 0.45 * len(verdict)  # 443 merges learned the book's commonest words
 
 
-def test_exports_run_in_tiktoken_and_hugging_face_with_the_same_ids(trained, tmp_path: Path, data_dir: Path,
+@pytest.mark.parametrize("pattern", ["gpt2", "gpt4"])
+def test_exports_run_in_tiktoken_and_hugging_face_with_the_same_ids(trained, verdict: str, pattern: str,
+                                                                    tmp_path: Path, data_dir: Path,
                                                                     monkeypatch) -> None:
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")  # tiktoken would cache files by path
-    names = [p.name for p in save_bpe(trained, tmp_path)]
+    vocabulary = trained if pattern == "gpt2" else train_bpe([verdict], 700, pattern=GPT4_PATTERN)
+    names = [p.name for p in save_bpe(vocabulary, tmp_path)]
     assert names == ["bpe.json", "encoder.json", "vocab.bpe", "tokenizer.json", "tokenizer_config.json"]
     ours = load_bpe(tmp_path)
     ranks = data_gym_to_mergeable_bpe_ranks(str(tmp_path / "vocab.bpe"), str(tmp_path / "encoder.json"))
-    fast = tiktoken.Encoding("verdict-700", pat_str=trained.pattern, mergeable_ranks=ranks,
+    fast = tiktoken.Encoding("verdict-700", pat_str=vocabulary.pattern, mergeable_ranks=ranks,
                              special_tokens={ENDOFTEXT: 699})
     hf = HFTokenizer.from_file(str(tmp_path / "tokenizer.json"))
     texts = every_mirrored_text(data_dir)
     samples = [*texts["the-verdict.txt"], *texts["sms"][:500], *texts["instruction-data.json records"][:600],
-               "Hello <|endoftext|> 🙂 ünïcödé\t\r\n  x"]
+               "Hello <|endoftext|> 🙂 ünïcödé\t\r\n  x 12345 DON'T\n\n"]
     for text in samples:
         ids = ours.encode(text)
         assert ids == fast.encode(text, allowed_special="all") == hf.encode(text).ids, text[:60]
