@@ -16,7 +16,8 @@ echo "== 2. fine-tune smollm2 into a spam classifier: the book's chapter 6 on a 
 echo "   (355 / 50 / 102 texts), the last 4 of its 30 blocks and a new class head, 50 steps (the full"
 echo "   recipe in docs/results.md trains 300 steps on all 1,045 training texts)"
 $GPTLAB finetune classify --data sms-spam --model smollm2 --subset 0.34 --train-layers last-4 --lr 2e-4 \
-  --min-lr 2e-5 --warmup-steps 5 --max-steps 50 --eval-every 50 --eval-batches 2 --precision bf16-mixed --out "$RUN"
+  --min-lr 2e-5 --warmup-steps 5 --max-steps 50 --eval-every 50 --eval-batches 2 --precision bf16-mixed \
+  --group-by-length --out "$RUN"
 echo
 echo "== 3. label new messages with the fine-tuned classifier (label, probability, text)"
 $GPTLAB classify --model "$RUN" \

@@ -16,7 +16,7 @@ import pytest
 
 BIN = Path(sys.executable).parent
 RECIPE = ["--train-layers", "last-4", "--lr", "1e-4", "--min-lr", "1e-5", "--warmup-steps", "20", "--max-steps", "300",
-          "--eval-every", "100", "--eval-batches", "5", "--precision", "bf16-mixed"]
+          "--eval-every", "100", "--eval-batches", "5", "--precision", "bf16-mixed", "--group-by-length"]
 
 
 def gptlab(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:

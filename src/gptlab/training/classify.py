@@ -55,6 +55,8 @@ class ClassifyConfig(RunConfig, task="classify"):
     dropout: float | None = setting("dropout while fine-tuning (default: 0.2 after --pretrain-on-texts, else the "
                                     "model's)", None)
     data_seed: int = setting("seeds balancing and splitting", 123)
+    group_by_length: bool = setting("batch texts of similar length (less padding, faster; less random batches)",
+                                    False)
     subset: float = setting("train, validate and test on this share of each split (a quick run; the texts "
                             "are a seeded sample of the full splits)", 1.0)
     train: TrainSettings = setting("optimisation; unset fields follow the recipe", factory=TrainSettings)
@@ -131,7 +133,8 @@ def run(config: ClassifyConfig, resume: bool = False, on_event: OnEvent | None =
 
     num_val = len(data["val"].labels)
     settings = once_over(config.train, num_val)  # val loss over each val text once
-    train_order = EpochOrder(len(data["train"].labels), settings.seed)
+    train_order = EpochOrder(len(data["train"].labels), settings.seed, run=settings.batch_size,
+                             lengths=data["train"].lengths.tolist() if config.group_by_length else None)
     meta = CheckpointMeta(labels=list(labels.names), max_length=max_length, run=config.to_dict(),
                           lora=pinned_to_base(lora, start))
     task = Task(
