@@ -115,7 +115,7 @@ def agreement_with_rouge_l(scores: list[int | None], rouge: list[float]) -> dict
     pairs = [(s, r) for s, r in zip(scores, rouge, strict=True) if s is not None]
     rho = None
     if len(pairs) >= 3 and len({s for s, _ in pairs}) > 1 and len({r for _, r in pairs}) > 1:
-        rho = round(float(spearmanr([s for s, _ in pairs], [r for _, r in pairs]).statistic), 3)
+        rho = round(float(spearmanr([s for s, _ in pairs], [r for _, r in pairs])[0]), 3)  # [0]: any SciPy
     mean = round(statistics.fmean(rouge), 4) if rouge else None
     return {"rouge_l_mean": mean, "spearman_score_vs_rouge_l": rho}
 
