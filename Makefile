@@ -1,4 +1,4 @@
-# Quick start: `make demo` (the main job on a built-in default) and `make test` (the whole suite).
+# Quick start: `make demo` (the main job: real weights, offline; scripts/demo.sh) and `make test` (the whole suite).
 # `make test` lints first (ruff, configured in pyproject.toml).
 # Both create .venv and install gptlab first when needed (scripts/setup.sh); `test` also makes
 # chromium available for the chat-page browser test (scripts/browser.sh).

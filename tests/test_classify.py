@@ -5,7 +5,7 @@ import torch
 
 from gptlab.checkpoint import CheckpointMeta, load_model
 from gptlab.checkpoint.native import write_model_files
-from gptlab.classifier import classify_texts
+from gptlab.classifier import Encoded, classify_texts, predict
 from gptlab.model import GPT
 from gptlab.models import preset_config
 from gptlab.training.classify import ClassifyConfig, run, with_class_head
@@ -66,3 +66,14 @@ def test_the_report_scores_the_best_checkpoint_not_the_last_weights(tmp_path):
     assert summary["test_confusion"] == [row[::-1] for row in last_confusion] != last_confusion
     assert summary["scored"].endswith("(best checkpoint)")
     assert json.loads((tmp_path / "summary.json").read_text())["test_confusion"] == summary["test_confusion"]
+
+
+def test_predict_batches_by_length_and_returns_rows_in_their_own_order():
+    torch.manual_seed(0)
+    model = with_class_head(GPT(preset_config("gpt-tiny")), 3, seed=0).eval()
+    lengths = torch.tensor([9, 2, 7, 1, 9, 4, 3])
+    ids = torch.randint(0, 50257, (7, 9)) * (torch.arange(9) < lengths[:, None])  # right-padded with 0
+    one_by_one = [model(ids[i : i + 1, : lengths[i]], lengths=lengths[i : i + 1]).argmax(-1).item() for i in range(7)]
+    data = Encoded(ids, lengths, torch.zeros(7, dtype=torch.long))
+    assert predict(model, data, batch_size=3).tolist() == one_by_one
+    assert len(set(one_by_one)) > 1  # the rows differ, so a shuffled order would show

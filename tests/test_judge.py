@@ -4,7 +4,15 @@ import socket
 import pytest
 
 from gptlab.data.instruction import Record
-from gptlab.evaluation.judge import JudgeClient, judge_file, judge_prompt, parse_score, responses_of, score_summary
+from gptlab.evaluation.judge import (
+    JudgeClient,
+    agreement_with_rouge_l,
+    judge_file,
+    judge_prompt,
+    parse_score,
+    responses_of,
+    score_summary,
+)
 
 
 @pytest.mark.parametrize(("reply", "score"), [
@@ -69,4 +77,14 @@ def test_a_judge_that_fails_midway_keeps_the_scores_so_far(tmp_path):
     assert result.out == tmp_path / "answers-scores.json" and result.plot.read_bytes()[:4] == b"\x89PNG"
     written = json.loads(result.out.read_text())
     assert [r["score"] for r in written["records"]] == [80, 80]
-    assert written["summary"] == result.summary == {"judge": "ollama:llama3", **score_summary([80, 80])}
+    assert [r["rouge_l"] for r in written["records"]] == [0.0, 0.0]  # "B." against "A."
+    assert written["summary"] == result.summary == {"judge": "ollama:llama3", **score_summary([80, 80]),
+                                                    "rouge_l_mean": 0.0, "spearman_score_vs_rouge_l": None}
+
+
+def test_agreement_with_rouge_l_ranks_scores_against_overlap():
+    assert agreement_with_rouge_l([10, 50, 90, None], [0.1, 0.4, 0.8, 1.0]) == {
+        "rouge_l_mean": 0.575, "spearman_score_vs_rouge_l": 1.0}  # the unscored reply counts in the mean only
+    assert agreement_with_rouge_l([90, 50, 10], [0.1, 0.4, 0.8])["spearman_score_vs_rouge_l"] == -1.0
+    assert agreement_with_rouge_l([80, 80, 80], [0.1, 0.4, 0.8])["spearman_score_vs_rouge_l"] is None
+    assert agreement_with_rouge_l([], []) == {"rouge_l_mean": None, "spearman_score_vs_rouge_l": None}

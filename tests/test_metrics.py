@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from gptlab.evaluation.metrics import classification_report, confusion_matrix, perplexity
+from gptlab.evaluation.metrics import classification_report, confusion_matrix, perplexity, rouge_l
 
 
 def test_confusion_and_macro_scores_by_hand():
@@ -26,3 +26,15 @@ def test_a_class_never_predicted_scores_zero_not_nan():
 
 def test_perplexity():
     assert perplexity(math.log(50257)) == pytest.approx(50257)
+
+
+def test_rouge_l_by_hand():
+    # LCS of "the cat sat on the mat" and "the cat lay on a mat": the cat on mat (4 words of 6 each)
+    assert rouge_l("The cat sat on the mat.", "the cat lay on a mat") == pytest.approx(4 / 6)
+    # "police killed the gunman" vs "the gunman killed police": LCS 2 ("killed police" or "the gunman")
+    reference, candidate = "police killed the gunman", "the gunman killed police"
+    assert rouge_l(reference, candidate) == pytest.approx(2 / 4)
+    assert rouge_l("Paris", "paris!") == 1.0
+    assert rouge_l("Paris", "") == 0.0 and rouge_l("", "") == 0.0
+    # precision and recall differ: 2 common words, 2 in the candidate, 5 in the reference
+    assert rouge_l("a b c d e", "b d") == pytest.approx(2 * 1.0 * 0.4 / 1.4)

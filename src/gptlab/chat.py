@@ -6,6 +6,7 @@ This is an edge of the package, like `cli/`: it reads the keyboard and prints.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable
 
 from gptlab.checkpoint import LoadedModel
@@ -55,8 +56,17 @@ def read_message(read: Callable[[str], str]) -> str:
     return "\n".join(lines)
 
 
+def read_line(prompt: str) -> str:
+    """`input`, echoing the line when stdin is not a terminal: piped questions (as `make demo` asks
+    them) then show in the transcript before their answers."""
+    line = input(prompt)
+    if not sys.stdin.isatty():
+        print(line)
+    return line
+
+
 def chat(loaded: LoadedModel, style: PromptStyle, settings: GenerationSettings,
-         read: Callable[[str], str] = input) -> int:
+         read: Callable[[str], str] = read_line) -> int:
     """The REPL: read a message or a command, stream the answer; returns the exit code."""
     conversation = Conversation.opened(loaded.tokenizer, style, loaded.model.config.context_length)
     print(f"Chatting with {loaded.description} ({style.name} prompts). {describe(settings)}\n{HELP}")

@@ -29,14 +29,21 @@ class Encoded:
 
 @torch.no_grad()
 def predict(model: GPT, data: Encoded, batch_size: int = 32) -> Tensor:
-    """Predicted class ids for every row of `data`."""
+    """Predicted class ids for every row of `data`.
+
+    Rows are batched shortest first, so each batch is trimmed to texts of about its own length:
+    on SMS spam (36 tokens on average, 93 at most) that is about half the work of batches in file
+    order. The classifier reads each row's last real token, so the order changes no prediction.
+    """
     model.eval()
     device = next(model.parameters()).device
-    out = []
-    for start in range(0, len(data.labels), batch_size):
-        ids, lengths, _ = data.batch(torch.arange(start, min(start + batch_size, len(data.labels))))
-        out.append(model(ids.to(device), lengths=lengths.to(device)).argmax(-1).cpu())
-    return torch.cat(out)
+    order = torch.argsort(data.lengths, stable=True)
+    predicted = torch.empty_like(data.labels)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        ids, lengths, _ = data.batch(rows)
+        predicted[rows] = model(ids.to(device), lengths=lengths.to(device)).argmax(-1).cpu()
+    return predicted
 
 
 def classify_texts(loaded: LoadedModel, texts: list[str], pad_to: int | None = None) -> Tensor:

@@ -172,6 +172,10 @@ def classify_file_not_utf8(folder: Path, tiny: Path) -> list[str]:
     return ["classify", "--model", str(tiny), "--file", str(texts)]
 
 
+def classify_subset_of_nothing(folder: Path, tiny: Path) -> list[str]:
+    return ["finetune", "classify", "--data", "sms-spam", "--subset", "0", "--out", str(folder / "run")]
+
+
 def missing_model(folder: Path, tiny: Path) -> list[str]:
     return _generate(folder / "nowhere")
 
@@ -211,6 +215,7 @@ CASES = [
     Case("malformed JSONL line", malformed_jsonl_line, 1, ("{dir}/broken.jsonl:2", "not valid JSON")),
     Case("empty text file used twice", empty_text_file_used_twice, 1, ("{dir}/empty.txt", "empty")),
     Case("classify --file on non-UTF-8 text", classify_file_not_utf8, 1, ("{dir}/texts.txt:2", "UTF-8")),
+    Case("classify --subset 0", classify_subset_of_nothing, 1, ("--subset", "above 0")),
     Case("missing model", missing_model, 1, ("{dir}/nowhere", "not found")),
     Case("unknown preset", unknown_preset, 1, ("gpt-huge", "not found")),
     Case("respond --max-batch 0", respond_with_max_batch_0, 1, ("max_batch must be >= 1, got 0",)),

@@ -67,6 +67,11 @@ def cmd_judge(args: argparse.Namespace) -> int:
     else:
         scored = (f"mean {summary['mean']:.2f} (median {summary['median']}, min {summary['min']}, max "
                   f"{summary['max']})" if summary["scored"] else "no scores")
+        rho = summary["spearman_score_vs_rouge_l"]
         print(f"{summary['judge']} scored {summary['scored']}/{summary['records']} responses: {scored}; "
-              f"{summary['unparsable']} replies without a score\nwrote {result.out} and {result.plot}")
+              f"{summary['unparsable']} replies without a score")
+        if summary["rouge_l_mean"] is not None:
+            print(f"ROUGE-L of the responses against the outputs: mean {summary['rouge_l_mean']:.3f}; rank "
+                  f"agreement of the scores with it (Spearman): {'undefined' if rho is None else f'{rho:+.2f}'}")
+        print(f"wrote {result.out} and {result.plot}")
     return status

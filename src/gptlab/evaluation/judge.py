@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from gptlab.data.instruction import Record, load_records
+from gptlab.evaluation.metrics import rouge_l
 
 BACKENDS = ("ollama", "openai")
 DEFAULT_URLS = {"ollama": "http://localhost:11434", "openai": "https://api.openai.com/v1"}
@@ -86,10 +87,12 @@ class JudgeClient:
 
 
 def judge_records(client: JudgeClient, records: list[Record], responses: list[str]) -> Iterator[dict[str, Any]]:
-    """Each record as read, with the judge's reply and its parsed score (None when it has none)."""
+    """Each record as read, with the judge's reply, its parsed score (None when it has none) and the
+    response's ROUGE-L against the correct output (a judge-free check of the same response)."""
     for record, response in zip(records, responses, strict=True):
         reply = client.ask(judge_prompt(record, response))
-        yield {**record.original, "judge_reply": reply, "score": parse_score(reply)}
+        yield {**record.original, "judge_reply": reply, "score": parse_score(reply),
+               "rouge_l": round(rouge_l(record.output, response), 4)}
 
 
 def score_summary(scores: list[int | None]) -> dict[str, Any]:
@@ -100,6 +103,21 @@ def score_summary(scores: list[int | None]) -> dict[str, Any]:
         summary.update(mean=round(statistics.fmean(parsed), 2), median=statistics.median(parsed),
                        min=min(parsed), max=max(parsed))
     return summary
+
+
+def agreement_with_rouge_l(scores: list[int | None], rouge: list[float]) -> dict[str, Any]:
+    """Mean ROUGE-L, and the Spearman rank correlation of the judge's scores with it over the
+    scored responses: a judge that reads the responses should rank them roughly as word overlap
+    with the correct output does (rho well above 0); a weak judge scores them at random (near 0).
+    None where it is undefined (fewer than 3 scored, or constant scores)."""
+    from scipy.stats import spearmanr  # scikit-learn's dependency; imported only when needed
+
+    pairs = [(s, r) for s, r in zip(scores, rouge, strict=True) if s is not None]
+    rho = None
+    if len(pairs) >= 3 and len({s for s, _ in pairs}) > 1 and len({r for _, r in pairs}) > 1:
+        rho = round(float(spearmanr([s for s, _ in pairs], [r for _, r in pairs])[0]), 3)  # [0]: any SciPy
+    mean = round(statistics.fmean(rouge), 4) if rouge else None
+    return {"rouge_l_mean": mean, "spearman_score_vs_rouge_l": rho}
 
 
 def responses_of(records: list[Record], field: str, source: str) -> list[str]:
@@ -118,7 +136,8 @@ def responses_of(records: list[Record], field: str, source: str) -> list[str]:
 class JudgeResult:
     """What `judge_file` wrote, and whether it got through every record."""
 
-    summary: dict[str, Any]  # the file's "summary": judge, records, scored, unparsable, mean, median, min, max
+    summary: dict[str, Any]  # the file's "summary": judge, records, scored, unparsable, mean, median, min, max,
+    # rouge_l_mean, spearman_score_vs_rouge_l
     out: Path  # the records with judge_reply and score, and the summary
     plot: Path  # the histogram of the scores
     stopped: BaseException | None = None  # Ctrl-C or a failing judge: the scores before it are saved
@@ -155,7 +174,8 @@ def _write_scores(rows: list[dict[str, Any]], judge: str, path: Path, title: str
     """The scored records and their summary as JSON, and the histogram beside them."""
     from gptlab.evaluation.plots import score_histogram  # matplotlib: imported only when needed
 
-    summary = {"judge": judge, **score_summary([r["score"] for r in rows])}
+    scores = [r["score"] for r in rows]
+    summary = {"judge": judge, **score_summary(scores), **agreement_with_rouge_l(scores, [r["rouge_l"] for r in rows])}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"summary": summary, "records": rows}, indent=2, ensure_ascii=False) + "\n",
                     encoding="utf-8")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 from torch import Tensor
@@ -41,3 +42,33 @@ def classification_report(predictions: Tensor, labels: Tensor, num_classes: int)
 def perplexity(mean_loss: float) -> float:
     """exp of a mean next-token cross-entropy (nats)."""
     return math.exp(mean_loss)
+
+
+def rouge_l(reference: str, candidate: str) -> float:
+    """ROUGE-L F1: the longest common subsequence of words, as a share of both texts (0 to 1).
+
+    Words are lower-cased runs of letters and digits, as the `rouge-score` package cuts them (no
+    stemming). A reference-overlap check on LLM-judge scores: cheap, deterministic, and blind to
+    paraphrase, so a judge and ROUGE-L should agree on the clear cases only.
+    """
+    ref, cand = _words(reference), _words(candidate)
+    common = _lcs_length(ref, cand)
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(cand), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def _lcs_length(a: list[str], b: list[str]) -> int:
+    """Length of the longest common subsequence, one row of the dynamic programme at a time."""
+    previous = [0] * (len(b) + 1)
+    for x in a:
+        current = [0]
+        for j, y in enumerate(b):
+            current.append(previous[j] + 1 if x == y else max(previous[j + 1], current[j]))
+        previous = current
+    return previous[-1]

@@ -55,6 +55,10 @@ class ClassifyConfig(RunConfig, task="classify"):
     dropout: float | None = setting("dropout while fine-tuning (default: 0.2 after --pretrain-on-texts, else the "
                                     "model's)", None)
     data_seed: int = setting("seeds balancing and splitting", 123)
+    group_by_length: bool = setting("batch texts of similar length (less padding, faster; less random batches)",
+                                    False)
+    subset: float = setting("train, validate and test on this share of each split (a quick run; the texts "
+                            "are a seeded sample of the full splits)", 1.0)
     train: TrainSettings = setting("optimisation; unset fields follow the recipe", factory=TrainSettings)
 
     # The book's chapter-6 recipe: AdamW 5e-5, weight decay 0.1, batch 8, ~5 epochs of 1,045.
@@ -75,6 +79,8 @@ class ClassifyConfig(RunConfig, task="classify"):
             self.dropout = 0.2
         if self.balance not in ("auto", "yes", "no"):
             raise ValueError(f"--balance must be auto, yes or no, got {self.balance!r}")
+        if not 0 < self.subset <= 1:
+            raise ValueError(f"--subset must be a share above 0 and at most 1, got {self.subset}")
 
     def recipe(self) -> TrainSettings:
         """The book's recipe, or the from-scratch one after `--pretrain-on-texts`."""
@@ -127,7 +133,8 @@ def run(config: ClassifyConfig, resume: bool = False, on_event: OnEvent | None =
 
     num_val = len(data["val"].labels)
     settings = once_over(config.train, num_val)  # val loss over each val text once
-    train_order = EpochOrder(len(data["train"].labels), settings.seed)
+    train_order = EpochOrder(len(data["train"].labels), settings.seed, run=settings.batch_size,
+                             lengths=data["train"].lengths.tolist() if config.group_by_length else None)
     meta = CheckpointMeta(labels=list(labels.names), max_length=max_length, run=config.to_dict(),
                           lora=pinned_to_base(lora, start))
     task = Task(
@@ -145,12 +152,14 @@ def run(config: ClassifyConfig, resume: bool = False, on_event: OnEvent | None =
 
 
 def _splits(config: ClassifyConfig) -> dict[str, list[Example]]:
-    """Train / val / test examples: seeded shares of --data, balanced first where asked."""
+    """Train / val / test examples: seeded shares of --data, balanced first where asked; with
+    --subset, the first share of each (a sample, the splits being shuffled)."""
     examples = load_examples(config.data, config.text_column, config.label_column)
     if config.balance == "yes" or (config.balance == "auto" and config.data == SMS_SPAM):
         examples = balance(examples, config.data_seed)
     parts = shuffled_split(examples, config.data_seed, {"train": config.train_fraction, "val": config.val_fraction},
                            rest="test")
+    parts = {name: part[: max(1, int(len(part) * config.subset))] for name, part in parts.items()}  # shuffled
     if not parts["test"]:
         raise ValueError(f"{config.data}: no examples left for the test split; "
                          "lower --train-fraction or --val-fraction")
