@@ -153,14 +153,14 @@ def concurrently(url: str, messages: list[str], max_tokens: int, timeout: float)
     return streams, summarize(streams, seconds)
 
 
-def start_server(model: str, max_batch: int, max_queue: int, threads: int | None,
+def start_server(model: str, max_batch: int, max_queue: int, options: argparse.Namespace,
                  log: Path) -> tuple[str, subprocess.Popen]:
     """`gptlab serve` on 127.0.0.1 and a free port, as a user starts it; its base URL."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    if threads is not None:
-        env["OMP_NUM_THREADS"] = str(threads)
+    if options.threads is not None:
+        env["OMP_NUM_THREADS"] = str(options.threads)
     command = [sys.executable, "-m", "gptlab", "serve", "--model", model, "--port", "0", "--max-batch",
-               str(max_batch), "--max-queue", str(max_queue)]
+               str(max_batch), "--max-queue", str(max_queue), *(["--compile"] if options.compile else [])]
     with log.open("w") as errors:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True, env=env)
     seen = ""
@@ -193,11 +193,11 @@ def row(model: str, label: str, load: Load, base: Load) -> str:
 
 def bench_model(model: str, name: str, options: argparse.Namespace, folder: Path) -> list[str]:
     """All loads against one server; raises when a stream is incomplete or differs from its answer alone."""
-    url, process = start_server(model, options.max_batch, max(options.concurrency), options.threads,
+    url, process = start_server(model, options.max_batch, max(options.concurrency), options,
                                 folder / f"{name}.log")
     try:
         messages = prompts(options.distinct)
-        chat(url, messages[0], 4, options.timeout)  # warm-up
+        concurrently(url, messages, 4, options.timeout)  # warm-up: both paths, every batch width once
         alone, base = one_at_a_time(url, messages, options.max_tokens, options.timeout)
         reference = {m: s.text for m, s in zip(messages, alone, strict=True)}
         rows = [row(name, "one at a time", base, base)]
@@ -233,12 +233,14 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=32, metavar="N", help="max_tokens per request (default 32)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="the server's torch threads (OMP_NUM_THREADS; default: torch's default)")
+    parser.add_argument("--compile", action="store_true", help="start the server with --compile")
     parser.add_argument("--timeout", type=float, default=600.0, metavar="S",
                         help="seconds any one request or load may take (default 600)")
     options = parser.parse_args()
     machine = platform.processor() or platform.machine()
     print(f"# serve_load, {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {machine}, "
-          f"{os.cpu_count()} CPUs, server threads {options.threads or 'default'}, "
+          f"{os.cpu_count()} CPUs, server threads {options.threads or 'default'}"
+          f"{', compiled decode step' if options.compile else ''}, "
           f"load average {os.getloadavg()[0]:.1f}")
     print("| model | load | streams | tokens | s | tok/s | vs one at a time | TTFT p50 / p95 s | ms/token p50 / p95 |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -206,3 +206,15 @@ def test_a_cancelled_completion_stops_at_the_next_token(model):
     completion.cancel()
     rest = list(pieces)
     assert completion.finish_reason == "cancelled" and len(completion.ids) < 30 and len(rest) <= 1
+
+
+def test_prompts_sharing_a_beginning_compute_it_once_and_decode_as_alone(model):
+    from gptlab.generation import shared_prefix_length
+
+    shared = list(range(1, 21))  # a 20-token "chat template" every prompt starts with
+    prompts = [shared + [30, 31, 32], shared + [40], shared + [41, 42, 43, 44, 45, 46, 47]]
+    assert shared_prefix_length(prompts) == 20 and shared_prefix_length([[1, 2], [1, 2, 3]]) == 1
+    settings = GenerationSettings(max_new_tokens=24, temperature=0)
+    alone = [list(generate(model, p, settings)) for p in prompts]
+    assert generate_batch(model, prompts, settings) == alone
+    assert generate_batch(model, [prompts[1], prompts[1]], settings) == [alone[1], alone[1]]  # identical prompts

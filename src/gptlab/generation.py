@@ -21,6 +21,7 @@ from gptlab.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 MAX_TOP_LOGPROBS = 20  # OpenAI's limit on alternatives per token
+MIN_SHARED_PREFIX = 8  # prompts prefilled together that share this many first tokens compute them once
 
 
 @dataclass(frozen=True)
@@ -154,15 +155,34 @@ def pick_tokens(logits: Tensor, settings: Sequence[GenerationSettings],
 
 
 def prefill_logits(model: GPT, prompts: Sequence[Sequence[int]], cache: KVCache, slots: Sequence[int]) -> Tensor:
-    """Float32 logits (n, V) after each prompt, prefilled together (right-padded) into cache rows `slots`."""
+    """Float32 logits (n, V) after each prompt, prefilled together into cache rows `slots`.
+
+    A beginning that every prompt shares (a chat template, a system message) is computed once and
+    its keys/values copied to each row; the rest goes in right-padded, one forward pass for all.
+    """
     device = cache.keys[0].device
-    lengths = [len(p) for p in prompts]
+    shared = shared_prefix_length(prompts) if len(prompts) > 1 else 0
+    if shared >= MIN_SHARED_PREFIX:
+        model.prefill(torch.tensor([list(prompts[0][:shared])], device=device), cache, [slots[0]])
+        cache.copy_prefix(slots[0], slots[1:], shared)
+    else:
+        shared = 0
+    lengths = [len(p) - shared for p in prompts]
     ids = torch.zeros(len(prompts), max(lengths), dtype=torch.long)
     for row, prompt in enumerate(prompts):
-        ids[row, : len(prompt)] = torch.tensor(list(prompt))
-    hidden = model.prefill(ids.to(device), cache, slots)  # (n, T, C)
+        ids[row, : lengths[row]] = torch.tensor(list(prompt[shared:]))
+    hidden = model.prefill(ids.to(device), cache, slots, start=shared)  # (n, T, C)
     last = hidden[torch.arange(len(prompts), device=device), torch.tensor(lengths, device=device) - 1]  # (n, C)
     return model.lm_head(last).float()
+
+
+def shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
+    """Tokens every prompt begins with, leaving each prompt at least one of its own."""
+    longest = min(len(p) for p in prompts) - 1
+    for at in range(longest):
+        if any(p[at] != prompts[0][at] for p in prompts):
+            return at
+    return max(longest, 0)
 
 
 def _recomputed_logits(model: GPT, sequences: Sequence[Sequence[int]], device: torch.device) -> Tensor:

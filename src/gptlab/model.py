@@ -59,6 +59,12 @@ class KVCache:
     def max_len(self) -> int:
         return self.keys[0].shape[2]
 
+    def copy_prefix(self, source: int, targets: Sequence[int], length: int) -> None:
+        """Give rows `targets` the first `length` places of row `source` (a prompt prefix they share)."""
+        rows = torch.tensor(list(targets), dtype=torch.long, device=self.keys[0].device)
+        for buf in [*self.keys, *self.values]:
+            buf[rows, :, :length] = buf[source : source + 1, :, :length]
+
     def resized(self, max_len: int) -> KVCache:
         """A cache of `max_len` places per row holding this one's contents (grown, or cut to `max_len`)."""
         keep = min(max_len, self.max_len)
