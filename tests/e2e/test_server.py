@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -19,11 +17,6 @@ from pathlib import Path
 
 import openai
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service as ChromeService
-from selenium.webdriver.common.by import By
-from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.support.ui import WebDriverWait
 
 from e2e.servers import Server, start_server
 from gptlab.prompts import prompt_style
@@ -208,52 +201,6 @@ def test_one_slot_overflow_429_and_dropped_or_abandoned_requests_free_it(tmp_pat
     assert len(stopped) == 3 and max(stopped) < 1000
 
 
-def chromium() -> webdriver.Chrome:
-    """Headless Debian chromium with its own driver (no browser download; `scripts/browser.sh` installs it)."""
-    browser, driver = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
-    if not (browser and driver):
-        message = "chromium and chromedriver are not installed (bash scripts/browser.sh installs them)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        options.add_argument(flag)
-    return webdriver.Chrome(options=options, service=ChromeService(executable_path=driver))
-
-
-def test_chat_page_streams_answers_keeps_the_conversation_and_starts_over(server):
-    browser = chromium()
-    try:
-        browser.get(server.url + "/")
-        wait = WebDriverWait(browser, 60)
-        wait.until(lambda b: b.find_element(By.ID, "model").text == "tiny")
-        browser.find_element(By.TAG_NAME, "summary").click()  # Settings
-        temperature = browser.find_element(By.ID, "temperature")
-        temperature.clear()
-        temperature.send_keys("0")
-
-        def ask(question: str) -> str:
-            before = len(browser.find_elements(By.CSS_SELECTOR, ".assistant"))
-            browser.find_element(By.ID, "input").send_keys(question, Keys.ENTER)
-            wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, ".assistant")) > before
-                       and b.find_element(By.ID, "send").is_enabled())  # the answer has finished
-            return browser.find_elements(By.CSS_SELECTOR, ".assistant")[-1].text
-
-        assert ask(RED) == "A red fruit is number 0."
-        assert ask("Name a fruit that is blue.") == "A blue fruit is number 1."  # the page sends both turns
-        assert [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".user")] == [RED, "Name a fruit that is blue."]
-        assert not browser.find_elements(By.CSS_SELECTOR, ".error")
-        browser.find_element(By.ID, "new-chat").click()
-        assert browser.find_elements(By.CSS_SELECTOR, ".message") == []
-        browser.find_element(By.ID, "max-tokens").send_keys("500")  # more than the 128-token context
-        assert ask(RED) == ""
-        assert "this model's context is 128 tokens" in browser.find_element(By.CSS_SELECTOR, ".error").text
-    finally:
-        browser.quit()
-
-
 def test_gptlab_judge_speaks_to_an_openai_compatible_server(server, client, sixteen_records, tmp_path):
     """The judge's openai backend, with this server as the (poor) judge: every reply is recorded as sent."""
     responses = tmp_path / "responses.json"
@@ -271,22 +218,6 @@ def test_gptlab_judge_speaks_to_an_openai_compatible_server(server, client, sixt
     direct = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": prompt}],
                                             temperature=0, seed=123)
     assert written[0]["judge_reply"] == direct.choices[0].message.content
-
-
-@pytest.fixture(scope="module")
-def classifier_run(tmp_path_factory) -> Path:
-    """A three-topic classifier trained through the CLI (a few seconds of training)."""
-    folder = tmp_path_factory.mktemp("topics")
-    words = {"sport": ["goal", "match", "team", "score"], "food": ["pizza", "salad", "soup", "bread"],
-             "weather": ["rain", "sunny", "snow", "wind"]}
-    rows = [f"{' '.join(vocab[(i + j) % 4] for j in range(4))} today,{topic}"
-            for i in range(30) for topic, vocab in words.items()]
-    (folder / "topics.csv").write_text("\n".join(["text,label", *rows]) + "\n")
-    done = subprocess.run([str(BIN / "gptlab"), "finetune", "classify", "--data", str(folder / "topics.csv"),
-                           "--model", "gpt-tiny", "--max-steps", "30", "--eval-every", "30", "--lr", "3e-3",
-                           "--out", str(folder / "run")], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    return folder / "run"
 
 
 def test_info_shows_the_flags_defaults_and_classify_equals_gptlab_classify(overfit_run, classifier_run, tmp_path):

@@ -23,7 +23,9 @@ from gptlab.serving.metrics import Metrics
 
 log = logging.getLogger("gptlab.serving")
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
-PUBLIC_PATHS = ("/health",)  # answered without the API key (load balancers probe it)
+# Answered without the API key: load balancers probe /health; the chat page at / holds no secret, and a
+# browser cannot send a key with a page load: the page asks for the key and sends it with its API calls.
+PUBLIC_PATHS = ("/health", "/")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
