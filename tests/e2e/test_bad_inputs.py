@@ -70,6 +70,14 @@ def respond_with_max_batch_0(folder: Path, tiny: Path) -> list[str]:
             "--max-batch", "0"]
 
 
+def serve_with_temperature_3(folder: Path, tiny: Path) -> list[str]:
+    return ["serve", "--model", str(tiny), "--port", "0", "--temperature", "3"]
+
+
+def serve_with_no_request_time(folder: Path, tiny: Path) -> list[str]:
+    return ["serve", "--model", str(tiny), "--port", "0", "--request-timeout", "0"]
+
+
 def bad_float_in_run_config(folder: Path, tiny: Path) -> list[str]:
     config = folder / "config.json"
     config.write_text(json.dumps({"task": "pretrain", "data": ["the-verdict"], "model": "gpt-tiny",
@@ -219,6 +227,8 @@ CASES = [
     Case("missing model", missing_model, 1, ("{dir}/nowhere", "not found")),
     Case("unknown preset", unknown_preset, 1, ("gpt-huge", "not found")),
     Case("respond --max-batch 0", respond_with_max_batch_0, 1, ("max_batch must be >= 1, got 0",)),
+    Case("serve --temperature 3", serve_with_temperature_3, 1, ("--temperature must be from 0 to 2", "got 3.0")),
+    Case("serve --request-timeout 0", serve_with_no_request_time, 1, ("--request-timeout must be above 0",)),
     Case("temperature 1e-300", tiny_temperature, 0),
     Case("top_p 1e-46", tiny_top_p, 0),
     Case("1,000,000 spaces as the prompt", a_million_spaces_as_the_prompt, 0, ("left-truncated",),

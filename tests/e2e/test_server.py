@@ -296,6 +296,12 @@ def test_logprobs_on_chat_and_completions(client):
     assert all(len(top) == 2 and max(top.values()) == pytest.approx(lp)
                for top, lp in zip(logprobs.top_logprobs, logprobs.token_logprobs))
     assert logprobs.text_offset[0] == 0
+    framed = prompt_style("alpaca").prompt(RED)  # the answer runs several tokens: offsets add up when streamed
+    whole = client.completions.create(model="tiny", prompt=framed, max_tokens=12, temperature=0, logprobs=1)
+    pieces = client.completions.create(model="tiny", prompt=framed, max_tokens=12, temperature=0, logprobs=1,
+                                       stream=True)
+    offsets = [o for c in pieces if c.choices[0].logprobs for o in c.choices[0].logprobs.text_offset]
+    assert len(offsets) > 3 and offsets == whole.choices[0].logprobs.text_offset
     streamed = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": RED}],
                                               temperature=0, logprobs=True, stream=True)
     tokens = [t.token for c in streamed if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]

@@ -122,8 +122,8 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
     add_batching_flags(server)
     add_compile_flag(server)
     server.add_argument("--api-key", default=None,
-                        help="require `Authorization: Bearer KEY` on every route but /health (default: "
-                             "$GPTLAB_API_KEY, else none)")
+                        help="require `Authorization: Bearer KEY` on every route but /health and / (the chat page, "
+                             "which asks for the key; default: $GPTLAB_API_KEY, else none)")
     server.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                         help="also answer requests whose Host header names NAME, e.g. the name a proxy or the "
                              "network uses (repeatable; * allows any). Default: loopback names only, against DNS "

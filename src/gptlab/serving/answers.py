@@ -99,10 +99,10 @@ class Answers:
             for index, completion in enumerate(shape.answer.choices):
                 for chunk in shape.opening(index):
                     yield _event(chunk)
-                seen = 0
+                seen, offset = 0, shape.echoed_length()
                 async for piece in self._pieces(completion):
-                    yield _event(shape.chunk(index, piece, completion.logprobs[seen:]))
-                    seen = len(completion.logprobs)
+                    yield _event(shape.chunk(index, piece, completion.logprobs[seen:], offset=offset))
+                    seen, offset = len(completion.logprobs), offset + len(piece)
                 yield _event(shape.chunk(index, None, [], completion.finish_reason))
             if shape.request.include_usage:
                 last = shape.chunk(0, None, [])
@@ -171,13 +171,18 @@ class _Shape:
                                             logprobs=self._text_logprobs([], echo=True)))]
 
     def chunk(self, index: int, text: str | None, logprobs: Sequence[TokenLogprob],
-              finish_reason: str | None = None) -> TextCompletionObject | ChatCompletionChunk:
-        """A streamed piece of text (with its tokens' logprobs), or (text None) a choice's end."""
+              finish_reason: str | None = None, offset: int = 0) -> TextCompletionObject | ChatCompletionChunk:
+        """A streamed piece of text (with its tokens' logprobs; `offset`: the choice's characters
+        before it), or (text None) a choice's end."""
         if self.chat:
             return self._chat_chunk(ChatChunkChoice(index=index, delta=Delta(content=text), finish_reason=finish_reason,
                                                     logprobs=self._chat_logprobs(logprobs) if logprobs else None))
         return self._text_chunk(TextChoice(index=index, text=text or "", finish_reason=finish_reason,
-                                           logprobs=self._text_logprobs(logprobs) if logprobs else None))
+                                           logprobs=self._text_logprobs(logprobs, offset=offset) if logprobs else None))
+
+    def echoed_length(self) -> int:
+        """Characters of the echoed prompt a completion's text starts with (0 without `echo`, and in chat)."""
+        return len(self.answer.echoed.text) if self.answer.echoed and not self.chat else 0
 
     def usage(self) -> Usage:
         return Usage.of(len(self.answer.prompt_ids), sum(len(c.ids) for c in self.answer.choices))
@@ -191,14 +196,15 @@ class _Shape:
     def _chat_logprobs(self, tokens: Sequence[TokenLogprob]) -> ChatLogprobs | None:
         return chat_logprobs(tokens, self._piece) if self.request.logprobs is not None else None
 
-    def _text_logprobs(self, tokens: Sequence[TokenLogprob], echo: bool = False) -> CompletionLogprobs | None:
-        """Completions' logprobs; with `echo`, the prompt's tokens first."""
+    def _text_logprobs(self, tokens: Sequence[TokenLogprob], echo: bool = False,
+                       offset: int = 0) -> CompletionLogprobs | None:
+        """Completions' logprobs; with `echo`, the prompt's tokens first; `offset`: the text before them."""
         if self.request.logprobs is None:
             return None
         if echo and self.answer.echoed is not None:
             echoed = self.answer.echoed
             return completion_logprobs([*echoed.scored, *tokens], self._piece, echoed.first_id)
-        return completion_logprobs(tokens, self._piece)
+        return completion_logprobs(tokens, self._piece, offset=offset)
 
     def _piece(self, token: int) -> bytes:
         return self.service.loaded.tokenizer.decode_bytes([token])

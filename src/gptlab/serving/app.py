@@ -1,9 +1,8 @@
 """`gptlab serve`'s HTTP API on FastAPI: OpenAI's completions and chat (streaming with server-sent
 events), /v1/models, /v1/classify, /info, /health, /metrics, /openapi.json and the chat page.
 
-Routes only translate: `api` validates and shapes, `ModelService` generates, `guards` protects.
-Generation runs in worker threads one step at a time, so the event loop keeps answering other
-sockets; a client that leaves (streaming or not) cancels its completion.
+Routes only translate: `api` validates and shapes, `ModelService` starts completions on the engine,
+`answers` sends them whole or streamed, `guards` protects every request before a route sees it.
 """
 
 from __future__ import annotations
