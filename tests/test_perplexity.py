@@ -5,7 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from gptlab.checkpoint import load_model
-from gptlab.evaluation.perplexity import perplexity, windows
+from gptlab.config import GPTConfig
+from gptlab.evaluation.perplexity import perplexity, token_logprobs, windows
+from gptlab.model import GPT
 from hf_models import save_random_hf_gpt2
 
 
@@ -58,3 +60,20 @@ def test_long_texts_slide_and_batching_does_not_change_the_result(hf_pair):
         assert result.tokens == 99 and result.loss == pytest.approx(expected, abs=1e-5)
     overlapping = perplexity(ours, ids.tolist(), stride=8, batch_size=3)
     assert overlapping.tokens == 99 and overlapping.loss != pytest.approx(expected, abs=1e-6)
+
+
+def test_token_logprobs_are_minus_the_per_token_losses_across_windows():
+    """The server's `echo` scoring and `perplexity` share one scorer: each token's log-probability is
+    minus its loss, windows and strides included."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, context_length=16, n_layer=1, n_head=2, n_embd=16)).eval()
+    tokens = torch.randint(0, 50, (40,)).tolist()
+    scored = token_logprobs(model, tokens, top=3, stride=8, context=16)
+    assert [t.id for t in scored] == tokens[1:]
+    mean_loss = perplexity(model, tokens, stride=8, context=16).loss
+    assert -sum(t.logprob for t in scored) / len(scored) == pytest.approx(mean_loss, abs=1e-6)
+    with torch.no_grad():  # the first window alone: every token's loss from one plain forward pass
+        logits = model(torch.tensor([tokens[:16]]))[0]
+    losses = F.cross_entropy(logits[:15].float(), torch.tensor(tokens[1:16]), reduction="none")
+    assert [-t.logprob for t in scored[:15]] == pytest.approx(losses.tolist(), abs=1e-5)
+    assert all(t.top[0][1] >= t.logprob and len(t.top) == 3 for t in scored)

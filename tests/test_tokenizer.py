@@ -186,7 +186,8 @@ def test_get_tokenizer_by_name(gpt2: GPT2Tokenizer) -> None:
     assert get_tokenizer("char", text="abca").to_dict() == {"type": "char", "chars": "abc"}
     with pytest.raises(ValueError, match="builds its alphabet from the training text"):
         get_tokenizer("char")
-    with pytest.raises(ValueError, match="unknown tokenizer 'bpe'; choose one of: char, gpt2"):
+    with pytest.raises(ValueError, match=r"unknown tokenizer 'bpe' \(no such file or folder\); choose gpt2 "
+                                         r"\(tiktoken\), gpt2-scratch \(gptlab's own BPE\), char, or a trained"):
         get_tokenizer("bpe")
 
 

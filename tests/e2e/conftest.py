@@ -38,3 +38,19 @@ def overfit_run(tmp_path_factory, sixteen_records) -> tuple[Path, Path]:
         done = subprocess.run([str(BIN / "gptlab"), *args], capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr
     return folder / "sft", data
+
+
+@pytest.fixture(scope="session")
+def classifier_run(tmp_path_factory) -> Path:
+    """A three-topic classifier trained through the CLI (a few seconds of training)."""
+    folder = tmp_path_factory.mktemp("topics")
+    words = {"sport": ["goal", "match", "team", "score"], "food": ["pizza", "salad", "soup", "bread"],
+             "weather": ["rain", "sunny", "snow", "wind"]}
+    rows = [f"{' '.join(vocab[(i + j) % 4] for j in range(4))} today,{topic}"
+            for i in range(30) for topic, vocab in words.items()]
+    (folder / "topics.csv").write_text("\n".join(["text,label", *rows]) + "\n")
+    done = subprocess.run([str(BIN / "gptlab"), "finetune", "classify", "--data", str(folder / "topics.csv"),
+                           "--model", "gpt-tiny", "--max-steps", "30", "--eval-every", "30", "--lr", "3e-3",
+                           "--out", str(folder / "run")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return folder / "run"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import re
-import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -16,11 +17,6 @@ from pathlib import Path
 
 import openai
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service as ChromeService
-from selenium.webdriver.common.by import By
-from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.support.ui import WebDriverWait
 
 from e2e.servers import Server, start_server
 from gptlab.prompts import prompt_style
@@ -117,10 +113,10 @@ def test_tiny_temperature_and_top_p_are_answered_as_greedy(client):
 def test_bad_requests_get_openai_errors(client, server):
     with pytest.raises(openai.NotFoundError, match="model 'gpt-4' not found; this server serves 'tiny'"):
         client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "hi"}])
-    with pytest.raises(openai.BadRequestError, match="`temperature` must be a number from 0 to 2"):
+    with pytest.raises(openai.BadRequestError, match="`temperature`: input should be less than or equal to 2"):
         client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], temperature=5)
-    with pytest.raises(openai.BadRequestError, match="`n` is not supported"):
-        client.completions.create(model="tiny", prompt="hi", n=2)
+    with pytest.raises(openai.BadRequestError, match="`presence_penalty` is not supported"):
+        client.completions.create(model="tiny", prompt="hi", presence_penalty=1)
     with pytest.raises(openai.BadRequestError, match="context is 128 tokens; the prompt takes") as caught:
         client.completions.create(model="tiny", prompt="word " * 100, max_tokens=50)
     assert caught.value.code == "context_length_exceeded"
@@ -153,75 +149,56 @@ def test_chat_page_and_health(server):
         assert json.loads(response.read()) == {"status": "ok", "model": "tiny"}
 
 
-def test_a_dropped_stream_stops_generation_and_frees_the_model(tmp_path):
-    """GPT-2 124M (random weights, so no end-of-text) asked for 1000 tokens: ~30 s if it ran on."""
+def answered_once_free(client: openai.OpenAI, attempts: int = 100) -> openai.types.Completion:
+    """A short completion, retried while the one slot is still taken (429): a bounded wait, ~10 s."""
+    for _ in range(attempts):
+        try:
+            return client.completions.create(model="gpt2", prompt="Hi", max_tokens=2)
+        except openai.RateLimitError:
+            time.sleep(0.1)
+    raise AssertionError("the slot was never freed")
+
+
+def test_one_slot_overflow_429_and_dropped_or_abandoned_requests_free_it(tmp_path):
+    """GPT-2 124M (random weights, so no end-of-text) asked for 1000 tokens: ~30 s or more if it ran on.
+    One slot and no queue: while it is taken, another request is a 429 with Retry-After."""
     key = "secret-key"
-    big = start_server("gpt2", tmp_path / "server.log", "--api-key", key)
+    big = start_server("gpt2", tmp_path / "server.log", "--api-key", key, "--max-batch", "1", "--max-queue", "0")
+    client = openai.OpenAI(base_url=big.url + "/v1", api_key=key, max_retries=0, timeout=60)
+    auth = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+    host, port = big.url.removeprefix("http://").split(":")
     try:
         status, body = post(big.url + "/v1/completions", b'{"prompt": "hi"}')
         assert status == 401 and "Authorization: Bearer" in body["error"]["message"]
-        host, port = big.url.removeprefix("http://").split(":")
         connection = http.client.HTTPConnection(host, int(port), timeout=60)
         connection.request("POST", "/v1/completions", json.dumps({"prompt": "Hello", "max_tokens": 1000,
-                                                                  "stream": True}),
-                           {"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+                                                                  "stream": True}), auth)
         response = connection.getresponse()
         assert response.status == 200 and response.readline().startswith(b"data: ")
+        status, body = post(big.url + "/v1/completions", b'{"prompt": "Hi", "max_tokens": 2}', auth)
+        assert status == 429 and body["error"]["code"] == "queue_full"
+        with pytest.raises(openai.RateLimitError) as busy:
+            client.completions.create(model="gpt2", prompt="Hi", max_tokens=2)
+        assert busy.value.response.headers["Retry-After"] == "1"
         response.close()  # the user closed the tab (the response holds the socket too)
         connection.close()
-        client = openai.OpenAI(base_url=big.url + "/v1", api_key=key, max_retries=0, timeout=60)
-        answer = client.completions.create(model="gpt2", prompt="Hi", max_tokens=2)  # the model is free again
-        assert answer.choices[0].finish_reason == "length" and answer.usage.completion_tokens == 2
+        assert answered_once_free(client).usage.completion_tokens == 2  # the slot is free again
+        for _ in range(2):  # non-streaming requests whose clients give up
+            with socket.create_connection((host, int(port)), timeout=60) as sock:
+                body = json.dumps({"prompt": "Hello", "max_tokens": 1000}).encode()
+                sock.sendall(f"POST /v1/completions HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
+                             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+                time.sleep(1)
+            assert answered_once_free(client).choices[0].finish_reason == "length"
+        stream = client.completions.create(model="gpt2", prompt="Hello", max_tokens=20, stream=True)
+        first = next(iter(stream))
+        big.process.send_signal(signal.SIGTERM)  # as a service manager stops it: the stream in flight finishes
+        chunks = [first, *stream]
+        assert chunks[-1].choices[0].finish_reason == "length" and big.process.wait(timeout=60) == 0
     finally:
         assert big.stop() == 0
-    stopped = re.search(r"client left; generation stopped after (\d+) tokens", big.log.read_text())
-    assert stopped and int(stopped.group(1)) < 1000
-
-
-def chromium() -> webdriver.Chrome:
-    """Headless Debian chromium with its own driver (no browser download; `scripts/browser.sh` installs it)."""
-    browser, driver = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
-    if not (browser and driver):
-        message = "chromium and chromedriver are not installed (bash scripts/browser.sh installs them)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        options.add_argument(flag)
-    return webdriver.Chrome(options=options, service=ChromeService(executable_path=driver))
-
-
-def test_chat_page_streams_answers_keeps_the_conversation_and_starts_over(server):
-    browser = chromium()
-    try:
-        browser.get(server.url + "/")
-        wait = WebDriverWait(browser, 60)
-        wait.until(lambda b: b.find_element(By.ID, "model").text == "tiny")
-        browser.find_element(By.TAG_NAME, "summary").click()  # Settings
-        temperature = browser.find_element(By.ID, "temperature")
-        temperature.clear()
-        temperature.send_keys("0")
-
-        def ask(question: str) -> str:
-            before = len(browser.find_elements(By.CSS_SELECTOR, ".assistant"))
-            browser.find_element(By.ID, "input").send_keys(question, Keys.ENTER)
-            wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, ".assistant")) > before
-                       and b.find_element(By.ID, "send").is_enabled())  # the answer has finished
-            return browser.find_elements(By.CSS_SELECTOR, ".assistant")[-1].text
-
-        assert ask(RED) == "A red fruit is number 0."
-        assert ask("Name a fruit that is blue.") == "A blue fruit is number 1."  # the page sends both turns
-        assert [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".user")] == [RED, "Name a fruit that is blue."]
-        assert not browser.find_elements(By.CSS_SELECTOR, ".error")
-        browser.find_element(By.ID, "new-chat").click()
-        assert browser.find_elements(By.CSS_SELECTOR, ".message") == []
-        browser.find_element(By.ID, "max-tokens").send_keys("500")  # more than the 128-token context
-        assert ask(RED) == ""
-        assert "this model's context is 128 tokens" in browser.find_element(By.CSS_SELECTOR, ".error").text
-    finally:
-        browser.quit()
+    stopped = [int(n) for n in re.findall(r"client left; generation stopped after (\d+) tokens", big.log.read_text())]
+    assert len(stopped) == 3 and max(stopped) < 1000
 
 
 def test_gptlab_judge_speaks_to_an_openai_compatible_server(server, client, sixteen_records, tmp_path):
@@ -241,3 +218,115 @@ def test_gptlab_judge_speaks_to_an_openai_compatible_server(server, client, sixt
     direct = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": prompt}],
                                             temperature=0, seed=123)
     assert written[0]["judge_reply"] == direct.choices[0].message.content
+
+
+def test_info_shows_the_flags_defaults_and_classify_equals_gptlab_classify(overfit_run, classifier_run, tmp_path):
+    flags = ("--name", "tiny", "--temperature", "0", "--top-k", "5", "--max-tokens", "12", "--system",
+             "Answer briefly.", "--classifier", str(classifier_run))
+    served = start_server(str(overfit_run[0]), tmp_path / "server.log", *flags)
+    try:
+        with urllib.request.urlopen(served.url + "/info", timeout=30) as response:
+            info = json.loads(response.read())
+        assert info == {"model": "tiny", "dtype": "float32", "context_length": 128,
+                        "defaults": {"temperature": 0.0, "top_k": 5, "top_p": None, "max_tokens": 12,
+                                     "system": "Answer briefly."},
+                        "classifier": {"labels": ["food", "sport", "weather"]}}
+        texts = ["pizza soup today", "rain snow wind"]
+        status, body = post(served.url + "/v1/classify", json.dumps({"input": texts}).encode())
+        cli = subprocess.run([str(BIN / "gptlab"), "classify", "--model", str(classifier_run), "--json", *texts],
+                             capture_output=True, text=True, timeout=120)
+        expected = [json.loads(line) for line in cli.stdout.splitlines()]
+        assert status == 200 and body["object"] == "list"
+        assert [(d["index"], d["label"]) for d in body["data"]] == [(i, e["label"]) for i, e in enumerate(expected)]
+        for answer, reference in zip(body["data"], expected):
+            assert answer["probabilities"] == pytest.approx(reference["probabilities"], abs=1e-4)
+        status, body = post(served.url + "/v1/classify", json.dumps({"input": "rain"}).encode())
+        assert status == 200 and len(body["data"]) == 1
+        status, body = post(served.url + "/v1/classify", b'{"input": []}')
+        assert status == 400 and body["error"]["param"] == "input"
+        # no temperature or system in the request: the flags' greedy decoding and system message
+        bare = post(served.url + "/v1/chat/completions",
+                    json.dumps({"messages": [{"role": "user", "content": RED}]}).encode())[1]
+        framed = post(served.url + "/v1/chat/completions", json.dumps({"messages": [
+            {"role": "system", "content": "Answer briefly."}, {"role": "user", "content": RED}],
+            "temperature": 0, "max_tokens": 12}).encode())[1]
+        assert bare["choices"][0]["message"] == framed["choices"][0]["message"]
+        assert bare["usage"] == framed["usage"]
+    finally:
+        assert served.stop() == 0
+
+
+def test_classify_without_a_classifier_is_a_404(server):
+    status, body = post(server.url + "/v1/classify", b'{"input": "rain"}')
+    assert status == 404 and "--classifier" in body["error"]["message"]
+    with urllib.request.urlopen(server.url + "/info", timeout=30) as response:
+        assert json.loads(response.read())["classifier"] is None
+
+
+def test_n_choices_with_seeds_seed_plus_i(client):
+    """n=3 with seed 5 samples choice i as a request with seed 5 + i would."""
+    question = [{"role": "user", "content": "Repeat the word."}]
+    both = client.chat.completions.create(model="tiny", messages=question, n=3, seed=5, max_tokens=8)
+    assert [c.index for c in both.choices] == [0, 1, 2]
+    alone = [client.chat.completions.create(model="tiny", messages=question, seed=5 + i, max_tokens=8)
+             .choices[0].message.content for i in range(3)]
+    assert [c.message.content for c in both.choices] == alone
+    streamed = client.completions.create(model="tiny", prompt="Below is", n=2, seed=1, max_tokens=6, stream=True)
+    texts = ["", ""]
+    for chunk in streamed:
+        texts[chunk.choices[0].index] += chunk.choices[0].text
+    whole = client.completions.create(model="tiny", prompt="Below is", n=2, seed=1, max_tokens=6)
+    assert texts == [c.text for c in whole.choices]
+
+
+def test_logprobs_on_chat_and_completions(client):
+    answer = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": RED}],
+                                            temperature=0, logprobs=True, top_logprobs=3)
+    content = answer.choices[0].logprobs.content
+    assert "".join(t.token for t in content) == answer.choices[0].message.content == "A red fruit is number 0."
+    for token in content:  # greedy: each token is its place's most likely one
+        assert len(token.top_logprobs) == 3 and token.top_logprobs[0].token == token.token
+        assert token.logprob == pytest.approx(token.top_logprobs[0].logprob) and token.logprob <= 0
+        assert bytes(token.bytes).decode() == token.token
+    text = client.completions.create(model="tiny", prompt="Below is an instruction", max_tokens=5, temperature=0,
+                                     logprobs=2)
+    logprobs = text.choices[0].logprobs
+    assert "".join(logprobs.tokens) == text.choices[0].text
+    assert len(logprobs.token_logprobs) == text.usage.completion_tokens > 0
+    assert all(len(top) == 2 and max(top.values()) == pytest.approx(lp)
+               for top, lp in zip(logprobs.top_logprobs, logprobs.token_logprobs))
+    assert logprobs.text_offset[0] == 0
+    streamed = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": RED}],
+                                              temperature=0, logprobs=True, stream=True)
+    tokens = [t.token for c in streamed if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    assert tokens == [t.token for t in content]
+
+
+def test_echo_with_logprobs_scores_the_prompt_as_gptlab_perplexity_does(client, overfit_run, tmp_path):
+    """What lm-evaluation-harness's local-completions backend asks for to score likelihoods."""
+    prompt = "Below is an instruction that describes a task. Name a fruit that is red."
+    answer = client.completions.create(model="tiny", prompt=prompt, max_tokens=0, echo=True, logprobs=1,
+                                       temperature=0)
+    logprobs = answer.choices[0].logprobs
+    assert answer.choices[0].text == prompt and "".join(logprobs.tokens) == prompt
+    assert logprobs.token_logprobs[0] is None and logprobs.top_logprobs[0] is None
+    (tmp_path / "prompt.txt").write_text(prompt)
+    cli = subprocess.run([str(BIN / "gptlab"), "perplexity", "--model", str(overfit_run[0]), "--data",
+                          str(tmp_path / "prompt.txt"), "--json"], capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    expected = json.loads(cli.stdout)
+    losses = [-lp for lp in logprobs.token_logprobs[1:]]
+    assert len(losses) == expected["tokens"]
+    assert sum(losses) / len(losses) == pytest.approx(expected["loss"], abs=1e-5)
+    continued = client.completions.create(model="tiny", prompt=prompt, max_tokens=3, echo=True, logprobs=0,
+                                          temperature=0)
+    assert continued.choices[0].text.startswith(prompt) and len(continued.choices[0].logprobs.tokens) == \
+        len(logprobs.tokens) + continued.usage.completion_tokens
+    assert continued.choices[0].logprobs.token_logprobs[1:len(losses) + 1] == pytest.approx(
+        logprobs.token_logprobs[1:], abs=1e-5)
+
+
+def test_json_mode_is_refused_by_name(client):
+    with pytest.raises(openai.BadRequestError, match="response_format.type"):
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": RED}],
+                                       response_format={"type": "json_object"})

@@ -68,11 +68,14 @@ def load_hf_folder(folder: str | Path, dtype: torch.dtype | None = torch.float32
 
 
 def folder_tokenizer(folder: Path, family: Family) -> Tokenizer:
-    """GPT-2's BPE (the folder's vocab.json + merges.txt, else the published files) or the folder's tokenizer.json."""
+    """GPT-2's BPE (the folder's vocab.json + merges.txt, else its tokenizer.json, as a GPT-2 trained with a
+    vocabulary of its own exports it, else the published files) or the folder's tokenizer.json."""
+    path = folder / "tokenizer.json"
     if family.vocabulary == "gpt2":
         encoder, merges = folder / "vocab.json", folder / "merges.txt"
-        return GPT2Tokenizer(encoder, merges) if encoder.is_file() and merges.is_file() else GPT2Tokenizer()
-    path = folder / "tokenizer.json"
+        if encoder.is_file() and merges.is_file():
+            return GPT2Tokenizer(encoder, merges)
+        return hf_tokenizer(path) if path.is_file() else GPT2Tokenizer()
     if not path.is_file():
         raise ValueError(f"{path}: missing; a {family.name}-family Hugging Face folder needs the tokenizer saved "
                          "beside the model (tokenizer.save_pretrained(folder) writes it)")

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from gptlab.evaluation.metrics import perplexity as perplexity_of
+from gptlab.generation import TokenLogprob
 from gptlab.model import GPT
 
 
@@ -59,11 +61,36 @@ class Perplexity:
 def perplexity(model: GPT, tokens: Sequence[int], stride: int | None = None, batch_size: int = 8,
                context: int | None = None) -> Perplexity:
     """Mean next-token loss and perplexity of `tokens`, windows of `context` (default the model's) tokens."""
+    total, count = 0.0, 0
+    for logits, targets in scored_logits(model, tokens, stride, batch_size, context):
+        total += F.cross_entropy(logits, targets, reduction="sum").item()
+        count += len(targets)
+    return Perplexity(count, total / count)
+
+
+@torch.inference_mode()
+def token_logprobs(model: GPT, tokens: Sequence[int], top: int = 0, stride: int | None = None,
+                   batch_size: int = 8, context: int | None = None) -> list[TokenLogprob]:
+    """Each token after the first: its log-probability given those before it (minus its loss in
+    `perplexity`) and the `top` most likely alternatives, as the server's `echo` reports a prompt."""
+    scored: list[TokenLogprob] = []
+    for logits, targets in scored_logits(model, tokens, stride, batch_size, context):
+        logprobs = logits.log_softmax(dim=-1)  # (N, V)
+        picked = logprobs.gather(1, targets[:, None]).squeeze(1).tolist()  # (N,)
+        best = logprobs.topk(top, dim=-1) if top else None
+        for row, (target, logprob) in enumerate(zip(targets.tolist(), picked)):
+            alternatives = zip(best.indices[row].tolist(), best.values[row].tolist()) if best is not None else ()
+            scored.append(TokenLogprob(target, logprob, tuple(alternatives)))
+    return scored
+
+
+def scored_logits(model: GPT, tokens: Sequence[int], stride: int | None = None, batch_size: int = 8,
+                  context: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+    """Float32 logits (N, V) and their targets (N,) for each batch of windows: tokens 1..n-1, each once, in order."""
     context = context or model.config.context_length
     device = next(model.parameters()).device
     ids = torch.as_tensor(np.asarray(tokens, dtype=np.int64))
     spans = list(windows(len(ids), context, stride or context))
-    total, count = 0.0, 0
     for first in range(0, len(spans), batch_size):
         batch = spans[first:first + batch_size]
         width = max(w.end - w.start for w in batch)
@@ -77,6 +104,4 @@ def perplexity(model: GPT, tokens: Sequence[int], stride: int | None = None, bat
             scored[row, w.first_scored - w.start:length] = True
         scored = scored.to(device)  # right padding is never scored, and causal attention never sees it
         logits = model(inputs.to(device), logits_at=scored)  # (N, V) for the scored positions only
-        total += F.cross_entropy(logits.float(), targets.to(device)[scored], reduction="sum").item()
-        count += int(scored.sum())
-    return Perplexity(count, total / count)
+        yield logits.float(), targets.to(device)[scored]

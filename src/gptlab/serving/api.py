@@ -1,86 +1,195 @@
 """The OpenAI API's request and response shapes: validation at the HTTP boundary, and nothing else.
 
-Pure functions on parsed JSON, so every rule is tested without a socket. A request that asks
-for something this server cannot do (several choices, log-probabilities, tools) gets a clear
-400 naming the field, rather than an answer that silently ignores it.
+Requests are pydantic models (they also make `/openapi.json`); a refused one becomes an `APIError`
+naming the field, in OpenAI's error shape. A request that asks for something this server cannot
+do (tools, penalties, JSON mode) gets a clear 400 naming the field, rather than an answer that
+silently ignores it.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
+
+from gptlab.generation import MAX_TOP_LOGPROBS, TokenLogprob
 
 MAX_STOP_STRINGS = 4  # as in the OpenAI API
-ROLES = ("system", "developer", "user", "assistant")  # "developer" is OpenAI's newer name for system
+MAX_CHOICES = 8  # `n`: completions per request, bounding the work one request asks for
+MAX_CLASSIFY_INPUTS = 64  # texts per /v1/classify request, for the same reason
 # Fields whose only supported value is the API's default; anything else is refused, not ignored.
 UNSUPPORTED: dict[str, Any] = {
-    "n": 1, "best_of": 1, "echo": False, "logprobs": None, "top_logprobs": None, "suffix": None,
-    "presence_penalty": 0, "frequency_penalty": 0, "logit_bias": None, "tools": None, "functions": None,
-    "tool_choice": None, "function_call": None,
+    "best_of": 1, "suffix": None, "presence_penalty": 0, "frequency_penalty": 0, "logit_bias": None,
+    "tools": None, "functions": None, "tool_choice": None, "function_call": None,
 }
+
+Float = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Int = Annotated[int, Field(strict=True)]
 
 
 class APIError(Exception):
     """A request the server refuses: HTTP status plus OpenAI's error body."""
 
     def __init__(self, status: int, message: str, param: str | None = None,
-                 kind: str = "invalid_request_error", code: str | None = None) -> None:
+                 kind: str = "invalid_request_error", code: str | None = None, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.kind, self.code = status, message, param, kind, code
+        self.retry_after = retry_after  # seconds, sent as the Retry-After header (429, 503)
 
     def body(self) -> dict[str, Any]:
         """OpenAI's error object, which the official clients turn into their exceptions."""
         return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
 
 
+class StreamOptions(BaseModel):
+    include_usage: Annotated[bool, Field(strict=True)] = False  # a last chunk with the token counts
+
+
+class ResponseFormat(BaseModel):
+    type: Literal["text"] = Field(description="only plain text; JSON mode and schemas are not supported")
+
+
+class Sampling(BaseModel):
+    """What completions and chat requests share: sampling, stopping, streaming."""
+
+    model_config = ConfigDict(extra="ignore")  # fields clients add (user, metadata, store) change nothing
+
+    model: str | None = None
+    max_tokens: Annotated[int, Field(strict=True, ge=0)] | None = None
+    temperature: Annotated[float, Field(strict=True, ge=0, le=2, allow_inf_nan=False)] | None = None
+    top_p: Annotated[float, Field(strict=True, gt=0, le=1, allow_inf_nan=False)] | None = None
+    top_k: Annotated[int, Field(strict=True, ge=1)] | None = None
+    seed: Annotated[int, Field(strict=True, ge=0, le=2**63 - 1)] | None = None
+    stop: Annotated[str, Field(min_length=1)] | Annotated[list[Annotated[str, Field(min_length=1)]],
+                                                          Field(max_length=MAX_STOP_STRINGS)] | None = None
+    stream: Annotated[bool, Field(strict=True)] = False
+    stream_options: StreamOptions | None = None
+    n: Annotated[int, Field(strict=True, ge=1, le=MAX_CHOICES)] = 1
+    response_format: ResponseFormat | None = None
+    best_of: Any = None
+    suffix: Any = None
+    presence_penalty: Any = None
+    frequency_penalty: Any = None
+    logit_bias: Any = None
+    tools: Any = None
+    functions: Any = None
+    tool_choice: Any = None
+    function_call: Any = None
+
+    @field_validator(*UNSUPPORTED)
+    @classmethod
+    def _default_only(cls, value: Any, info: Any) -> Any:
+        default = UNSUPPORTED[info.field_name]
+        if value not in (None, [], {}) and value != default:  # absent, empty or the default is fine
+            raise ValueError(f"`{info.field_name}` is not supported by this server (only {default!r})")
+        return value
+
+
+class CompletionBody(Sampling):
+    """`POST /v1/completions`."""
+
+    prompt: Annotated[str, Field(min_length=1)] | Annotated[list[Annotated[str, Field(min_length=1)]],
+                                                            Field(min_length=1, max_length=1)]
+    logprobs: Annotated[int, Field(strict=True, ge=0, le=MAX_TOP_LOGPROBS)] | None = None
+    echo: Annotated[bool, Field(strict=True)] = False
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class Message(BaseModel):
+    role: Literal["system", "developer", "user", "assistant"]  # "developer" is OpenAI's newer name for system
+    content: str | list[TextPart]
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_only(cls, content: Any) -> Any:
+        if isinstance(content, list) and not all(isinstance(part, dict) and part.get("type") == "text"
+                                                 for part in content):
+            raise ValueError('only text parts ({"type": "text", "text": ...}) are supported')
+        return content
+
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
+
+
+class ChatBody(Sampling):
+    """`POST /v1/chat/completions`."""
+
+    messages: Annotated[list[Message], Field(min_length=1)]
+    max_completion_tokens: Annotated[int, Field(strict=True, ge=1)] | None = None
+    logprobs: Annotated[bool, Field(strict=True)] = False
+    top_logprobs: Annotated[int, Field(strict=True, ge=0, le=MAX_TOP_LOGPROBS)] | None = None
+
+    @model_validator(mode="after")
+    def _top_logprobs_need_logprobs(self) -> ChatBody:
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("`top_logprobs` needs `logprobs: true`")
+        return self
+
+
+class ClassifyBody(BaseModel):
+    """`POST /v1/classify`: one text or a list of them."""
+
+    input: Annotated[str, Field(min_length=1)] | Annotated[list[Annotated[str, Field(min_length=1)]],
+                                                           Field(min_length=1, max_length=MAX_CLASSIFY_INPUTS)]
+
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
 @dataclass
 class Request:
-    """A validated completion or chat request. `max_tokens` None means "as many as fit"."""
+    """A validated completion or chat request, in the terms the model service works in."""
 
     model: str | None
-    max_tokens: int | None
-    temperature: float
+    max_tokens: int | None  # None: the server's default, cut to what fits
+    temperature: float | None  # None (and top_p, top_k None): the server's defaults (`gptlab serve` flags)
     top_p: float | None
     top_k: int | None
-    seed: int | None
+    seed: int | None  # choice i of n samples with seed + i
     stop: tuple[str, ...]
     stream: bool
     include_usage: bool  # stream_options.include_usage: a last chunk with token counts
+    n: int = 1
+    logprobs: int | None = None  # None: none; k: each token's log-probability and k alternatives
+    echo: bool = False  # completions: the answer repeats the prompt (with its logprobs when asked)
     prompt: str = ""  # completions: the text to continue; chat: the latest user message
     system: str = ""  # chat: system/developer messages, joined
     turns: list[tuple[str, str]] = field(default_factory=list)  # chat: earlier (user, assistant) pairs
 
 
-def parse_completion_request(body: Any) -> Request:
-    """A `/v1/completions` body: `prompt` is one string (or a list holding one)."""
-    request = _common(_object(body))
-    prompt = body.get("prompt")
-    if isinstance(prompt, list) and len(prompt) == 1:
-        prompt = prompt[0]
-    if not isinstance(prompt, str) or not prompt:
-        raise APIError(400, "`prompt` must be a non-empty string (one prompt per request; token-id prompts "
-                            "are not supported)", "prompt")
-    request.prompt = prompt
+def completion_request(body: CompletionBody) -> Request:
+    """A `/v1/completions` request: `prompt` is one string (or a list holding one)."""
+    request = _common(body, body.max_tokens)
+    request.prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
+    request.logprobs, request.echo = body.logprobs, body.echo
+    if request.max_tokens == 0 and not request.echo:
+        raise APIError(400, "`max_tokens` 0 is only useful with `echo` (scoring the prompt)", "max_tokens")
     return request
 
 
-def parse_chat_request(body: Any) -> Request:
-    """A `/v1/chat/completions` body: system messages, alternating user/assistant turns, a user message last."""
-    request = _common(_object(body))
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise APIError(400, "`messages` must be a non-empty list of {role, content} objects", "messages")
+def chat_request(body: ChatBody) -> Request:
+    """A `/v1/chat/completions` request: system messages, alternating user/assistant turns, a user message last."""
+    max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+    if max_tokens == 0:
+        raise APIError(400, "`max_tokens` must be at least 1 in a chat request", "max_tokens")
+    request = _common(body, max_tokens)
+    request.logprobs = (body.top_logprobs or 0) if body.logprobs else None
     system: list[str] = []
     dialog: list[tuple[str, str]] = []  # (role, text), consecutive messages of one role joined
-    for index, message in enumerate(messages):
-        role, text = _message(message, index)
-        if role in ("system", "developer"):
+    for message in body.messages:
+        text = message.text()
+        if message.role in ("system", "developer"):
             system.append(text)
-        elif dialog and dialog[-1][0] == role:
-            dialog[-1] = (role, dialog[-1][1] + "\n\n" + text)
+        elif dialog and dialog[-1][0] == message.role:
+            dialog[-1] = (message.role, dialog[-1][1] + "\n\n" + text)
         else:
-            dialog.append((role, text))
+            dialog.append((message.role, text))
     if not dialog or dialog[-1][0] != "user":
         raise APIError(400, "the last non-system message must come from the user", "messages")
     if dialog[0][0] != "user":
@@ -91,116 +200,196 @@ def parse_chat_request(body: Any) -> Request:
     return request
 
 
-def _object(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise APIError(400, f"the request body must be a JSON object, got {type(body).__name__}")
-    return body
-
-
-def _common(body: dict[str, Any]) -> Request:
-    for name, default in UNSUPPORTED.items():
-        if body.get(name) not in (default, None, False, 0, {}, []):  # absent, empty or the default is fine
-            raise APIError(400, f"`{name}` is not supported by this server (only {default!r})", name)
-    model = body.get("model")
-    if model is not None and not isinstance(model, str):
-        raise APIError(400, "`model` must be a string", "model")
-    stream_options = body.get("stream_options") or {}
-    if not isinstance(stream_options, dict):
-        raise APIError(400, "`stream_options` must be an object", "stream_options")
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+def _common(body: Sampling, max_tokens: int | None) -> Request:
+    stops = [body.stop] if isinstance(body.stop, str) else body.stop or []
     return Request(
-        model=model,
-        max_tokens=_integer(max_tokens, "max_tokens", 1) if max_tokens is not None else None,
-        temperature=_number(body.get("temperature", 1.0), "temperature", 0.0, 2.0),
-        top_p=_top_p(body.get("top_p")),
-        top_k=_integer(body["top_k"], "top_k", 1) if body.get("top_k") is not None else None,
-        seed=_integer(body["seed"], "seed", 0, 2**63 - 1) if body.get("seed") is not None else None,
-        stop=_stop(body.get("stop")),
-        stream=_boolean(body.get("stream", False), "stream"),
-        include_usage=_boolean(stream_options.get("include_usage", False), "stream_options.include_usage"),
+        model=body.model, max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p, top_k=body.top_k,
+        seed=body.seed, stop=tuple(stops), stream=body.stream, n=body.n,
+        include_usage=bool(body.stream_options and body.stream_options.include_usage),
     )
 
 
-def _message(message: Any, index: int) -> tuple[str, str]:
-    """(role, text) of `messages[index]`; content may be a string or a list of text parts."""
-    where = f"messages[{index}]"
-    if not isinstance(message, dict):
-        raise APIError(400, f"{where} must be an object with `role` and `content`", where)
-    role, content = message.get("role"), message.get("content")
-    if role not in ROLES:
-        raise APIError(400, f"{where}.role must be one of {', '.join(ROLES)}, got {role!r}", f"{where}.role")
-    if isinstance(content, list):
-        if not all(isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
-                   for part in content):
-            raise APIError(400, f"{where}.content: only text parts ({{\"type\": \"text\", \"text\": ...}}) "
-                                "are supported", f"{where}.content")
-        content = "".join(part["text"] for part in content)
-    if not isinstance(content, str):
-        raise APIError(400, f"{where}.content must be a string", f"{where}.content")
-    return role, content
+def refusal(errors: Sequence[Any]) -> APIError:
+    """A validation error of pydantic's (or FastAPI's) as a 400 naming the field.
 
-
-def _integer(value: Any, name: str, low: int | None = None, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low) \
-            or (high is not None and value > high):
-        bounds = f" from {low} to {high}" if high is not None else f" >= {low}" if low is not None else ""
-        raise APIError(400, f"`{name}` must be an integer{bounds}, got {value!r}", name)
-    return value
-
-
-def _number(value: Any, name: str, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
-            or not low <= value <= high:
-        raise APIError(400, f"`{name}` must be a number from {low:g} to {high:g}, got {value!r}", name)
-    return float(value)
-
-
-def _top_p(value: Any) -> float | None:
-    if value is None:
-        return None
-    top_p = _number(value, "top_p", 0.0, 1.0)
-    if top_p == 0:
-        raise APIError(400, "`top_p` must be above 0 (use temperature 0 for greedy decoding)", "top_p")
-    return top_p
-
-
-def _boolean(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise APIError(400, f"`{name}` must be true or false, got {value!r}", name)
-    return value
-
-
-def _stop(value: Any) -> tuple[str, ...]:
-    stops = [value] if isinstance(value, str) else value if value is not None else []
-    if not isinstance(stops, list) or len(stops) > MAX_STOP_STRINGS \
-            or not all(isinstance(stop, str) and stop for stop in stops):
-        raise APIError(400, f"`stop` must be a non-empty string or a list of up to {MAX_STOP_STRINGS} of them",
-                       "stop")
-    return tuple(stops)
-
-
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    """The token counts every answer reports (clients use them for cost and context budgeting)."""
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
-
-
-def completion_object(chat: bool, ident: str, created: int, model: str, text: str | None,
-                      finish_reason: str | None, chunk: bool = False) -> dict[str, Any]:
-    """One completion, or one streamed chunk of it, in the shape the OpenAI clients parse.
-
-    A chat chunk carries `delta`: the first one the role, the others text, the last only the
-    finish reason (`text` None).
+    A field that takes one of several shapes (`stop`: a string or a list) fails once per shape; the
+    failure that is not a mere type mismatch says what was wrong with the shape the client chose.
     """
-    if not chat:
-        choice: dict[str, Any] = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
-        kind = "text_completion"
-    elif chunk:
-        delta = {} if text is None else {"content": text} if text else {"role": "assistant", "content": ""}
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        kind = "chat.completion.chunk"
-    else:
-        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                  "finish_reason": finish_reason}
-        kind = "chat.completion"
-    return {"id": ident, "object": kind, "created": created, "model": model, "choices": [choice]}
+    error = next((e for e in errors if not str(e.get("type")).endswith("_type")), errors[0])
+    loc = [part for part in error.get("loc", ()) if isinstance(part, int) or part in FIELD_NAMES]
+    param = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".") or None
+    kind = error.get("type")
+    if kind == "json_invalid":
+        return APIError(400, f"the request body is not valid JSON: {error.get('ctx', {}).get('error', '')}")
+    if not loc and kind in ("missing", "model_attributes_type", "dict_type", "model_type"):
+        return APIError(400, "the request body must be a JSON object (send Content-Type: application/json)")
+    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    if message.startswith("`"):  # the validator's own sentence names the field
+        return APIError(400, message, param)
+    got = "" if kind == "missing" else f", got {_short(error.get('input'))}"
+    return APIError(400, f"`{param}`: {message[0].lower()}{message[1:]}{got}", param)
+
+
+FIELD_NAMES = frozenset(name for model in (CompletionBody, ChatBody, Message, TextPart, StreamOptions, ResponseFormat,
+                                           ClassifyBody) for name in model.model_fields)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class Usage(BaseModel):
+    """The token counts every answer reports (clients use them for cost and context budgeting)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+    @classmethod
+    def of(cls, prompt_tokens: int, completion_tokens: int) -> Usage:
+        return cls(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                   total_tokens=prompt_tokens + completion_tokens)
+
+
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int]  # the token's exact bytes (its text may hold half a character)
+
+
+class ChatTokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChatLogprobs(BaseModel):
+    content: list[ChatTokenLogprob]
+    refusal: None = None
+
+
+class CompletionLogprobs(BaseModel):
+    """Parallel lists: each token, its log-probability, the top alternatives, where its text starts."""
+
+    tokens: list[str]
+    token_logprobs: list[float | None]  # None: an echoed prompt's first token, which nothing predicts
+    top_logprobs: list[dict[str, float] | None]
+    text_offset: list[int]
+
+
+class TextChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: CompletionLogprobs | None = None
+    finish_reason: str | None = None  # "stop" | "length" | "cancelled"; None in a stream's middle chunks
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: AssistantMessage
+    logprobs: ChatLogprobs | None = None
+    finish_reason: str | None = None
+
+
+class Delta(BaseModel):
+    """A streamed chat chunk's new text: the first carries the role, the last nothing."""
+
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+    @model_serializer
+    def _present(self) -> dict[str, str]:
+        return {name: value for name, value in (("role", self.role), ("content", self.content)) if value is not None}
+
+
+class ChatChunkChoice(BaseModel):
+    index: int
+    delta: Delta
+    logprobs: ChatLogprobs | None = None
+    finish_reason: str | None = None
+
+
+class AnswerObject(BaseModel):
+    """What every answer object repeats: its id, creation time and the model that wrote it."""
+
+    id: str
+    created: int
+    model: str
+    usage: Usage | None = None  # streamed chunks: only the last, with stream_options.include_usage
+
+
+class TextCompletionObject(AnswerObject):
+    """`/v1/completions`: the whole answer, and each streamed chunk."""
+
+    object: Literal["text_completion"] = "text_completion"
+    choices: list[TextChoice]
+
+
+class ChatCompletionObject(AnswerObject):
+    object: Literal["chat.completion"] = "chat.completion"
+    choices: list[ChatChoice]
+
+
+class ChatCompletionChunk(AnswerObject):
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    choices: list[ChatChunkChoice]
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "gptlab"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class Classification(BaseModel):
+    index: int
+    label: str  # the most likely class
+    probabilities: dict[str, float]  # every class's
+
+
+class ClassificationList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Classification]
+
+
+def chat_logprobs(tokens: Sequence[TokenLogprob], piece: Callable[[int], bytes]) -> ChatLogprobs:
+    """Chat's `logprobs`: per token its text, log-probability, bytes and the top alternatives."""
+
+    def entry(token: int, logprob: float) -> TopLogprob:
+        raw = piece(token)
+        return TopLogprob(token=raw.decode("utf-8", errors="replace"), logprob=logprob, bytes=list(raw))
+
+    return ChatLogprobs(content=[ChatTokenLogprob(**entry(t.id, t.logprob).model_dump(),
+                                                  top_logprobs=[entry(i, lp) for i, lp in t.top]) for t in tokens])
+
+
+def completion_logprobs(tokens: Sequence[TokenLogprob], piece: Callable[[int], bytes],
+                        first: int | None = None, offset: int = 0) -> CompletionLogprobs:
+    """Completions' `logprobs`: parallel lists of tokens, log-probabilities, alternatives and text offsets.
+
+    `first`: an echoed prompt's first token, which nothing before it predicts (its log-probability
+    and alternatives are null, as OpenAI reports them).
+    """
+
+    def text(token: int) -> str:
+        return piece(token).decode("utf-8", errors="replace")
+
+    texts = ([text(first)] if first is not None else []) + [text(t.id) for t in tokens]
+    offsets = []
+    for token_text in texts:
+        offsets.append(offset)
+        offset += len(token_text)
+    lead: list[None] = [None] if first is not None else []
+    return CompletionLogprobs(tokens=texts, token_logprobs=[*lead, *(t.logprob for t in tokens)],
+                              top_logprobs=[*lead, *({text(i): lp for i, lp in t.top} for t in tokens)],
+                              text_offset=offsets)

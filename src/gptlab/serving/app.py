@@ -1,274 +1,154 @@
-"""`gptlab serve`: an OpenAI-compatible HTTP API (streaming with server-sent events) and a chat page.
+"""`gptlab serve`'s HTTP API on FastAPI: OpenAI's completions and chat (streaming with server-sent
+events), /v1/models, /v1/classify, /info, /health, /metrics, /openapi.json and the chat page.
 
-Built on the standard library's threaded HTTP server, so every line between the socket and the
-model is here to read. Connections are served in parallel; the batching engine (`gptlab.engine`)
-decodes concurrent requests together. A client that disconnects mid-stream frees its row at the
-next token.
+Routes only translate: `api` validates and shapes, `ModelService` generates, `guards` protects.
+Generation runs in worker threads one step at a time, so the event loop keeps answering other
+sockets; a client that leaves (streaming or not) cancels its completion.
 """
 
 from __future__ import annotations
 
-import hmac
-import json
 import logging
-import time
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
-from typing import Any
+
+import anyio
+from fastapi import FastAPI
+from fastapi import Request as HTTPRequest
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 
 from gptlab import __version__
-from gptlab.checkpoint import LoadedModel
-from gptlab.engine import Engine, QueueFull
-from gptlab.generation import GenerationSettings, TextCompletion
-from gptlab.prompts import Conversation, PromptStyle
-from gptlab.serving.api import APIError, Request, completion_object, parse_chat_request, parse_completion_request, usage
+from gptlab.serving.answers import READER_THREADS, Answers
+from gptlab.serving.api import (
+    APIError,
+    ChatBody,
+    ChatCompletionObject,
+    ClassificationList,
+    ClassifyBody,
+    CompletionBody,
+    ModelCard,
+    ModelList,
+    TextCompletionObject,
+    chat_request,
+    completion_request,
+    refusal,
+)
+from gptlab.serving.guards import ASGIApp, ClientGone, Guard, Protection, printable
+from gptlab.serving.metrics import Load, Metrics
+from gptlab.serving.service import ModelService, ServerInfo
 
-log = logging.getLogger(__name__)
-MAX_BODY_BYTES = 1 << 20
-
-
-@dataclass
-class ModelService:
-    """The model behind the API and what the server needs to answer with it."""
-
-    loaded: LoadedModel
-    style: PromptStyle  # how chat messages become a prompt (the model's fine-tuning style)
-    name: str  # the model id clients send and `/v1/models` lists
-    engine: Engine  # decodes every request, concurrent ones together
-    max_tokens: int = 256  # completion tokens when a request does not say
-    api_key: str | None = None  # when set, requests need `Authorization: Bearer <key>`
-    created: int = field(default_factory=lambda: int(time.time()))
-
-    def settings(self, request: Request, prompt_tokens: int, chat: bool) -> GenerationSettings:
-        """Generation settings for `request`: its max tokens must fit beside the prompt."""
-        context = self.loaded.model.config.context_length
-        room = context - prompt_tokens
-        if room < 1 or (request.max_tokens is not None and request.max_tokens > room):
-            asked = request.max_tokens if request.max_tokens is not None else 1
-            raise APIError(400, f"this model's context is {context} tokens; the prompt takes {prompt_tokens} "
-                                f"and {asked} more were asked for. Shorten the prompt or lower max_tokens.",
-                           "messages" if chat else "prompt", code="context_length_exceeded")
-        return GenerationSettings(
-            max_new_tokens=request.max_tokens or min(self.max_tokens, room), temperature=request.temperature,
-            top_k=request.top_k, top_p=request.top_p, seed=request.seed, stop_strings=request.stop,
-        )
-
-    def completion(self, request: Request) -> TextCompletion:
-        """The `/v1/completions` answer: the prompt continued as it is."""
-        tokenizer = self.loaded.tokenizer
-        prompt = tokenizer.encode(request.prompt)
-        return self._submit(prompt, self.settings(request, len(prompt), chat=False))
-
-    def _submit(self, prompt: list[int], settings: GenerationSettings) -> TextCompletion:
-        try:
-            return self.engine.submit(self.loaded.tokenizer, prompt, settings)
-        except QueueFull as full:
-            raise APIError(429, f"the server is busy: {full}. Try again in a moment.", kind="server_busy",
-                           code="queue_full") from None
-
-    def chat(self, request: Request) -> TextCompletion:
-        """The `/v1/chat/completions` answer: messages framed in the model's prompt style.
-
-        System messages open the conversation (as the style's system message, e.g. ChatML's, else
-        as plain text); earlier turns that do not fit beside the new message are left out, oldest
-        first, as in `gptlab chat`.
-        """
-        tokenizer = self.loaded.tokenizer
-        conversation = Conversation.opened(tokenizer, self.style, self.loaded.model.config.context_length,
-                                           request.system or None)
-        for message, answer in request.turns:
-            conversation.add(message, answer)
-        needed = len(conversation.preamble) + len(tokenizer.encode(self.style.turn(request.prompt)))
-        settings = self.style.answer_settings(self.settings(request, needed, chat=True))
-        return self._submit(conversation.prompt(request.prompt, settings.max_new_tokens), settings)
+log = logging.getLogger("gptlab.serving")
+ROUTES = ("/", "/health", "/info", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions",
+          "/v1/classify")
 
 
-def make_server(service: ModelService, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
-    """A server bound to host:port (0 picks a free port); `serve_forever()` runs it."""
-    handler = type("Handler", (_Handler,), {"service": service})
-    server = _Server((host, port), handler)
-    server.daemon_threads = True  # an open stream does not keep the process alive at Ctrl-C
-    return server
+def make_app(service: ModelService, protection: Protection) -> ASGIApp:
+    """The whole server as one ASGI app: FastAPI's routes inside the guard (and CORS, when asked for)."""
+    app = FastAPI(title="gptlab", version=__version__, redoc_url=None,
+                  description="An OpenAI-compatible API for a gptlab model. /docs loads Swagger UI from a CDN "
+                              "(it needs internet); /openapi.json is served from here.")
+    metrics = Metrics.create(lambda: _load(service))
+    answers = Answers(service, protection, metrics, anyio.CapacityLimiter(READER_THREADS))
+    _add_routes(app, service, answers, metrics)
+    _add_error_handlers(app)
+    static = resources.files("gptlab.serving").joinpath("static")
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+    inner: ASGIApp = app
+    if protection.cors_origins:
+        inner = CORSMiddleware(app, allow_origins=list(protection.cors_origins), allow_methods=["GET", "POST"],
+                               allow_headers=["Authorization", "Content-Type"])
+    return Guard(inner, protection, metrics, frozenset(ROUTES))
 
 
-class _Server(ThreadingHTTPServer):
-    request_queue_size = 1024  # the listen backlog: a burst of concurrent clients must not be reset (default 5)
+def _add_routes(app: FastAPI, service: ModelService, answers: Answers, metrics: Metrics) -> None:
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(resources.files("gptlab.serving").joinpath("static/index.html").read_bytes())
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "model": service.name}
+
+    @app.get("/info", response_model=ServerInfo)
+    async def info() -> ServerInfo:
+        return service.info()
+
+    @app.get("/metrics", response_class=Response)
+    async def prometheus() -> Response:
+        return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/v1/models")
+    async def models() -> ModelList:
+        return ModelList(data=[_model_card(service)])
+
+    @app.get("/v1/models/{name:path}")
+    async def model(name: str) -> ModelCard:
+        service.check_model(name)
+        return _model_card(service)
+
+    @app.post("/v1/completions", response_model=TextCompletionObject,
+              responses={200: {"content": {"text/event-stream": {}}, "description": "with stream: true, chunks"}})
+    async def completions(body: CompletionBody, http: HTTPRequest) -> Response:
+        return await answers.answer(completion_request(body), http, chat=False)
+
+    @app.post("/v1/chat/completions", response_model=ChatCompletionObject,
+              responses={200: {"content": {"text/event-stream": {}}, "description": "with stream: true, chunks"}})
+    async def chat(body: ChatBody, http: HTTPRequest) -> Response:
+        return await answers.answer(chat_request(body), http, chat=True)
+
+    @app.post("/v1/classify")
+    async def classify(body: ClassifyBody) -> ClassificationList:
+        return ClassificationList(data=await run_in_threadpool(service.classify, body.texts()))
 
 
-class _Handler(BaseHTTPRequestHandler):
-    service: ModelService
-    protocol_version = "HTTP/1.1"  # keep-alive for JSON answers; streams end by closing
-    server_version = f"gptlab/{__version__}"
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every refusal in OpenAI's error shape (the official clients raise their exceptions from it)."""
 
-    def do_GET(self) -> None:  # noqa: N802 (the http.server naming)
-        self._route({"/": self._page, "/health": self._health, "/v1/models": self._models})
+    @app.exception_handler(APIError)
+    async def api_error(_: HTTPRequest, err: APIError) -> Response:
+        return _error(err)
 
-    def do_POST(self) -> None:  # noqa: N802
-        self._route({"/v1/completions": lambda: self._answer(parse_completion_request(self._body()), chat=False),
-                     "/v1/chat/completions": lambda: self._answer(parse_chat_request(self._body()), chat=True)})
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: HTTPRequest, err: RequestValidationError) -> Response:
+        return _error(refusal(err.errors()))
 
-    def _route(self, routes: dict[str, Callable[[], None]]) -> None:
-        path = self.path.split("?", 1)[0].rstrip("/") or "/"
-        try:
-            if path.startswith("/v1/models/"):
-                self._authorize()
-                self._model(path.removeprefix("/v1/models/"))
-            elif path in routes:
-                if path.startswith("/v1/"):
-                    self._authorize()
-                routes[path]()
-            else:
-                raise APIError(404, f"no route {self.command} {path}; see /v1/models, /v1/completions, "
-                                    "/v1/chat/completions, /health and / (chat page)", kind="not_found_error")
-        except APIError as err:
-            self.close_connection = True  # the request body may be unread: never parse it as the next request
-            self._send_json(err.status, err.body())
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-        except Exception as err:  # noqa: BLE001 (one bad request must not take the server down)
-            log.exception("error answering %s %s", self.command, path)
-            self._send_json(500, APIError(500, f"internal error: {err}", kind="server_error").body())
+    @app.exception_handler(HTTPException)
+    async def http_error(http: HTTPRequest, err: HTTPException) -> Response:
+        where = f"{printable(http.method, 20)} {printable(http.url.path, 200)}"
+        if err.status_code == 404:
+            return _error(APIError(404, f"no route {where}; see /v1/models, /v1/completions, /v1/chat/completions, "
+                                        "/v1/classify, /info, /health, /metrics and / (chat page)",
+                                   kind="not_found_error"))
+        if err.status_code == 405:
+            return _error(APIError(405, f"{where} is not allowed; see /openapi.json for the methods"))
+        if err.status_code == 400:
+            return _error(APIError(400, "the request body is not valid JSON (or nests too deep, or has a number "
+                                        "too long to read)"))
+        return _error(APIError(err.status_code, str(err.detail)))
 
-    def _authorize(self) -> None:
-        key = self.service.api_key
-        given = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if key and not hmac.compare_digest(given.encode(), key.encode()):
-            raise APIError(401, "missing or wrong API key: send `Authorization: Bearer <key>`",
-                           kind="authentication_error", code="invalid_api_key")
+    @app.exception_handler(ClientGone)
+    async def gone(_: HTTPRequest, __: ClientGone) -> Response:
+        return Response(status_code=499)
 
-    def _page(self) -> None:
-        page = resources.files("gptlab.serving").joinpath("static/index.html").read_bytes()
-        self._send(200, page, "text/html; charset=utf-8")
-
-    def _health(self) -> None:
-        self._send_json(200, {"status": "ok", "model": self.service.name})
-
-    def _models(self) -> None:
-        self._send_json(200, {"object": "list", "data": [self._model_card()]})
-
-    def _model(self, name: str) -> None:
-        self._check_model(name)
-        self._send_json(200, self._model_card())
-
-    def _check_model(self, name: str | None) -> None:
-        """Any model but the one served (None: unnamed) is a 404 that names the one served."""
-        if name is not None and name != self.service.name:
-            raise APIError(404, f"model {name!r} not found; this server serves {self.service.name!r}",
-                           "model", code="model_not_found")
-
-    def _model_card(self) -> dict[str, Any]:
-        return {"id": self.service.name, "object": "model", "created": self.service.created, "owned_by": "gptlab"}
-
-    def _answer(self, request: Request, chat: bool) -> None:
-        self._check_model(request.model)
-        completion = self.service.chat(request) if chat else self.service.completion(request)
-        ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
-        shape = _Shape(chat, ident, int(time.time()), self.service.name)
-        if request.stream:
-            self._stream(completion, shape, request.include_usage)
-            return
-        text = "".join(completion)
-        body = shape.whole(text, completion.finish_reason)
-        body["usage"] = usage(len(completion.prompt_ids), len(completion.ids))
-        self._send_json(200, body)
-
-    def _stream(self, completion: TextCompletion, shape: _Shape, include_usage: bool) -> None:
-        """Server-sent events: one chunk per text piece, then the finish reason, usage if asked, [DONE]."""
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.close_connection = True
-        try:
-            for chunk in shape.chunks(completion):
-                if include_usage:
-                    chunk["usage"] = None
-                self._event(chunk)
-            if include_usage:
-                self._event({**shape.chunk(None), "choices": [],
-                             "usage": usage(len(completion.prompt_ids), len(completion.ids))})
-            self.wfile.write(b"data: [DONE]\n\n")
-            self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
-            log.info("client left; generation stopped after %d tokens", len(completion.ids))
-        except Exception as err:  # noqa: BLE001 (the status line is sent: report in the stream)
-            log.exception("error while streaming")
-            self._event(APIError(500, f"internal error: {err}", kind="server_error").body())
-
-    def _event(self, payload: dict[str, Any]) -> None:
-        self.wfile.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
-        self.wfile.flush()
-
-    def _body(self) -> Any:
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
-            raise APIError(411, "send the JSON body with a Content-Length header")
-        if int(length) > MAX_BODY_BYTES:
-            raise APIError(413, f"request body of {int(length):,} bytes is over the {MAX_BODY_BYTES:,}-byte limit")
-        raw = self.rfile.read(int(length))
-        try:
-            return json.loads(raw)
-        except UnicodeDecodeError:
-            raise APIError(400, "the request body is not UTF-8") from None
-        except json.JSONDecodeError as err:
-            raise APIError(400, f"the request body is not valid JSON: {err.msg} at line {err.lineno} "
-                                f"column {err.colno}") from None
-
-    def _send_json(self, status: int, payload: dict[str, Any]) -> None:
-        self._send(status, json.dumps(payload).encode(), "application/json")
-
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        if status == 429:  # the engine's queue is full
-            self.send_header("Retry-After", "1")
-        if self.close_connection:  # tell keep-alive clients not to send another request on this socket
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
-        log.info("%s %s", self.address_string(), format % args)
+    @app.exception_handler(Exception)
+    async def internal(http: HTTPRequest, err: Exception) -> Response:
+        log.exception("error answering %s %s", printable(http.method, 20), printable(http.url.path, 200))
+        return _error(APIError(500, f"internal error: {err}", kind="server_error"))
 
 
-@dataclass(frozen=True)
-class _Shape:
-    """The id, time and model name that every object of one answer repeats."""
-
-    chat: bool
-    ident: str
-    created: int
-    model: str
-
-    def whole(self, text: str, finish_reason: str | None) -> dict[str, Any]:
-        return completion_object(self.chat, self.ident, self.created, self.model, text, finish_reason)
-
-    def chunk(self, text: str | None, finish_reason: str | None = None) -> dict[str, Any]:
-        return completion_object(self.chat, self.ident, self.created, self.model, text, finish_reason, chunk=True)
-
-    def chunks(self, completion: TextCompletion) -> Iterator[dict[str, Any]]:
-        """The streamed objects: (chat: a role chunk), a chunk per piece, a last one with the reason."""
-        if self.chat:
-            yield self.chunk("")
-        for piece in completion:
-            yield self.chunk(piece)
-        yield self.chunk(None if self.chat else "", completion.finish_reason)
+def _error(err: APIError) -> JSONResponse:
+    headers = {"Connection": "close"} | ({"Retry-After": str(err.retry_after)} if err.retry_after else {})
+    return JSONResponse(err.body(), err.status, headers=headers)
 
 
-def serve(service: ModelService, host: str = "127.0.0.1", port: int = 8000,
-          on_ready: Callable[[str], None] = print) -> None:
-    """Serve until Ctrl-C; `on_ready` gets the base URL once the socket listens."""
-    server = make_server(service, host, port)
-    bound_host, bound_port = server.server_address[:2]
-    on_ready(f"http://{bound_host}:{bound_port}")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+def _load(service: ModelService) -> Load:
+    stats = service.engine.stats()
+    return Load(stats.queued, stats.running)
+
+
+def _model_card(service: ModelService) -> ModelCard:
+    return ModelCard(id=service.name, created=service.created)

@@ -1,5 +1,5 @@
-"""Tokenizers behind one protocol, and the ways to get one: by name, from a checkpoint's description,
-or as the files of a Hugging Face folder."""
+"""Tokenizers behind one protocol, and the ways to get one: by name or path, from a checkpoint's
+description, or as the files of a Hugging Face folder."""
 
 from __future__ import annotations
 
@@ -7,26 +7,41 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from gptlab.files import read_json
 from gptlab.tokenizer.base import Tokenizer
 from gptlab.tokenizer.bytelevel import ByteLevelBPE, gguf_tokenizer, hf_tokenizer
 from gptlab.tokenizer.char import CharTokenizer
 from gptlab.tokenizer.gpt2 import GPT2Tokenizer
+from gptlab.tokenizer.scratch import BPETokenizer, BPEVocabulary, gpt2_scratch, load_bpe, save_bpe
+from gptlab.tokenizer.training import train_bpe
 
-__all__ = ["ByteLevelBPE", "CharTokenizer", "GPT2Tokenizer", "Tokenizer", "get_tokenizer", "hf_files",
-           "hf_tokenizer", "tokenizer_from_dict"]
+__all__ = ["BPETokenizer", "BPEVocabulary", "ByteLevelBPE", "CharTokenizer", "GPT2Tokenizer", "Tokenizer",
+           "get_tokenizer", "gpt2_scratch", "hf_files", "hf_tokenizer", "load_bpe", "save_bpe", "tokenizer_from_dict",
+           "train_bpe"]
 
-KNOWN_TYPES = ("char", "gpt2")
+KNOWN_TYPES = ("char", "gpt2", "gpt2-scratch", "bpe")
+NAMES = "gpt2 (tiktoken), gpt2-scratch (gptlab's own BPE), char, or a trained tokenizer's folder or JSON file"
 
 
 def get_tokenizer(name: str, text: str | None = None) -> Tokenizer:
-    """A tokenizer by name; "char" builds its alphabet from text (the training corpus), "gpt2" ignores text."""
+    """A tokenizer by name or path: "gpt2" (tiktoken), "gpt2-scratch" (the same ids from our own BPE), "char"
+    (its alphabet built from `text`, the training corpus), or a trained tokenizer's folder or JSON file
+    (`bpe.json`, or any tokenizer description a checkpoint records)."""
     if name == "gpt2":
         return GPT2Tokenizer()
+    if name == "gpt2-scratch":
+        return gpt2_scratch()
     if name == "char":
         if text is None:
             raise ValueError("the char tokenizer builds its alphabet from the training text; pass text=...")
         return CharTokenizer.from_text(text)
-    raise ValueError(f"unknown tokenizer {name!r}; choose one of: {', '.join(KNOWN_TYPES)}")
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return load_bpe(path)
+    if path.is_file():
+        data = read_json(path)
+        return load_bpe(path) if data.get("type") == "bpe" else tokenizer_from_dict(data)
+    raise ValueError(f"unknown tokenizer {name!r} (no such file or folder); choose {NAMES}")
 
 
 def tokenizer_from_dict(d: Mapping[str, Any]) -> Tokenizer:
@@ -34,6 +49,10 @@ def tokenizer_from_dict(d: Mapping[str, Any]) -> Tokenizer:
     kind = d.get("type") if isinstance(d, Mapping) else None
     if kind == "gpt2":
         return _gpt2_from_dict(d)
+    if kind == "gpt2-scratch":
+        return gpt2_scratch()
+    if kind == "bpe":
+        return BPETokenizer(BPEVocabulary.from_dict(d, "the recorded BPE tokenizer"))
     if kind in ("builtin", "gguf"):  # the vocabulary of a model file (e.g. the built-in SmolLM2)
         return gguf_tokenizer(d)
     if kind == "hf":  # a Hugging Face folder's tokenizer.json
@@ -50,7 +69,7 @@ def tokenizer_from_dict(d: Mapping[str, Any]) -> Tokenizer:
 
 def hf_files(tokenizer: Tokenizer) -> dict[str, str]:
     """The files (name → text) that carry `tokenizer` in a Hugging Face folder; none for a char tokenizer."""
-    if isinstance(tokenizer, (GPT2Tokenizer, ByteLevelBPE)):
+    if isinstance(tokenizer, (GPT2Tokenizer, ByteLevelBPE, BPETokenizer)):
         return tokenizer.hf_files()
     return {}
 

@@ -82,20 +82,25 @@ class ByteLevelBPE:
 
     def hf_files(self) -> dict[str, str]:
         """`tokenizer.json` and `tokenizer_config.json` as a Hugging Face folder keeps them (name → text)."""
-        vocab = self.vocabulary
-        added = [{"id": i, "content": vocab.tokens[i], "single_word": False, "lstrip": False, "rstrip": False,
-                  "normalized": False, "special": True} for i in vocab.special_ids]
-        model = {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-                 "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
-                 "vocab": {token: i for i, token in enumerate(vocab.tokens)},
-                 "merges": [[left, right] for left, _, right in (merge.partition(" ") for merge in vocab.merges)]}
-        tokenizer = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
-                     "normalizer": None, "pre_tokenizer": self.pre_tokenizer.hf, "post_processor": None,
-                     "decoder": BYTE_LEVEL_DECODER, "model": model}
-        config = {"tokenizer_class": "PreTrainedTokenizerFast",
-                  "eos_token": None if self.eos_id is None else vocab.tokens[self.eos_id]}
-        return {"tokenizer.json": json.dumps(tokenizer, ensure_ascii=False),
-                "tokenizer_config.json": json.dumps(config, indent=2) + "\n"}
+        return hf_tokenizer_files(self.vocabulary, self.pre_tokenizer)
+
+
+def hf_tokenizer_files(vocab: Vocabulary, cut: PreTokenizer) -> dict[str, str]:
+    """A byte-level BPE vocabulary as Hugging Face `tokenizers` saves one: `tokenizer.json` (vocabulary,
+    merges, special tokens, the cut before BPE) and `tokenizer_config.json` (its end-of-text token)."""
+    added = [{"id": i, "content": vocab.tokens[i], "single_word": False, "lstrip": False, "rstrip": False,
+              "normalized": False, "special": True} for i in vocab.special_ids]
+    model = {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+             "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+             "vocab": {token: i for i, token in enumerate(vocab.tokens)},
+             "merges": [[left, right] for left, _, right in (merge.partition(" ") for merge in vocab.merges)]}
+    tokenizer = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+                 "normalizer": None, "pre_tokenizer": cut.hf, "post_processor": None,
+                 "decoder": BYTE_LEVEL_DECODER, "model": model}
+    config = {"tokenizer_class": "PreTrainedTokenizerFast",
+              "eos_token": None if vocab.eos_id is None else vocab.tokens[vocab.eos_id]}
+    return {"tokenizer.json": json.dumps(tokenizer, ensure_ascii=False),
+            "tokenizer_config.json": json.dumps(config, indent=2) + "\n"}
 
 
 def _check_merge_order(ranks: dict[bytes, int], merges: Sequence[str], byte_of: dict[str, int]) -> None:

@@ -90,7 +90,7 @@ def load_mergeable_ranks(encoder_path: Path, vocab_path: Path) -> dict[bytes, in
         if token == ENDOFTEXT:
             continue
         ranks[_to_bytes(token, byte_of, f"{encoder_path}, token id {token_id}")] = token_id
-    _check_merges(ranks, _read_merges(vocab_path), byte_of, vocab_path)
+    _check_merges(ranks, read_merges(vocab_path), byte_of, vocab_path)
     return ranks
 
 
@@ -132,7 +132,7 @@ def _read_encoder(path: Path) -> dict[str, int]:
     return encoder
 
 
-def _read_merges(path: Path) -> list[tuple[str, str]]:
+def read_merges(path: Path) -> list[tuple[str, str]]:
     try:
         lines = path.read_text(encoding="utf-8").rstrip("\n").split("\n")
     except UnicodeDecodeError as exc:

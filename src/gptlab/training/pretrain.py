@@ -15,7 +15,7 @@ from gptlab.data.text import resolve_text, token_stream
 from gptlab.fields import setting
 from gptlab.model import GPT
 from gptlab.models import PRESETS, preset_config
-from gptlab.tokenizer import CharTokenizer, GPT2Tokenizer, Tokenizer, tokenizer_from_dict
+from gptlab.tokenizer import Tokenizer, get_tokenizer, tokenizer_from_dict
 from gptlab.training.lm import language_model_task
 from gptlab.training.loop import TrainSettings, train
 from gptlab.training.reports import OnEvent, RunSummary
@@ -36,7 +36,8 @@ class PretrainConfig(RunConfig, task="pretrain"):
     n_embd: int | None = setting("override the preset's width", None)
     context_length: int | None = setting("override the preset's context length", None)
     dropout: float | None = setting("override the preset's dropout", None)
-    tokenizer: str = setting("gpt2, char (built from the data), or a tokenizer JSON file", "gpt2")
+    tokenizer: str = setting("gpt2 (tiktoken), gpt2-scratch (gptlab's own BPE, same ids), char (built from the "
+                             "data), or a trained tokenizer (its folder or JSON file)", "gpt2")
     val_fraction: float = setting("the last part of the token stream is validation", 0.1)
     sampling: str = setting("windows, random, or auto (random above 100k training tokens)", "auto")
     stride: int | None = setting("window stride in windows mode (default: the context length)", None)
@@ -50,15 +51,9 @@ class PretrainConfig(RunConfig, task="pretrain"):
 
 
 def build_tokenizer(spec: str, sources: list[str]) -> Tokenizer:
-    """gpt2, char (alphabet of the training texts), or a JSON file written by `to_dict`."""
-    if spec == "gpt2":
-        return GPT2Tokenizer()
-    if spec == "char":
-        return CharTokenizer.from_text("".join(read_utf8(resolve_text(s)) for s in sources))
-    path = Path(spec)
-    if path.is_file():
-        return tokenizer_from_dict(json.loads(path.read_text(encoding="utf-8")))
-    raise ValueError(f"--tokenizer {spec!r}: expected gpt2, char, or a tokenizer JSON file")
+    """A tokenizer by name or path (`get_tokenizer`); char takes its alphabet from the training texts."""
+    text = "".join(read_utf8(resolve_text(s)) for s in sources) if spec == "char" else None
+    return get_tokenizer(spec, text)
 
 
 def build_model(config: PretrainConfig, seed: int) -> tuple[GPT, Tokenizer]:

@@ -1,0 +1,76 @@
+"""Run the app on uvicorn with the socket limits a server facing unknown clients needs.
+
+uvicorn times out idle keep-alive sockets but waits forever for a request's first line and headers;
+`_Protocol` starts that clock at connect, so a client trickling its headers loses its socket. uvicorn
+answers malformed HTTP with a plain-text 400; `_Protocol` answers in OpenAI's JSON error shape.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+
+import h11
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from gptlab.serving.api import APIError
+from gptlab.serving.app import make_app
+from gptlab.serving.guards import Protection
+from gptlab.serving.service import ModelService
+
+log = logging.getLogger("gptlab.serving")
+
+
+@dataclass(frozen=True)
+class Listening:
+    """Where and how the server listens (the `gptlab serve` flags)."""
+
+    host: str = "127.0.0.1"  # loopback: other machines reach it only through a proxy, or with --host 0.0.0.0
+    port: int = 8000  # 0 picks a free port
+    head_timeout: int = 10  # seconds for a request line and headers, and for an idle keep-alive socket
+    drain_timeout: int = 60  # seconds SIGTERM / Ctrl-C waits for answers in flight
+    backlog: int = 2048  # connections the OS queues before the server accepts them (bursts)
+
+
+def serve(service: ModelService, protection: Protection, listening: Listening,
+          on_ready: Callable[[str], None] = print) -> None:
+    """Serve until SIGTERM or Ctrl-C, then finish the answers in flight and return; `on_ready` gets the base URL."""
+    config = uvicorn.Config(make_app(service, protection), host=listening.host, port=listening.port,
+                            http=_Protocol, ws="none", lifespan="off", log_config=None, access_log=False,
+                            timeout_keep_alive=listening.head_timeout, backlog=listening.backlog,
+                            timeout_graceful_shutdown=listening.drain_timeout, server_header=False)
+    server = _Server(config)
+    sock = config.bind_socket()
+    sock.listen(listening.backlog)  # clients that come before uvicorn's loop starts wait, not get refused
+    host, port = sock.getsockname()[:2]
+    on_ready(f"http://{f'[{host}]' if ':' in host else host}:{port}")
+    server.run(sockets=[sock])
+
+
+class _Server(uvicorn.Server):
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """SIGTERM or Ctrl-C: stop accepting, drain, return (uvicorn would re-raise the signal after
+        draining, turning a clean stop into a crash); a second one stops at once."""
+        if self.should_exit:
+            self.force_exit = True
+        self.should_exit = True
+
+
+class _Protocol(H11Protocol):
+    def connection_made(self, transport) -> None:  # noqa: ANN001 (asyncio's signature)
+        super().connection_made(transport)
+        # the keep-alive timer closes the socket unless a request's head is complete in time
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+    def send_400_response(self, msg: str) -> None:
+        body = json.dumps(APIError(400, f"malformed HTTP request ({msg.rstrip('.')}); send HTTP/1.1 with "
+                                        "ASCII headers and a decimal Content-Length").body()).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                   (b"connection", b"close")]
+        for event in (h11.Response(status_code=400, headers=headers), h11.Data(data=body), h11.EndOfMessage()):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()

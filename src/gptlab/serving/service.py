@@ -1,0 +1,184 @@
+"""The model side of `gptlab serve`: requests in, completions and classifications out, no HTTP.
+
+The routes call `ModelService`; it frames chat messages in the model's prompt style, fills in the
+server's defaults (the `gptlab serve` flags) and checks that a request fits the context.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from gptlab.checkpoint import LoadedModel
+from gptlab.classifier import classify_texts
+from gptlab.engine import Engine, QueueFull
+from gptlab.evaluation.perplexity import token_logprobs
+from gptlab.generation import GenerationSettings, TextCompletion, TokenLogprob
+from gptlab.prompts import Conversation, PromptStyle
+from gptlab.serving.api import APIError, Classification, Request
+
+
+@dataclass(frozen=True)
+class ServeDefaults:
+    """What a request that leaves a setting out gets; the chat page shows them as its starting values."""
+
+    temperature: float = 1.0  # 0 = greedy
+    top_k: int | None = None
+    top_p: float | None = None
+    max_tokens: int = 256  # completion tokens when a request gives no max_tokens (cut to what fits)
+    system: str | None = None  # chat: the system message when a request has none
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.temperature <= 2:
+            raise ValueError(f"--temperature must be from 0 to 2 (0 = greedy), got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"--top-k must be at least 1, got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"--top-p must be above 0 and at most 1, got {self.top_p}")
+        if self.max_tokens < 1:
+            raise ValueError(f"--max-tokens must be at least 1, got {self.max_tokens}")
+
+
+@dataclass
+class Classifier:
+    """A `gptlab finetune classify` model served beside the language model (`--classifier`)."""
+
+    loaded: LoadedModel
+    labels: list[str]  # class names by class id
+
+    def classify(self, texts: list[str]) -> list[Classification]:
+        """Each text's label and probabilities, encoded as in training (the last real token is read)."""
+        rows = classify_texts(self.loaded, texts).tolist()
+        return [Classification(index=i, label=self.labels[max(range(len(row)), key=row.__getitem__)],
+                               probabilities=dict(zip(self.labels, row))) for i, row in enumerate(rows)]
+
+
+@dataclass(frozen=True)
+class ClassifierInfo:
+    labels: list[str]
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What `GET /info` tells a client (the chat page) about the model and the server's defaults."""
+
+    model: str
+    dtype: str  # the weights' dtype, e.g. "float32"
+    context_length: int
+    defaults: ServeDefaults
+    classifier: ClassifierInfo | None
+
+
+@dataclass
+class ModelService:
+    """The model behind the API and what the server needs to answer with it."""
+
+    loaded: LoadedModel
+    style: PromptStyle  # how chat messages become a prompt (the model's fine-tuning style)
+    name: str  # the model id clients send and `/v1/models` lists
+    engine: Engine  # decodes every request, batched with the others running
+    defaults: ServeDefaults = field(default_factory=ServeDefaults)
+    classifier: Classifier | None = None
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def check_model(self, name: str | None) -> None:
+        """Any model but the one served (None: unnamed) is a 404 that names the one served."""
+        if name is not None and name != self.name:
+            raise APIError(404, f"model {name!r} not found; this server serves {self.name!r}", "model",
+                           code="model_not_found")
+
+    def info(self) -> ServerInfo:
+        dtype = next(self.loaded.model.parameters()).dtype
+        return ServerInfo(self.name, str(dtype).removeprefix("torch."), self.loaded.model.config.context_length,
+                          self.defaults, ClassifierInfo(self.classifier.labels) if self.classifier else None)
+
+    def classify(self, texts: list[str]) -> list[Classification]:
+        """`/v1/classify`: a 404 when the server was started without `--classifier`."""
+        if self.classifier is None:
+            raise APIError(404, "no classifier is loaded: start the server with --classifier DIR "
+                                "(a gptlab finetune classify run)", kind="not_found_error")
+        with torch.inference_mode():
+            return self.classifier.classify(texts)
+
+    def settings(self, request: Request, prompt_tokens: int, chat: bool) -> GenerationSettings:
+        """Generation settings for `request`, the server's defaults filling what it leaves out; its max
+        tokens must fit beside the prompt."""
+        context = self.loaded.model.config.context_length
+        room = context - prompt_tokens
+        if room < (0 if request.max_tokens == 0 else 1) or (request.max_tokens or 0) > room:
+            asked = request.max_tokens if request.max_tokens is not None else 1
+            raise APIError(400, f"this model's context is {context} tokens; the prompt takes {prompt_tokens} "
+                                f"and {asked} more were asked for. Shorten the prompt or lower max_tokens.",
+                           "messages" if chat else "prompt", code="context_length_exceeded")
+        defaults = self.defaults
+        return GenerationSettings(
+            max_new_tokens=min(defaults.max_tokens, room) if request.max_tokens is None else request.max_tokens,
+            temperature=defaults.temperature if request.temperature is None else request.temperature,
+            top_k=request.top_k or defaults.top_k, top_p=request.top_p or defaults.top_p,
+            seed=request.seed, stop_strings=request.stop, logprobs=request.logprobs,
+        )
+
+    def completion(self, request: Request) -> Answer:
+        """The `/v1/completions` answer: the prompt continued as it is (and scored, for `echo` with logprobs)."""
+        tokenizer = self.loaded.tokenizer
+        prompt = tokenizer.encode(request.prompt)
+        settings = self.settings(request, len(prompt), chat=False)
+        echoed = None
+        if request.echo:
+            scored = token_logprobs(self.loaded.model, prompt, request.logprobs or 0) \
+                if request.logprobs is not None and len(prompt) > 1 else []
+            echoed = EchoedPrompt(request.prompt, prompt[0], scored)
+        return Answer(prompt, self._start(prompt, settings, request.n), echoed)
+
+    def chat(self, request: Request) -> Answer:
+        """The `/v1/chat/completions` answer: messages framed in the model's prompt style.
+
+        System messages (else the server's default system message) open the conversation (as the
+        style's system message, e.g. ChatML's, else as plain text); earlier turns that do not fit
+        beside the new message are left out, oldest first, as in `gptlab chat`.
+        """
+        tokenizer = self.loaded.tokenizer
+        conversation = Conversation.opened(tokenizer, self.style, self.loaded.model.config.context_length,
+                                           request.system or self.defaults.system)
+        for message, answer in request.turns:
+            conversation.add(message, answer)
+        needed = len(conversation.preamble) + len(tokenizer.encode(self.style.turn(request.prompt)))
+        settings = self.style.answer_settings(self.settings(request, needed, chat=True))
+        prompt = conversation.prompt(request.prompt, settings.max_new_tokens)
+        return Answer(prompt, self._start(prompt, settings, request.n))
+
+    def _start(self, prompt: list[int], settings: GenerationSettings, n: int) -> list[TextCompletion]:
+        """`n` completions of `prompt` queued in the engine; with a seed, choice i samples with seed + i.
+        A full queue is a 429 (and the choices already queued are cancelled)."""
+        started: list[TextCompletion] = []
+        try:
+            for i in range(n):
+                seeded = dataclasses.replace(settings, seed=settings.seed + i if settings.seed is not None else None)
+                started.append(self.engine.submit(self.loaded.tokenizer, prompt, seeded))
+        except QueueFull as full:
+            for completion in started:
+                completion.cancel()
+            raise APIError(429, f"the server is busy: {full}; retry in a moment", kind="rate_limit_error",
+                           code="queue_full", retry_after=1) from None
+        return started
+
+
+@dataclass(frozen=True)
+class EchoedPrompt:
+    """`echo`: the prompt repeated before the completion, with its tokens' log-probabilities when asked."""
+
+    text: str
+    first_id: int  # nothing predicts the first token: its log-probability is null
+    scored: list[TokenLogprob]  # tokens 1.., empty unless logprobs were asked for
+
+
+@dataclass
+class Answer:
+    """What one request gets: its prompt's token ids, `n` completions of it, and the echoed prompt."""
+
+    prompt_ids: list[int]
+    choices: list[TextCompletion]
+    echoed: EchoedPrompt | None = None
