@@ -253,10 +253,8 @@ class Engine:
             self._deliver(request, token, logits[request.slot])
 
     def _batch_width(self) -> int:
-        """Rows the step computes: every slot when compiled (one shape), else the used slots rounded
-        up to a power of two (fewer dummy rows when few requests run)."""
-        if self.compiled:
-            return self.limits.max_batch
+        """Rows the step computes: the used slots rounded up to a power of two (fewer dummy rows when
+        few requests run, few distinct shapes)."""
         highest = max(r.slot for r in self._rows) + 1
         return min(self.limits.max_batch, 1 << (highest - 1).bit_length())
 

@@ -207,19 +207,21 @@ class CompileReport:
 
 
 def compile_decode(model: GPT, rows: int = 1) -> CompileReport:
-    """Compile the model's one-token decode step for `rows` rows and run it now, so compiling is
-    paid (and timed) here, not in the first request. It runs at two cache lengths: the second
-    compiles the length-generic graph every later cache size reuses. Where torch.compile cannot
-    run (no C++ compiler, an unsupported platform), the step stays eager and the report says why."""
+    """Compile the model's one-token decode step for up to `rows` rows and run it now, so compiling
+    is paid (and timed) here, not in the first request. The graph is shape-generic (any cache
+    length, any number of rows from 2 up); one row, which torch specialises, gets its own. Where
+    torch.compile cannot run (no C++ compiler, an unsupported platform), the step stays eager and
+    the report says why."""
     parameter = next(model.parameters())
-    zeros = torch.zeros(rows, dtype=torch.long, device=parameter.device)
     model.compile_decode_step()
     started = time.perf_counter()
     try:
         with torch.inference_mode():
-            for length in (64, 128):
-                cache = KVCache.allocate(model.config, rows, length, parameter.device, parameter.dtype)
-                model.decode_step(zeros, zeros, cache, cache.max_len)
+            for width in sorted({1, rows}):  # each width attending over part of the cache, then all of it
+                tokens, positions = (torch.zeros(width, dtype=torch.long, device=parameter.device) for _ in "tp")
+                cache = KVCache.allocate(model.config, width, 128, parameter.device, parameter.dtype)
+                for span in (64, 128):
+                    model.decode_step(tokens, positions, cache, span)
     except Exception as error:  # torch.compile fails in many ways (compiler, platform, backend)
         model.compile_decode_step(enabled=False)
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]

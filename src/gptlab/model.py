@@ -156,12 +156,13 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 
 def attend(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float, impl: str
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float, impl: str, grouped: bool = False
 ) -> Tensor:
     """Scaled dot-product attention of T queries over S >= T keys.
 
     `q` has nh heads, `k`/`v` nh or fewer (grouped-query attention: each key/value head serves
-    nh / n_kv consecutive query heads, read in place, never copied). `mask` (bool, True = may
+    nh / n_kv consecutive query heads, read in place, never copied; `grouped` says so, from the
+    config, a plain bool even under torch.compile's symbolic shapes). `mask` (bool, True = may
     attend) broadcasts to (B, nh, T, S); when it is None the queries are the last T positions of
     the keys and attention is causal.
     """
@@ -172,7 +173,7 @@ def attend(
             mask = causal_mask(T, S, q.device)
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal and T == S,
-            enable_gqa=k.shape[1] != q.shape[1],
+            enable_gqa=grouped,
         )
     # the explicit path: softmax(q k^T / sqrt(hs) + mask) v, query heads grouped by their key/value head
     B, nh, _, hs = q.shape
@@ -221,7 +222,7 @@ class CausalSelfAttention(nn.Module):
         if kv is not None and at is not None:
             k, v = at.store(kv[0], k), at.store(kv[1], v)  # (B, n_kv, S, hs)
         dropout = self.dropout if self.training else 0.0
-        y = attend(q, k, v, mask, dropout, self.impl)
+        y = attend(q, k, v, mask, dropout, self.impl, grouped=self.n_kv_head != self.n_head)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_drop(self.c_proj(y))
 
@@ -361,8 +362,9 @@ class GPT(nn.Module):
 
     def compile_decode_step(self, enabled: bool = True) -> None:
         """Run `decode_step` through `torch.compile` (compiling lazily, at its first call), or eagerly
-        again. Only the one-token step: prefill's shapes change with every prompt."""
-        self.compiled_step = torch.compile(self._decode_step) if enabled else None
+        again. Only the one-token step: prefill's shapes change with every prompt. Compiled for
+        symbolic shapes, so a new number of rows or cache length does not compile again."""
+        self.compiled_step = torch.compile(self._decode_step, dynamic=True) if enabled else None
 
     def _decode_step(self, tokens: Tensor, positions: Tensor, cache: KVCache, span: int) -> Tensor:
         R = tokens.shape[0]

@@ -60,12 +60,14 @@ def add_compile_flag(p: argparse.ArgumentParser) -> None:
                         "once, reported; faster decoding after; falls back to uncompiled where compile cannot run)")
 
 
-def add_batching_flags(p: argparse.ArgumentParser, max_queue: bool = True) -> None:
-    """--max-batch (and --max-queue): how many requests the batching engine decodes together (and keeps waiting)."""
-    p.add_argument("--max-batch", "--batch-size", dest="max_batch", type=int, default=8, metavar="N",
-                   help="requests decoded together, each joining as another ends (default 8; --batch-size is "
-                        "its older name)")
-    if max_queue:
+def add_batching_flags(p: argparse.ArgumentParser, server: bool = True) -> None:
+    """--max-batch (and, for a server, --max-queue): requests the batching engine decodes together (and keeps
+    waiting). `respond` keeps --batch-size, its older name."""
+    names = ["--max-batch"] if server else ["--max-batch", "--batch-size"]
+    p.add_argument(*names, dest="max_batch", type=int, default=8, metavar="N",
+                   help="requests decoded together, each joining as another ends (default 8"
+                        + ("" if server else "; --batch-size is its older name") + ")")
+    if server:
         p.add_argument("--max-queue", type=int, default=64, metavar="N",
                        help="requests waiting for a free row; more are refused with 429 (default 64)")
 

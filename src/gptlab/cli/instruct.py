@@ -43,7 +43,7 @@ def add_respond(commands: argparse._SubParsersAction) -> None:
     add_prompt_style_flag(respond)
     respond.add_argument("--max-new-tokens", type=int, default=256, metavar="N",
                          help="max tokens per response (default 256)")
-    add_batching_flags(respond, max_queue=False)
+    add_batching_flags(respond, server=False)
     add_compile_flag(respond)
     add_record_field_flags(respond)
 
