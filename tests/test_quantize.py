@@ -39,6 +39,16 @@ def test_a_quantized_layer_stays_close_to_the_float_one(scheme, bias):
 
 
 @pytest.mark.parametrize("scheme", ["int8", "int4"])
+def test_a_strided_input_is_accepted(scheme):
+    """Decoding a batch feeds the head `hidden[:, -1]`, a view whose rows are not adjacent."""
+    torch.manual_seed(4)
+    linear = nn.Linear(64, 32)
+    layer = quantized_layer(linear, Quantization(scheme))
+    hidden = torch.randn(3, 5, 64)
+    assert torch.equal(layer(hidden[:, -1]), layer(hidden[:, -1].contiguous()))
+
+
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
 def test_the_state_dict_reloads_into_an_empty_layer_exactly(scheme):
     torch.manual_seed(1)
     linear = nn.Linear(64, 48)

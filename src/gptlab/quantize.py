@@ -69,7 +69,7 @@ class Int8Linear(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args)
 
     def forward(self, x: Tensor) -> Tensor:
-        flat = x.reshape(-1, self.in_features).to(COMPUTE_DTYPE)  # (N, in)
+        flat = x.reshape(-1, self.in_features).to(COMPUTE_DTYPE).contiguous()  # (N, in); the kernels need rows
         if flat.device.type == "cpu":
             y = torch.ops.aten._weight_int8pack_mm(flat, self.weight_int8, self.scales)
         else:  # dequantize in the matmul (fused by the GPU's own kernels)
@@ -114,7 +114,7 @@ class Int4Linear(nn.Module):
         return layer
 
     def forward(self, x: Tensor) -> Tensor:
-        flat = x.reshape(-1, self.in_features).to(COMPUTE_DTYPE)  # (N, in)
+        flat = x.reshape(-1, self.in_features).to(COMPUTE_DTYPE).contiguous()  # (N, in); the kernels need rows
         y = int4_matmul(flat, self.packed, self.group_size, self.scales_and_zeros)  # (N, rows)
         y = y[:, : self.out_features].reshape(*x.shape[:-1], self.out_features).to(x.dtype)
         return y if self.bias is None else y + self.bias.to(x.dtype)
