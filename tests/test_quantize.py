@@ -113,3 +113,16 @@ def test_an_int4_layer_moves_to_cuda_and_computes_the_same():
     x = torch.randn(4, 128)
     on_gpu = layer.to("cuda")(x.cuda()).cpu()
     assert _relative_error(on_gpu, layer.to("cpu")(x)) < 0.01
+
+
+def test_int8_quantizes_the_head_and_int4_keeps_it_by_default():
+    from gptlab.config import GPTConfig
+    from gptlab.model import GPT
+
+    heads = {}
+    for scheme in ("int8", "int4"):
+        model = GPT(GPTConfig(vocab_size=64, context_length=16, n_layer=1, n_head=2, n_embd=32))
+        quantize_model(model, Quantization(scheme))
+        heads[scheme] = type(model.lm_head).__name__
+    assert heads == {"int8": "Int8Linear", "int4": "Linear"}
+    assert Quantization("int4", head=True).head and not Quantization("int8", head=False).head

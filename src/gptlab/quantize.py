@@ -37,11 +37,15 @@ class Quantization:
 
     scheme: str  # "int8": one scale per output row; "int4": a scale and zero per group of inputs
     group_size: int = 32  # int4 only: inputs sharing a scale and zero (32, as llama.cpp's Q4_1; or 64)
-    head: bool = True  # also the LM head (for a tied head, a quantized copy; the embedding stays)
+    # also the LM head (a tied head gets a quantized copy; the embedding stays). None: int8 yes, int4
+    # no: measured on SmolLM2, an int4 head costs 5% perplexity, an int8 head 0.3-0.8% (BENCHMARKS.md)
+    head: bool | None = None
 
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
             raise ValueError(f"quantize {self.scheme!r} is not one of {', '.join(SCHEMES)}")
+        if self.head is None:
+            object.__setattr__(self, "head", self.scheme == "int8")
         if self.group_size not in (32, 64):
             raise ValueError(f"quantization group size must be 32 or 64, got {self.group_size}")
 

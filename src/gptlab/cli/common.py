@@ -39,10 +39,10 @@ def add_device_flags(p: argparse.ArgumentParser, device: str = "auto") -> None:
                    help="weights and KV cache in this dtype; logits and sampling stay float32 or wider (default auto: "
                         "bfloat16 on GPUs that support it or with --quantize, else float32)")
     p.add_argument("--quantize", choices=SCHEMES, default=None,
-                   help="weight-only quantization of the block projections and the LM head, from the full-precision "
-                        "weights at load: int8 (a scale per output row; about 2x faster decoding on CPU than "
-                        "float32) or int4 (a scale and zero per 32 inputs; smaller, a little less exact). A "
-                        "quantized checkpoint (gptlab convert --quantize) loads without it")
+                   help="weight-only quantization of the block projections, from the full-precision weights at "
+                        "load: int8 (a scale per output row, the LM head too; about 2x faster decoding on CPU than "
+                        "float32) or int4 (a scale and zero per 32 inputs, the LM head kept bfloat16; smaller, a "
+                        "little less exact). A quantized checkpoint (gptlab convert --quantize) loads without it")
 
 
 def add_generation_flags(p: argparse.ArgumentParser, max_new_tokens: int = 50, temperature: float = 1.0,
