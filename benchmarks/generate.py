@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,10 +47,13 @@ import transformers  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
 from gptlab.checkpoint import load_model  # noqa: E402
-from gptlab.generation import GenerationSettings, generate  # noqa: E402
+from gptlab.generation import GenerationSettings, generate_batch  # noqa: E402
 
 PAD_ID = 50256
 GPT2_124M = dict(n_layer=12, n_head=12, n_embd=768)  # (layers, heads, width) of gpt2 124M
+
+
+MODES = ("gptlab fp32", "gptlab bf16", "gptlab int8", "gptlab int4", "hf fp32", "hf bf16", "llama.cpp")
 
 
 @dataclass
@@ -58,14 +61,17 @@ class Options:
     """Benchmark sizes and repeats (filled from the command line)."""
 
     model: str = "gpt2"  # gpt2 (random 124M, saved with save_pretrained) or smollm2 (the built-in GGUF file)
+    modes: tuple[str, ...] = MODES  # what runs (llama.cpp: SmolLM2 only, when llama-cpp-python is installed)
+    batch_sizes: tuple[int, ...] = (1, 8, 32)  # decode batch sizes (same-length prompts, no padding)
     prompt_tokens: int = 32  # decode prompt length
-    new_tokens: int = 128  # tokens generated per decode run
+    new_tokens: int = 128  # tokens generated per decode run at batch 1
+    batch_new_tokens: int = 32  # tokens generated per decode run at batch > 1
     prefill_tokens: int = 512  # prompt length of the prefill benchmark
-    repeats: int = 5  # timed repeats per measurement (after one warm-up)
+    repeats: int = 3  # timed repeats per measurement (after one warm-up)
     bandwidth_mb: int = 1024  # size of the tensor copied to measure memory bandwidth
     seed: int = 0  # weights and prompt
-    threads: int | None = None  # torch threads for both libraries (default: torch's default)
-    skip_rss: bool = False  # skip the two loading subprocesses
+    threads: int | None = None  # torch threads for all libraries (default: torch's default)
+    skip_rss: bool = False  # skip the loading subprocesses
     profile: bool = False  # also print torch.profiler's top operators of one decode run each
 
 
@@ -74,22 +80,29 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", choices=("gpt2", "smollm2"), default=defaults.model,
-                   help="gpt2: random GPT-2 124M; smollm2: the built-in SmolLM2-135M (Llama, GQA) read by both")
+                   help="gpt2: random GPT-2 124M; smollm2: the built-in SmolLM2-135M (Llama, GQA) read by all")
+    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), metavar="MODE",
+                   help=f"what to run: {', '.join(MODES)}")
+    p.add_argument("--batch-sizes", nargs="+", type=int, default=list(defaults.batch_sizes), metavar="B",
+                   help="decode batch sizes")
     p.add_argument("--prompt-tokens", type=int, default=defaults.prompt_tokens, help="decode prompt length")
-    p.add_argument("--new-tokens", type=int, default=defaults.new_tokens, help="new tokens per decode run")
+    p.add_argument("--new-tokens", type=int, default=defaults.new_tokens, help="new tokens per batch-1 decode run")
+    p.add_argument("--batch-new-tokens", type=int, default=defaults.batch_new_tokens,
+                   help="new tokens per decode run at batch > 1")
     p.add_argument("--prefill-tokens", type=int, default=defaults.prefill_tokens, help="prefill prompt length")
     p.add_argument("--repeats", type=int, default=defaults.repeats, help="timed repeats (after a warm-up)")
     p.add_argument("--bandwidth-mb", type=int, default=defaults.bandwidth_mb, help="copy size for bandwidth")
     p.add_argument("--seed", type=int, default=defaults.seed, help="seed for weights and prompts")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    p.add_argument("--threads", type=int, default=None, help="torch (and llama.cpp) threads (default: torch's)")
     p.add_argument("--skip-rss", action="store_true", help="skip the loading-RSS subprocesses")
     p.add_argument("--profile", action="store_true", help="print top operators of one decode run each")
     args = p.parse_args(argv)
-    if args.new_tokens < 2 or args.prompt_tokens < 1 or args.repeats < 1:
-        p.error("need --new-tokens >= 2, --prompt-tokens >= 1, --repeats >= 1")
+    if min(args.new_tokens, args.batch_new_tokens) < 2 or args.prompt_tokens < 1 or args.repeats < 1:
+        p.error("need --new-tokens and --batch-new-tokens >= 2, --prompt-tokens >= 1, --repeats >= 1")
     if args.prompt_tokens + args.new_tokens > 1024 or args.prefill_tokens > 1024:
         p.error("GPT-2's context is 1024 tokens: prompt + new tokens and --prefill-tokens must fit")
-    return Options(**{k.replace("-", "_"): v for k, v in vars(args).items()})
+    values = {k.replace("-", "_"): v for k, v in vars(args).items()}
+    return Options(**{**values, "modes": tuple(values["modes"]), "batch_sizes": tuple(values["batch_sizes"])})
 
 
 # ---------------------------------------------------------------- machine and set-up
@@ -141,35 +154,90 @@ def save_hf_folder(folder: Path, seed: int) -> Path:
     return folder
 
 
-def load_smollm2() -> tuple[torch.nn.Module, torch.nn.Module]:
-    """gptlab and HF models dequantized from the same built-in GGUF file, in eval mode."""
-    from transformers import AutoModelForCausalLM
-
+def smollm2_file() -> Path:
     from gptlab.files import builtin_model_path
 
-    path = builtin_model_path("smollm2")
-    theirs = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
-    return load_model("smollm2").model.eval(), theirs
+    return builtin_model_path("smollm2")
 
 
-def load_both(folder: Path) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """gptlab and HF models from the same folder, in eval mode."""
-    ours = load_model(str(folder)).model.eval()
-    theirs = GPT2LMHeadModel.from_pretrained(folder).eval()  # default attention (sdpa)
-    return ours, theirs
+# ---------------------------------------------------------------- the runners: one per library and mode
+
+@dataclass
+class Runner:
+    """One library in one mode: generate greedily for a batch of prompts, prefill, and the bytes of
+    weights one decode step reads (the bandwidth bound's numerator)."""
+
+    name: str
+    generate: Callable[[list[list[int]], int], list[list[int]]]
+    prefill: Callable[[torch.Tensor], object] | None
+    bytes_per_token: int
+    max_batch: int = 1024
 
 
-# ---------------------------------------------------------------- the two libraries' calls
+GPTLAB_MODES = {"gptlab fp32": (torch.float32, None), "gptlab bf16": (torch.bfloat16, None),
+                "gptlab int8": (None, "int8"), "gptlab int4": (None, "int4")}
 
-def gptlab_generate(model, prompt: list[int], n: int) -> list[int]:
-    return list(generate(model, prompt, GenerationSettings(max_new_tokens=n, temperature=0)))
+
+def gptlab_runner(name: str, spec: str) -> Runner:
+    from gptlab.quantize import stored_bytes
+
+    dtype, quantize = GPTLAB_MODES[name]
+    model = load_model(spec, dtype=dtype, quantize=quantize).model.eval()
+    lookups = [model.wte.weight] + ([model.wpe.weight] if model.wpe is not None else [])  # one row read per token
+    read = stored_bytes(model) - sum(t.numel() * t.element_size() for t in lookups)
+    if getattr(model.lm_head, "weight", None) is model.wte.weight:  # a tied float head reads the whole matrix
+        read += model.wte.weight.numel() * model.wte.weight.element_size()
+    return Runner(name, lambda prompts, n: gptlab_generate(model, prompts, n), lambda ids: gptlab_prefill(model, ids),
+                  read)
+
+
+def hf_runner(name: str, spec: str) -> Runner:
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.bfloat16 if name.endswith("bf16") else torch.float32
+    if spec == "smollm2":
+        path = smollm2_file()
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    else:
+        model = GPT2LMHeadModel.from_pretrained(spec)  # default attention (sdpa)
+    model = model.to(dtype).eval()
+    read = sum(p.numel() * p.element_size() for p in model.parameters())  # tied head: the embedding once
+    return Runner(name, lambda prompts, n: hf_generate(model, prompts, n), lambda ids: hf_prefill(model, ids), read)
+
+
+def llama_cpp_runner(threads: int, context: int) -> Runner:
+    """llama.cpp on the same GGUF file (Q4_1), greedy, batch 1, same threads."""
+    from llama_cpp import Llama
+
+    path = smollm2_file()
+    llm = Llama(str(path), n_threads=threads, n_threads_batch=threads, n_ctx=context, n_batch=context,
+                verbose=False)
+
+    def run(prompts: list[list[int]], n: int) -> list[list[int]]:
+        llm.reset()
+        out = []
+        for token in llm.generate(prompts[0], top_k=1, temp=0.0, reset=True):
+            out.append(token)
+            if len(out) == n:
+                return [out]
+        return [out]
+
+    def prefill(ids: torch.Tensor) -> None:
+        llm.reset()
+        llm.eval(ids[0].tolist())
+
+    return Runner("llama.cpp Q4_1", run, prefill, path.stat().st_size, max_batch=1)
+
+
+def gptlab_generate(model, prompts: list[list[int]], n: int) -> list[list[int]]:
+    return generate_batch(model, prompts, GenerationSettings(max_new_tokens=n, temperature=0))
 
 
 @torch.inference_mode()
-def hf_generate(model, prompt: list[int], n: int) -> list[int]:
-    out = model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=n, min_new_tokens=n,
+def hf_generate(model, prompts: list[list[int]], n: int) -> list[list[int]]:
+    out = model.generate(torch.tensor(prompts), do_sample=False, max_new_tokens=n, min_new_tokens=n,
                          eos_token_id=None, pad_token_id=PAD_ID)
-    return out[0, len(prompt):].tolist()
+    return out[:, len(prompts[0]):].tolist()
 
 
 @torch.inference_mode()
@@ -197,12 +265,9 @@ def best_times(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str
     return times
 
 
-def check_agreement(ours, theirs, prompt: list[int], n: int) -> str:
-    """One line saying how many greedy tokens the two libraries agree on."""
-    a, b = gptlab_generate(ours, prompt, n), hf_generate(theirs, prompt, n)
-    same = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-    verdict = "identical" if a == b else f"DIFFER from token {same}"
-    return f"greedy check: {same}/{n} leading tokens equal, outputs {verdict}; first 8 = {a[:8]}"
+def agreement(reference: list[int], other: list[int]) -> str:
+    same = next((i for i, (x, y) in enumerate(zip(reference, other)) if x != y), min(len(reference), len(other)))
+    return f"{same}/{len(reference)}"
 
 
 def profile_decode(calls: dict[str, Callable[[], object]], rows: int = 8) -> None:
@@ -249,17 +314,27 @@ with torch.inference_mode():
     model(torch.tensor([[0]]))  # touches every weight (lazily mapped files become resident)
 print(before, loaded, peak())
 """
-LOADERS = {
-    "gptlab": ("from gptlab.checkpoint import load_model", "load_model(sys.argv[1]).model"),
-    "transformers": ("from transformers import GPT2LMHeadModel", "GPT2LMHeadModel.from_pretrained(sys.argv[1])"),
-}
+GPTLAB_LOADER = ("from gptlab.checkpoint import load_model", "load_model(sys.argv[1]).model")
+HF_LOADER = ("from transformers import GPT2LMHeadModel", "GPT2LMHeadModel.from_pretrained(sys.argv[1])")
 
 
-def load_rss(folder: Path) -> dict[str, tuple[float, float, float]]:
+def saved_checkpoints(spec: str, folder: Path) -> dict[str, Path]:
+    """gptlab checkpoints of the model in float32, int8 and int4 (written once, for the loading RSS)."""
+    from gptlab.checkpoint import save_checkpoint
+
+    saved = {}
+    for scheme in (None, "int8", "int4"):
+        loaded = load_model(spec, quantize=scheme)
+        saved[f"gptlab {scheme or 'fp32'} checkpoint"] = save_checkpoint(
+            loaded.model, loaded.tokenizer, folder / (scheme or "fp32"), loaded.meta)
+    return saved
+
+
+def load_rss(targets: dict[str, tuple[tuple[str, str], Path]]) -> dict[str, tuple[float, float, float]]:
     """Peak RSS MB after imports, after loading, after a first forward; one fresh process each."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"}
     result = {}
-    for name, (imports, load) in LOADERS.items():
+    for name, ((imports, load), folder) in targets.items():
         code = RSS_SCRIPT.format(imports=imports, load=load)
         out = subprocess.run([sys.executable, "-c", code, str(folder)], env=env, check=True,
                              capture_output=True, text=True).stdout.split()
@@ -271,96 +346,102 @@ def load_rss(folder: Path) -> dict[str, tuple[float, float, float]]:
 
 @dataclass
 class Results:
-    """Raw measurements (seconds, bytes, MB) from which the table is computed."""
+    """Raw measurements (seconds, bytes, MB) from which the tables are computed."""
 
-    n_params: int
-    decode: dict[str, list[float]]  # {ours,theirs}_{full,first}: generate N tokens / 1 token
-    prefill: dict[str, list[float]]  # ours, theirs: one forward over the long prompt
-    rss: dict[str, tuple[float, ...]]  # library -> peak MB (imports, load, load + forward)
+    decode: dict[str, dict[int, float]]  # runner -> batch size -> decode tokens/s (all rows)
+    prefill: dict[str, list[float]]  # runner -> seconds of one forward over the long prompt
+    bytes_per_token: dict[str, int]  # runner -> weight bytes read per decode step
+    agreement: dict[str, str]  # runner -> leading greedy tokens equal to gptlab fp32's
+    rss: dict[str, tuple[float, ...]]  # loader -> peak MB (imports, load, load + forward)
     bandwidth: float  # bytes/s, torch's default threads (best of the start and end samples)
-    bandwidth_samples: tuple[float, float]  # bytes/s measured before and after the models ran
     bandwidth_1t: float  # bytes/s, one thread
+
+
+def build_runners(opt: Options, spec: str) -> list[Runner]:
+    runners = []
+    for mode in opt.modes:
+        if mode.startswith("gptlab"):
+            runners.append(gptlab_runner(mode, spec))
+        elif mode.startswith("hf"):
+            runners.append(hf_runner(mode, spec))
+        elif opt.model == "smollm2" and importlib.util.find_spec("llama_cpp") is not None:
+            runners.append(llama_cpp_runner(torch.get_num_threads(), opt.prompt_tokens + opt.new_tokens + 8))
+        else:
+            print("llama.cpp: skipped (SmolLM2 only, and needs pip install 'gptlab[bench]')")
+    return runners
+
+
+def decode_rates(runners: list[Runner], prompts: list[list[int]], batch: int, n: int,
+                 repeats: int) -> dict[str, float]:
+    """Tokens/s of every runner at `batch` rows: batch * (n - 1) / (t(n tokens) - t(1 token))."""
+    rows = [prompts[i % len(prompts)] for i in range(batch)]
+    able = [r for r in runners if batch <= r.max_batch]
+    calls = {f"{r.name}|{k}": (lambda r=r, k=k: r.generate(rows, k)) for r in able for k in (n, 1)}
+    times = best_times(calls, repeats)
+    return {r.name: batch * (n - 1) / (min(times[f"{r.name}|{n}"]) - min(times[f"{r.name}|1"])) for r in able}
 
 
 def measure(opt: Options) -> Results:
     """Every measurement, printing progress lines as phases finish."""
-    n = opt.new_tokens
     bw_start = memory_bandwidth(opt.bandwidth_mb, torch.get_num_threads())
     with tempfile.TemporaryDirectory(prefix="gptlab-bench-") as tmp:
-        if opt.model == "smollm2":
-            ours, theirs = load_smollm2()
-            print(f"model        built-in SmolLM2-135M-Instruct ({ours.num_parameters() / 1e6:.1f}M params, Llama "
-                  f"with grouped-query attention), dequantized to fp32 from the same GGUF file by both; "
-                  f"HF attention: {theirs.config._attn_implementation}")
-        else:
-            folder = save_hf_folder(Path(tmp) / "gpt2-random", opt.seed)
-            weights_mb = (folder / "model.safetensors").stat().st_size / 2**20
-            ours, theirs = load_both(folder)
-            print(f"model        gpt2 124M shape, seeded random weights ({ours.num_parameters() / 1e6:.1f}M "
-                  f"params, {weights_mb:.0f} MB safetensors), fp32, same folder for both; "
-                  f"HF attention: {theirs.config._attn_implementation}")
+        spec = "smollm2" if opt.model == "smollm2" else str(save_hf_folder(Path(tmp) / "gpt2-random", opt.seed))
+        runners = build_runners(opt, spec)
+        print(f"model        {opt.model}: {', '.join(r.name for r in runners)}", flush=True)
         gen = torch.Generator().manual_seed(opt.seed)
-        vocab = ours.config.vocab_size
-        prompt = torch.randint(0, vocab, (opt.prompt_tokens,), generator=gen).tolist()
+        vocab = 49152 if opt.model == "smollm2" else 50257
+        prompts = torch.randint(0, vocab, (max(opt.batch_sizes), opt.prompt_tokens), generator=gen).tolist()
         long_ids = torch.randint(0, vocab, (1, opt.prefill_tokens), generator=gen)
-        print(check_agreement(ours, theirs, prompt, n), flush=True)
-        rss = {} if opt.skip_rss or opt.model != "gpt2" else load_rss(folder)
-        decode = best_times({
-            "ours_full": lambda: gptlab_generate(ours, prompt, n),
-            "theirs_full": lambda: hf_generate(theirs, prompt, n),
-            "ours_first": lambda: gptlab_generate(ours, prompt, 1),
-            "theirs_first": lambda: hf_generate(theirs, prompt, 1),
-        }, opt.repeats)
+        greedy = {r.name: r.generate(prompts[:1], opt.new_tokens)[0] for r in runners}
+        reference = greedy.get("gptlab fp32", next(iter(greedy.values())))
+        decode: dict[str, dict[int, float]] = {r.name: {} for r in runners}
+        for batch in opt.batch_sizes:
+            n = opt.new_tokens if batch == 1 else opt.batch_new_tokens
+            for name, rate in decode_rates(runners, prompts, batch, n, opt.repeats).items():
+                decode[name][batch] = rate
+            print(f"decode batch {batch} done", flush=True)
         if opt.profile:
-            profile_decode({"gptlab": lambda: gptlab_generate(ours, prompt, n),
-                            "transformers": lambda: hf_generate(theirs, prompt, n)})
-        prefill = best_times({
-            "ours": lambda: gptlab_prefill(ours, long_ids),
-            "theirs": lambda: hf_prefill(theirs, long_ids),
-        }, opt.repeats)
+            profile_decode({r.name: lambda r=r: r.generate(prompts[:1], opt.new_tokens) for r in runners})
+        prefill = best_times({r.name: lambda r=r: r.prefill(long_ids) for r in runners}, opt.repeats)
+        rss = {} if opt.skip_rss else load_rss(rss_targets(opt, spec, Path(tmp)))
     bw_end = memory_bandwidth(opt.bandwidth_mb, torch.get_num_threads())
-    bw_1t = memory_bandwidth(opt.bandwidth_mb, 1)
-    return Results(ours.num_parameters(), decode, prefill, rss, max(bw_start, bw_end), (bw_start, bw_end), bw_1t)
+    return Results(decode, prefill, {r.name: r.bytes_per_token for r in runners},
+                   {name: agreement(reference, ids) for name, ids in greedy.items()}, rss,
+                   max(bw_start, bw_end), memory_bandwidth(opt.bandwidth_mb, 1))
 
 
-def row(label: str, ours: float, theirs: float, fmt: str, ratio: bool = True) -> str:
-    r = f"{ours / theirs:.2f}x" if ratio and theirs else ""
-    return f"| {label} | {ours:{fmt}} | {theirs:{fmt}} | {r} |"
+def rss_targets(opt: Options, spec: str, tmp: Path) -> dict[str, tuple[tuple[str, str], Path]]:
+    """What the loading-RSS subprocesses load: gptlab's float and quantized checkpoints (and, for GPT-2,
+    the transformers folder with each library)."""
+    targets = {name: (GPTLAB_LOADER, folder) for name, folder in saved_checkpoints(spec, tmp / "saved").items()}
+    if opt.model == "gpt2":
+        targets["gptlab, HF folder"] = (GPTLAB_LOADER, Path(spec))
+        targets["transformers, HF folder"] = (HF_LOADER, Path(spec))
+    return targets
 
 
-def report(opt: Options, res: Results) -> tuple[list[str], str]:
-    """The markdown table and the one-line summary."""
-    n, dec, pre = opt.new_tokens, res.decode, res.prefill
-    tps = {who: (n - 1) / (min(dec[f"{who}_full"]) - min(dec[f"{who}_first"])) for who in ("ours", "theirs")}
-    bound = res.bandwidth / (4 * res.n_params)  # every fp32 weight is read once per decoded token
-    bound_1t = res.bandwidth_1t / (4 * res.n_params)
-    lines = [
-        "| metric | gptlab | transformers | gptlab / HF |",
-        "|---|---:|---:|---:|",
-        row(f"decode tok/s (batch 1, {opt.prompt_tokens}-token prompt, {n} new, greedy)",
-            tps["ours"], tps["theirs"], ".1f"),
-        row(f"end-to-end tok/s ({n} new incl. prefill)", n / min(dec["ours_full"]),
-            n / min(dec["theirs_full"]), ".1f"),
-        row(f"prefill ms ({opt.prefill_tokens} tokens, last-position logits)", 1e3 * min(pre["ours"]),
-            1e3 * min(pre["theirs"]), ".0f"),
-        row(f"decode as fraction of bandwidth bound ({bound:.0f} tok/s, {torch.get_num_threads()} threads)",
-            tps["ours"] / bound, tps["theirs"] / bound, ".0%"),
-        row(f"decode as fraction of 1-thread bandwidth bound ({bound_1t:.0f} tok/s)", tps["ours"] / bound_1t,
-            tps["theirs"] / bound_1t, ".0%"),
-    ]
+def report(opt: Options, res: Results) -> list[str]:
+    """The markdown tables: decode and prefill per runner, then loading memory."""
+    base = {name: res.decode.get(name, {}) for name in ("hf fp32", "hf bf16")}
+    batches = opt.batch_sizes
+    lines = ["| runner | " + " | ".join(f"decode tok/s batch {b}" for b in batches)
+             + " | vs HF fp32 (b1) | vs HF bf16 (b1) | MB read/token | of bound (b1) | prefill ms | prefill vs HF "
+               "(same dtype) | greedy = gptlab fp32 |",
+             "|---|" + "---:|" * (len(batches) + 7)]
+    for name, rates in res.decode.items():
+        cells = [f"{rates[b]:.1f}" if b in rates else "" for b in batches]
+        vs = [f"{rates[1] / base[h][1]:.2f}x" if 1 in rates and 1 in base[h] else "" for h in base]
+        bound = res.bandwidth / res.bytes_per_token[name]
+        peer = "hf bf16" if name.endswith(("bf16", "int8", "int4")) else "hf fp32"
+        pre = min(res.prefill[name])
+        pre_vs = f"{min(res.prefill[peer]) / pre:.2f}x speed" if peer in res.prefill and name != peer else ""
+        lines.append(f"| {name} | {' | '.join(cells)} | {' | '.join(vs)} | {res.bytes_per_token[name] / 1e6:.0f} | "
+                     f"{rates.get(1, 0) / bound:.0%} | {1e3 * pre:.0f} | {pre_vs} | {res.agreement[name]} |")
     if res.rss:
-        (o0, o1, o2), (h0, h1, h2) = res.rss["gptlab"], res.rss["transformers"]
-        lines += [
-            row("peak RSS MB, fresh process, load + 1 forward", o2, h2, ".0f"),
-            row("  peak RSS growth MB: load only", o1 - o0, h1 - h0, ".0f", ratio=False),
-            row("  peak RSS growth MB: load + 1 forward", o2 - o0, h2 - h0, ".0f"),
-        ]
-    summary = (f"summary: gptlab decode {tps['ours']:.1f} tok/s vs transformers {tps['theirs']:.1f} "
-               f"({tps['ours'] / tps['theirs']:.2f}x); prefill {1e3 * min(pre['ours']):.0f} vs "
-               f"{1e3 * min(pre['theirs']):.0f} ms ({min(pre['theirs']) / min(pre['ours']):.2f}x HF speed); "
-               f"decode at {tps['ours'] / bound:.0%} (gptlab) and {tps['theirs'] / bound:.0%} (HF) of "
-               f"the {bound:.0f} tok/s memory-bandwidth bound")
-    return lines, summary
+        lines += ["", "| loading (fresh process) | peak RSS MB, load + 1 forward | growth: load only | growth: load + "
+                      "forward |", "|---|---:|---:|---:|"]
+        lines += [f"| {name} | {c:.0f} | {b - a:.0f} | {c - a:.0f} |" for name, (a, b, c) in res.rss.items()]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -372,24 +453,14 @@ def main(argv: list[str] | None = None) -> None:
     print("\n".join(machine_lines()))
     res = measure(opt)
     after = cpu_snapshot()
-    n, mb = opt.new_tokens, 4 * res.n_params / 1e6
-    start_bw, end_bw = (b / 1e9 for b in res.bandwidth_samples)
     print(f"\nmemory bandwidth (torch copy of {opt.bandwidth_mb} MB, read + write, best of 5): "
-          f"{res.bandwidth / 1e9:.1f} GB/s on {torch.get_num_threads()} threads (before/after the "
-          f"models ran: {start_bw:.1f}/{end_bw:.1f}), {res.bandwidth_1t / 1e9:.1f} GB/s on 1 thread")
-    print(f"weights read per decoded token: {mb:.0f} MB (fp32 parameters) -> bound "
-          f"{res.bandwidth / 1e6 / mb:.1f} tok/s ({res.bandwidth_1t / 1e6 / mb:.1f} on 1 thread)")
-    print(f"decode timing: (N-1) / (t(generate N) - t(generate 1)), N = {n}, best of {opt.repeats} "
-          f"after a warm-up; t(generate {n}) s: gptlab {_spread(res.decode['ours_full'])}, "
-          f"transformers {_spread(res.decode['theirs_full'])}\n")
-    lines, summary = report(opt, res)
-    print("\n".join(lines))
-    print(f"\n{contention_line(before, after)}")
-    print(f"{summary} [{after[0] - before[0]:.0f} s]")
-
-
-def _spread(times: list[float]) -> str:
-    return f"best {min(times):.2f} / median {statistics.median(times):.2f}"
+          f"{res.bandwidth / 1e9:.1f} GB/s on {torch.get_num_threads()} threads, {res.bandwidth_1t / 1e9:.1f} GB/s "
+          "on 1 thread; bound = bandwidth / bytes read per token")
+    print(f"decode: batch * (N-1) / (t(generate N) - t(generate 1)), N = {opt.new_tokens} at batch 1, "
+          f"{opt.batch_new_tokens} above, best of {opt.repeats} after a warm-up; prefill: {opt.prefill_tokens} "
+          "tokens, last-position logits\n")
+    print("\n".join(report(opt, res)))
+    print(f"\n{contention_line(before, after)} [{after[0] - before[0]:.0f} s]")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/train.py            # gpt2 124M, batch 4 x 256, fp32, AdamW
     .venv/bin/python benchmarks/train.py --steps 3 --preset gpt-small   # quick look
     .venv/bin/python benchmarks/train.py --task sft  # instruction batches, prompt masked (-100)
+    .venv/bin/python benchmarks/train.py --compare-precision   # gptlab fp32 vs bf16-mixed (autocast)
 
 Each library trains in its own fresh subprocess (so peak RSS is its own), on identical batches:
 random tokens (`--task lm`) or the book's instruction records collated with their prompts and
@@ -88,9 +89,11 @@ def worker(args: argparse.Namespace) -> None:
     model, optimizer, loss_fn = build(args.worker, args.preset, args.dropout, args.task)
     data = batches(args.task, args.warmup + args.steps, args.batch_size, args.seq_len)
     times = []
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16-mixed")
     for x, y in data:
         started = time.perf_counter()
-        loss = loss_fn(x, y)
+        with autocast:
+            loss = loss_fn(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -135,6 +138,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8, help="timed steps")
     parser.add_argument("--tuned-malloc", action="store_true",
                         help="give transformers gptlab's glibc malloc tuning too (to isolate its effect)")
+    parser.add_argument("--precision", choices=["32", "bf16-mixed"], default="32",
+                        help="both libraries: fp32, or bf16 autocast around the forward and loss (default 32)")
+    parser.add_argument("--compare-precision", action="store_true",
+                        help="instead of transformers, run gptlab twice: 32 and bf16-mixed (the same batches)")
     parser.add_argument("--worker", choices=["gptlab", "hf"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -144,13 +151,17 @@ def main() -> None:
     import torch
     import transformers
 
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("worker", "tuned_malloc")]
+    skip = ("worker", "tuned_malloc", "compare_precision", "precision")
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in skip]
     flags += ["--tuned-malloc"] if args.tuned_malloc else []
+    runs = {"gptlab": ("gptlab", args.precision), "hf": ("hf", args.precision)}
+    if args.compare_precision:
+        runs = {"gptlab": ("gptlab", "32"), "hf": ("gptlab", "bf16-mixed")}
     results = {}
-    for library in ("gptlab", "hf"):
-        out = subprocess.run([sys.executable, __file__, *flags, "--worker", library],
+    for key, (library, precision) in runs.items():
+        out = subprocess.run([sys.executable, __file__, *flags, "--precision", precision, "--worker", library],
                              capture_output=True, text=True, check=True)
-        results[library] = json.loads(out.stdout.strip().splitlines()[-1])
+        results[key] = json.loads(out.stdout.strip().splitlines()[-1])
     from gptlab.model import GPT
     from gptlab.models import preset_config
 
@@ -162,18 +173,21 @@ def main() -> None:
     print(f"machine: {_cpu_name()}, {torch.get_num_threads()} threads; torch {torch.__version__}, "
           f"transformers {transformers.__version__}; {date.today()}")
     print(f"config: {args.task}, {args.preset}, batch {args.batch_size} x {'up to ' if args.task == 'sft' else ''}"
-          f"{args.seq_len}, fp32, dropout {args.dropout}, "
+          f"{args.seq_len}, {'32 vs bf16-mixed' if args.compare_precision else args.precision}, "
+          f"dropout {args.dropout}, "
           f"AdamW, {args.warmup} warm-up + {args.steps} timed steps; glibc malloc tuned for "
           f"{'both' if args.tuned_malloc else 'gptlab only (as its training loop does)'}")
     print(f"matmul: {flops / 1e9:.1f} GFLOP/s fp32 -> bound {bound:.0f} tokens/s at 6N = {6 * n / 1e9:.2f} GFLOP/token")
     print(f"{'library':<14}{'tokens/s':>10}{'s/step':>9}{'of bound':>10}{'peak RSS MB':>13}")
-    for library, name in (("gptlab", "gptlab"), ("hf", "transformers")):
+    names = ("gptlab 32", "gptlab bf16-mixed") if args.compare_precision else ("gptlab", "transformers")
+    for library, name in zip(("gptlab", "hf"), names):
         r = results[library]
         print(f"{name:<14}{r['tokens_per_second']:>10.1f}{r['step_seconds']:>9.2f}"
               f"{r['tokens_per_second'] / bound:>10.0%}{r['peak_rss_mb']:>13.0f}")
     ratio = results["gptlab"]["tokens_per_second"] / results["hf"]["tokens_per_second"]
     mem = results["gptlab"]["peak_rss_mb"] / results["hf"]["peak_rss_mb"]
-    print(f"gptlab / transformers: {ratio:.2f}x training tokens/s, {mem:.2f}x peak memory")
+    print(f"{names[0]} / {names[1]}: {ratio:.2f}x training tokens/s, {mem:.2f}x peak memory; final loss "
+          f"{results['gptlab']['final_loss']:.4f} vs {results['hf']['final_loss']:.4f}")
 
 
 def _cpu_name() -> str:

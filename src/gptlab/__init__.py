@@ -35,6 +35,7 @@ _PUBLIC = {  # name -> module that defines it
     "Conversation": "gptlab.prompts",
     "prompt_style": "gptlab.prompts",
     "LoRASettings": "gptlab.lora",
+    "Quantization": "gptlab.quantize",
     "get_tokenizer": "gptlab.tokenizer",
 }
 __all__ = ["__version__", *_PUBLIC]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,9 +16,11 @@ from gptlab.checkpoint.native import FORMAT as NATIVE_FORMAT
 from gptlab.checkpoint.native import load_checkpoint, read_checkpoint_config, save_checkpoint
 from gptlab.checkpoint.openai_gpt2 import is_openai_folder, load_openai_folder
 from gptlab.checkpoint.weights import state_to_save
+from gptlab.devices import pick_device
 from gptlab.files import BUILTIN_MODELS, builtin_model_path, read_json
 from gptlab.model import GPT
 from gptlab.models import PRESETS, ChatDefaults, family_of, preset_config
+from gptlab.quantize import Quantization, quantize_model
 from gptlab.tokenizer import GPT2Tokenizer, Tokenizer
 
 __all__ = ["CheckpointMeta", "LoadedModel", "export_hf_folder", "load_checkpoint", "load_model", "save_checkpoint"]
@@ -40,12 +43,29 @@ class LoadedModel:
 
 
 def load_model(
-    spec: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0
+    spec: str, device: torch.device | str = "cpu", dtype: torch.dtype | None = None, seed: int = 0,
+    quantize: str | Quantization | None = None,
 ) -> LoadedModel:
     """Resolve `spec`: preset name → random init (seeded); folder → our checkpoint, a training
-    run (its best, else last, checkpoint) or a Hugging Face folder; `owner/name` → Hugging Face hub."""
-    loaded = _resolve(spec, dtype, seed, ())
-    loaded.model.to(device).eval()
+    run (its best, else last, checkpoint) or a Hugging Face folder; `owner/name` → Hugging Face hub.
+
+    `dtype` None: float32, or bfloat16 for a quantized model (the int8/int4 kernels compute in it).
+    `quantize` ("int8", "int4" or a `Quantization`) quantizes the block projections (and for int8 the
+    LM head) after loading, from the file's full-precision weights.
+    """
+    quantization = Quantization(quantize) if isinstance(quantize, str) else quantize
+    device = pick_device(str(device))
+    loaded = _resolve(spec, torch.float32 if quantization or dtype is None else dtype, seed, ())
+    saved = loaded.meta.quantization
+    if quantization is not None and saved is None:
+        quantize_model(loaded.model.to(device), quantization)  # from the full-precision weights
+        loaded.meta = dataclasses.replace(loaded.meta, quantization=quantization)
+        loaded.description += f", quantized to {quantization.scheme}"
+    elif quantization is not None and quantization != saved:
+        raise ValueError(f"{spec} is already quantized ({saved.scheme}); load it without --quantize, "
+                         "or quantize the float model it came from")
+    dtype = dtype or (torch.bfloat16 if loaded.meta.quantization is not None else torch.float32)
+    loaded.model.to(device, dtype).eval()
     return loaded
 
 

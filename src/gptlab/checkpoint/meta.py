@@ -13,6 +13,7 @@ from typing import Any
 
 from gptlab.fields import settings_from_json
 from gptlab.lora import LoRASettings
+from gptlab.quantize import Quantization
 
 
 @dataclass
@@ -25,12 +26,15 @@ class CheckpointMeta:
     max_length: int | None = None  # a classifier's tokens per text (longer texts are cut)
     lora: LoRASettings | None = None  # a LoRA checkpoint: only adapters (and a new head); the rest is lora.base
     run: dict[str, Any] | None = None  # the config.json of the run that wrote it (replayable)
+    quantization: Quantization | None = None  # the weights are int8/int4 (a quantized checkpoint)
 
     def to_dict(self) -> dict[str, Any]:
         """The fields that are set, as JSON values."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
         if self.lora is not None:
             data["lora"] = {**dataclasses.asdict(self.lora), "targets": list(self.lora.targets)}
+        if self.quantization is not None:
+            data["quantization"] = dataclasses.asdict(self.quantization)
         return data
 
     @classmethod

@@ -172,7 +172,10 @@ def load_checkpoint(
         base = {k: v for k, v in base.items() if not k.startswith("lm_head.")}
     state = {**(base or {}), **read_safetensors(weights)}
     adapters = {key: state.pop(key) for key in [k for k in state if is_lora_key(k)]}
-    model = build_model(config, state, str(weights), dtype)
+    if record.lora is not None and record.quantization is not None:
+        raise ValueError(f"{folder / 'config.json'}: records both LoRA adapters and quantized weights; adapters "
+                         "train on a float base: quantize the merged model instead (gptlab convert --quantize)")
+    model = build_model(config, state, str(weights), dtype, record.quantization)
     if record.lora is not None:  # a LoRA run's checkpoint: base weights + adapters, merged for use
         apply_lora(model, record.lora)
         check_state_dict({k: v.shape for k, v in lora_state_dict(model).items()}, adapters, str(weights))

@@ -13,6 +13,7 @@ from torch import Tensor
 from gptlab.config import GPTConfig
 from gptlab.files import read_json  # noqa: F401 (training.state reads run files through this name)
 from gptlab.model import GPT
+from gptlab.quantize import QUANTIZED_LAYERS, Quantization, is_quantized, quantize_model
 
 
 def read_safetensors(path: Path) -> dict[str, Tensor]:
@@ -49,10 +50,13 @@ def check_state_dict(expected: dict[str, torch.Size], found: dict[str, Tensor], 
         )
 
 
-def check_values(state: dict[str, Tensor], source: str) -> None:
+def check_values(state: dict[str, Tensor], source: str, integer_keys: frozenset[str] = frozenset()) -> None:
     """Refuse weights a model cannot compute with: integers (a cast would silently invent a model)
-    and NaN or infinite values (a diverged run or a damaged file, found here rather than at sampling)."""
+    and NaN or infinite values (a diverged run or a damaged file, found here rather than at sampling).
+    `integer_keys` are a quantized model's integer weights, integers by design."""
     for key, tensor in state.items():
+        if key in integer_keys:
+            continue
         if not tensor.is_floating_point():
             raise ValueError(f"{source}: tensor {key} holds {str(tensor.dtype).removeprefix('torch.')} values, not "
                              "floating point weights; the file is damaged or was not written for a model: convert "
@@ -68,10 +72,16 @@ def _some(keys: list[str], limit: int = 5) -> str:
     return shown + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def expected_shapes(config: GPTConfig) -> dict[str, torch.Size]:
-    """Parameter names and shapes of a GPT with `config`, without allocating it."""
+def skeleton(config: GPTConfig, quantization: Quantization | None = None) -> GPT:
+    """A GPT with `config` on the meta device (nothing allocated), its layers quantized as `quantization` says."""
     with torch.device("meta"):
         model = GPT(config)
+    return model if quantization is None else quantize_model(model, quantization, skeleton=True)
+
+
+def expected_shapes(config: GPTConfig, quantization: Quantization | None = None) -> dict[str, torch.Size]:
+    """Parameter names and shapes of a GPT with `config`, without allocating it."""
+    model = skeleton(config, quantization)
     return {k: v.shape for k, v in model.state_dict().items() if k not in tied_keys(config)}
 
 
@@ -81,19 +91,28 @@ def tied_keys(config: GPTConfig) -> set[str]:
 
 
 def build_model(
-    config: GPTConfig, state: dict[str, Tensor], source: str, dtype: torch.dtype | None = None
+    config: GPTConfig, state: dict[str, Tensor], source: str, dtype: torch.dtype | None = None,
+    quantization: Quantization | None = None,
 ) -> GPT:
-    """Create a GPT on the meta device and adopt `state` (checked first) without copying."""
-    check_state_dict(expected_shapes(config), state, source)
-    check_values(state, source)
+    """Create a GPT on the meta device and adopt `state` (checked first) without copying; with
+    `quantization`, `state` holds a quantized model's integer weights, adopted as they are."""
+    model = skeleton(config, quantization)
+    kept = _quantized_keys(model)  # integer weights and their scales: the kernels' dtypes, never cast
+    check_state_dict(expected_shapes(config, quantization), state, source)
+    check_values(state, source, frozenset(k for k in kept if not state[k].is_floating_point()))
     if dtype is not None:
-        state = {k: v.to(dtype) for k, v in state.items()}
-    with torch.device("meta"):
-        model = GPT(config)
+        state = {k: v if k in kept else v.to(dtype) for k, v in state.items()}
     model.load_state_dict(state, strict=not tied_keys(config), assign=True)
-    model.tie_weights()
+    if not is_quantized(model.lm_head):
+        model.tie_weights()
     model.use_input_major_projections()
     return model.eval()
+
+
+def _quantized_keys(model: GPT) -> set[str]:
+    """State-dict keys of the quantized layers' integer weights and scales (a bias is an ordinary float)."""
+    return {f"{name}.{key}" for name, module in model.named_modules() if isinstance(module, QUANTIZED_LAYERS)
+            for key in module.state_dict() if key != "bias"}
 
 
 def state_to_save(model: GPT) -> dict[str, Tensor]:

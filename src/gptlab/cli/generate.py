@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 from gptlab.checkpoint import LoadedModel
@@ -17,6 +18,7 @@ from gptlab.cli.common import (
 from gptlab.data.text import token_stream
 from gptlab.evaluation.perplexity import perplexity
 from gptlab.generation import Completion, GenerationSettings, compile_decode
+from gptlab.quantize import stored_bytes
 
 QUIT_WORDS = ("quit", "exit")
 
@@ -38,11 +40,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     loaded = load(args)
     model = loaded.model
     params = model.num_parameters()
-    size_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6
+    size_mb = stored_bytes(model) / 1e6
+    quantization = loaded.meta.quantization
     if args.json:
         print(json.dumps({
             "model": args.model, "source": loaded.source, "config": model.config.to_dict(),
             "parameters": params, "size_mb": round(size_mb, 2),
+            "quantization": dataclasses.asdict(quantization) if quantization else None,
             "flops_per_token": model.flops_per_token(), "tokenizer": loaded.tokenizer.to_dict(),
         }))
         return 0
@@ -51,7 +55,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"  {key:<16}{value}")
     print(f"parameters:   {params:,} ({params / 1e6:.1f}M; {model.num_parameters(non_embedding=True):,} "
           "without embeddings)")
-    print(f"size:         {size_mb:.1f} MB ({next(model.parameters()).dtype})")
+    weights = f"{quantization.scheme} projections, the rest " if quantization else ""
+    print(f"size:         {size_mb:.1f} MB ({weights}{next(model.parameters()).dtype})")
     print(f"FLOPs/token:  {model.flops_per_token() / 1e9:.3f} GFLOP forward at full context")
     print(f"tokenizer:    {loaded.tokenizer.name} (vocab {loaded.tokenizer.vocab_size:,})")
     return 0

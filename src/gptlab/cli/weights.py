@@ -83,6 +83,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.dest} already exists and is not an empty folder; convert writes a new folder, "
                          "so remove it or choose another")
     loaded = load(args)
+    if args.to == "hf" and loaded.meta.quantization is not None:
+        raise ValueError(f"{loaded.description} is quantized and --to hf writes float weights: write it as a gptlab "
+                         "checkpoint (--to gptlab, the default), or convert the float model")
     if args.to == "hf":
         folder = export_hf_folder(loaded.model, args.dest, loaded.tokenizer)
         print(f"wrote the Hugging Face folder {folder} ({_files(folder)}) from {loaded.description}")

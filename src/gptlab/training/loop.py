@@ -31,6 +31,7 @@ from gptlab.checkpoint.native import recover_folder
 from gptlab.devices import pick_device
 from gptlab.fields import setting
 from gptlab.files import append_line, write_text_atomically
+from gptlab.quantize import refuse_training
 from gptlab.runtime import keep_large_allocations_on_heap
 from gptlab.training.optim import build_optimizer, lr_at
 from gptlab.training.reports import DoneEvent, EvalEvent, EvalRecord, OnEvent, RunSummary, StepEvent, failure_reason
@@ -164,6 +165,7 @@ def train(model: nn.Module, task: Task, settings: TrainSettings, out_dir: str | 
     """Train `model` on `task`, writing metrics, checkpoints and `summary.json` under `out_dir`;
     return the summary. Settings left unset are `GENERIC`'s. An error that ends the run (a full disk,
     a NaN loss, a task's own) is raised after `summary.json` records it (status "failed", the reason)."""
+    refuse_training(model, "the model to train")
     settings = settings.over(GENERIC)
     run = _Run(Path(out_dir), model, task, settings, on_event)
     if run.ddp.main:

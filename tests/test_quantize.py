@@ -1,0 +1,128 @@
+"""Weight-only int8/int4 layers: close to the float layer, exact through their portable state dict."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from gptlab.quantize import (
+    Int4Linear,
+    Quantization,
+    empty_layer,
+    pack_int4,
+    quantize_model,
+    quantized_layer,
+    unpack_int4,
+)
+
+# Relative error ||y_q - y|| / ||y|| on N(0, 0.02) weights: int8 rounds to 1/127 of each row's largest
+# weight (about 0.5% here), int4 to 1/15 of each group's range (about 8%).
+TOLERANCE = {"int8": 0.01, "int4": 0.12}
+
+
+def _relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got.float() - want).norm() / want.norm())
+
+
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+@pytest.mark.parametrize("bias", [False, True])
+def test_a_quantized_layer_stays_close_to_the_float_one(scheme, bias):
+    torch.manual_seed(0)
+    linear = nn.Linear(128, 200, bias=bias)  # 200 rows: int4 pads them to 208
+    nn.init.normal_(linear.weight, 0.0, 0.02)
+    x = torch.randn(2, 20, 128)  # 40 rows: int8 dequantizes into a matmul above 16, so both paths run
+    layer = quantized_layer(linear, Quantization(scheme))
+    assert _relative_error(layer(x[:1, :5]), linear(x[:1, :5]).detach()) < TOLERANCE[scheme]
+    y = layer(x)
+    assert y.shape == (2, 20, 200) and y.dtype == torch.float32
+    assert _relative_error(y, linear(x).detach()) < TOLERANCE[scheme]
+
+
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+def test_a_strided_input_is_accepted(scheme):
+    """Decoding a batch feeds the head `hidden[:, -1]`, a view whose rows are not adjacent."""
+    torch.manual_seed(4)
+    linear = nn.Linear(64, 32)
+    layer = quantized_layer(linear, Quantization(scheme))
+    hidden = torch.randn(3, 5, 64)
+    assert torch.equal(layer(hidden[:, -1]), layer(hidden[:, -1].contiguous()))
+
+
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+def test_the_state_dict_reloads_into_an_empty_layer_exactly(scheme):
+    torch.manual_seed(1)
+    linear = nn.Linear(64, 48)
+    layer = quantized_layer(linear, Quantization(scheme))
+    state = layer.state_dict()
+    assert not state[f"weight_{scheme}"].is_floating_point()
+    reloaded = empty_layer(linear, Quantization(scheme))
+    reloaded.load_state_dict(state, assign=True)
+    x = torch.randn(5, 64)
+    assert torch.equal(reloaded(x), layer(x))
+
+
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+def test_weights_at_an_unaligned_address_load_and_compute(scheme):
+    """safetensors places tensors 8-byte aligned; the int8 kernel crashed on such weights."""
+    torch.manual_seed(3)
+    linear = nn.Linear(576, 960, bias=False)
+    layer = quantized_layer(linear, Quantization(scheme))
+    state = {}
+    for key, tensor in layer.state_dict().items():
+        buffer = torch.empty(tensor.numel() * tensor.element_size() + 8, dtype=torch.uint8)[8:]
+        state[key] = buffer.view(tensor.dtype).view(tensor.shape).copy_(tensor)  # 8 bytes past an aligned start
+    reloaded = empty_layer(linear, Quantization(scheme))
+    reloaded.load_state_dict(state, assign=True)
+    x = torch.randn(15, 576)
+    assert torch.equal(reloaded(x), layer(x))
+
+
+def test_int4_codes_come_back_exactly_from_the_kernel_layout():
+    codes = torch.randint(0, 16, (208, 96), dtype=torch.uint8)
+    assert torch.equal(unpack_int4(pack_int4(codes), 96, 208), codes)
+
+
+def test_int4_needs_inputs_in_whole_groups():
+    with pytest.raises(ValueError, match="groups of 32.*use int8"):
+        Int4Linear(48, 16, bias=False, group_size=32)
+
+
+def test_a_bad_scheme_or_group_is_refused():
+    with pytest.raises(ValueError, match="int3"):
+        Quantization("int3")
+    with pytest.raises(ValueError, match="group size"):
+        Quantization("int4", group_size=48)
+
+
+def test_a_quantized_model_is_not_quantized_twice():
+    from gptlab.config import GPTConfig
+    from gptlab.model import GPT
+
+    model = GPT(GPTConfig(vocab_size=64, context_length=16, n_layer=1, n_head=2, n_embd=32))
+    quantize_model(model, Quantization("int8"))
+    with pytest.raises(ValueError, match="already quantized"):
+        quantize_model(model, Quantization("int8"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: the CUDA int4 layout and kernels")
+def test_an_int4_layer_moves_to_cuda_and_computes_the_same():
+    torch.manual_seed(2)
+    linear = nn.Linear(128, 64)
+    layer = quantized_layer(linear, Quantization("int4"))
+    x = torch.randn(4, 128)
+    on_gpu = layer.to("cuda")(x.cuda()).cpu()
+    assert _relative_error(on_gpu, layer.to("cpu")(x)) < 0.01
+
+
+def test_int8_quantizes_the_head_and_int4_keeps_it_by_default():
+    from gptlab.config import GPTConfig
+    from gptlab.model import GPT
+
+    heads = {}
+    for scheme in ("int8", "int4"):
+        model = GPT(GPTConfig(vocab_size=64, context_length=16, n_layer=1, n_head=2, n_embd=32))
+        quantize_model(model, Quantization(scheme))
+        heads[scheme] = type(model.lm_head).__name__
+    assert heads == {"int8": "Int8Linear", "int4": "Linear"}
+    assert Quantization("int4", head=True).head and not Quantization("int8", head=False).head
