@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gptlab.fields import setting
+from gptlab.linear import Linear
 
 DEFAULT_TARGETS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")  # every projection of every block
 
@@ -37,7 +38,7 @@ class LoRASettings:
         object.__setattr__(self, "targets", tuple(self.targets))  # a JSON list reads back as a tuple
 
 
-class LoRALinear(nn.Linear):
+class LoRALinear(Linear):
     """A linear layer (its weight and bias, shared, frozen) plus a trainable rank-`rank` update."""
 
     def __init__(self, base: nn.Linear, rank: int, alpha: float) -> None:
@@ -88,7 +89,7 @@ def merge_lora(model: nn.Module) -> nn.Module:
         if isinstance(module, LoRALinear):
             with torch.no_grad():
                 module.weight += module.delta()
-            plain = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None, device="meta")
+            plain = Linear(module.in_features, module.out_features, bias=module.bias is not None, device="meta")
             plain.weight, plain.bias = module.weight, module.bias
             _replace(model, name, plain)
     return model

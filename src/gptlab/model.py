@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gptlab.config import GPTConfig
+from gptlab.linear import Linear
 
 ATTENTION_IMPLS = ("sdpa", "math")
 # The four projection weights per block; GPT-2 checkpoints store them transposed (Conv1D).
@@ -201,8 +202,8 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.impl = "sdpa"  # or "math"; see GPT.set_attention
         kv_width = config.kv_heads * config.head_dim  # < n_embd with grouped-query attention
-        self.c_attn = nn.Linear(config.n_embd, config.n_embd + 2 * kv_width, bias=config.qkv_bias)
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.c_attn = Linear(config.n_embd, config.n_embd + 2 * kv_width, bias=config.qkv_bias)
+        self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_drop = nn.Dropout(config.dropout)
 
     def forward(
@@ -234,8 +235,8 @@ class MLP(nn.Module):
         super().__init__()
         self.gated = config.mlp == "swiglu"
         width = config.hidden_size * (2 if self.gated else 1)
-        self.c_fc = nn.Linear(config.n_embd, width, bias=config.bias)
-        self.c_proj = nn.Linear(config.hidden_size, config.n_embd, bias=config.bias)
+        self.c_fc = Linear(config.n_embd, width, bias=config.bias)
+        self.c_proj = Linear(config.hidden_size, config.n_embd, bias=config.bias)
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -273,14 +274,14 @@ class GPT(nn.Module):
         self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = make_norm(config)
         if config.num_classes is None:
-            self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+            self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
         else:  # "swap the head": a classifier reads the same hidden states
-            self.lm_head = nn.Linear(config.n_embd, config.num_classes)
+            self.lm_head = Linear(config.n_embd, config.num_classes)
         self.tie_weights()
         self.compiled_step: Callable[..., Tensor] | None = None  # see compile_decode_step
         if self.wte.weight.device.type != "meta":
             self.reset_parameters()
-            self.use_input_major_projections()
+            self.use_fast_weight_layout()
 
     def tie_weights(self) -> None:
         """Share the LM head with the token embedding (again after loading with assign=True)."""
@@ -301,15 +302,22 @@ class GPT(nn.Module):
             nn.init.normal_(block.attn.c_proj.weight, 0.0, proj_std)
             nn.init.normal_(block.mlp.c_proj.weight, 0.0, proj_std)
 
-    def use_input_major_projections(self) -> None:
-        """Keep each projection weight (out, in) to autograd but (in, out) in memory.
+    def use_fast_weight_layout(self) -> None:
+        """Lay each projection weight out in memory as its dtype's few-row product reads it fastest.
 
-        Batch-1 decoding multiplies one row by every weight; MKL reads this layout about 1.5x
-        faster (see BENCHMARKS.md), and it is the layout GPT-2 files store, so imports need no copy.
+        The weight stays (out, in) to autograd. float32: (in, out) in memory, which MKL reads
+        1.2-1.5x faster (and GPT-2 files store, so imports need no copy); bfloat16 and float16:
+        (out, in), which their kernels read up to 2x faster (BENCHMARKS.md, "Kernels"). Call it
+        again after changing the dtype.
         """
         for name, param in self.named_parameters():
-            if name.endswith(PROJECTION_WEIGHTS) and param.is_contiguous():
+            if not name.endswith(PROJECTION_WEIGHTS):
+                continue
+            input_major = param.dtype == torch.float32
+            if input_major and param.is_contiguous():
                 param.data = param.data.t().contiguous().t()
+            elif not input_major and not param.is_contiguous():
+                param.data = param.data.contiguous()
 
     def set_attention(self, impl: str) -> None:
         """Choose the attention implementation: "sdpa" (fused) or "math" (explicit softmax)."""

@@ -66,6 +66,7 @@ def load_model(
                          "or quantize the float model it came from")
     dtype = dtype or (torch.bfloat16 if loaded.meta.quantization is not None else torch.float32)
     loaded.model.to(device, dtype).eval()
+    loaded.model.use_fast_weight_layout()
     return loaded
 
 

@@ -105,7 +105,7 @@ def build_model(
     model.load_state_dict(state, strict=not tied_keys(config), assign=True)
     if not is_quantized(model.lm_head):
         model.tie_weights()
-    model.use_input_major_projections()
+    model.use_fast_weight_layout()
     return model.eval()
 
 

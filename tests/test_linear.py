@@ -1,0 +1,48 @@
+"""The split float32 product (`gptlab.linear`) equals `F.linear` for every layout, bias and shape,
+and models keep the weight layout their dtype reads fastest."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gptlab.checkpoint import load_model
+from gptlab.linear import Linear, split_linear
+
+
+@pytest.mark.parametrize("chunks", [2, 4])
+@pytest.mark.parametrize("input_major", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("shape", [(1, 48), (3, 5, 48)])
+def test_split_linear_equals_linear(chunks, input_major, bias, shape):
+    torch.manual_seed(0)
+    weight = torch.randn(96, 48)
+    if input_major:
+        weight = weight.t().contiguous().t()
+    b = torch.randn(96) if bias else None
+    x = torch.randn(*shape)
+    got = split_linear(x, weight, b, chunks)
+    assert got.shape == (*shape[:-1], 96)
+    torch.testing.assert_close(got, F.linear(x, weight, b), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows", [1, 128, 129])
+def test_linear_layer_on_two_threads_equals_linear(rows):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        layer = Linear(32, 64)
+        x = torch.randn(rows, 32, requires_grad=True)
+        y = layer(x)
+        torch.testing.assert_close(y, F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-5)
+        y.sum().backward()  # differentiable either way
+        assert layer.weight.grad is not None and x.grad is not None
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("dtype, input_major", [(torch.float32, True), (torch.bfloat16, False)])
+def test_loaded_projection_layout_follows_the_dtype(dtype, input_major):
+    model = load_model("gpt-tiny", dtype=dtype).model
+    weight = model.h[0].mlp.c_fc.weight  # (out, in) to autograd in both layouts
+    assert weight.shape == (model.config.hidden_size, model.config.n_embd)
+    assert weight.t().is_contiguous() is input_major and weight.is_contiguous() is not input_major
