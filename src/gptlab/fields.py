@@ -61,8 +61,13 @@ def typed(hint: Any, value: Any, where: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        (hint,) = [arg for arg in args if arg is not type(None)]  # a setting is `X` or `X | None`
-        return typed(hint, value, where)
+        options = [arg for arg in args if arg is not type(None)]  # `X | None`, or `X | Y` read as the first that fits
+        for option in options[:-1]:
+            try:
+                return typed(option, value, where)
+            except ValueError:
+                continue
+        return typed(options[-1], value, where)
     if dataclasses.is_dataclass(hint):
         return value if isinstance(value, hint) else settings_from_json(hint, value, where)
     if origin in (list, tuple):

@@ -37,17 +37,24 @@ class Quantization:
 
     scheme: str  # "int8": one scale per output row; "int4": a scale and zero per group of inputs
     group_size: int = 32  # int4 only: inputs sharing a scale and zero (32, as llama.cpp's Q4_1; or 64)
-    # also the LM head (a tied head gets a quantized copy; the embedding stays). None: int8 yes, int4
-    # no: measured on SmolLM2, an int4 head costs 5% perplexity, an int8 head 0.3-0.8% (BENCHMARKS.md)
-    head: bool | None = None
+    # how the LM head is stored (a tied head gets a quantized copy; the embedding stays): "int8" (the
+    # default for both schemes: measured on SmolLM2, +0.3-0.8% perplexity and the fastest head), "int4"
+    # (+5%), or None (float). Older config.json files say true (the scheme's own) or false (float).
+    head: str | bool | None = "int8"
 
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
             raise ValueError(f"quantize {self.scheme!r} is not one of {', '.join(SCHEMES)}")
-        if self.head is None:
-            object.__setattr__(self, "head", self.scheme == "int8")
+        if isinstance(self.head, bool):
+            object.__setattr__(self, "head", self.scheme if self.head else None)
+        if self.head is not None and self.head not in SCHEMES:
+            raise ValueError(f"quantized head {self.head!r} is not one of {', '.join(SCHEMES)} or None (float)")
         if self.group_size not in (32, 64):
             raise ValueError(f"quantization group size must be 32 or 64, got {self.group_size}")
+
+    def for_head(self) -> Quantization:
+        """How the LM head is quantized (call only when `head` is set)."""
+        return Quantization(self.head, self.group_size, self.head)
 
 
 class Int8Linear(nn.Module):
@@ -219,16 +226,16 @@ def empty_layer(linear: nn.Linear, quantization: Quantization) -> nn.Module:
     return Int4Linear(linear.in_features, linear.out_features, bias, quantization.group_size, "meta")
 
 
-def targets(model: nn.Module, quantization: Quantization) -> Iterator[tuple[nn.Module, str, nn.Linear]]:
-    """(parent, attribute, Linear) for every layer `quantization` covers: the block projections and
-    optionally the LM head (never a classifier's small class head)."""
+def targets(model: nn.Module, quantization: Quantization) -> Iterator[tuple[nn.Module, str, nn.Linear, Quantization]]:
+    """(parent, attribute, Linear, how) for every layer `quantization` covers: the block projections
+    and optionally the LM head (never a classifier's small class head)."""
     for block in model.h:
         for name in PROJECTIONS:
             parent_name, attribute = name.split(".")
             parent = getattr(block, parent_name)
-            yield parent, attribute, getattr(parent, attribute)
+            yield parent, attribute, getattr(parent, attribute), quantization
     if quantization.head and model.config.num_classes is None:
-        yield model, "lm_head", model.lm_head
+        yield model, "lm_head", model.lm_head, quantization.for_head()
 
 
 def quantize_model(model: nn.Module, quantization: Quantization, skeleton: bool = False) -> nn.Module:
@@ -237,10 +244,10 @@ def quantize_model(model: nn.Module, quantization: Quantization, skeleton: bool 
     if is_quantized(model):
         raise ValueError("the model is already quantized")
     make = empty_layer if skeleton else quantized_layer
-    for parent, attribute, linear in list(targets(model, quantization)):
+    for parent, attribute, linear, how in list(targets(model, quantization)):
         if not isinstance(linear, nn.Linear):
             raise ValueError(f"cannot quantize {type(linear).__name__} layers (LoRA adapters? merge them first)")
-        setattr(parent, attribute, make(linear, quantization))
+        setattr(parent, attribute, make(linear, how))
     return model
 
 

@@ -50,8 +50,8 @@ def load_model(
     run (its best, else last, checkpoint) or a Hugging Face folder; `owner/name` → Hugging Face hub.
 
     `dtype` None: float32, or bfloat16 for a quantized model (the int8/int4 kernels compute in it).
-    `quantize` ("int8", "int4" or a `Quantization`) quantizes the block projections (and for int8 the
-    LM head) after loading, from the file's full-precision weights.
+    `quantize` ("int8", "int4" or a `Quantization`) quantizes the block projections (and the LM head,
+    int8 by default) after loading, from the file's full-precision weights.
     """
     quantization = Quantization(quantize) if isinstance(quantize, str) else quantize
     device = pick_device(str(device))
