@@ -54,6 +54,7 @@ GPT2_124M = dict(n_layer=12, n_head=12, n_embd=768)  # (layers, heads, width) of
 
 
 MODES = ("gptlab fp32", "gptlab bf16", "gptlab int8", "gptlab int4", "hf fp32", "hf bf16", "llama.cpp")
+COMPILED = tuple(f"{mode} compiled" for mode in MODES if mode.startswith("gptlab"))  # --compile's decode step
 
 
 @dataclass
@@ -62,6 +63,7 @@ class Options:
 
     model: str = "gpt2"  # gpt2 (random 124M, saved with save_pretrained) or smollm2 (the built-in GGUF file)
     modes: tuple[str, ...] = MODES  # what runs (llama.cpp: SmolLM2 only, when llama-cpp-python is installed)
+    # and COMPILED (each compiles the decode step first, as --compile does; its time is reported)
     batch_sizes: tuple[int, ...] = (1, 8, 32)  # decode batch sizes (same-length prompts, no padding)
     prompt_tokens: int = 32  # decode prompt length
     new_tokens: int = 128  # tokens generated per decode run at batch 1
@@ -81,8 +83,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", choices=("gpt2", "smollm2"), default=defaults.model,
                    help="gpt2: random GPT-2 124M; smollm2: the built-in SmolLM2-135M (Llama, GQA) read by all")
-    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), metavar="MODE",
-                   help=f"what to run: {', '.join(MODES)}")
+    p.add_argument("--modes", nargs="+", choices=MODES + COMPILED, default=list(MODES), metavar="MODE",
+                   help=f"what to run: {', '.join(MODES + COMPILED)}")
     p.add_argument("--batch-sizes", nargs="+", type=int, default=list(defaults.batch_sizes), metavar="B",
                    help="decode batch sizes")
     p.add_argument("--prompt-tokens", type=int, default=defaults.prompt_tokens, help="decode prompt length")
@@ -172,23 +174,29 @@ class Runner:
     prefill: Callable[[torch.Tensor], object] | None
     bytes_per_token: int
     max_batch: int = 1024
+    compile_seconds: float | None = None  # time torch.compile took (compiled gptlab modes)
 
 
 GPTLAB_MODES = {"gptlab fp32": (torch.float32, None), "gptlab bf16": (torch.bfloat16, None),
                 "gptlab int8": (None, "int8"), "gptlab int4": (None, "int4")}
 
 
-def gptlab_runner(name: str, spec: str) -> Runner:
+def gptlab_runner(name: str, spec: str, rows: int) -> Runner:
+    """gptlab in one mode; a compiled one compiles its decode step for up to `rows` rows first."""
+    from gptlab.generation import compile_decode
     from gptlab.quantize import stored_bytes
 
-    dtype, quantize = GPTLAB_MODES[name]
+    dtype, quantize = GPTLAB_MODES[name.removesuffix(" compiled")]
     model = load_model(spec, dtype=dtype, quantize=quantize).model.eval()
+    compiled = compile_decode(model, rows) if name.endswith("compiled") else None
+    if compiled is not None and compiled.error:
+        raise SystemExit(f"{name}: torch.compile failed: {compiled.error}")
     lookups = [model.wte.weight] + ([model.wpe.weight] if model.wpe is not None else [])  # one row read per token
     read = stored_bytes(model) - sum(t.numel() * t.element_size() for t in lookups)
     if getattr(model.lm_head, "weight", None) is model.wte.weight:  # a tied float head reads the whole matrix
         read += model.wte.weight.numel() * model.wte.weight.element_size()
     return Runner(name, lambda prompts, n: gptlab_generate(model, prompts, n), lambda ids: gptlab_prefill(model, ids),
-                  read)
+                  read, compile_seconds=compiled.seconds if compiled else None)
 
 
 def hf_runner(name: str, spec: str) -> Runner:
@@ -355,13 +363,14 @@ class Results:
     rss: dict[str, tuple[float, ...]]  # loader -> peak MB (imports, load, load + forward)
     bandwidth: float  # bytes/s, torch's default threads (best of the start and end samples)
     bandwidth_1t: float  # bytes/s, one thread
+    compile_seconds: dict[str, float]  # compiled runner -> seconds torch.compile took
 
 
 def build_runners(opt: Options, spec: str) -> list[Runner]:
     runners = []
     for mode in opt.modes:
         if mode.startswith("gptlab"):
-            runners.append(gptlab_runner(mode, spec))
+            runners.append(gptlab_runner(mode, spec, max(opt.batch_sizes)))
         elif mode.startswith("hf"):
             runners.append(hf_runner(mode, spec))
         elif opt.model == "smollm2" and importlib.util.find_spec("llama_cpp") is not None:
@@ -407,7 +416,8 @@ def measure(opt: Options) -> Results:
     bw_end = memory_bandwidth(opt.bandwidth_mb, torch.get_num_threads())
     return Results(decode, prefill, {r.name: r.bytes_per_token for r in runners},
                    {name: agreement(reference, ids) for name, ids in greedy.items()}, rss,
-                   max(bw_start, bw_end), memory_bandwidth(opt.bandwidth_mb, 1))
+                   max(bw_start, bw_end), memory_bandwidth(opt.bandwidth_mb, 1),
+                   {r.name: r.compile_seconds for r in runners if r.compile_seconds is not None})
 
 
 def rss_targets(opt: Options, spec: str, tmp: Path) -> dict[str, tuple[tuple[str, str], Path]]:
@@ -432,11 +442,14 @@ def report(opt: Options, res: Results) -> list[str]:
         cells = [f"{rates[b]:.1f}" if b in rates else "" for b in batches]
         vs = [f"{rates[1] / base[h][1]:.2f}x" if 1 in rates and 1 in base[h] else "" for h in base]
         bound = res.bandwidth / res.bytes_per_token[name]
-        peer = "hf bf16" if name.endswith(("bf16", "int8", "int4")) else "hf fp32"
+        peer = "hf bf16" if name.removesuffix(" compiled").endswith(("bf16", "int8", "int4")) else "hf fp32"
         pre = min(res.prefill[name])
         pre_vs = f"{min(res.prefill[peer]) / pre:.2f}x speed" if peer in res.prefill and name != peer else ""
         lines.append(f"| {name} | {' | '.join(cells)} | {' | '.join(vs)} | {res.bytes_per_token[name] / 1e6:.0f} | "
                      f"{rates.get(1, 0) / bound:.0%} | {1e3 * pre:.0f} | {pre_vs} | {res.agreement[name]} |")
+    if res.compile_seconds:
+        lines += ["", "compiling the decode step (1 row, then up to the largest batch): "
+                  + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in res.compile_seconds.items())]
     if res.rss:
         lines += ["", "| loading (fresh process) | peak RSS MB, load + 1 forward | growth: load only | growth: load + "
                       "forward |", "|---|---:|---:|---:|"]
