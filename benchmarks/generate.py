@@ -461,6 +461,7 @@ def main(argv: list[str] | None = None) -> None:
     opt = parse_args(argv)
     if opt.threads:
         torch.set_num_threads(opt.threads)
+    torch._dynamo.config.recompile_limit = 64  # compiled modes: each model's decode step is its own graph
     transformers.utils.logging.disable_progress_bar()
     before = cpu_snapshot()
     print("\n".join(machine_lines()))

@@ -51,6 +51,18 @@ def test_loss_falls_and_the_best_checkpoint_tracks_val_loss(tmp_path):
     assert summary["tokens"] == 40 * 4 * 32
 
 
+def test_eval_first_records_the_loss_before_training_and_keeps_it_across_a_resume(tmp_path):
+    without = run(config(tmp_path / "a", max_steps=40, eval_every=10, dropout=0.0))
+    assert without["initial_val_loss"] is None
+    assert run(config(tmp_path / "b", max_steps=40, eval_every=10, dropout=0.0, eval_first=True),
+               on_event=interrupt_at(15))["status"] == "interrupted"
+    summary = run(config(tmp_path / "b", max_steps=40, eval_every=10, dropout=0.0, eval_first=True), resume=True)
+    untrained = summary["initial_val_loss"]
+    assert untrained > summary["best_val_loss"] + 0.5  # random weights: about ln(vocab) before any step
+    assert summary["final_val_loss"] == pytest.approx(without["final_val_loss"], abs=1e-6)  # nothing else changed
+    assert [r["step"] for r in metrics(tmp_path / "b")] == [10, 20, 30, 40]
+
+
 def test_a_fresh_run_in_a_used_folder_forgets_the_previous_best(tmp_path):
     run(config(tmp_path, max_steps=4))
     assert (tmp_path / "checkpoints" / "best" / "model.safetensors").is_file()

@@ -18,12 +18,17 @@ from torch import Tensor, nn
 SPLIT_MAX_ROWS = 128  # above this many rows MKL's own float32 matrix product threads well
 
 
+@torch.compiler.assume_constant_result  # torch.compile would otherwise break its graph here, at every layer
+def cpu_threads() -> int:
+    return torch.get_num_threads()
+
+
 class Linear(nn.Linear):
     """`nn.Linear`, with the same parameters and results, that multiplies few float32 rows on all
     CPU threads (`split_linear`)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        chunks = math.gcd(self.out_features, torch.get_num_threads())  # a divisor of the outputs
+        chunks = math.gcd(self.out_features, cpu_threads())  # a divisor of the outputs
         few_rows = x.numel() <= SPLIT_MAX_ROWS * x.shape[-1]
         if chunks == 1 or not few_rows or x.dtype != torch.float32 or x.device.type != "cpu":
             return F.linear(x, self.weight, self.bias)

@@ -67,6 +67,8 @@ class TrainSettings:
     seed: int | None = setting("seeds dropout and data order", None)
     compile: bool | None = setting("torch.compile the model (faster steps after a slow first one)", None)
     early_stop: int | None = setting("stop after this many evaluations without a new best/ (0 = never)", None)
+    eval_first: bool | None = setting("also measure the validation loss before the first step (the loss to beat; "
+                                      "summary.json's initial_val_loss)", None)
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "eval_batches"):
@@ -92,7 +94,8 @@ class TrainSettings:
 # Pretraining's recipe, and every setting a task's recipe leaves out (min_lr None: lr / 10).
 GENERIC = TrainSettings(max_steps=1000, batch_size=8, grad_accum=1, lr=6e-4, min_lr=None, warmup_steps=100,
                         weight_decay=0.1, beta1=0.9, beta2=0.95, grad_clip=1.0, eval_every=100, eval_batches=20,
-                        precision="auto", device="auto", seed=1337, compile=False, early_stop=0)
+                        precision="auto", device="auto", seed=1337, compile=False, early_stop=0,
+                        eval_first=False)
 
 
 def once_over(settings: TrainSettings, items: int) -> TrainSettings:
@@ -272,6 +275,9 @@ class _Run:
     def until_done(self, stop: threading.Event) -> tuple[str, str]:
         """Step and evaluate until max_steps or early stopping (or Ctrl-C); the status and its reason."""
         settings, p = self.settings, self.progress
+        if settings.eval_first and p.initial_val_loss is None:
+            p.initial_val_loss, _ = _evaluate(self.model, self.task, settings, self.ddp, self.device, self.autocast)
+            log.info("validation loss before training: %.4f", p.initial_val_loss)
         while True:
             if stop.is_set():
                 raise KeyboardInterrupt
@@ -353,7 +359,7 @@ class _Run:
         `summary.json` by the main process; then `failure`, the error that ended the run, is raised."""
         p = self.progress
         summary = RunSummary.of_loop(status, reason, p.best_val_loss, p.best_step, _final_val_loss(self.out_dir),
-                                     p.step, p.tokens, time.perf_counter() - self.started)
+                                     p.step, p.tokens, time.perf_counter() - self.started, p.initial_val_loss)
         self.emit(DoneEvent(p.step, status))
         if self.ddp.world > 1 and failure is None:  # a rank that failed may be failing alone: no waiting
             dist.barrier()

@@ -110,13 +110,16 @@ class RunSummary(Mapping[str, Any]):
     tokens_per_second: float | None
     responses: str | None = None  # instruct, dpo: the file of test-set responses
     classifier: ClassifierResults | None = None  # classify: scores on every split and the baseline
+    initial_val_loss: float | None = None  # before training (TrainSettings.eval_first), else None
 
     @classmethod
     def of_loop(cls, status: str, reason: str, best_val_loss: float, best_step: int | None,
-                final_val_loss: float | None, steps: int, tokens: int, wall: float) -> RunSummary:
+                final_val_loss: float | None, steps: int, tokens: int, wall: float,
+                initial_val_loss: float | None = None) -> RunSummary:
         """The loop's part, rounded as reported."""
         return cls(status, reason, None if math.isinf(best_val_loss) else best_val_loss, best_step, final_val_loss,
-                   steps, tokens, round(wall, 3), round(tokens / wall, 1) if wall > 0 else None)
+                   steps, tokens, round(wall, 3), round(tokens / wall, 1) if wall > 0 else None,
+                   initial_val_loss=initial_val_loss)
 
     def to_json(self) -> dict[str, Any]:
         """The `summary.json` object: the loop's keys, then the task's results."""

@@ -40,6 +40,7 @@ class Progress:
     elapsed: float = 0.0  # seconds of training up to the last evaluation, across resumes
     window_losses: list[float] = field(default_factory=list)  # training losses since the last evaluation
     evaluated_at: int = 0  # step of the last evaluation
+    initial_val_loss: float | None = None  # before the first step (TrainSettings.eval_first)
 
 
 def save_training_checkpoint(
