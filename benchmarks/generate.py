@@ -374,7 +374,8 @@ def build_runners(opt: Options, spec: str) -> list[Runner]:
         elif mode.startswith("hf"):
             runners.append(hf_runner(mode, spec))
         elif opt.model == "smollm2" and importlib.util.find_spec("llama_cpp") is not None:
-            runners.append(llama_cpp_runner(torch.get_num_threads(), opt.prompt_tokens + opt.new_tokens + 8))
+            context = max(opt.prompt_tokens + opt.new_tokens, opt.prefill_tokens) + 8  # decode runs and the prefill
+            runners.append(llama_cpp_runner(torch.get_num_threads(), context))
         else:
             print("llama.cpp: skipped (SmolLM2 only, and needs pip install 'gptlab[bench]')")
     return runners
