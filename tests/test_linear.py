@@ -13,15 +13,16 @@ from gptlab.linear import Linear, split_linear
 @pytest.mark.parametrize("input_major", [False, True])
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("shape", [(1, 48), (3, 5, 48)])
-def test_split_linear_equals_linear(chunks, input_major, bias, shape):
+@pytest.mark.parametrize("outputs", [96, 97])  # 97: outputs left over after equal blocks
+def test_split_linear_equals_linear(chunks, input_major, bias, shape, outputs):
     torch.manual_seed(0)
-    weight = torch.randn(96, 48)
+    weight = torch.randn(outputs, 48)
     if input_major:
         weight = weight.t().contiguous().t()
-    b = torch.randn(96) if bias else None
+    b = torch.randn(outputs) if bias else None
     x = torch.randn(*shape)
     got = split_linear(x, weight, b, chunks)
-    assert got.shape == (*shape[:-1], 96)
+    assert got.shape == (*shape[:-1], outputs)
     torch.testing.assert_close(got, F.linear(x, weight, b), rtol=1e-5, atol=1e-5)
 
 

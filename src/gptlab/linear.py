@@ -9,8 +9,6 @@ still 1.2x faster at 128 rows (BENCHMARKS.md, "Kernels"). The chunks are views: 
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -28,7 +26,7 @@ class Linear(nn.Linear):
     CPU threads (`split_linear`)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        chunks = math.gcd(self.out_features, cpu_threads())  # a divisor of the outputs
+        chunks = min(cpu_threads(), self.out_features)
         few_rows = x.numel() <= SPLIT_MAX_ROWS * x.shape[-1]
         if chunks == 1 or not few_rows or x.dtype != torch.float32 or x.device.type != "cpu":
             return F.linear(x, self.weight, self.bias)
@@ -36,12 +34,18 @@ class Linear(nn.Linear):
 
 
 def split_linear(x: Tensor, weight: Tensor, bias: Tensor | None, chunks: int) -> Tensor:
-    """`F.linear(x, weight, bias)` as one batched product of `chunks` column blocks of the weight."""
+    """`F.linear(x, weight, bias)` as one batched product of `chunks` equal column blocks of the
+    weight, plus an ordinary product for the few outputs left over (GPT-2's 50,257-token head)."""
     rows = x.reshape(-1, x.shape[-1])  # (M, in)
-    blocks = weight.t().unflatten(1, (chunks, -1)).transpose(0, 1)  # (chunks, in, out / chunks), views
+    even = weight.shape[0] - weight.shape[0] % chunks
+    blocks = weight[:even].t().unflatten(1, (chunks, -1)).transpose(0, 1)  # (chunks, in, even / chunks), views
     shared = rows.expand(chunks, *rows.shape)  # (chunks, M, in), no copy
     if bias is None:
         y = torch.bmm(shared, blocks)
     else:
-        y = torch.baddbmm(bias.view(chunks, 1, -1), shared, blocks)  # (chunks, M, out / chunks)
-    return y.transpose(0, 1).reshape(*x.shape[:-1], weight.shape[0])
+        y = torch.baddbmm(bias[:even].view(chunks, 1, -1), shared, blocks)  # (chunks, M, even / chunks)
+    y = y.transpose(0, 1).reshape(rows.shape[0], even)
+    if even < weight.shape[0]:
+        rest = F.linear(rows, weight[even:], None if bias is None else bias[even:])  # (M, out - even)
+        y = torch.cat([y, rest], dim=1)
+    return y.reshape(*x.shape[:-1], weight.shape[0])
