@@ -1,7 +1,7 @@
 import torch
 
 from gptlab.config import GPTConfig
-from gptlab.model import GPT, KVCache
+from gptlab.model import GPT, KVCache, attend
 
 CONFIG = GPTConfig(vocab_size=97, context_length=64, n_layer=2, n_head=4, n_embd=32)
 
@@ -37,6 +37,18 @@ def test_forward_shapes_and_causality():
     # positions before 7 cannot see the change; position 7 and later do
     assert torch.equal(model(changed)[:, :7], logits[:, :7])
     assert not torch.allclose(model(changed)[:, 7:], logits[:, 7:])
+
+
+def test_short_bf16_attention_on_cpu_takes_the_faster_explicit_path():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 64, 16, dtype=torch.bfloat16) for _ in range(3))
+    routed = attend(q, k, v, None, 0.0, "sdpa")
+    assert torch.equal(routed, attend(q, k, v, None, 0.0, "math"))
+    reference = attend(q.float(), k.float(), v.float(), None, 0.0, "sdpa")
+    assert (routed.float() - reference).abs().max() < 0.03  # bf16 keeps 8 bits of mantissa
+    long = [torch.randn(1, 4, 300, 16, dtype=torch.bfloat16) for _ in range(3)]  # beyond 256 keys: fused
+    fused, explicit = attend(*long, None, 0.0, "sdpa"), attend(*long, None, 0.0, "math")
+    assert not torch.equal(fused, explicit) and (fused.float() - explicit.float()).abs().max() < 0.03
 
 
 def test_sdpa_and_explicit_softmax_attention_agree():

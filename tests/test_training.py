@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from gptlab.training import loop
 from gptlab.training.loop import TrainSettings
 from gptlab.training.pretrain import PretrainConfig, run
 from gptlab.training.reports import Event
@@ -61,6 +62,21 @@ def test_eval_first_records_the_loss_before_training_and_keeps_it_across_a_resum
     assert untrained > summary["best_val_loss"] + 0.5  # random weights: about ln(vocab) before any step
     assert summary["final_val_loss"] == pytest.approx(without["final_val_loss"], abs=1e-6)  # nothing else changed
     assert [r["step"] for r in metrics(tmp_path / "b")] == [10, 20, 30, 40]
+
+
+@pytest.mark.parametrize("native_bf16, same_as", [(True, "bf16-mixed"), (False, "32")])
+def test_auto_precision_is_bf16_mixed_where_the_cpu_multiplies_bf16(tmp_path, monkeypatch, caplog, native_bf16,
+                                                                   same_as):
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: native_bf16)
+    caplog.set_level("INFO", logger="gptlab.training.loop")
+    run(config(tmp_path / "auto", max_steps=4, eval_every=4, device="cpu"))
+    assert f"precision {same_as} (auto for cpu" in caplog.text
+    run(config(tmp_path / "chosen", max_steps=4, eval_every=4, device="cpu", precision=same_as))
+    other = "32" if same_as == "bf16-mixed" else "bf16-mixed"
+    run(config(tmp_path / "other", max_steps=4, eval_every=4, device="cpu", precision=other))
+    auto, chosen, different = (metrics(tmp_path / name)[0] for name in ("auto", "chosen", "other"))
+    assert auto["train_loss"] == chosen["train_loss"] and auto["val_loss"] == chosen["val_loss"]
+    assert auto["val_loss"] != different["val_loss"]
 
 
 def test_a_fresh_run_in_a_used_folder_forgets_the_previous_best(tmp_path):

@@ -168,7 +168,7 @@ def attend(
     the keys and attention is causal.
     """
     T, S = q.shape[-2], k.shape[-2]
-    if impl == "sdpa":
+    if impl == "sdpa" and not _explicit_is_faster(q, S):
         is_causal = mask is None and T > 1
         if is_causal and T != S:
             mask = causal_mask(T, S, q.device)
@@ -188,6 +188,13 @@ def attend(
     att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
     att = F.dropout(att, p=dropout, training=dropout > 0)
     return (att @ v[:, :, None]).view(B, nh, T, hs)
+
+
+def _explicit_is_faster(q: Tensor, S: int) -> bool:
+    """PyTorch's fused CPU attention in bfloat16 runs 1.3-3.4x slower than the explicit path for
+    several queries over up to 256 keys, forward and backward (BENCHMARKS.md, "Attention"): the
+    short sequences of CPU training and of chat prompts."""
+    return q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.shape[-2] > 1 and S <= 256
 
 
 def causal_mask(T: int, S: int, device: torch.device) -> Tensor:

@@ -28,7 +28,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from gptlab.checkpoint.native import recover_folder
-from gptlab.devices import pick_device
+from gptlab.devices import cpu_has_native_bf16, pick_device
 from gptlab.fields import setting
 from gptlab.files import append_line, write_text_atomically
 from gptlab.quantize import refuse_training
@@ -62,7 +62,8 @@ class TrainSettings:
     grad_clip: float | None = setting("max global gradient norm (0 = no clipping)", None)
     eval_every: int | None = setting("steps between evaluations (and `last/` checkpoints)", None)
     eval_batches: int | None = setting("validation batches per evaluation", None)
-    precision: str | None = setting('"32", "bf16-mixed", or "auto" (bf16 on CUDA when supported)', None)
+    precision: str | None = setting('"32", "bf16-mixed", or "auto" (bf16-mixed on CUDA GPUs and CPUs with bf16 '
+                                                 'matmuls, such as AVX-512 BF16 or AMX; else 32)', None)
     device: str | None = setting("cpu, cuda, mps or auto", None)
     seed: int | None = setting("seeds dropout and data order", None)
     compile: bool | None = setting("torch.compile the model (faster steps after a slow first one)", None)
@@ -156,6 +157,8 @@ def _precision(settings: TrainSettings, device: torch.device) -> str:
         return settings.precision
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return "bf16-mixed"
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return "bf16-mixed"
     return "32"
 
 
@@ -244,7 +247,10 @@ class _Run:
             self.runner = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         if settings.compile:
             self.runner = torch.compile(self.runner)
-        bf16 = _precision(settings, self.device) == "bf16-mixed"
+        precision = _precision(settings, self.device)
+        if settings.precision == "auto" and self.ddp.main:
+            log.info("precision %s (auto for %s; --precision 32 or bf16-mixed to choose)", precision, self.device.type)
+        bf16 = precision == "bf16-mixed"
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
         self.min_lr = settings.min_lr if settings.min_lr is not None else settings.lr / 10
         self.rng_for_next_step = torch.get_rng_state()  # what dropout of the next step starts from
