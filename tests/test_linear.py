@@ -1,12 +1,14 @@
-"""The split float32 product (`gptlab.linear`) equals `F.linear` for every layout, bias and shape,
-and models keep the weight layout their dtype reads fastest."""
+"""The split float32 product and the reordered bfloat16 weight (`gptlab.linear`) equal `F.linear`
+for every layout, bias and shape, and models keep the weight layout their dtype reads fastest."""
+
+import copy
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from gptlab.checkpoint import load_model
-from gptlab.linear import Linear, split_linear
+from gptlab.linear import Linear, can_reorder_bf16, split_linear
 
 
 @pytest.mark.parametrize("chunks", [2, 4])
@@ -47,3 +49,42 @@ def test_loaded_projection_layout_follows_the_dtype(dtype, input_major):
     weight = model.h[0].mlp.c_fc.weight  # (out, in) to autograd in both layouts
     assert weight.shape == (model.config.hidden_size, model.config.n_embd)
     assert weight.t().is_contiguous() is input_major and weight.is_contiguous() is not input_major
+
+
+needs_reorder = pytest.mark.skipif(not can_reorder_bf16(), reason="needs oneDNN and a CPU with native bf16")
+
+
+@needs_reorder
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("shape", [(1, 64), (3, 5, 64), (300, 64)])
+def test_bf16_inference_reads_a_reordered_weight_with_the_same_results(bias, shape):
+    torch.manual_seed(0)
+    layer = Linear(64, 96, bias=bias).to(torch.bfloat16)
+    x = torch.randn(*shape, dtype=torch.bfloat16)
+    with torch.no_grad():
+        got = layer(x)
+    assert layer._reordered is not None and got.shape == (*shape[:-1], 96)
+    torch.testing.assert_close(got, F.linear(x, layer.weight, layer.bias), rtol=1.6e-2, atol=1e-2)
+
+
+@needs_reorder
+def test_the_reordered_weight_follows_changes_to_the_weight_and_is_not_copied():
+    torch.manual_seed(0)
+    layer = Linear(32, 48).to(torch.bfloat16)
+    x = torch.randn(2, 32, dtype=torch.bfloat16)
+    with torch.no_grad():
+        layer(x)
+        layer.weight.mul_(-3)  # in place: same address, new version
+        torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias), rtol=1.6e-2, atol=1e-2)
+        layer.load_state_dict({"weight": torch.randn(48, 32), "bias": torch.zeros(48)})
+        torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias), rtol=1.6e-2, atol=1e-2)
+        twin = copy.deepcopy(layer)
+        assert twin._reordered is None
+        torch.testing.assert_close(twin(x), layer(x))
+
+
+def test_bf16_with_gradients_keeps_the_plain_weight():
+    layer = Linear(32, 48).to(torch.bfloat16)
+    x = torch.randn(2, 32, dtype=torch.bfloat16, requires_grad=True)
+    layer(x).float().sum().backward()
+    assert layer._reordered is None and layer.weight.grad is not None

@@ -6,8 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+from gptlab import quantize
 from gptlab.quantize import (
     Int4Linear,
+    Int8Linear,
     Quantization,
     empty_layer,
     pack_int4,
@@ -76,6 +78,18 @@ def test_weights_at_an_unaligned_address_load_and_compute(scheme):
     reloaded.load_state_dict(state, assign=True)
     x = torch.randn(15, 576)
     assert torch.equal(reloaded(x), layer(x))
+
+
+def test_int8_dequantizes_many_rows_a_slice_of_the_weight_at_a_time(monkeypatch):
+    torch.manual_seed(0)
+    layer = Int8Linear.from_linear(nn.Linear(64, 100))
+    x = torch.randn(40, 64)  # above the kernel's rows: the dequantized path
+    whole = layer(x)
+    monkeypatch.setattr(quantize, "DEQUANTIZE_CHUNK", 64 * 16)  # 16 output rows a slice: 7 slices, the last short
+    sliced = layer(x)
+    torch.testing.assert_close(sliced, whole)
+    kernel = torch.cat([layer(x[i : i + 8]) for i in range(0, 40, 8)])  # the row-by-row kernel, 8 rows a call
+    torch.testing.assert_close(sliced, kernel, rtol=2e-2, atol=2e-3)
 
 
 def test_int4_codes_come_back_exactly_from_the_kernel_layout():

@@ -168,7 +168,12 @@ def attend(
     the keys and attention is causal.
     """
     T, S = q.shape[-2], k.shape[-2]
-    if impl == "sdpa" and not _explicit_is_faster(q, S):
+    if impl == "sdpa" and q.device.type == "cpu" and q.dtype == torch.bfloat16:  # BENCHMARKS.md, "Attention"
+        if T == 1:  # PyTorch's fused CPU kernel is 3-6x faster in float32 than in bf16, even counting the casts
+            return attend(q.float(), k.float(), v.float(), mask, dropout, impl, grouped).to(q.dtype)
+        if S <= 256:  # and for a few hundred keys the explicit path beats it in bf16 (forward and backward)
+            impl = "math"
+    if impl == "sdpa":
         is_causal = mask is None and T > 1
         if is_causal and T != S:
             mask = causal_mask(T, S, q.device)
@@ -188,13 +193,6 @@ def attend(
     att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
     att = F.dropout(att, p=dropout, training=dropout > 0)
     return (att @ v[:, :, None]).view(B, nh, T, hs)
-
-
-def _explicit_is_faster(q: Tensor, S: int) -> bool:
-    """PyTorch's fused CPU attention in bfloat16 runs 1.3-3.4x slower than the explicit path for
-    several queries over up to 256 keys, forward and backward (BENCHMARKS.md, "Attention"): the
-    short sequences of CPU training and of chat prompts."""
-    return q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.shape[-2] > 1 and S <= 256
 
 
 def causal_mask(T: int, S: int, device: torch.device) -> Tensor:

@@ -28,6 +28,9 @@ INT4_ROWS = 16  # the int4 kernels need a multiple of 16 output rows (a head get
 # dequantizing into one bfloat16 matmul is faster (2304x768 weight, 1 thread: 0.65 vs 0.47 ms at 32
 # rows, 136 vs 16 ms at 512; BENCHMARKS.md).
 KERNEL_MAX_ROWS = 16
+# Dequantizing a whole LM head (49152x576) into a 57 MB bfloat16 copy costs 17 ms, more than the
+# kernel's 32 rows; a slice of about a million weights at a time stays in the caches (BENCHMARKS.md).
+DEQUANTIZE_CHUNK = 1 << 20
 PACK_CHUNK = 64  # rows packed at a time: the kernels' int32 input stays small (packing is row-local)
 
 
@@ -88,9 +91,17 @@ class Int8Linear(nn.Module):
         if flat.device.type == "cpu" and flat.shape[0] <= KERNEL_MAX_ROWS:
             y = torch.ops.aten._weight_int8pack_mm(flat, self.weight_int8, self.scales)
         else:  # dequantize into a bfloat16 matmul: many rows (prefill, big batches), or a GPU
-            y = F.linear(flat, self.weight_int8.to(COMPUTE_DTYPE)) * self.scales
+            y = dequantized_matmul(flat, self.weight_int8, self.scales)
         y = y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
         return y if self.bias is None else y + self.bias.to(x.dtype)
+
+
+def dequantized_matmul(x: Tensor, weight_int8: Tensor, scales: Tensor) -> Tensor:
+    """x (N, in) bfloat16 times the int8 weight, dequantized into bfloat16; on CPU a slice of output
+    rows at a time, so that each bfloat16 copy is still in the caches when the matmul reads it."""
+    rows = weight_int8.shape[0] if x.device.type != "cpu" else max(1, DEQUANTIZE_CHUNK // weight_int8.shape[1])
+    parts = [F.linear(x, w.to(COMPUTE_DTYPE)) * s for w, s in zip(weight_int8.split(rows), scales.split(rows))]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
 
 class Int4Linear(nn.Module):
