@@ -42,7 +42,7 @@ def pick_dtype(name: str | None, device: torch.device) -> torch.dtype:
 @functools.cache
 def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """Whether this CPU multiplies bf16 in hardware (AVX-512 BF16 or AMX), where bf16 autocast trains
-    about 1.7-2.5x faster than float32 (BENCHMARKS.md). False where the flags cannot be read (macOS,
+    1.7-2.6x faster than float32 here (BENCHMARKS.md). False where the flags cannot be read (macOS,
     Windows): there bf16 may be emulated and slower, so float32 stays."""
     try:
         text = cpuinfo.read_text()

@@ -62,8 +62,8 @@ class TrainSettings:
     grad_clip: float | None = setting("max global gradient norm (0 = no clipping)", None)
     eval_every: int | None = setting("steps between evaluations (and `last/` checkpoints)", None)
     eval_batches: int | None = setting("validation batches per evaluation", None)
-    precision: str | None = setting('"32", "bf16-mixed", or "auto" (bf16-mixed on CUDA GPUs and CPUs with bf16 '
-                                                 'matmuls, such as AVX-512 BF16 or AMX; else 32)', None)
+    precision: str | None = setting('"32", "bf16-mixed", or "auto" (bf16-mixed on CUDA GPUs and on CPUs that '
+                                    'multiply bf16 in hardware, AVX-512 BF16 or AMX; else 32)', None)
     device: str | None = setting("cpu, cuda, mps or auto", None)
     seed: int | None = setting("seeds dropout and data order", None)
     compile: bool | None = setting("torch.compile the model (faster steps after a slow first one)", None)
