@@ -92,6 +92,29 @@ def test_int8_dequantizes_many_rows_a_slice_of_the_weight_at_a_time(monkeypatch)
     torch.testing.assert_close(sliced, kernel, rtol=2e-2, atol=2e-3)
 
 
+@pytest.mark.parametrize("group_size", [32, 64])
+def test_int4_dequantizes_many_rows_into_the_kernels_product(group_size):
+    """Prefill (over 64 rows) reads the kernel's packed codes itself; it must agree with the kernel."""
+    torch.manual_seed(0)
+    layer = Int4Linear.from_linear(nn.Linear(192, 320), group_size)  # 320 rows: 5 blocks of 64
+    x = torch.randn(100, 192)
+    assert 100 > quantize.INT4_KERNEL_MAX_ROWS
+    kernel = torch.cat([layer(x[i : i + 50]) for i in range(0, 100, 50)])  # 50 rows a call: the kernel
+    torch.testing.assert_close(layer(x), kernel, rtol=2e-2, atol=2e-2)
+    dense = quantize.dequantize_int4_cpu(layer.packed, group_size, layer.scales_and_zeros)  # (in, rows)
+    codes = unpack_int4(layer.packed, 192, 320).float().view(320, -1, group_size)
+    scales, zeros = layer.scales_and_zeros.float().unbind(-1)  # (groups, rows) each
+    want = ((codes - 8) * scales.t()[..., None] + zeros.t()[..., None]).view(320, 192)
+    torch.testing.assert_close(dense.float().t(), want, rtol=1e-2, atol=1e-3)
+
+
+def test_int4_rows_not_in_blocks_of_64_keep_the_kernel():
+    torch.manual_seed(0)
+    layer = Int4Linear.from_linear(nn.Linear(64, 200), 32)  # padded to 208 rows: not whole blocks of 64
+    x = torch.randn(80, 64)
+    assert torch.equal(layer(x), torch.cat([layer(x[:40]), layer(x[40:])]))
+
+
 def test_int4_codes_come_back_exactly_from_the_kernel_layout():
     codes = torch.randint(0, 16, (208, 96), dtype=torch.uint8)
     assert torch.equal(unpack_int4(pack_int4(codes), 96, 208), codes)

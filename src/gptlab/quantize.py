@@ -32,6 +32,10 @@ KERNEL_MAX_ROWS = 16
 # kernel's 32 rows; a slice of about a million weights at a time stays in the caches (BENCHMARKS.md).
 DEQUANTIZE_CHUNK = 1 << 20
 PACK_CHUNK = 64  # rows packed at a time: the kernels' int32 input stays small (packing is row-local)
+# The CPU int4 kernel multiplies in float32 and costs the same per row at 512 rows as at 1; above 64
+# rows (prefill) dequantizing the packed codes into one bfloat16 matmul is faster (3072x576 weight,
+# 512 rows: 3.5 vs 8.7 ms; at 16 rows 1.0 vs 0.3 ms; BENCHMARKS.md).
+INT4_KERNEL_MAX_ROWS = 64
 
 
 @dataclass(frozen=True)
@@ -141,7 +145,10 @@ class Int4Linear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         flat = x.reshape(-1, self.in_features).to(COMPUTE_DTYPE).contiguous()  # (N, in); the kernels need rows
-        y = int4_matmul(flat, self.packed, self.group_size, self.scales_and_zeros)  # (N, rows)
+        if flat.device.type == "cpu" and flat.shape[0] > INT4_KERNEL_MAX_ROWS and self.rows % PACK_CHUNK == 0:
+            y = flat @ dequantize_int4_cpu(self.packed, self.group_size, self.scales_and_zeros)  # (N, rows)
+        else:
+            y = int4_matmul(flat, self.packed, self.group_size, self.scales_and_zeros)  # (N, rows)
         y = y[:, : self.out_features].reshape(*x.shape[:-1], self.out_features).to(x.dtype)
         return y if self.bias is None else y + self.bias.to(x.dtype)
 
@@ -220,6 +227,23 @@ def int4_matmul(x: Tensor, packed: Tensor, group_size: int, scales_and_zeros: Te
     if x.device.type == "cpu":
         return torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, group_size, scales_and_zeros)
     return torch.ops.aten._weight_int4pack_mm(x, packed, group_size, scales_and_zeros)
+
+
+def dequantize_int4_cpu(packed: Tensor, group_size: int, scales_and_zeros: Tensor) -> Tensor:
+    """The bfloat16 weight, transposed (in, rows), from the CPU kernel's packed layout: per block of 64
+    output rows, (in, 32) bytes whose low nibble is row j and high nibble row 32 + j of the block."""
+    groups, rows = scales_and_zeros.shape[:2]
+    in_features, blocks = groups * group_size, rows // PACK_CHUNK
+    bytes_ = packed.view(blocks, in_features, PACK_CHUNK // 2)
+    codes = torch.cat([bytes_ & 15, bytes_ >> 4], dim=-1).to(COMPUTE_DTYPE)  # (blocks, in, 64)
+
+    def per_block(values: Tensor) -> Tensor:  # (groups, rows) -> (blocks, groups, 1, 64), as `codes` reads
+        return values.reshape(groups, blocks, PACK_CHUNK).transpose(0, 1).unsqueeze(2).contiguous()
+
+    scales = per_block(scales_and_zeros[..., 0])
+    offsets = per_block(scales_and_zeros[..., 1] - 8 * scales_and_zeros[..., 0])  # (q - 8) * s + z = q * s + offset
+    weight = torch.addcmul(offsets, codes.view(blocks, groups, group_size, PACK_CHUNK), scales)
+    return weight.view(blocks, in_features, PACK_CHUNK).transpose(0, 1).reshape(in_features, rows)
 
 
 def quantized_layer(linear: nn.Linear, quantization: Quantization) -> nn.Module:
