@@ -1,7 +1,10 @@
+import pytest
 import torch
+import torch.nn.functional as F
 
+from gptlab import model as model_module
 from gptlab.config import GPTConfig
-from gptlab.model import GPT, KVCache, attend
+from gptlab.model import GPT, KVCache, attend, causal_mask, explicit_attention
 
 CONFIG = GPTConfig(vocab_size=97, context_length=64, n_layer=2, n_head=4, n_embd=32)
 
@@ -46,9 +49,32 @@ def test_short_bf16_attention_on_cpu_takes_the_faster_explicit_path():
     assert torch.equal(routed, attend(q, k, v, None, 0.0, "math"))
     reference = attend(q.float(), k.float(), v.float(), None, 0.0, "sdpa")
     assert (routed.float() - reference).abs().max() < 0.03  # bf16 keeps 8 bits of mantissa
-    long = [torch.randn(1, 4, 300, 16, dtype=torch.bfloat16) for _ in range(3)]  # beyond 256 keys: fused
-    fused, explicit = attend(*long, None, 0.0, "sdpa"), attend(*long, None, 0.0, "math")
+    long = [torch.randn(1, 4, 300, 16, dtype=torch.bfloat16, requires_grad=True) for _ in range(3)]
+    fused, explicit = attend(*long, None, 0.0, "sdpa"), attend(*long, None, 0.0, "math")  # training, 300 keys: fused
     assert not torch.equal(fused, explicit) and (fused.float() - explicit.float()).abs().max() < 0.03
+
+
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_bf16_prefill_on_cpu_attends_a_block_of_queries_at_a_time(with_mask, monkeypatch):
+    """Inference over up to MAX_BLOCKED_KEYS keys: 128 queries at a time over the keys they may see."""
+    torch.manual_seed(0)
+    T, S = 300, 340  # three blocks, the last short; 40 cached keys before the queries
+    q = torch.randn(2, 4, T, 16, dtype=torch.bfloat16)
+    k, v = (torch.randn(2, 2, S, 16, dtype=torch.bfloat16) for _ in range(2))  # grouped: 2 query heads per key head
+    mask = None
+    if with_mask:  # the second row's first 10 keys are padding
+        mask = causal_mask(T, S, q.device).expand(2, 1, T, S).clone()
+        mask[1, :, :, :10] = False
+    reference = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=False, enable_gqa=True,
+                                               attn_mask=causal_mask(T, S, q.device) if mask is None else mask)
+    blocked = attend(q, k, v, mask, 0.0, "sdpa", grouped=True)
+    assert (blocked.float() - reference).abs().max() < 0.03  # bf16 keeps 8 bits of mantissa
+    assert torch.equal(blocked, attend(q, k, v, mask, 0.0, "math", grouped=True))
+    whole = explicit_attention(q, k, v, mask, 0.0)  # all 300 queries in one product
+    assert (blocked.float() - whole.float()).abs().max() < 0.03
+    monkeypatch.setattr(model_module, "MAX_BLOCKED_KEYS", 256)  # more keys than that: the fused kernel
+    fused = attend(q, k, v, mask, 0.0, "sdpa", grouped=True)
+    assert not torch.equal(fused, blocked) and (fused.float() - reference).abs().max() < 0.03
 
 
 def test_sdpa_and_explicit_softmax_attention_agree():

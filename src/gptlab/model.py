@@ -19,6 +19,10 @@ from gptlab.config import GPTConfig
 from gptlab.linear import Linear
 
 ATTENTION_IMPLS = ("sdpa", "math")
+# Inference on CPU in bf16: the explicit path takes this many queries at a time, so that a block's
+# scores stay in the caches, up to MAX_BLOCKED_KEYS keys (beyond, the fused kernel is as fast).
+QUERY_BLOCK = 128
+MAX_BLOCKED_KEYS = 2048
 # The four projection weights per block; GPT-2 checkpoints store them transposed (Conv1D).
 PROJECTION_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
@@ -171,7 +175,9 @@ def attend(
     if impl == "sdpa" and q.device.type == "cpu" and q.dtype == torch.bfloat16:  # BENCHMARKS.md, "Attention"
         if T == 1:  # PyTorch's fused CPU kernel is 3-6x faster in float32 than in bf16, even counting the casts
             return attend(q.float(), k.float(), v.float(), mask, dropout, impl, grouped).to(q.dtype)
-        if S <= 256:  # and for a few hundred keys the explicit path beats it in bf16 (forward and backward)
+        # and the explicit path beats it in bf16 over a few hundred keys (forward and backward), or, at
+        # inference, over up to a few thousand keys taken QUERY_BLOCK queries at a time (prefill)
+        if S <= 256 or (S <= MAX_BLOCKED_KEYS and not q.requires_grad):
             impl = "math"
     if impl == "sdpa":
         is_causal = mask is None and T > 1
@@ -181,18 +187,35 @@ def attend(
             q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal and T == S,
             enable_gqa=grouped,
         )
-    # the explicit path: softmax(q k^T / sqrt(hs) + mask) v, query heads grouped by their key/value head
-    B, nh, _, hs = q.shape
-    n_kv = k.shape[1]
-    q = q.view(B, n_kv, nh // n_kv, T, hs)  # (B, n_kv, group, T, hs)
-    att = (q @ k[:, :, None].transpose(-2, -1)) * (1.0 / math.sqrt(hs))  # (B, n_kv, group, T, S)
-    if mask is None:
-        mask = causal_mask(T, S, q.device)
-    if mask.dim() == 4:  # (B or 1, 1, T, S): one more axis for the group
-        mask = mask[:, :, None]
-    att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+    if T <= QUERY_BLOCK or q.requires_grad:
+        return explicit_attention(q, k, v, mask, dropout)
+    blocks = []
+    for start in range(0, T, QUERY_BLOCK):
+        rows = q[:, :, start : start + QUERY_BLOCK]
+        if mask is None:  # causal: the block's last query sees keys up to its own position, no further
+            end = S - T + start + rows.shape[-2]
+            blocks.append(explicit_attention(rows, k[:, :, :end], v[:, :, :end], None, dropout))
+        else:
+            rows_mask = mask if mask.shape[-2] == 1 else mask[..., start : start + QUERY_BLOCK, :]
+            blocks.append(explicit_attention(rows, k, v, rows_mask, dropout))
+    return torch.cat(blocks, dim=-2)
+
+
+def explicit_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float) -> Tensor:
+    """softmax(q k^T / sqrt(hs) + mask) v, the query heads that share a key/value head stacked as rows of
+    one product with it (a plain batched matmul: broadcasting the keys over the group copies them)."""
+    B, nh, T, hs = q.shape
+    n_kv, S = k.shape[1], k.shape[2]
+    group = nh // n_kv
+    att = (q.reshape(B, n_kv, group * T, hs) @ k.transpose(-2, -1)).view(B, n_kv, group, T, S)
+    att = att.mul_(1.0 / math.sqrt(hs))
+    if mask is None:  # causal: every query sees the first S - T keys; only the last T need a mask
+        att[..., S - T :].masked_fill_(~causal_mask(T, T, q.device), float("-inf"))
+    else:
+        att = att.masked_fill_(~(mask[:, :, None] if mask.dim() == 4 else mask), float("-inf"))  # 4-D: + group axis
+    att = att.softmax(dim=-1)
     att = F.dropout(att, p=dropout, training=dropout > 0)
-    return (att @ v[:, :, None]).view(B, nh, T, hs)
+    return (att.view(B, n_kv, group * T, S) @ v).view(B, nh, T, hs)
 
 
 def causal_mask(T: int, S: int, device: torch.device) -> Tensor:
