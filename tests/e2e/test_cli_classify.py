@@ -28,6 +28,13 @@ def test_sms_spam_run_folder_and_classify_command(tmp_path):
     assert summary["test_accuracy"] > 0.8 and len(summary["test_confusion"]) == 2
     assert sum(map(sum, summary["test_confusion"])) == 300
     assert [len((run / f"{s}.jsonl").read_text().splitlines()) for s in ("train", "val", "test")] == [1045, 149, 300]
+    mistakes = [json.loads(line) for line in (run / "test_mistakes.jsonl").read_text().splitlines()]
+    (ham_ham, ham_spam), (spam_ham, spam_spam) = summary["test_confusion"]
+    assert len(mistakes) == ham_spam + spam_ham and "misclassified" in out.stderr
+    assert sorted((m["label"], m["predicted"]) for m in mistakes) == sorted(
+        [("ham", "spam")] * ham_spam + [("spam", "ham")] * spam_ham)
+    test_texts = {json.loads(line)["text"] for line in (run / "test.jsonl").read_text().splitlines()}
+    assert all(m["text"] in test_texts for m in mistakes)
     assert "val accuracy" in out.stderr
     assert summary["baseline"]["test_accuracy"] > 0.95 and "logistic regression" in summary["baseline"]["method"]
     assert "vs" in out.stdout and "(this model)" in out.stdout

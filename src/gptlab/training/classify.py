@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,8 +203,11 @@ def _final_report(summary: RunSummary, data: dict[str, Encoded], splits: dict[st
     """
     loaded = load_model(str(out), device=device)
     log.info("scoring %s", loaded.description)
-    reports = {name: classification_report(predict(loaded.model, part), part.labels, len(labels.names))
+    predicted = {name: predict(loaded.model, part) for name, part in data.items()}
+    reports = {name: classification_report(predicted[name], part.labels, len(labels.names))
                for name, part in data.items()}
+    wrong = _write_mistakes(splits["test"], predicted["test"], data["test"].labels, labels, out / MISTAKES)
+    log.info("%d of %d test texts misclassified: %s", wrong, len(splits["test"]), out / MISTAKES)
     baseline = tfidf_logistic_regression(
         [e.text for e in splits["train"]], data["train"].labels.tolist(),
         [e.text for e in splits["test"]], data["test"].labels.tolist())
@@ -215,3 +219,15 @@ def _final_report(summary: RunSummary, data: dict[str, Encoded], splits: dict[st
         test_precision=test["precision"], test_recall=test["recall"], test_confusion=test["confusion"],
         baseline=baseline)
     return dataclasses.replace(summary, classifier=results)
+
+
+MISTAKES = "test_mistakes.jsonl"  # in the run folder: the test texts the scored weights label wrongly
+
+
+def _write_mistakes(examples: list[Example], predicted: Tensor, truth: Tensor, labels: LabelMap, path: Path) -> int:
+    """Each misclassified test text with its label and the predicted one (JSONL); how many there are.
+    The accuracy says how many; this says which, so a reader can tell model errors from label noise."""
+    rows = [{"text": e.text, "label": e.label, "predicted": labels.names[int(p)], "source": e.source}
+            for e, p, t in zip(examples, predicted.tolist(), truth.tolist(), strict=True) if p != t]
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    return len(rows)
