@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from gptlab.devices import cpu_has_native_bf16
+
 BIN = Path(sys.executable).parent
 TINY = ["--data", "the-verdict", "--model", "gpt-tiny", "--context-length", "32", "--batch-size", "4",
         "--eval-batches", "2", "--warmup-steps", "5", "--lr", "3e-3", "--sample-tokens", "8", "--seed", "3"]
@@ -42,6 +44,8 @@ def test_pretrain_on_the_verdict_writes_a_complete_run_folder(tmp_path):
     for checkpoint in ("best", "last"):
         assert (run / "checkpoints" / checkpoint / "model.safetensors").is_file()
     assert "sample: 'Every effort moves you" in out.stderr  # the progress output shows samples
+    auto = "bf16-mixed" if cpu_has_native_bf16() else "32"  # the default --precision auto, said in one line
+    assert f"precision {auto} (auto for cpu;" in out.stderr
     config = json.loads((run / "config.json").read_text())
     assert config["task"] == "pretrain" and config["train"]["max_steps"] == 60
 
