@@ -31,6 +31,7 @@ from gptlab.training.reports import ClassifierResults, EvalEvent, Event, OnEvent
 from gptlab.training.runs import RunConfig, start_run
 
 log = logging.getLogger(__name__)
+MISTAKES = "test_mistakes.jsonl"  # in the run folder: the test texts the scored weights label wrongly
 
 
 @dataclass
@@ -219,9 +220,6 @@ def _final_report(summary: RunSummary, data: dict[str, Encoded], splits: dict[st
         test_precision=test["precision"], test_recall=test["recall"], test_confusion=test["confusion"],
         baseline=baseline)
     return dataclasses.replace(summary, classifier=results)
-
-
-MISTAKES = "test_mistakes.jsonl"  # in the run folder: the test texts the scored weights label wrongly
 
 
 def _write_mistakes(examples: list[Example], predicted: Tensor, truth: Tensor, labels: LabelMap, path: Path) -> int:
