@@ -16,8 +16,8 @@ What is measured (same method for both libraries, runs interleaved gptlab/HF):
   memory-mapped weights resident), each library in a fresh subprocess.
 - memory-bandwidth bound for decode: bytes of weights read per token against the measured read
   bandwidth (the sum of a large array on torch's threads: a decode step only reads its weights;
-  the copy bandwidth, on torch's threads and on one, is printed beside it, and moved up to 2x
-  between quiet runs here where the read bandwidth stayed within 10%); each library's fraction.
+  the copy bandwidth, on torch's threads and on one, is printed beside it). Both drift up to 2x
+  within an hour on this VM, so compare fractions within one run; each library's fraction.
 - CPU contention: CPU time used by other processes and stolen by the hypervisor during the run,
   with a warning when the machine was not quiet.
 """

@@ -4,7 +4,9 @@ Batch-1 decoding reads every weight once per token, so its speed is bytes per to
 quarter of float32, int4 an eighth. The matmuls are PyTorch's own kernels
 (`_weight_int8pack_mm`, `_weight_int4pack_mm[_for_cpu]`), which take bfloat16 activations: a
 quantized layer casts its input to bfloat16 and its output back, so the rest of the model may stay
-in any dtype. Only inference: the integer weights cannot train.
+in any dtype. On CPU, many rows (prefill, large batches) are faster through a bfloat16 copy of the
+weight made for that call (int8 a slice at a time; int4 from the kernel's packed codes). Only
+inference: the integer weights cannot train.
 
 A quantized layer's state dict is portable (plain int8 rows; int4 as two codes per byte, low nibble
 first), so a quantized checkpoint saved on one device loads on another; the int4 kernels' own packed
