@@ -15,6 +15,7 @@ layout is made at load, for the device the layer lives on.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -147,7 +148,8 @@ class Int4Linear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         flat = x.reshape(-1, self.in_features).to(COMPUTE_DTYPE).contiguous()  # (N, in); the kernels need rows
-        if flat.device.type == "cpu" and flat.shape[0] > INT4_KERNEL_MAX_ROWS and self.rows % PACK_CHUNK == 0:
+        if (flat.device.type == "cpu" and flat.shape[0] > INT4_KERNEL_MAX_ROWS and self.rows % PACK_CHUNK == 0
+                and cpu_int4_layout_is_known()):
             y = flat @ dequantize_int4_cpu(self.packed, self.group_size, self.scales_and_zeros)  # (N, rows)
         else:
             y = int4_matmul(flat, self.packed, self.group_size, self.scales_and_zeros)  # (N, rows)
@@ -229,6 +231,16 @@ def int4_matmul(x: Tensor, packed: Tensor, group_size: int, scales_and_zeros: Te
     if x.device.type == "cpu":
         return torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, group_size, scales_and_zeros)
     return torch.ops.aten._weight_int4pack_mm(x, packed, group_size, scales_and_zeros)
+
+
+@functools.cache
+def cpu_int4_layout_is_known() -> bool:
+    """Whether this CPU's int4 kernel packs codes the way `dequantize_int4_cpu` reads them: PyTorch packs
+    differently for AVX-512 than for AVX2 CPUs (seen on an AMD EPYC without AVX-512), so the layout is
+    checked once on a small matrix, and where it differs the kernel itself does every product."""
+    codes = torch.arange(PACK_CHUNK * 64, dtype=torch.int32).reshape(PACK_CHUNK, 64).remainder(13).to(torch.uint8)
+    unit = torch.tensor([1.0, 8.0], dtype=COMPUTE_DTYPE).expand(64 // 32, PACK_CHUNK, 2).contiguous()
+    return torch.equal(dequantize_int4_cpu(pack_int4(codes), 32, unit).t(), codes.to(COMPUTE_DTYPE))
 
 
 def dequantize_int4_cpu(packed: Tensor, group_size: int, scales_and_zeros: Tensor) -> Tensor:
