@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from gptlab.checkpoint import export_hf_folder, load_checkpoint, load_model, save_checkpoint
 from gptlab.config import GPTConfig
 from gptlab.model import GPT
-from gptlab.models import ChatDefaults, llama
+from gptlab.models import llama
 from gptlab.tokenizer import hf_tokenizer, tokenizer_from_dict
 from hf_models import save_random_hf_llama, tokenizer_texts
 
@@ -74,10 +74,13 @@ def test_smollm2_folder_brings_its_own_tokenizer(hf_smollm2, smollm2_folder):
     assert tokenizer_from_dict(json.loads(json.dumps(ours.to_dict()))).encode(CHAT) == ours.encode(CHAT)
 
 
-def test_smollm2_folder_chats_as_its_family(hf_smollm2, smollm2_folder):
-    meta = smollm2_folder.meta
-    assert ChatDefaults(meta.prompt_style, meta.default_system) == ChatDefaults("chatml", llama.SMOLLM_SYSTEM)
-    assert llama.SMOLLM_SYSTEM in (hf_smollm2 / "chat_template.jinja").read_text()  # the template's own default
+def test_smollm2_folder_chats_in_its_own_chat_template(hf_smollm2, smollm2_folder):
+    meta, jinja = smollm2_folder.meta, hf_smollm2 / "chat_template.jinja"
+    assert meta.prompt_style == "template" and meta.default_system is None  # the template writes its own default
+    template = meta.chat_template
+    assert (template.template, template.source) == (jinja.read_text(), str(jinja))
+    assert (template.bos_token, template.eos_token, template.end_of_turn, template.stop_ids) == \
+        ("<|im_start|>", "<|im_end|>", 2, (2,))
 
 
 def test_the_cut_is_the_one_the_tokenizer_json_names(hf_smollm2, smollm2_folder, tmp_path):
@@ -126,15 +129,20 @@ def test_export_of_the_built_in_smollm2_carries_its_tokenizer(tmp_path):
     from transformers import AutoTokenizer
 
     smollm2 = load_model("smollm2")
-    folder = export_hf_folder(smollm2.model, tmp_path / "smollm2", smollm2.tokenizer)
+    folder = export_hf_folder(smollm2.model, tmp_path / "smollm2", smollm2.tokenizer, smollm2.meta.chat_template)
     ids = smollm2.tokenizer.encode(CHAT)
     assert max_logit_difference(smollm2.model, folder, ids) < 1e-4
     theirs = AutoTokenizer.from_pretrained(folder)
     for text in [*tokenizer_texts(records=50), CHAT]:
         assert theirs.encode(text, add_special_tokens=False) == smollm2.tokenizer.encode(text), text[:60]
     assert theirs.eos_token == "<|im_end|>"
+    messages = [{"role": "user", "content": "What is 12 + 30, in words?"}]
+    assert theirs.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == \
+        smollm2.meta.chat_template.render(messages)
     again = load_model(str(folder))
-    assert again.tokenizer.encode(CHAT) == ids and again.meta.prompt_style == "chatml"
+    assert again.tokenizer.encode(CHAT) == ids and again.meta.prompt_style == "template"
+    assert (again.meta.chat_template.template, again.meta.chat_template.stop_ids) == \
+        (smollm2.meta.chat_template.template, (2,))
 
 
 def test_a_checkpoint_of_a_folder_model_rebuilds_its_tokenizer(tmp_path, hf_smollm2):
@@ -149,9 +157,10 @@ def test_a_checkpoint_of_a_folder_model_rebuilds_its_tokenizer(tmp_path, hf_smol
 
 @pytest.mark.parametrize("changes, message", [
     ({"model_type": "mamba"}, "model_type 'mamba' is not supported; gptlab reads Hugging Face folders of model_type "
-                              "gpt2, llama"),
-    ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "scaled rotary embeddings .* are not supported"),
-    ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4}}, "scaled rotary embeddings .* are not supported"),
+                              "gpt2, llama, qwen2, "),
+    ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "rope scaling 'llama3' needs 'low_freq_factor'"),
+    ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4}}, "rope scaling 'yarn' is not supported; gptlab "
+                                                                   "reads 'linear' and 'llama3'"),
     ({"attention_bias": True}, "attention_bias / mlp_bias are not supported"),
     ({"hidden_act": "gelu"}, "hidden_act 'gelu' is not supported"),
 ])

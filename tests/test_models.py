@@ -33,8 +33,10 @@ def test_families_are_found_by_what_their_files_say():
     assert family_for_hf({"model_type": "gpt2"}, "config.json") is gpt2.FAMILY
     assert family_for_hf({"model_type": "llama"}, "config.json") is llama.FAMILY
     assert family_for_gguf("llama", "m.gguf") is llama.FAMILY
+    known = ", ".join(t for family in FAMILIES for t in family.hf.model_types)
+    assert known.startswith("gpt2, llama, qwen2")
     with pytest.raises(ValueError, match=r"^x/config.json: model_type None is not supported; gptlab reads "
-                                         r"Hugging Face folders of model_type gpt2, llama$"):
+                                         rf"Hugging Face folders of model_type {known}$"):
         family_for_hf({}, "x/config.json")
     with pytest.raises(ValueError, match=r"^m.gguf: architecture 'qwen2' is not supported; gptlab reads GGUF "
                                          r"files of llama$"):
@@ -59,10 +61,10 @@ def test_pre_tokenizers_are_found_by_gguf_name_or_tokenizer_json_spec():
         pre_tokenizer("llama-bpe", "m.gguf")
 
 
-def test_chat_defaults_are_family_data():
-    smollm = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"  # SmolLM2's chat template
-    assert llama.FAMILY.chat == ChatDefaults("chatml", smollm)
-    assert gpt2.FAMILY.chat == ChatDefaults(None, None)
+def test_llama_and_gpt2_bring_no_chat_defaults():
+    """A Llama is prompted by its file's chat template (SmolLM2's brings ChatML and its system message); one
+    without a template gets no family's guess, least of all SmolLM2's system message."""
+    assert llama.FAMILY.chat == gpt2.FAMILY.chat == ChatDefaults(None, None)
 
 
 def test_unknown_preset_names_the_choices():

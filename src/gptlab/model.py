@@ -1,12 +1,16 @@
-"""GPT-2, written from scratch, with GPT-2/Hugging Face parameter names.
+"""GPT-2, written from scratch, with GPT-2/Hugging Face parameter names, and the named blocks other
+families swap in (rotary positions and their scalings, RMSNorm, gated MLPs, grouped-query attention,
+QK-norm, sliding windows, post-norms, parallel residuals, a mixture of experts).
 
 Parameter names follow GPT-2 (`wte`, `wpe`, `h.{i}.attn.c_attn`, ...) so importing the published
-weights is a loop over keys, not a table of renames (see `checkpoint/hf.py`).
+weights is a loop over keys, not a table of renames (see `checkpoint/hf.py`). Which blocks a model
+uses is its `GPTConfig`'s business; which configs make a family is `gptlab.models`'.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gptlab.config import GPTConfig
+from gptlab.config import GPTConfig, RopeScaling
 from gptlab.linear import Linear
 
 ATTENTION_IMPLS = ("sdpa", "math")
@@ -25,6 +29,7 @@ QUERY_BLOCK = 128
 MAX_BLOCKED_KEYS = 2048
 # The four projection weights per block; GPT-2 checkpoints store them transposed (Conv1D).
 PROJECTION_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+EXPERT_WEIGHTS = ("c_fc.weight", "c_proj.weight")  # a mixture's experts: mlp.experts.{e}.c_fc.weight, ...
 
 
 @dataclass
@@ -141,27 +146,56 @@ class RMSNorm(nn.Module):
         return self.weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
 
 
-def make_norm(config: GPTConfig) -> nn.Module:
-    """The norm the config names: GPT-2's LayerNorm or Llama's RMSNorm."""
-    return (RMSNorm if config.norm == "rmsnorm" else LayerNorm)(config.n_embd, config.layer_norm_eps)
+def make_norm(config: GPTConfig, dim: int | None = None) -> nn.Module:
+    """The norm the config names (GPT-2's LayerNorm or Llama's RMSNorm) over `dim` (default: the width)."""
+    return (RMSNorm if config.norm == "rmsnorm" else LayerNorm)(dim or config.n_embd, config.layer_norm_eps)
 
 
-def rotary(positions: Tensor, head_dim: int, theta: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """cos and sin (B or 1, 1, T, head_dim) of the rotary embedding at `positions` (B or 1, T)."""
-    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
-    angles = positions.float()[..., None] * inv_freq  # (B, T, head_dim / 2)
-    angles = torch.cat([angles, angles], dim=-1)[:, None]  # (B, 1, T, head_dim): halves, as in HF Llama
+def inverse_frequencies(dims: int, theta: float, scaling: RopeScaling | None = None) -> Tensor:
+    """The rotary embedding's angle per position for each of `dims` / 2 dimension pairs (float32)."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, dims, 2, dtype=torch.float32) / dims)
+    if scaling is None:
+        return inv_freq
+    if scaling.kind == "linear":  # positions / factor: every wavelength stretched alike
+        return inv_freq / scaling.factor
+    # llama3: long wavelengths (beyond the original context / low_freq_factor) are stretched fully, short
+    # ones (below original / high_freq_factor) kept, and those between blended smoothly
+    wavelength = 2 * math.pi / inv_freq
+    blend = (scaling.original_context / wavelength - scaling.low_freq_factor) / (
+        scaling.high_freq_factor - scaling.low_freq_factor)
+    blended = (1 - blend) * inv_freq / scaling.factor + blend * inv_freq
+    long = wavelength > scaling.original_context / scaling.low_freq_factor
+    short = wavelength < scaling.original_context / scaling.high_freq_factor
+    return torch.where(long, inv_freq / scaling.factor, torch.where(short, inv_freq, blended))
+
+
+def rotary(positions: Tensor, inv_freq: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """cos and sin (B or 1, 1, T, rotary dims) of the rotary embedding at `positions` (B or 1, T)."""
+    angles = positions.float()[..., None] * inv_freq.to(positions.device)  # (B, T, rotary dims / 2)
+    angles = torch.cat([angles, angles], dim=-1)[:, None]  # (B, 1, T, rotary dims): halves, as in HF Llama
     return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate each (first half, second half) pair of `x` (B, nh, T, hs) by its position's angle."""
+    """Rotate each (first half, second half) pair of the first rotary dims of `x` (B, nh, T, hs) by its
+    position's angle; a head's other dimensions (partial rotary) pass unchanged."""
+    dims = cos.shape[-1]
+    if dims < x.shape[-1]:
+        return torch.cat([apply_rotary(x[..., :dims], cos, sin), x[..., dims:]], dim=-1)
     first, second = x.chunk(2, dim=-1)
     return x * cos + torch.cat([-second, first], dim=-1) * sin
 
 
+def sliding_window_mask(positions: Tensor, span: int, window: int) -> Tensor:
+    """(B or 1, 1, T, span) bool: query at `positions` (B or 1, T) sees the keys at positions p - window + 1 .. p."""
+    keys = torch.arange(span, device=positions.device)
+    offset = positions[..., None] - keys  # (B, T, span): how far back each key lies
+    return ((offset >= 0) & (offset < window))[:, None]
+
+
 def attend(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float, impl: str, grouped: bool = False
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float, impl: str, grouped: bool = False,
+    scale: float | None = None,
 ) -> Tensor:
     """Scaled dot-product attention of T queries over S >= T keys.
 
@@ -169,12 +203,12 @@ def attend(
     nh / n_kv consecutive query heads, read in place, never copied; `grouped` says so, from the
     config, a plain bool even under torch.compile's symbolic shapes). `mask` (bool, True = may
     attend) broadcasts to (B, nh, T, S); when it is None the queries are the last T positions of
-    the keys and attention is causal.
+    the keys and attention is causal. `scale` multiplies the scores (None: 1 / sqrt(hs)).
     """
     T, S = q.shape[-2], k.shape[-2]
     if impl == "sdpa" and q.device.type == "cpu" and q.dtype == torch.bfloat16:  # BENCHMARKS.md, "Attention"
         if T == 1:  # PyTorch's fused CPU kernel is 3-6x faster in float32 than in bf16, even counting the casts
-            return attend(q.float(), k.float(), v.float(), mask, dropout, impl, grouped).to(q.dtype)
+            return attend(q.float(), k.float(), v.float(), mask, dropout, impl, grouped, scale).to(q.dtype)
         # and the explicit path beats it in bf16 over a few hundred keys (forward and backward), or, at
         # inference, over up to a few thousand keys taken QUERY_BLOCK queries at a time (prefill)
         if S <= 256 or (S <= MAX_BLOCKED_KEYS and not q.requires_grad):
@@ -185,30 +219,33 @@ def attend(
             mask = causal_mask(T, S, q.device)
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal and T == S,
-            enable_gqa=grouped,
+            enable_gqa=grouped, scale=scale,
         )
     if T <= QUERY_BLOCK or q.requires_grad:
-        return explicit_attention(q, k, v, mask, dropout)
+        return explicit_attention(q, k, v, mask, dropout, scale)
     blocks = []
     for start in range(0, T, QUERY_BLOCK):
         rows = q[:, :, start : start + QUERY_BLOCK]
         if mask is None:  # causal: the block's last query sees keys up to its own position, no further
             end = S - T + start + rows.shape[-2]
-            blocks.append(explicit_attention(rows, k[:, :, :end], v[:, :, :end], None, dropout))
+            blocks.append(explicit_attention(rows, k[:, :, :end], v[:, :, :end], None, dropout, scale))
         else:
             rows_mask = mask if mask.shape[-2] == 1 else mask[..., start : start + QUERY_BLOCK, :]
-            blocks.append(explicit_attention(rows, k, v, rows_mask, dropout))
+            blocks.append(explicit_attention(rows, k, v, rows_mask, dropout, scale))
     return torch.cat(blocks, dim=-2)
 
 
-def explicit_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float) -> Tensor:
-    """softmax(q k^T / sqrt(hs) + mask) v, the query heads that share a key/value head stacked as rows of
-    one product with it (a plain batched matmul: broadcasting the keys over the group copies them)."""
+def explicit_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float, scale: float | None = None
+) -> Tensor:
+    """softmax(q k^T * scale + mask) v (scale 1 / sqrt(hs) unless given), the query heads that share a
+    key/value head stacked as rows of one product with it (a plain batched matmul: broadcasting the keys
+    over the group copies them)."""
     B, nh, T, hs = q.shape
     n_kv, S = k.shape[1], k.shape[2]
     group = nh // n_kv
     att = (q.reshape(B, n_kv, group * T, hs) @ k.transpose(-2, -1)).view(B, n_kv, group, T, S)
-    att = att.mul_(1.0 / math.sqrt(hs))
+    att = att.mul_(1.0 / math.sqrt(hs) if scale is None else scale)
     if mask is None:  # causal: every query sees the first S - T keys; only the last T need a mask
         att[..., S - T :].masked_fill_(~causal_mask(T, T, q.device), float("-inf"))
     else:
@@ -228,11 +265,18 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.kv_heads, config.head_dim
         self.dropout = config.dropout
+        self.scale = config.attn_scale
         self.impl = "sdpa"  # or "math"; see GPT.set_attention
-        kv_width = config.kv_heads * config.head_dim  # < n_embd with grouped-query attention
-        self.c_attn = Linear(config.n_embd, config.n_embd + 2 * kv_width, bias=config.qkv_bias)
-        self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
+        q_width, kv_width = config.n_head * config.head_dim, config.kv_heads * config.head_dim
+        self.c_attn = Linear(config.n_embd, q_width + 2 * kv_width, bias=config.qkv_bias)
+        self.c_proj = Linear(q_width, config.n_embd, bias=config.bias)
         self.resid_drop = nn.Dropout(config.dropout)
+        # QK-norm: RMSNorm of queries and keys before rotation, over each head (shared by all heads) or all heads
+        self.qk_norm = config.qk_norm
+        if config.qk_norm != "none":
+            per_head = config.qk_norm == "head"
+            self.q_norm = RMSNorm(config.head_dim if per_head else q_width, config.layer_norm_eps)
+            self.k_norm = RMSNorm(config.head_dim if per_head else kv_width, config.layer_norm_eps)
 
     def forward(
         self, x: Tensor, mask: Tensor | None, rope: tuple[Tensor, Tensor] | None = None,
@@ -240,56 +284,113 @@ class CausalSelfAttention(nn.Module):
     ) -> Tensor:
         """Attention over `x` (B, T, C); with a layer cache `kv` (keys, values buffers), this call's
         keys/values are stored `at` their places and attention reads the cached ones."""
-        B, T, C = x.shape
-        kv_width = self.n_kv_head * self.head_dim
-        q, k, v = self.c_attn(x).split([C, kv_width, kv_width], dim=2)
+        B, T, _ = x.shape
+        q_width, kv_width = self.n_head * self.head_dim, self.n_kv_head * self.head_dim
+        q, k, v = self.c_attn(x).split([q_width, kv_width, kv_width], dim=2)
+        if self.qk_norm == "full":
+            q, k = self.q_norm(q), self.k_norm(k)
         q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, n_kv, T, hs)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        if self.qk_norm == "head":
+            q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         if kv is not None and at is not None:
             k, v = at.store(kv[0], k), at.store(kv[1], v)  # (B, n_kv, S, hs)
         dropout = self.dropout if self.training else 0.0
-        y = attend(q, k, v, mask, dropout, self.impl, grouped=self.n_kv_head != self.n_head)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        y = attend(q, k, v, mask, dropout, self.impl, grouped=self.n_kv_head != self.n_head, scale=self.scale)
+        y = y.transpose(1, 2).contiguous().view(B, T, q_width)
         return self.resid_drop(self.c_proj(y))
 
 
-class MLP(nn.Module):
-    """GPT-2's tanh-GELU MLP, or Llama's SwiGLU: `c_fc` then holds the gate and up projections."""
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "gelu": functools.partial(F.gelu, approximate="tanh"),  # GPT-2's tanh approximation
+    "gelu_exact": F.gelu,  # GPT-NeoX
+    "swiglu": F.silu,  # Llama: silu(gate) * up
+    "geglu": functools.partial(F.gelu, approximate="tanh"),  # Gemma: gelu(gate) * up
+}
+GATED = ("swiglu", "geglu")
 
-    def __init__(self, config: GPTConfig) -> None:
+
+class MLP(nn.Module):
+    """GPT-2's GELU MLP, or a gated one (Llama's SwiGLU, Gemma's GeGLU): `c_fc` then holds the gate and
+    up projections, stacked."""
+
+    def __init__(self, config: GPTConfig, hidden: int | None = None) -> None:
         super().__init__()
-        self.gated = config.mlp == "swiglu"
-        width = config.hidden_size * (2 if self.gated else 1)
-        self.c_fc = Linear(config.n_embd, width, bias=config.bias)
-        self.c_proj = Linear(config.hidden_size, config.n_embd, bias=config.bias)
+        hidden = hidden or config.hidden_size
+        self.gated = config.mlp in GATED
+        self.act = ACTIVATIONS[config.mlp]
+        self.c_fc = Linear(config.n_embd, hidden * (2 if self.gated else 1), bias=config.bias)
+        self.c_proj = Linear(hidden, config.n_embd, bias=config.bias)
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.gated:
             gate, up = self.c_fc(x).chunk(2, dim=-1)
-            return self.drop(self.c_proj(F.silu(gate) * up))
-        return self.drop(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+            return self.drop(self.c_proj(self.act(gate) * up))
+        return self.drop(self.c_proj(self.act(self.c_fc(x))))
 
 
-class Block(nn.Module):
-    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+class MixtureOfExperts(nn.Module):
+    """Top-k routing over expert MLPs (Qwen3-MoE): each token goes through the `active` experts its router
+    scores highest, their outputs weighted by the router's softmax over all experts."""
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.ln_1 = make_norm(config)
+        assert config.experts is not None
+        self.active, self.normalize = config.experts.active, config.experts.normalize
+        self.router = Linear(config.n_embd, config.experts.count, bias=False)
+        self.experts = nn.ModuleList(MLP(config, config.experts.hidden) for _ in range(config.experts.count))
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, T, C = x.shape
+        tokens = x.reshape(B * T, C)
+        weights = self.router(tokens).float().softmax(dim=-1)  # (N, experts)
+        top, chosen = weights.topk(self.active, dim=-1)  # (N, active)
+        if self.normalize:
+            top = top / top.sum(dim=-1, keepdim=True)
+        top = top.to(x.dtype)
+        out = torch.zeros_like(tokens)
+        for e, expert in enumerate(self.experts):
+            rows, rank = (chosen == e).nonzero(as_tuple=True)  # the tokens routed to expert e
+            if rows.numel():
+                out.index_add_(0, rows, expert(tokens[rows]) * top[rows, rank, None])
+        return out.view(B, T, C)
+
+
+class Block(nn.Module):
+    """A transformer block: attention then MLP, each a residual branch with norms where the config puts
+    them ("pre": x + f(norm(x)), GPT-2 and Llama; "post": x + norm(f(x)), OLMo 2; "both": x +
+    norm(f(norm(x))), Gemma 3), or both branches from the same x (parallel residual, GPT-NeoX)."""
+
+    def __init__(self, config: GPTConfig, layer: int = 0) -> None:
+        super().__init__()
+        pre, post = config.norm_position in ("pre", "both"), config.norm_position in ("post", "both")
+        self.ln_1 = make_norm(config) if pre else None
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = make_norm(config)
-        self.mlp = MLP(config)
+        self.attn_out_norm = make_norm(config) if post else None
+        self.ln_2 = make_norm(config) if pre else None
+        self.mlp = MixtureOfExperts(config) if config.experts is not None else MLP(config)
+        self.mlp_out_norm = make_norm(config) if post else None
+        self.parallel = config.parallel_residual
+        self.windowed = config.windowed(layer)  # attends over a sliding window: GPT._blocks gives it that mask
 
     def forward(
         self, x: Tensor, mask: Tensor | None, rope: tuple[Tensor, Tensor] | None = None,
         kv: tuple[Tensor, Tensor] | None = None, at: CacheWrite | None = None,
     ) -> Tensor:
-        x = x + self.attn(self.ln_1(x), mask, rope, kv, at)
-        return x + self.mlp(self.ln_2(x))
+        attn = self.attn(_normed(self.ln_1, x), mask, rope, kv, at)
+        attn = _normed(self.attn_out_norm, attn)
+        if self.parallel:
+            return x + attn + self.mlp(_normed(self.ln_2, x))
+        x = x + attn
+        return x + _normed(self.mlp_out_norm, self.mlp(_normed(self.ln_2, x)))
+
+
+def _normed(norm: nn.Module | None, x: Tensor) -> Tensor:
+    return x if norm is None else norm(x)
 
 
 class GPT(nn.Module):
@@ -299,7 +400,7 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.wpe = nn.Embedding(config.context_length, config.n_embd) if config.positions == "learned" else None
         self.drop = nn.Dropout(config.dropout)
-        self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.ln_f = make_norm(config)
         if config.num_classes is None:
             self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
@@ -326,9 +427,9 @@ class GPT(nn.Module):
             if isinstance(module, (LayerNorm, RMSNorm)):
                 nn.init.ones_(module.weight)
         proj_std = 0.02 / math.sqrt(2 * self.config.n_layer)
-        for block in self.h:
-            nn.init.normal_(block.attn.c_proj.weight, 0.0, proj_std)
-            nn.init.normal_(block.mlp.c_proj.weight, 0.0, proj_std)
+        for name, param in self.h.named_parameters():
+            if name.endswith("c_proj.weight"):  # what each branch adds to the residual stream (experts' too)
+                nn.init.normal_(param, 0.0, proj_std)
 
     def use_fast_weight_layout(self) -> None:
         """Lay each projection weight out in memory as its dtype's few-row product reads it fastest.
@@ -339,7 +440,7 @@ class GPT(nn.Module):
         again after changing the dtype.
         """
         for name, param in self.named_parameters():
-            if not name.endswith(PROJECTION_WEIGHTS):
+            if not name.endswith(PROJECTION_WEIGHTS + EXPERT_WEIGHTS):
                 continue
             input_major = param.dtype == torch.float32
             if input_major and param.is_contiguous():
@@ -411,17 +512,33 @@ class GPT(nn.Module):
 
     def _blocks(self, idx: Tensor, pos: Tensor, mask: Tensor | None, cache: KVCache | None = None,
                 at: CacheWrite | None = None) -> Tensor:
-        """Embed `idx` (B, T) at positions `pos` (B or 1, T), run every block, apply the final norm."""
+        """Embed `idx` (B, T) at positions `pos` (B or 1, T), run every block, apply the final norm.
+
+        `mask` is the causal one (None: the T queries are the last T of the keys); a windowed block
+        gets the sliding-window mask instead, and its own rotary base where the config gives one.
+        """
+        config = self.config
         x = self.wte(idx)  # (B, T, C)
-        rope = None
+        if config.embedding_scale != 1.0:
+            x = x * torch.tensor(config.embedding_scale, dtype=x.dtype)  # rounded to the dtype, as Gemma does
+        rope = local_rope = None
         if self.wpe is not None:
             x = x + self.wpe(pos)
         else:
-            rope = rotary(pos, self.config.head_dim, self.config.rope_theta, x.dtype)
+            rope = rotary(pos, inverse_frequencies(config.rotary_dims, config.rope_theta, config.rope_scaling), x.dtype)
+            if config.local_rope_theta is not None:
+                local_rope = rotary(pos, inverse_frequencies(config.rotary_dims, config.local_rope_theta), x.dtype)
+        window_mask = None
+        if config.sliding_window is not None:
+            span = at.span if isinstance(at, RowPositions) else int(pos.shape[-1]) + (at.start if at else 0)
+            window_mask = sliding_window_mask(pos.expand(x.shape[0], -1), span, config.sliding_window)
         x = self.drop(x)
         for i, block in enumerate(self.h):
             kv = (cache.keys[i], cache.values[i]) if cache is not None else None
-            x = block(x, mask, rope, kv, at)
+            if block.windowed:
+                x = block(x, window_mask, local_rope or rope, kv, at)
+            else:
+                x = block(x, mask, rope, kv, at)
         return self.ln_f(x)
 
     def forward(self, idx: Tensor, lengths: Tensor | None = None, logits_at: Tensor | None = None) -> Tensor:

@@ -11,14 +11,15 @@ import json
 from typing import Any
 
 from gptlab.config import GPTConfig
-from gptlab.models import gpt2, llama
+from gptlab.models import gpt2, llama, mistral, qwen2, qwen3
 from gptlab.models.family import ChatDefaults, Family, PreTokenizer
 
 __all__ = ["FAMILIES", "PRESETS", "ChatDefaults", "Family", "PreTokenizer", "family_for_gguf", "family_for_hf",
            "family_of", "pre_tokenizer", "preset_config"]
 
-FAMILIES: tuple[Family, ...] = (gpt2.FAMILY, llama.FAMILY)
-PRESETS: dict[str, dict[str, Any]] = {name: fields for family in FAMILIES for name, fields in family.presets.items()}
+FAMILIES: tuple[Family, ...] = (gpt2.FAMILY, llama.FAMILY, qwen2.FAMILY, qwen3.FAMILY, mistral.FAMILY)
+PRESETS: dict[str, dict[str, Any]] = {name: {**fields, "family": family.name}
+                                      for family in FAMILIES for name, fields in family.presets.items()}
 PRE_TOKENIZERS: tuple[PreTokenizer, ...] = tuple(cut for family in FAMILIES for cut in family.pre_tokenizers)
 
 
@@ -30,8 +31,10 @@ def preset_config(name: str, **overrides: Any) -> GPTConfig:
 
 
 def family_of(config: GPTConfig) -> Family | None:
-    """The family whose architecture `config` has; None for a mix no family holds."""
-    return next((family for family in FAMILIES if family.holds(config)), None)
+    """The family `config` names, else the one whose blocks it has (configs that name none); None for a mix."""
+    if config.family is not None:
+        return next((family for family in FAMILIES if family.name == config.family), None)
+    return next((family for family in FAMILIES if family.holds is not None and family.holds(config)), None)
 
 
 def family_for_hf(hf_config: dict[str, Any], source: str) -> Family:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from gptlab.config import GPTConfig
+from gptlab.config import GPTConfig, RopeScaling
 
 OFFSETS_ONLY = ("trim_offsets",)  # tokenizer.json settings that move character offsets, never ids
 
@@ -75,8 +75,7 @@ class GGUFFormat:
 class Family:
     """Everything gptlab knows about one model family; one file of `gptlab.models` per family."""
 
-    name: str
-    holds: Callable[[GPTConfig], bool]  # whether a config has this family's architecture
+    name: str  # what `GPTConfig.family` says of a model of this family
     # "gpt2": GPT-2's published BPE; "file": the model file's own (a tokenizer.json, a GGUF vocabulary)
     vocabulary: Literal["gpt2", "file"]
     hf: HFFormat
@@ -84,6 +83,63 @@ class Family:
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)  # name → GPTConfig fields
     pre_tokenizers: tuple[PreTokenizer, ...] = ()  # cuts before BPE that this family brings
     chat: ChatDefaults = ChatDefaults()
+    # whether a config that names no family has this family's blocks (configs written before they named one)
+    holds: Callable[[GPTConfig], bool] | None = None
+
+
+SCALED_ROPES_TODO = ("yarn", "longrope", "dynamic")  # rope scalings of other families that gptlab refuses
+
+
+def rope_from_hf(hf: dict[str, Any], source: str) -> tuple[float, RopeScaling | None]:
+    """The rotary base and scaling of a Hugging Face config.json, in transformers 4.x spelling
+    (`rope_theta`, `rope_scaling`) or 5.x (`rope_parameters`); a scaling gptlab lacks is refused."""
+    params = {**(hf.get("rope_scaling") or {}), **(hf.get("rope_parameters") or {})}
+    theta = float(params.get("rope_theta", hf.get("rope_theta", 10000.0)))
+    kind = params.get("rope_type", params.get("type", "default"))
+    if kind == "default":
+        return theta, None
+    if kind == "linear":
+        return theta, RopeScaling("linear", float(params["factor"]))
+    if kind == "llama3":
+        try:
+            return theta, RopeScaling("llama3", float(params["factor"]), float(params["low_freq_factor"]),
+                                      float(params["high_freq_factor"]),
+                                      int(params["original_max_position_embeddings"]))
+        except KeyError as err:
+            raise ValueError(f"{source}: rope scaling 'llama3' needs {err}") from None
+    raise ValueError(f"{source}: rope scaling {kind!r} is not supported; gptlab reads 'linear' and 'llama3' "
+                     f"(not yet {', '.join(SCALED_ROPES_TODO)})")
+
+
+def rope_to_hf(config: GPTConfig) -> dict[str, Any]:
+    """`rope_theta` and `rope_scaling` as a config.json writes them (transformers 4.x and 5.x read them)."""
+    scaling = config.rope_scaling
+    if scaling is None:
+        return {"rope_theta": config.rope_theta, "rope_scaling": None}
+    written: dict[str, Any] = {"rope_type": scaling.kind, "factor": scaling.factor}
+    if scaling.kind == "llama3":
+        written.update(low_freq_factor=scaling.low_freq_factor, high_freq_factor=scaling.high_freq_factor,
+                       original_max_position_embeddings=scaling.original_context)
+    return {"rope_theta": config.rope_theta, "rope_scaling": written}
+
+
+def window_from_hf(hf: dict[str, Any], n_layer: int, windowed: list[int] | None = None) -> dict[str, Any]:
+    """`sliding_window` and `sliding_layers` of our config from a config.json: its `layer_types` where it
+    lists them (transformers 5), else the blocks `windowed` (the family's rule; None: every block)."""
+    window = hf.get("sliding_window")
+    if "layer_types" in hf and hf["layer_types"] is not None:
+        windowed = [i for i, kind in enumerate(hf["layer_types"]) if kind == "sliding_attention"]
+    if window is None or windowed == []:
+        return {"sliding_window": None, "sliding_layers": None}
+    if windowed is None or windowed == list(range(n_layer)):
+        return {"sliding_window": window, "sliding_layers": None}
+    return {"sliding_window": window, "sliding_layers": tuple(windowed)}
+
+
+def window_to_hf(config: GPTConfig) -> dict[str, Any]:
+    """`sliding_window` and `layer_types` as transformers 5 reads them."""
+    kinds = ["sliding_attention" if config.windowed(i) else "full_attention" for i in range(config.n_layer)]
+    return {"sliding_window": config.sliding_window, "layer_types": kinds}
 
 
 Parts = dict[str, list[tuple[str, int]]]
@@ -109,3 +165,63 @@ def split_parts(state: dict[str, Tensor], parts: Parts) -> dict[str, Tensor]:
         for (name, _), piece in zip(pieces, state[ours].split([rows for _, rows in pieces])):
             out[name] = piece.contiguous()
     return out
+
+
+Names = dict[str, str]
+"""A file's tensor name (without ".weight"/".bias") for each role; "{i}" is the block, "{e}" the expert."""
+
+
+def block_parts(config: GPTConfig, names: Names) -> Parts:
+    """Each of our tensors as the file's tensors it stacks, for a model whose roles `names` spells.
+
+    Roles a config does not use are left out: post-norms without `norm_position` post, QK-norms
+    without `qk_norm`, biases without `qkv_bias`/`bias`/LayerNorm. q/k/v and gate/up come separate
+    ("q", "k", "v"; "gate", "up") or fused as the file keeps them ("qkv"; "gate_up"); an ungated
+    MLP's first projection is "fc"; a mixture's router is "router", its experts "expert_gate",
+    "expert_up", "expert_down".
+    """
+    width, hd, vocab = config.n_embd, config.head_dim, config.vocab_size
+    q_rows, kv_rows = config.n_head * hd, config.kv_heads * hd
+    norm_bias = config.norm == "layernorm"
+    layout: Parts = {}
+
+    def add(ours: str, pieces: list[tuple[str, int]], bias: bool = False, i: int = 0, e: int = 0) -> None:
+        for suffix in (".weight", ".bias") if bias else (".weight",):
+            layout[ours + suffix] = [(names[role].format(i=i, e=e) + suffix, rows) for role, rows in pieces]
+
+    def mlp(prefix: str, hidden: int, i: int, e: int | None = None) -> None:
+        gate, up, down = ("expert_gate", "expert_up", "expert_down") if e is not None else ("gate", "up", "down")
+        if config.mlp not in ("swiglu", "geglu"):
+            first = [("fc", hidden)]
+        elif "gate_up" in names and e is None:
+            first = [("gate_up", 2 * hidden)]
+        else:
+            first = [(gate, hidden), (up, hidden)]
+        add(f"{prefix}.c_fc", first, config.bias, i, e or 0)
+        add(f"{prefix}.c_proj", [(down, width)], config.bias, i, e or 0)
+
+    add("wte", [("wte", vocab)])
+    add("ln_f", [("ln_f", width)], norm_bias)
+    if not config.head_is_tied:
+        add("lm_head", [("lm_head", vocab)])
+    pre, post = config.norm_position in ("pre", "both"), config.norm_position in ("post", "both")
+    for i in range(config.n_layer):
+        block = f"h.{i}"
+        for ours, role, used in (("ln_1", "ln_1", pre), ("ln_2", "ln_2", pre),
+                                 ("attn_out_norm", "attn_out_norm", post), ("mlp_out_norm", "mlp_out_norm", post)):
+            if used:
+                add(f"{block}.{ours}", [(role, width)], norm_bias, i)
+        qkv = [("qkv", q_rows + 2 * kv_rows)] if "qkv" in names else [("q", q_rows), ("k", kv_rows), ("v", kv_rows)]
+        add(f"{block}.attn.c_attn", qkv, config.qkv_bias, i)
+        add(f"{block}.attn.c_proj", [("o", width)], config.bias, i)
+        if config.qk_norm != "none":
+            per_head = config.qk_norm == "head"
+            add(f"{block}.attn.q_norm", [("q_norm", hd if per_head else q_rows)], i=i)
+            add(f"{block}.attn.k_norm", [("k_norm", hd if per_head else kv_rows)], i=i)
+        if config.experts is None:
+            mlp(f"{block}.mlp", config.hidden_size, i)
+            continue
+        add(f"{block}.mlp.router", [("router", config.experts.count)], i=i)
+        for e in range(config.experts.count):
+            mlp(f"{block}.mlp.experts.{e}", config.experts.hidden, i, e)
+    return layout

@@ -12,21 +12,31 @@ from typing import Any
 
 from torch import Tensor
 
-from gptlab.config import GPTConfig
+from gptlab.config import GPTConfig, RopeScaling
 from gptlab.models.family import (
-    ChatDefaults,
     Family,
     GGUFFormat,
     HFFormat,
+    Names,
     Parts,
     PreTokenizer,
+    block_parts,
+    rope_from_hf,
+    rope_to_hf,
     split_parts,
     stack_parts,
 )
 
 BLOCKS = dict(positions="rope", norm="rmsnorm", mlp="swiglu", bias=False, qkv_bias=False)  # what makes a Llama
-# SmolLM2's chat template opens every conversation with this system message unless one is given.
-SMOLLM_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+LLAMA3_ROPE = RopeScaling("llama3", factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0, original_context=8192)
+PRESETS: dict[str, dict[str, Any]] = {
+    "llama-tiny": dict(vocab_size=50257, context_length=256, n_layer=2, n_head=4, n_kv_head=2, n_embd=64,
+                       mlp_hidden=128, rope_theta=500000.0, rope_scaling=LLAMA3_ROPE, layer_norm_eps=1e-5,
+                       **BLOCKS),  # for tests and pretraining on CPU, with GPT-2's vocabulary
+    "llama-3.2-1b": dict(vocab_size=128256, context_length=131072, n_layer=16, n_head=32, n_kv_head=8, n_embd=2048,
+                         mlp_hidden=8192, rope_theta=500000.0, rope_scaling=LLAMA3_ROPE, layer_norm_eps=1e-5,
+                         **BLOCKS),
+}
 # SmolLM's cut: every digit alone, then GPT-2's pattern. A run of spaces before a digit stays
 # whole, as when HF's Digits pre-tokenizer has cut the text at the digit first.
 SMOLLM_SPLIT = PreTokenizer(
@@ -43,12 +53,14 @@ HF_NAMES = {
     "v": "model.layers.{i}.self_attn.v_proj", "o": "model.layers.{i}.self_attn.o_proj",
     "gate": "model.layers.{i}.mlp.gate_proj", "up": "model.layers.{i}.mlp.up_proj",
     "down": "model.layers.{i}.mlp.down_proj",
+    "q_norm": "model.layers.{i}.self_attn.q_norm", "k_norm": "model.layers.{i}.self_attn.k_norm",  # Qwen3, ...
 }
 GGUF_NAMES = {
     "wte": "token_embd", "ln_f": "output_norm", "lm_head": "output",
     "ln_1": "blk.{i}.attn_norm", "ln_2": "blk.{i}.ffn_norm",
     "q": "blk.{i}.attn_q", "k": "blk.{i}.attn_k", "v": "blk.{i}.attn_v", "o": "blk.{i}.attn_output",
     "gate": "blk.{i}.ffn_gate", "up": "blk.{i}.ffn_up", "down": "blk.{i}.ffn_down",
+    "q_norm": "blk.{i}.attn_q_norm", "k_norm": "blk.{i}.attn_k_norm",
 }
 
 
@@ -57,66 +69,59 @@ def holds(config: GPTConfig) -> bool:
     return (config.positions, config.norm, config.mlp) == ("rope", "rmsnorm", "swiglu")
 
 
-def parts(config: GPTConfig, names: dict[str, str]) -> Parts:
+def parts(config: GPTConfig, names: Names) -> Parts:
     """Each of our tensors as the file's tensors it stacks (q/k/v, gate/up), in `names`' spelling."""
-    kv, width, hidden = config.kv_heads * config.head_dim, config.n_embd, config.hidden_size
-
-    def part(role: str, rows: int, i: int = 0) -> tuple[str, int]:
-        return names[role].format(i=i) + ".weight", rows
-
-    layout = {"wte.weight": [part("wte", config.vocab_size)], "ln_f.weight": [part("ln_f", width)]}
-    if not config.head_is_tied:
-        layout["lm_head.weight"] = [part("lm_head", config.vocab_size)]
-    for i in range(config.n_layer):
-        layout.update({
-            f"h.{i}.ln_1.weight": [part("ln_1", width, i)],
-            f"h.{i}.attn.c_attn.weight": [part("q", width, i), part("k", kv, i), part("v", kv, i)],
-            f"h.{i}.attn.c_proj.weight": [part("o", width, i)],
-            f"h.{i}.ln_2.weight": [part("ln_2", width, i)],
-            f"h.{i}.mlp.c_fc.weight": [part("gate", hidden, i), part("up", hidden, i)],
-            f"h.{i}.mlp.c_proj.weight": [part("down", width, i)],
-        })
-    return layout
+    return block_parts(config, names)
 
 
-def config_from_hf(hf: dict[str, Any], source: str) -> GPTConfig:
-    """Our config from a Hugging Face `LlamaForCausalLM` config.json; what our blocks lack is refused."""
+def config_from_hf(hf: dict[str, Any], source: str, family: str = "llama", **blocks: Any) -> GPTConfig:
+    """Our config from a Hugging Face `LlamaForCausalLM` config.json; what our blocks lack is refused.
+
+    Families built on Llama (Qwen, Mistral, ...) read their config.json here too, naming themselves
+    and the blocks they swap in (`blocks` overrides `BLOCKS` and what the file gives).
+    """
     _refuse_what_we_lack(hf, source)
+    theta, scaling = rope_from_hf(hf, source)
     try:
-        return GPTConfig(
+        fields = dict(
             vocab_size=hf["vocab_size"], context_length=hf["max_position_embeddings"],
             n_layer=hf["num_hidden_layers"], n_head=hf["num_attention_heads"], n_embd=hf["hidden_size"],
-            n_kv_head=hf.get("num_key_value_heads"), mlp_hidden=hf["intermediate_size"],
-            rope_theta=float((hf.get("rope_parameters") or {}).get("rope_theta", hf.get("rope_theta", 1e4))),
-            layer_norm_eps=hf.get("rms_norm_eps", 1e-6), tie_embeddings=hf.get("tie_word_embeddings", False),
-            name=hf.get("_name_or_path") or hf.get("_model_name_or_path") or "hf-llama", **BLOCKS,
+            n_kv_head=hf.get("num_key_value_heads"), mlp_hidden=hf["intermediate_size"], head_size=_head_size(hf),
+            rope_theta=theta, rope_scaling=scaling, layer_norm_eps=hf.get("rms_norm_eps", 1e-6),
+            tie_embeddings=hf.get("tie_word_embeddings", False),
+            name=hf.get("_name_or_path") or hf.get("_model_name_or_path") or f"hf-{family}", family=family,
         )
     except KeyError as err:
-        raise ValueError(f"{source}: missing field {err} in the Llama config") from None
+        raise ValueError(f"{source}: missing field {err} in the {family} config") from None
+    try:
+        return GPTConfig(**{**fields, **BLOCKS, **blocks})
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from None
+
+
+def _head_size(hf: dict[str, Any]) -> int | None:
+    """`head_dim` where it differs from hidden_size / num_attention_heads (Qwen3, Gemma), else None."""
+    head_dim, heads, width = hf.get("head_dim"), hf.get("num_attention_heads"), hf.get("hidden_size")
+    return head_dim if head_dim and heads and width and head_dim * heads != width else None
 
 
 def _refuse_what_we_lack(hf: dict[str, Any], source: str) -> None:
-    rope_type = (hf.get("rope_parameters") or {}).get("rope_type", "default")
-    if hf.get("rope_scaling") is not None or rope_type != "default":
-        raise ValueError(f"{source}: scaled rotary embeddings (rope_scaling {hf.get('rope_scaling') or rope_type!r}, "
-                         "as in Llama 3.1 and later) are not supported")
     if hf.get("hidden_act", "silu") != "silu":
         raise ValueError(f"{source}: hidden_act {hf['hidden_act']!r} is not supported; Llama's MLP uses silu")
     if hf.get("attention_bias") or hf.get("mlp_bias"):
         raise ValueError(f"{source}: attention_bias / mlp_bias are not supported; gptlab's Llama has no biases")
-    heads, width = hf.get("num_attention_heads"), hf.get("hidden_size")
-    if hf.get("head_dim") and heads and width and hf["head_dim"] * heads != width:
-        raise ValueError(f"{source}: head_dim {hf['head_dim']} is not hidden_size / num_attention_heads "
-                         f"({width} / {heads}); gptlab's attention needs them equal")
 
 
 def config_to_hf(config: GPTConfig) -> dict[str, Any]:
     """A config.json that `transformers.LlamaForCausalLM.from_pretrained` reads (4.x and 5.x)."""
     if config.bias or config.qkv_bias:
         raise ValueError("a Llama-family model with biases has no Hugging Face Llama form (LlamaForCausalLM has none)")
+    return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", **hf_fields(config)}
+
+
+def hf_fields(config: GPTConfig) -> dict[str, Any]:
+    """The config.json fields every Llama-shaped family writes the same way (its shape, rotary, norms)."""
     return {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
         "vocab_size": config.vocab_size,
         "hidden_size": config.n_embd,
         "intermediate_size": config.hidden_size,
@@ -126,8 +131,7 @@ def config_to_hf(config: GPTConfig) -> dict[str, Any]:
         "head_dim": config.head_dim,
         "max_position_embeddings": config.context_length,
         "rms_norm_eps": config.layer_norm_eps,
-        "rope_theta": config.rope_theta,
-        "rope_scaling": None,
+        **rope_to_hf(config),
         "hidden_act": "silu",
         "attention_bias": False,
         "mlp_bias": False,
@@ -151,9 +155,14 @@ def ours_to_hf(state: dict[str, Tensor], config: GPTConfig) -> dict[str, Tensor]
 
 
 def config_from_gguf(meta: dict[str, Any], tensor_names: set[str], source: str) -> GPTConfig:
-    """Our config from a llama GGUF file's metadata; scaled rotary embeddings are refused."""
-    if "rope_freqs.weight" in tensor_names or any(key.startswith("llama.rope.scaling") for key in meta):
-        raise ValueError(f"{source}: scaled rotary embeddings (Llama 3.1 and later) are not supported")
+    """Our config from a llama GGUF file's metadata; Llama 3.1's rotary scaling (a `rope_freqs` tensor of
+    per-frequency factors, without the settings that made them) is refused."""
+    if "rope_freqs.weight" in tensor_names:
+        raise ValueError(f"{source}: Llama 3.1's scaled rotary embeddings are not supported from GGUF files (the "
+                         "file keeps per-frequency factors only): load the Hugging Face folder instead")
+    scaling = meta.get("llama.rope.scaling.type", "none")
+    if scaling not in ("none", "linear"):
+        raise ValueError(f"{source}: rope scaling {scaling!r} is not supported; gptlab reads 'linear'")
     try:
         return GPTConfig(
             vocab_size=int(meta["llama.vocab_size"]), context_length=int(meta["llama.context_length"]),
@@ -161,7 +170,9 @@ def config_from_gguf(meta: dict[str, Any], tensor_names: set[str], source: str) 
             n_embd=int(meta["llama.embedding_length"]), n_kv_head=int(meta["llama.attention.head_count_kv"]),
             mlp_hidden=int(meta["llama.feed_forward_length"]), rope_theta=float(meta.get("llama.rope.freq_base", 1e4)),
             layer_norm_eps=float(meta["llama.attention.layer_norm_rms_epsilon"]),
-            tie_embeddings="output.weight" not in tensor_names, name=str(meta.get("general.name", "gguf")), **BLOCKS,
+            tie_embeddings="output.weight" not in tensor_names, name=str(meta.get("general.name", "gguf")),
+            rope_scaling=None if scaling == "none" else RopeScaling("linear", float(meta["llama.rope.scaling.factor"])),
+            family="llama", **BLOCKS,
         )
     except KeyError as err:
         raise ValueError(f"{source}: missing metadata {err} of a llama model") from None
@@ -187,6 +198,6 @@ FAMILY = Family(
     vocabulary="file",
     hf=HFFormat(("llama",), config_from_hf, config_to_hf, hf_to_ours, ours_to_hf),
     gguf=GGUFFormat(("llama",), config_from_gguf, gguf_to_ours),
+    presets=PRESETS,
     pre_tokenizers=(SMOLLM_SPLIT,),
-    chat=ChatDefaults(prompt_style="chatml", default_system=SMOLLM_SYSTEM),
 )

@@ -1,0 +1,30 @@
+"""Mistral (Mistral AI, 2023): a Llama whose every block attends over a sliding window of keys
+(4,096 in Mistral-7B v0.1; later versions set `sliding_window` to null, which is a plain Llama)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gptlab.config import GPTConfig
+from gptlab.models import llama
+from gptlab.models.family import Family, HFFormat, window_from_hf
+
+
+def config_from_hf(hf: dict[str, Any], source: str) -> GPTConfig:
+    """Our config from a `MistralForCausalLM` config.json."""
+    return llama.config_from_hf(hf, source, "mistral", **window_from_hf(hf, hf.get("num_hidden_layers", 0)))
+
+
+def config_to_hf(config: GPTConfig) -> dict[str, Any]:
+    """A config.json that `transformers.MistralForCausalLM` reads (a window in every block, or none)."""
+    if config.sliding_layers is not None:
+        raise ValueError("Mistral's window covers every block; this model windows only some of them")
+    return {"architectures": ["MistralForCausalLM"], "model_type": "mistral", **llama.hf_fields(config),
+            "sliding_window": config.sliding_window}
+
+
+FAMILY = Family(
+    name="mistral",
+    vocabulary="file",
+    hf=HFFormat(("mistral",), config_from_hf, config_to_hf, llama.hf_to_ours, llama.ours_to_hf),
+)

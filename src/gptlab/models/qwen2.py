@@ -1,0 +1,48 @@
+"""Qwen2 and Qwen2.5 (Alibaba, 2024): a Llama whose query, key and value projections have biases.
+
+Some Qwen2 configs turn on a sliding window for the blocks from `max_window_layers` up; the
+published Qwen2.5 models leave it off. Everything else (names, rotary halves, tied small models)
+is Llama's, so this file only says what differs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gptlab.config import GPTConfig
+from gptlab.models import llama
+from gptlab.models.family import ChatDefaults, Family, HFFormat, window_from_hf, window_to_hf
+
+BLOCKS = dict(qkv_bias=True)  # what Qwen2 changes in a Llama
+
+
+def config_from_hf(hf: dict[str, Any], source: str) -> GPTConfig:
+    """Our config from a `Qwen2ForCausalLM` config.json."""
+    return llama.config_from_hf(hf, source, "qwen2", **BLOCKS, **qwen_window(hf))
+
+
+def qwen_window(hf: dict[str, Any]) -> dict[str, Any]:
+    """Qwen's rule: with `use_sliding_window`, the blocks from `max_window_layers` up attend over the window."""
+    n_layer = hf.get("num_hidden_layers", 0)
+    if not hf.get("use_sliding_window") and "layer_types" not in hf:
+        return window_from_hf({}, n_layer)
+    return window_from_hf(hf, n_layer, list(range(hf.get("max_window_layers", n_layer), n_layer)))
+
+
+def config_to_hf(config: GPTConfig) -> dict[str, Any]:
+    """A config.json that `transformers.Qwen2ForCausalLM` reads."""
+    return {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", **llama.hf_fields(config),
+            **qwen_window_to_hf(config)}
+
+
+def qwen_window_to_hf(config: GPTConfig) -> dict[str, Any]:
+    return {"use_sliding_window": config.sliding_window is not None, "max_window_layers": config.n_layer,
+            **window_to_hf(config)}
+
+
+FAMILY = Family(
+    name="qwen2",
+    vocabulary="file",
+    hf=HFFormat(("qwen2",), config_from_hf, config_to_hf, llama.hf_to_ours, llama.ours_to_hf),
+    chat=ChatDefaults(prompt_style="chatml"),
+)
