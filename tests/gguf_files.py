@@ -1,0 +1,66 @@
+"""GGUF files written by llama.cpp's own `gguf` package from a tiny Hugging Face folder: the fixtures
+for each family's GGUF reader. Each family's test gives the metadata and the tensors under llama.cpp's
+names and layouts (as llama.cpp's convert_hf_to_gguf.py writes them); the tokenizer is the folder's
+byte-level tokenizer.json, written as llama.cpp writes a "gpt2" vocabulary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def write_gguf(path: Path, architecture: str, metadata: dict[str, Any], tensors: dict[str, torch.Tensor],
+               tokenizer_json: Path, pre: str = "smollm") -> Path:
+    """A GGUF file of `architecture` with `metadata` (keys without the architecture prefix, e.g.
+    "block_count"; Python ints are written uint32, floats float32, bools, strings), float32 `tensors`
+    (our row-major shapes: the writer reverses them into ggml's order), and the tokenizer."""
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), architecture)
+    writer.add_name("tiny")
+    for key, value in metadata.items():
+        full = f"{architecture}.{key}"
+        if isinstance(value, bool):
+            writer.add_bool(full, value)
+        elif isinstance(value, int):
+            writer.add_uint32(full, value)
+        elif isinstance(value, float):
+            writer.add_float32(full, value)
+        elif isinstance(value, str):
+            writer.add_string(full, value)
+        else:
+            writer.add_array(full, value)
+    _add_tokenizer(writer, tokenizer_json, pre)
+    for name, tensor in tensors.items():
+        writer.add_tensor(name, np.ascontiguousarray(tensor.detach().float().numpy()))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def _add_tokenizer(writer: Any, tokenizer_json: Path, pre: str) -> None:
+    data = json.loads(tokenizer_json.read_text(encoding="utf-8"))
+    vocab = {**data["model"]["vocab"], **{t["content"]: t["id"] for t in data.get("added_tokens", [])}}
+    tokens = [token for token, _ in sorted(vocab.items(), key=lambda item: item[1])]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in data["model"]["merges"]]
+    special = {t["id"] for t in data.get("added_tokens", []) if t.get("special")}
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(pre)
+    writer.add_token_list(tokens)
+    writer.add_token_types([3 if i in special else 1 for i in range(len(tokens))])  # 3: control, 1: normal
+    writer.add_token_merges(merges)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+
+
+def hf_state(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a Hugging Face folder saved as one model.safetensors."""
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
