@@ -105,3 +105,28 @@ def save_random_hf_llama(folder: Path, tokenizer_json: Path, seed: int = 0, tied
     model.save_pretrained(folder, **({"max_shard_size": max_shard_size} if max_shard_size else {}))
     shutil.copyfile(tokenizer_json, folder / "tokenizer.json")
     return folder
+
+
+def save_padded_hf_llama(folder: Path, padding: int = 64, context: int = 1024) -> Path:
+    """A tiny random `LlamaForCausalLM` whose embedding has `padding` rows more than its tokenizer has
+    tokens (256 bytes, no end-of-text), as Qwen2.5, Phi-3 and Pythia pad theirs, rigged so those rows
+    would win nearly every pick: every token's embedding is 30 along dim 0, so the final hidden state
+    points along it, and only the padded rows' head weights do."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from gptlab.tokenizer.patterns import PATTERNS
+    from gptlab.tokenizer.scratch import BPEVocabulary
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=256 + padding, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context,
+                         bos_token_id=None, eos_token_id=None, tie_word_embeddings=False)
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        model.model.embed_tokens.weight[:, 0] = 30.0
+        model.lm_head.weight[:, 0] = 0.0
+        model.lm_head.weight[256:, 0] = 2.0
+    model.save_pretrained(folder)
+    for name, text in BPEVocabulary("bytes", PATTERNS["gpt2"], [], []).hf_files().items():
+        (folder / name).write_text(text, encoding="utf-8")
+    return folder

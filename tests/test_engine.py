@@ -97,6 +97,29 @@ def test_each_request_keeps_its_own_seed_settings_stops_and_logprobs(model):
     assert results[0][1] != results[4][1]
 
 
+def test_a_padded_vocabulary_yields_only_the_tokenizers_ids_alone_and_in_the_engine():
+    """The embedding has 10 rows more than the tokenizer has characters (as Qwen2.5, Phi-3 and Pythia
+    pad theirs), rigged to win every pick; greedy and sampled, alone and batched, none comes out."""
+    torch.manual_seed(2)
+    padded = GPT(GPTConfig(vocab_size=60, context_length=96, n_layer=2, n_head=2, n_embd=32)).eval()
+    with torch.no_grad():  # the final hidden state is 10 along dim 0, where only the padded rows weigh
+        padded.ln_f.weight[0], padded.ln_f.bias[0] = 0.0, 10.0
+        padded.lm_head.weight[:, 0] = 0.0
+        padded.lm_head.weight[50:, 0] = 10.0
+    greedy = GenerationSettings(max_new_tokens=80, temperature=0, logprobs=5)
+    sampled = GenerationSettings(max_new_tokens=80, temperature=1.0, seed=3, logprobs=5)
+    engine = Engine(padded, EngineLimits(max_batch=2))
+    try:
+        results = concurrently(engine, ["abc", "abc"], [greedy, sampled])
+    finally:
+        engine.close()
+    for settings, (text, ids, reason, logprobs) in zip([greedy, sampled], results, strict=True):
+        expected, completion = alone(padded, "abc", settings)
+        assert (text, ids, reason) == (expected, completion.ids, "length") and len(ids) == 80
+        assert max(ids) < len(ALPHABET) and max(i for lp in logprobs for i, _ in lp.top) < len(ALPHABET)
+    assert len(set(results[1][1])) > 10  # sampled among the real ids, not stuck on one
+
+
 def test_a_cancelled_or_abandoned_request_frees_its_slot_at_once(model):
     engine = Engine(model, EngineLimits(max_batch=1, max_queue=4))
     long = GenerationSettings(max_new_tokens=90, temperature=0)

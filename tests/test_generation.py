@@ -11,8 +11,11 @@ from gptlab.generation import (
     decode_steps,
     generate,
     generate_batch,
+    new_generator,
+    pick_tokens,
     sample_next,
     stream_text,
+    token_logprob,
 )
 from gptlab.model import GPT
 from gptlab.tokenizer import CharTokenizer
@@ -42,6 +45,28 @@ def test_top_k_and_top_p_restrict_the_support():
     assert probs[0] < 0.8 < probs[0] + probs[1]
     assert set(sample_next(logits, 1.0, top_p=0.8, generator=gen).tolist()) == {0, 1}
     assert set(sample_next(logits, 1.0, generator=gen).tolist()) == {0, 1, 2, 3, 4}
+
+
+def test_ids_past_the_tokenizers_vocabulary_are_never_picked_nor_reported():
+    """A padded embedding (Qwen2.5, Phi-3, Pythia) has rows its tokenizer lacks; whatever their logits,
+    greedy and sampled rows pick among the tokenizer's ids, beside a row whose tokenizer has every id."""
+    logits = torch.randn(3, 60)
+    logits[:, 50:] += 100.0  # the padded ids would win every pick
+    settings = [GenerationSettings(temperature=0, vocab_size=50),
+                GenerationSettings(temperature=1.0, top_k=55, top_p=0.999, vocab_size=50),
+                GenerationSettings(temperature=0)]
+    generators = [new_generator(0, torch.device("cpu")) for _ in settings]
+    picks = [pick_tokens(logits, settings, generators) for _ in range(200)]
+    assert {greedy for greedy, _, _ in picks} == {int(logits[0, :50].argmax())}
+    assert max(sampled for _, sampled, _ in picks) < 50 and len({sampled for _, sampled, _ in picks}) > 5
+    assert {unlimited for _, _, unlimited in picks} == {int(logits[2].argmax())} and picks[0][2] >= 50
+    reported = token_logprob(logits[0], 3, GenerationSettings(logprobs=20, vocab_size=50))
+    assert max(i for i, _ in reported.top) < 50
+    assert reported.logprob == pytest.approx(float(logits[0, :50].log_softmax(-1)[3]))
+    assert GenerationSettings().stopping_for(CharTokenizer(ALPHABET)).vocab_size == len(ALPHABET)
+    assert GenerationSettings(vocab_size=10).stopping_for(CharTokenizer(ALPHABET)).vocab_size == 10
+    with pytest.raises(ValueError, match="vocab_size must be >= 1"):
+        GenerationSettings(vocab_size=0)
 
 
 def test_sampling_is_reproducible_with_a_seed(model):

@@ -264,8 +264,7 @@ class Engine:
         if token in settings.stop_ids:
             self._finish(request, "stop")
             return
-        logprob = token_logprob(logits, token, settings.logprobs) if settings.logprobs is not None else None
-        request.events.put(_Token(token, logprob))
+        request.events.put(_Token(token, token_logprob(logits, token, settings)))
         request.produced += 1
         request.last = token
         if request.produced >= settings.max_new_tokens:

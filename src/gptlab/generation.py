@@ -36,9 +36,13 @@ class TokenLogprob:
     top: tuple[tuple[int, float], ...]  # (id, logprob), most likely first
 
 
-def token_logprob(logits: Tensor, token: int, top: int) -> TokenLogprob:
-    """`token`'s log-probability under `logits` (V,) and the `top` most likely (id, logprob) pairs."""
-    logprobs = torch.log_softmax(logits.float(), dim=-1)  # (V,)
+def token_logprob(logits: Tensor, token: int, settings: GenerationSettings) -> TokenLogprob | None:
+    """`token`'s log-probability under `logits` (V,) and the `settings.logprobs` most likely (id, logprob)
+    pairs, over the ids the tokenizer has (as they are picked); None when the settings ask for none."""
+    top = settings.logprobs
+    if top is None:
+        return None
+    logprobs = torch.log_softmax(allowed_logits(logits, settings.vocab_size).float(), dim=-1)  # (V,)
     best = torch.topk(logprobs, top) if top else None
     pairs = tuple(zip(best.indices.tolist(), best.values.tolist())) if best is not None else ()
     return TokenLogprob(token, float(logprobs[token]), pairs)
@@ -58,6 +62,8 @@ class GenerationSettings:
     stop_strings: tuple[str, ...] = field(default=())  # text-level stops, see `stream_text`
     kv_cache: bool = True  # False recomputes the whole sequence each step (for teaching/tests)
     logprobs: int | None = None  # report each token's log-probability and this many alternatives (0-20)
+    vocab_size: int | None = None  # ids from here up are never picked: rows of a padded embedding that the
+    #                                tokenizer lacks (Qwen2.5, Phi-3, Pythia); `stopping_for` sets it
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 0:
@@ -70,14 +76,26 @@ class GenerationSettings:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.logprobs is not None and not 0 <= self.logprobs <= MAX_TOP_LOGPROBS:
             raise ValueError(f"logprobs must be between 0 and {MAX_TOP_LOGPROBS}, got {self.logprobs}")
+        if self.vocab_size is not None and self.vocab_size < 1:
+            raise ValueError(f"vocab_size must be >= 1, got {self.vocab_size}")
 
     def stopping_for(self, tokenizer: Tokenizer) -> GenerationSettings:
         """These settings as text generation with `tokenizer` runs them: its end-of-text id (when it
-        has one and `end_of_text` is on) joins the stop ids. The one place that decides it."""
+        has one and `end_of_text` is on) joins the stop ids, and only ids it has are picked (a model's
+        embedding may have more rows than its tokenizer has tokens). The one place that decides it."""
         eos = tokenizer.eos_id
+        vocab_size = min(tokenizer.vocab_size, self.vocab_size or tokenizer.vocab_size)
         if not self.end_of_text or eos is None or eos in self.stop_ids:
-            return self
-        return dataclasses.replace(self, stop_ids=(*self.stop_ids, eos))
+            return dataclasses.replace(self, vocab_size=vocab_size)
+        return dataclasses.replace(self, stop_ids=(*self.stop_ids, eos), vocab_size=vocab_size)
+
+
+def allowed_logits(logits: Tensor, vocab_size: int | None) -> Tensor:
+    """`logits` (..., V) without the ids from `vocab_size` up, which the tokenizer has no token for; a
+    view, and `logits` itself when nothing is cut, so a model without padding pays nothing."""
+    if vocab_size is None or vocab_size >= logits.shape[-1]:
+        return logits
+    return logits[..., :vocab_size]
 
 
 def sample_next(
@@ -145,12 +163,16 @@ def new_generator(seed: int | None, device: torch.device) -> torch.Generator:
 def pick_tokens(logits: Tensor, settings: Sequence[GenerationSettings],
                 generators: Sequence[torch.Generator]) -> list[int]:
     """Next token of each row of `logits` (B, V), row b with its own settings and generator, so a
-    sequence samples the same alone or beside others."""
-    picked = logits.argmax(dim=-1).tolist()  # greedy rows, all at once
+    sequence samples the same alone or beside others. Ids from a row's `vocab_size` up are never picked."""
+    widest = max(s.vocab_size or logits.shape[-1] for s in settings)
+    picked = allowed_logits(logits, widest).argmax(dim=-1).tolist()  # greedy rows, all at once
     for row, (row_settings, generator) in enumerate(zip(settings, generators, strict=True)):
+        vocab_size = row_settings.vocab_size
         if row_settings.temperature > 0:
-            picked[row] = int(sample_next(logits[row : row + 1], row_settings.temperature, row_settings.top_k,
-                                          row_settings.top_p, generator)[0])
+            picked[row] = int(sample_next(allowed_logits(logits[row : row + 1], vocab_size), row_settings.temperature,
+                                          row_settings.top_k, row_settings.top_p, generator)[0])
+        elif vocab_size is not None and picked[row] >= vocab_size:  # beside a row with a larger tokenizer
+            picked[row] = int(logits[row, :vocab_size].argmax())
     return picked
 
 
@@ -383,7 +405,6 @@ class Completion(TextStream):
         self._cancelled = True
 
     def _tokens(self) -> Iterator[int]:
-        top = self.settings.logprobs
         for step, logits in _decode(self.model, [self.prompt_ids], self.settings):
             if self._cancelled:
                 self.finish_reason = "cancelled"
@@ -391,7 +412,7 @@ class Completion(TextStream):
             token = int(step[0])
             if token in self.settings.stop_ids:
                 break
-            self._record(token, token_logprob(logits[0], token, top) if top is not None else None)
+            self._record(token, token_logprob(logits[0], token, self.settings))
             yield token
         self.finish_reason = "length" if len(self.ids) >= self.settings.max_new_tokens else "stop"
 

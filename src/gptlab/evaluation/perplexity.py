@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gptlab.evaluation.metrics import perplexity as perplexity_of
-from gptlab.generation import TokenLogprob
+from gptlab.generation import TokenLogprob, allowed_logits
 from gptlab.model import GPT
 
 
@@ -70,12 +70,14 @@ def perplexity(model: GPT, tokens: Sequence[int], stride: int | None = None, bat
 
 @torch.inference_mode()
 def token_logprobs(model: GPT, tokens: Sequence[int], top: int = 0, stride: int | None = None,
-                   batch_size: int = 8, context: int | None = None) -> list[TokenLogprob]:
+                   batch_size: int = 8, context: int | None = None,
+                   vocab_size: int | None = None) -> list[TokenLogprob]:
     """Each token after the first: its log-probability given those before it (minus its loss in
-    `perplexity`) and the `top` most likely alternatives, as the server's `echo` reports a prompt."""
+    `perplexity`) and the `top` most likely alternatives, as the server's `echo` reports a prompt.
+    With `vocab_size` (the tokenizer's), ids from there up are left out, as generation leaves them out."""
     scored: list[TokenLogprob] = []
     for logits, targets in scored_logits(model, tokens, stride, batch_size, context):
-        logprobs = logits.log_softmax(dim=-1)  # (N, V)
+        logprobs = allowed_logits(logits, vocab_size).log_softmax(dim=-1)  # (N, V)
         picked = logprobs.gather(1, targets[:, None]).squeeze(1).tolist()  # (N,)
         best = logprobs.topk(top, dim=-1) if top else None
         for row, (target, logprob) in enumerate(zip(targets.tolist(), picked)):

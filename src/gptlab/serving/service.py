@@ -128,7 +128,7 @@ class ModelService:
         settings = self.settings(request, len(prompt), chat=False)
         echoed = None
         if request.echo:
-            scored = token_logprobs(self.loaded.model, prompt, request.logprobs or 0) \
+            scored = token_logprobs(self.loaded.model, prompt, request.logprobs or 0, vocab_size=tokenizer.vocab_size) \
                 if request.logprobs is not None and len(prompt) > 1 else []
             echoed = EchoedPrompt(request.prompt, prompt[0], scored)
         return Answer(prompt, self._start(prompt, settings, request.n), echoed)
