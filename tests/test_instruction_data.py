@@ -9,7 +9,6 @@ from gptlab.data.order import EpochOrder
 from gptlab.data.splits import shuffled_split
 from gptlab.model import GPT
 from gptlab.models import preset_config
-from gptlab.models.llama import SMOLLM_SYSTEM
 from gptlab.prompts import PROMPT_STYLES, prompt_style
 from gptlab.tokenizer import GPT2Tokenizer
 from gptlab.training.losses import lm_loss, lm_loss_on_targets
@@ -41,7 +40,7 @@ def test_phi3_prompt_with_and_without_input():
 
 
 def test_chatml_prompt_is_smollm2s_template_with_its_default_system_message():
-    chatml = prompt_style("chatml", SMOLLM_SYSTEM)  # the style as the built-in smollm2 gets it
+    chatml = prompt_style("chatml", "You are a helpful AI assistant named SmolLM, trained by Hugging Face")
     assert chatml.prompt("Say hi.") == (
         "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
         "<|im_start|>user\nSay hi.<|im_end|>\n<|im_start|>assistant\n")

@@ -32,6 +32,7 @@ _PUBLIC = {  # name -> module that defines it
     "stream": "gptlab.api",
     "ask": "gptlab.api",
     "PromptStyle": "gptlab.prompts",
+    "TemplateStyle": "gptlab.prompts",
     "Conversation": "gptlab.prompts",
     "prompt_style": "gptlab.prompts",
     "LoRASettings": "gptlab.lora",

@@ -46,9 +46,10 @@ def generate(model: LoadedModel, prompt: str, settings: GenerationSettings | Non
 
 def ask(model: LoadedModel, message: str, system: str | None = None, prompt_style: str | None = None,
         settings: GenerationSettings | None = None, compile: bool = False, **changes: Any) -> str:
-    """One answer of an instruction-tuned model, framed in its prompt style as `gptlab chat` frames
-    the first message (`system` replaces the model's default system message)."""
+    """One answer of an instruction-tuned model, framed as `gptlab chat` frames the first message: by
+    the model's chat template or its prompt style (`prompt_style` names another; `system` replaces the
+    model's default system message)."""
     _compiled(model, compile)
     style = style_for(model.meta, prompt_style)
-    conversation = Conversation.opened(model.tokenizer, style, model.model.config.context_length, system)
+    conversation = Conversation(model.tokenizer, style, model.model.config.context_length, system)
     return "".join(conversation.completion(model.model, message, _settings(settings, changes))).strip()

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from gptlab.checkpoint import LoadedModel
 from gptlab.generation import GenerationSettings
-from gptlab.prompts import Conversation, PromptStyle
+from gptlab.prompts import Conversation, Style
 
 HELP = ('Type a message and press Enter. End a line with \\ to continue on the next; put """ on a line '
         'of its own before and after pasted text.\n'
@@ -65,10 +65,10 @@ def read_line(prompt: str) -> str:
     return line
 
 
-def chat(loaded: LoadedModel, style: PromptStyle, settings: GenerationSettings,
+def chat(loaded: LoadedModel, style: Style, settings: GenerationSettings,
          read: Callable[[str], str] = read_line) -> int:
     """The REPL: read a message or a command, stream the answer; returns the exit code."""
-    conversation = Conversation.opened(loaded.tokenizer, style, loaded.model.config.context_length)
+    conversation = Conversation(loaded.tokenizer, style, loaded.model.config.context_length)
     print(f"Chatting with {loaded.description} ({style.name} prompts). {describe(settings)}\n{HELP}")
     while True:
         try:

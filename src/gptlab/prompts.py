@@ -1,24 +1,61 @@
 """Prompt styles and conversations: how instructions and chat turns become the text a model continues.
 
 Training (SFT, DPO), evaluation, the terminal chat and the server all frame text here, so a model
-is asked exactly the way it was taught. A style's default system message belongs to the model,
-not the style: the built-in SmolLM2 brings its own (see `gptlab.models`), a fine-tuned checkpoint
-records the one it learned with (`CheckpointMeta.default_system`).
+is asked exactly the way it was taught. Two kinds of style share one interface (`Style`): gptlab's
+named styles (`PromptStyle`: alpaca, phi3, chatml) and a model's own Jinja chat template
+(`TemplateStyle`), which frames the conversation whenever the model's files carry one and no style
+is named. A named style's default system message belongs to the model, not the style: a fine-tuned
+checkpoint records the one it learned with (`CheckpointMeta.default_system`); a template brings its own.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from gptlab.checkpoint.meta import CheckpointMeta
 from gptlab.generation import Completion, GenerationSettings
 from gptlab.model import GPT
 from gptlab.tokenizer import Tokenizer
+from gptlab.tokenizer.chat_template import ChatTemplate
 
 ALPACA_HEADER = ("Below is an instruction that describes a task. "
                  "Write a response that appropriately completes the request.")
 DEFAULT_STYLE = "alpaca"  # for a model that records no style of its own
+AUTO = "auto"  # the model's own style: the one it was tuned with, else its chat template, else alpaca
+TEMPLATE = "template"  # the model's own chat template, as a style name
+Turns = Sequence[tuple[str, str]]  # earlier (user message, answer) pairs of a conversation
+
+
+class Style(Protocol):
+    """What conversations, the trainers, responses and the server ask of a prompt style."""
+
+    @property
+    def name(self) -> str: ...  # recorded with a fine-tuned model ("alpaca", ..., or "template")
+
+    @property
+    def default_system(self) -> str: ...  # a named style's system text when none is given; "" for a template
+
+    @property
+    def stop_strings(self) -> tuple[str, ...]: ...  # a response ends before any of these
+
+    def prompt(self, instruction: str, input: str = "") -> str:
+        """Everything the model sees before its response to one instruction (training, responses)."""
+        ...
+
+    def chat_ids(self, tokenizer: Tokenizer, system: str | None, turns: Turns, message: str) -> list[int]:
+        """Token ids a model continues to answer `message` after `turns` (`system` None: the default)."""
+        ...
+
+    def end_id(self, tokenizer: Tokenizer) -> int | None:
+        """The token a trained response ends with (and padding), None when the tokenizer has none."""
+        ...
+
+    def answer_settings(self, settings: GenerationSettings) -> GenerationSettings:
+        """`settings` that also end an answer where the style ends one."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -48,10 +85,60 @@ class PromptStyle:
         text = self.default_system if text is None else text
         return self.system_template.format(system=text) if text else ""
 
+    def chat_ids(self, tokenizer: Tokenizer, system: str | None, turns: Turns, message: str) -> list[int]:
+        """The style's system message (for styles without one, a given `system` as plain lines), then each
+        finished turn ended with end-of-text as in training, then `message`: each piece tokenized apart,
+        as prompts and responses are in training."""
+        opening = self.system(system) if self.system_template else (system + "\n\n" if system else "")
+        ids = tokenizer.encode(opening) if opening else []
+        end = [tokenizer.eos_id] if tokenizer.eos_id is not None else []
+        separator = tokenizer.encode(self.turn_separator) if self.turn_separator else []
+        for question, answer in turns:
+            ids += tokenizer.encode(self.turn(question)) + tokenizer.encode(answer) + end + separator
+        return ids + tokenizer.encode(self.turn(message))
+
+    def end_id(self, tokenizer: Tokenizer) -> int | None:
+        """Responses end with the tokenizer's end-of-text."""
+        return tokenizer.eos_id
+
     def answer_settings(self, settings: GenerationSettings) -> GenerationSettings:
         """`settings` that also end an answer where the model starts the next turn (the style's stops)."""
         return dataclasses.replace(settings, stop_strings=tuple(dict.fromkeys((*settings.stop_strings,
                                                                                 *self.stop_strings))))
+
+
+@dataclass(frozen=True)
+class TemplateStyle:
+    """A model's own chat template as a prompt style: a conversation is rendered whole, as `transformers`'
+    `apply_chat_template(..., add_generation_prompt=True)` renders it, and an answer ends at the
+    template's end-of-turn token (`<|eot_id|>`, `<|im_end|>`, `<end_of_turn>`...)."""
+
+    template: ChatTemplate
+    name: str = TEMPLATE
+    default_system: str = ""  # the template writes its own default, if it has one
+    stop_strings: tuple[str, ...] = ()  # answers end at token ids (`template.stop_ids`)
+
+    def prompt(self, instruction: str, input: str = "") -> str:
+        """The instruction (and input, after a blank line) as one user message, ready for the answer."""
+        content = instruction + ("\n\n" + input if input else "")
+        return self.template.render([{"role": "user", "content": content}])
+
+    def chat_ids(self, tokenizer: Tokenizer, system: str | None, turns: Turns, message: str) -> list[int]:
+        """The whole conversation rendered by the template, then tokenized in one piece (special tokens
+        written out become their ids); `system` None leaves the system message to the template."""
+        messages = [{"role": "system", "content": system}] if system else []
+        for question, answer in turns:
+            messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+        return tokenizer.encode(self.template.render([*messages, {"role": "user", "content": message}]))
+
+    def end_id(self, tokenizer: Tokenizer) -> int | None:
+        """The template's end-of-turn token, else the tokenizer's end-of-text."""
+        return self.template.end_of_turn if self.template.end_of_turn is not None else tokenizer.eos_id
+
+    def answer_settings(self, settings: GenerationSettings) -> GenerationSettings:
+        """`settings` that also stop at every id that ends the template's answers."""
+        return dataclasses.replace(settings, stop_ids=tuple(dict.fromkeys((*settings.stop_ids,
+                                                                            *self.template.stop_ids))))
 
 
 PROMPT_STYLES = {
@@ -76,46 +163,45 @@ def prompt_style(name: str, default_system: str | None = None) -> PromptStyle:
     return dataclasses.replace(style, default_system=default_system) if default_system else style
 
 
-def style_for(meta: CheckpointMeta, name: str | None = None) -> PromptStyle:
-    """The style to talk to a model in: `name` if given, else the one it was tuned with, else alpaca;
-    with the model's own default system message."""
-    return prompt_style(name or meta.prompt_style or DEFAULT_STYLE, meta.default_system)
+def style_for(meta: CheckpointMeta, name: str | None = None) -> Style:
+    """The style to talk to a model in: `name` if given (None or "auto": the model's own), else the one
+    it was tuned with or its file's chat template, else alpaca; a named style with the model's default
+    system message."""
+    name = meta.prompt_style if name in (None, AUTO) else name
+    if name == TEMPLATE:
+        if meta.chat_template is None:
+            raise ValueError(f"this model has no chat template of its own; choose a prompt style: "
+                             f"{', '.join(PROMPT_STYLES)}")
+        return TemplateStyle(meta.chat_template)
+    return prompt_style(name or DEFAULT_STYLE, meta.default_system)
 
 
 @dataclass
 class Conversation:
-    """Earlier turns as token ids; each new prompt carries as many of the latest as the context allows.
+    """Earlier turns of a chat; each new prompt carries as many of the latest as the context allows.
 
-    `preamble` (e.g. an API client's system message) starts every prompt and is never dropped.
+    `system` (e.g. an API client's system message; None: the style's default) opens every prompt
+    and is never dropped.
     """
 
     tokenizer: Tokenizer
-    style: PromptStyle
+    style: Style
     context_length: int
-    preamble: list[int] = field(default_factory=list)
-    turns: list[list[int]] = field(default_factory=list)
+    system: str | None = None
+    turns: list[tuple[str, str]] = field(default_factory=list)  # (message, answer), oldest first
 
-    @classmethod
-    def opened(cls, tokenizer: Tokenizer, style: PromptStyle, context_length: int,
-               system: str | None = None) -> Conversation:
-        """A conversation opened as the style opens one: its system message (ChatML), or for styles
-        without one, a given `system` text as plain lines before the first turn."""
-        if style.system_template:
-            preamble = style.system(system)
-        else:
-            preamble = system + "\n\n" if system else ""
-        return cls(tokenizer, style, context_length, tokenizer.encode(preamble) if preamble else [])
+    def ids(self, message: str, turns: Turns = ()) -> list[int]:
+        """Token ids of the prompt for `message` after `turns`, framed by the style."""
+        return self.style.chat_ids(self.tokenizer, self.system, turns, message)
 
     def prompt(self, message: str, max_new_tokens: int) -> list[int]:
-        """Token ids to continue: preamble, the latest turns that fit, then the new message in the prompt style."""
-        new = self.tokenizer.encode(self.style.turn(message))
-        room = self.context_length - max_new_tokens - len(new) - len(self.preamble)
-        history: list[int] = []
-        for turn in reversed(self.turns):
-            if len(turn) > room:
+        """Token ids to continue: the latest turns that fit beside `max_new_tokens`, oldest dropped first
+        (all of them when even the message alone does not fit: generation then cuts it)."""
+        for first in range(len(self.turns) + 1):
+            ids = self.ids(message, self.turns[first:])
+            if len(ids) + max_new_tokens <= self.context_length:
                 break
-            history, room = turn + history, room - len(turn)
-        return self.preamble + history + new
+        return ids
 
     def completion(self, model: GPT, message: str, settings: GenerationSettings) -> Completion:
         """The model's answer to `message` after the turns so far, ending where the next turn would
@@ -124,7 +210,5 @@ class Conversation:
         return Completion(model, self.tokenizer, self.prompt(message, settings.max_new_tokens), settings)
 
     def add(self, message: str, response: str) -> None:
-        """Remember a finished turn, ended with end-of-text as in training (and the style's separator)."""
-        ids = self.tokenizer.encode(self.style.turn(message)) + self.tokenizer.encode(response)
-        ids += [self.tokenizer.eos_id] if self.tokenizer.eos_id is not None else []
-        self.turns.append(ids + (self.tokenizer.encode(self.style.turn_separator) if self.style.turn_separator else []))
+        """Remember a finished turn."""
+        self.turns.append((message, response))

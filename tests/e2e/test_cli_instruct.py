@@ -118,3 +118,32 @@ def test_lora_fine_tune_saves_a_merged_model_that_answers_as_in_training(overfit
     in_run = json.loads((run / "instruction-data-with-response.json").read_text())
     assert json.loads((tmp_path / "again.json").read_text()) == in_run  # the merged weights answer alike
     assert len({r["model_response"] for r in in_run}) > 1  # the adapters learned something record-specific
+
+
+def test_a_model_with_a_chat_template_is_tuned_and_asked_in_it(sixteen_records, tmp_path):
+    """--prompt-style auto (the default) on a model whose files carry a chat template: the training prompts
+    are the template's, the run keeps it, respond frames records by it; a template that does not parse is
+    one line."""
+    from template_folders import MODELS, save_template_llama
+
+    folder = save_template_llama(tmp_path / "qwen", MODELS["qwen-2.5"])
+    data, run = tmp_path / "sixteen.json", tmp_path / "run"
+    data.write_text(json.dumps(sixteen_records))
+    out = gptlab("finetune", "instruct", "--data", str(data), "--val-data", str(data), "--test-data", str(data),
+                 "--model", str(folder), "--out", str(run), "--max-steps", "2", "--eval-every", "2",
+                 "--batch-size", "4", "--response-tokens", "4")
+    assert out.returncode == 0, out.stderr
+    assert "(template prompts, prompt masked)" in out.stderr
+    saved = json.loads((run / "checkpoints" / "best" / "config.json").read_text())
+    assert saved["prompt_style"] == "template" and saved["chat_template"]["template"] == MODELS["qwen-2.5"].template
+    again = gptlab("respond", "--model", str(run), "--data", str(data), "--out", str(tmp_path / "again.json"),
+                   "--max-new-tokens", "4")
+    assert again.returncode == 0 and "wrote 16 responses (template prompts)" in again.stdout, again.stderr
+
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": "{{ messages[0] "}))
+    bad = gptlab("chat", "--model", str(folder))
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines() == [f"error: {folder}/tokenizer_config.json: the chat template does not "
+                                               "parse (line 1: unexpected end of template, expected 'end of print "
+                                               "statement'.)"]

@@ -25,7 +25,7 @@ def test_chat_with_the_built_in_model_answers_a_real_question():
     chat = pexpect.spawn(str(BIN / "gptlab"), ["chat", "--model", "smollm2", "--temperature", "0"],
                          env={**os.environ, "TERM": "dumb"}, encoding="utf-8", timeout=120)
     try:
-        chat.expect("chatml prompts")
+        chat.expect("template prompts")  # SmolLM2's own chat template: ChatML and its system message
         chat.expect(">>> ")
         chat.sendline(FRANCE)
         chat.expect("Paris")

@@ -22,6 +22,7 @@ from gptlab.model import GPT
 from gptlab.models import PRESETS, ChatDefaults, family_of, preset_config
 from gptlab.quantize import Quantization, quantize_model
 from gptlab.tokenizer import GPT2Tokenizer, Tokenizer
+from gptlab.tokenizer.chat_template import ChatTemplate, hf_chat_template
 
 __all__ = ["CheckpointMeta", "LoadedModel", "export_hf_folder", "load_checkpoint", "load_model", "save_checkpoint"]
 
@@ -84,7 +85,7 @@ def _resolve(spec: str, dtype: torch.dtype, seed: int, chain: tuple[Path, ...]) 
     elif path.is_file() and path.suffix == ".gguf":
         loaded = _from_file(*load_gguf(path, dtype), "gguf", f"GGUF file {path}")
     elif path.is_file() and path.suffix == ".pth":  # the book's GPTModel; shapes give the config
-        loaded = _from_file(load_book_pth(path, dtype=dtype), GPT2Tokenizer(), "book-pth",
+        loaded = _from_file(load_book_pth(path, dtype=dtype), GPT2Tokenizer(), None, "book-pth",
                             f"the book's GPTModel {path}")
     elif path.is_dir():
         loaded = _load_folder(path, dtype, chain)
@@ -93,7 +94,7 @@ def _resolve(spec: str, dtype: torch.dtype, seed: int, chain: tuple[Path, ...]) 
             folder = download_from_hub(spec)
         except FileNotFoundError as err:
             raise FileNotFoundError(f"no folder named {spec!r}, and {err}") from err
-        loaded = _from_file(*load_hf_folder(folder, dtype), "hub", f"Hugging Face hub model {spec}")
+        loaded = _from_hf_folder(folder, dtype, "hub", f"Hugging Face hub model {spec}")
     else:
         raise ValueError(
             f"model {spec!r} not found: expected a preset ({', '.join(PRESETS)}), a built-in model "
@@ -104,13 +105,23 @@ def _resolve(spec: str, dtype: torch.dtype, seed: int, chain: tuple[Path, ...]) 
     return loaded
 
 
-def _from_file(model: GPT, tokenizer: Tokenizer, source: str, description: str) -> LoadedModel:
-    """A pretrained model from a file format, prompted in its family's style and with its family's
-    default system message unless told otherwise."""
+def _from_file(model: GPT, tokenizer: Tokenizer, template: ChatTemplate | None, source: str,
+               description: str) -> LoadedModel:
+    """A pretrained model from a file format, prompted by the file's own chat template; a file without
+    one gets its family's style and default system message."""
+    if template is not None:
+        return LoadedModel(model, tokenizer, source, description,
+                           CheckpointMeta(prompt_style="template", chat_template=template))
     family = family_of(model.config)
     chat = family.chat if family is not None else ChatDefaults()
     return LoadedModel(model, tokenizer, source, description,
                        CheckpointMeta(prompt_style=chat.prompt_style, default_system=chat.default_system))
+
+
+def _from_hf_folder(folder: Path, dtype: torch.dtype, source: str, description: str) -> LoadedModel:
+    """A Hugging Face folder's model, tokenizer and chat template."""
+    model, tokenizer = load_hf_folder(folder, dtype)
+    return _from_file(model, tokenizer, hf_chat_template(folder, tokenizer), source, description)
 
 
 def checkpoint_of(path: Path) -> Path:
@@ -127,7 +138,7 @@ def _load_folder(path: Path, dtype: torch.dtype, chain: tuple[Path, ...]) -> Loa
         loaded.description = f"run {path} ({checkpoint_of(path).name} checkpoint)"
         return loaded
     if is_openai_folder(path):  # hparams.json + model.ckpt.index, as OpenAI published GPT-2
-        return _from_file(*load_openai_folder(path, dtype), "openai-tf", f"OpenAI GPT-2 checkpoint {path}")
+        return _from_file(*load_openai_folder(path, dtype), None, "openai-tf", f"OpenAI GPT-2 checkpoint {path}")
     if not (path / "config.json").is_file():
         raise ValueError(f"{path}: not a model folder: it has no config.json")
     config = read_json(path / "config.json")  # a readable error when it is not JSON
@@ -135,7 +146,7 @@ def _load_folder(path: Path, dtype: torch.dtype, chain: tuple[Path, ...]) -> Loa
         model, tokenizer, meta = load_checkpoint(path, dtype, _lora_base(path, dtype, chain))
         return LoadedModel(model, tokenizer, "checkpoint", f"gptlab checkpoint {path}", meta)
     if "model_type" in config:
-        return _from_file(*load_hf_folder(path, dtype), "hf-folder", f"Hugging Face folder {path}")
+        return _from_hf_folder(path, dtype, "hf-folder", f"Hugging Face folder {path}")
     raise ValueError(
         f"{path}: not a model folder: its config.json is neither gptlab's (\"format\": \"gptlab\") "
         "nor Hugging Face's (\"model_type\")"

@@ -3,7 +3,7 @@
 Read with the `gguf` package; quantized tensors (Q4_1, Q8_0, ...) become float32. Which family
 reads the file, how its metadata becomes a `GPTConfig` and how its tensor names become ours
 (llama.cpp's interleaved q/k rows included) is the family's business (`gptlab.models`).
-The tokenizer comes from the file too.
+The tokenizer and the chat template come from the file too.
 """
 
 from __future__ import annotations
@@ -20,11 +20,13 @@ from gptlab.model import GPT
 from gptlab.models import family_for_gguf
 from gptlab.tokenizer import ByteLevelBPE
 from gptlab.tokenizer.bytelevel import gguf_tokenizer
+from gptlab.tokenizer.chat_template import ChatTemplate, gguf_chat_template
 
 
 def load_gguf(path: str | Path, dtype: torch.dtype | None = torch.float32,
-              source: dict[str, Any] | None = None) -> tuple[GPT, ByteLevelBPE]:
-    """Our GPT and the file's tokenizer from a GGUF file of a family gptlab knows."""
+              source: dict[str, Any] | None = None) -> tuple[GPT, ByteLevelBPE, ChatTemplate | None]:
+    """Our GPT, the file's tokenizer and its chat template (None without one) from a GGUF file of a
+    family gptlab knows."""
     from gguf import GGUFReader
 
     path = Path(path)
@@ -38,8 +40,10 @@ def load_gguf(path: str | Path, dtype: torch.dtype | None = torch.float32,
     assert family.gguf is not None  # family_for_gguf returns only families that read GGUF
     config = family.gguf.read_config(meta, {t.name for t in reader.tensors}, str(path))
     tokenizer = gguf_tokenizer(source or {"type": "gguf", "path": str(path.resolve())})
+    fields = reader.fields
+    template = gguf_chat_template(lambda key: fields[key].contents() if key in fields else None, str(path), tokenizer)
     tensors = {t.name: _dequantized(t) for t in reader.tensors}
-    return build_model(config, family.gguf.to_ours(tensors, config), str(path), dtype), tokenizer
+    return build_model(config, family.gguf.to_ours(tensors, config), str(path), dtype), tokenizer, template
 
 
 def _dequantized(tensor: Any) -> Tensor:

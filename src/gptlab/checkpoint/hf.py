@@ -19,10 +19,12 @@ from gptlab.files import read_json
 from gptlab.model import GPT
 from gptlab.models import Family, family_for_hf, family_of
 from gptlab.tokenizer import GPT2Tokenizer, Tokenizer, hf_files, hf_tokenizer
+from gptlab.tokenizer.chat_template import ChatTemplate
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 HUB_FILES = ["config.json", "model.safetensors", "model.safetensors.index.json", "model-*-of-*.safetensors",
-             "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt"]
+             "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "chat_template.jinja",
+             "generation_config.json"]
 
 
 def read_hf_weights(folder: Path) -> dict[str, Tensor]:
@@ -96,9 +98,11 @@ def download_from_hub(repo_id: str) -> Path:
         ) from err
 
 
-def export_hf_folder(model: GPT, folder: str | Path, tokenizer: Tokenizer | None = None) -> Path:
+def export_hf_folder(model: GPT, folder: str | Path, tokenizer: Tokenizer | None = None,
+                     template: ChatTemplate | None = None) -> Path:
     """Write our GPT as a Hugging Face folder of its family (GPT2LMHeadModel, LlamaForCausalLM) that
-    `transformers` loads as is, with `tokenizer`'s files beside it when it has a Hugging Face form."""
+    `transformers` loads as is, with `tokenizer`'s files beside it when it has a Hugging Face form, and
+    the model's chat `template` when it has one."""
     folder, config = Path(folder), model.config
     family = family_of(config)
     if family is None:
@@ -113,6 +117,8 @@ def export_hf_folder(model: GPT, folder: str | Path, tokenizer: Tokenizer | None
     save_file(family.hf.to_hf(state_to_save(model), config), str(folder / "model.safetensors"),
               metadata={"format": "pt"})
     (folder / "config.json").write_text(json.dumps(hf, indent=2) + "\n", encoding="utf-8")
-    for name, text in (hf_files(tokenizer) if tokenizer is not None else {}).items():
+    files = hf_files(tokenizer) if tokenizer is not None else {}
+    files.update(template.hf_files(files.get("tokenizer_config.json")) if template is not None else {})
+    for name, text in files.items():
         (folder / name).write_text(text, encoding="utf-8")
     return folder

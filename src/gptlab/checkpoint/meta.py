@@ -14,19 +14,21 @@ from typing import Any
 from gptlab.fields import settings_from_json
 from gptlab.lora import LoRASettings
 from gptlab.quantize import Quantization
+from gptlab.tokenizer.chat_template import ChatTemplate
 
 
 @dataclass
 class CheckpointMeta:
     """The task-specific part of a checkpoint's config.json; None where the task has nothing to say."""
 
-    prompt_style: str | None = None  # the prompt style an instruction-tuned model learned
+    prompt_style: str | None = None  # the prompt style it answers in: a named one, or "template" (its chat template)
     default_system: str | None = None  # the system message it answers under when a chat gives none
     labels: list[str] | None = None  # a classifier's class names, by class id
     max_length: int | None = None  # a classifier's tokens per text (longer texts are cut)
     lora: LoRASettings | None = None  # a LoRA checkpoint: only adapters (and a new head); the rest is lora.base
     run: dict[str, Any] | None = None  # the config.json of the run that wrote it (replayable)
     quantization: Quantization | None = None  # the weights are int8/int4 (a quantized checkpoint)
+    chat_template: ChatTemplate | None = None  # the model file's own chat template, kept through fine-tuning
 
     def to_dict(self) -> dict[str, Any]:
         """The fields that are set, as JSON values."""
@@ -35,6 +37,9 @@ class CheckpointMeta:
             data["lora"] = {**dataclasses.asdict(self.lora), "targets": list(self.lora.targets)}
         if self.quantization is not None:
             data["quantization"] = dataclasses.asdict(self.quantization)
+        if self.chat_template is not None:
+            data["chat_template"] = {**dataclasses.asdict(self.chat_template),
+                                     "stop_ids": list(self.chat_template.stop_ids)}
         return data
 
     @classmethod

@@ -10,7 +10,7 @@ from typing import Any
 from gptlab.checkpoint import LoadedModel, load_model
 from gptlab.devices import DTYPES, pick_device, pick_dtype
 from gptlab.generation import GenerationSettings
-from gptlab.prompts import PROMPT_STYLES
+from gptlab.prompts import AUTO, PROMPT_STYLES, TEMPLATE
 from gptlab.quantize import SCHEMES
 
 log = logging.getLogger("gptlab")
@@ -79,8 +79,9 @@ def add_batching_flags(p: argparse.ArgumentParser, server: bool = True) -> None:
 
 
 def add_prompt_style_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--prompt-style", choices=list(PROMPT_STYLES), default=None,
-                   help="how instructions are framed (default: the model's own, else alpaca)")
+    p.add_argument("--prompt-style", choices=[AUTO, TEMPLATE, *PROMPT_STYLES], default=AUTO,
+                   help="how messages are framed: template (the model's own chat template) or a named style "
+                        "(default auto: the style the model was fine-tuned with, else its chat template, else alpaca)")
 
 
 def add_record_field_flags(p: argparse.ArgumentParser) -> None:

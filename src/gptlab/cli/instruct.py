@@ -1,4 +1,5 @@
-"""`gptlab respond`, `gptlab chat` and `gptlab serve`: an instruction-tuned model at work, in its prompt style."""
+"""`gptlab respond`, `gptlab chat` and `gptlab serve`: an instruction-tuned model at work, in its prompt style
+(its own chat template, or the named style it was fine-tuned in)."""
 
 from __future__ import annotations
 
@@ -63,8 +64,8 @@ def cmd_respond(args: argparse.Namespace) -> int:
     return 0
 
 
-CHAT = ("A terminal chat that streams the model's answers, in the prompt style it was fine-tuned with. Inside: "
-        "/settings, /reset, /quit; Ctrl-C stops an answer, Ctrl-D leaves.")
+CHAT = ("A terminal chat that streams the model's answers, framed by its chat template or the prompt style it was "
+        "fine-tuned with. Inside: /settings, /reset, /quit; Ctrl-C stops an answer, Ctrl-D leaves.")
 
 
 def add_chat(commands: argparse._SubParsersAction) -> None:
@@ -87,8 +88,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 SERVE = ("Serve a model at http://HOST:PORT: /v1/chat/completions and /v1/completions (OpenAI's shapes, streaming "
          "with stream=true, n, logprobs, echo), /v1/models, /v1/classify (with --classifier), /info, /health, "
-         "/metrics (Prometheus), /openapi.json and a chat page at /. Chat messages use the model's prompt style. "
-         "Concurrent requests are decoded together (continuous batching, --max-batch). "
+         "/metrics (Prometheus), /openapi.json and a chat page at /. Chat messages are framed by the model's chat "
+         "template or prompt style. Concurrent requests are decoded together (continuous batching, --max-batch). "
          "Listens on loopback only and answers only Host names that are loopback or --allowed-host; SIGTERM or "
          "Ctrl-C finishes the answers in flight, then exits.")
 

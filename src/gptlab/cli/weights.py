@@ -12,6 +12,7 @@ from gptlab.checkpoint.crc32c import using_fast_crc32c
 from gptlab.cli.common import add_device_flags, load
 from gptlab.cli.progress import DownloadBars
 from gptlab.download import SIZES, SOURCES, download_gpt2, gpt2_size
+from gptlab.prompts import TEMPLATE
 
 log = logging.getLogger("gptlab")
 FORMATS = ("tf", "safetensors")
@@ -87,7 +88,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise ValueError(f"{loaded.description} is quantized and --to hf writes float weights: write it as a gptlab "
                          "checkpoint (--to gptlab, the default), or convert the float model")
     if args.to == "hf":
-        folder = export_hf_folder(loaded.model, args.dest, loaded.tokenizer)
+        answers_in_template = loaded.meta.prompt_style == TEMPLATE  # else it learned a named style: no template
+        folder = export_hf_folder(loaded.model, args.dest, loaded.tokenizer,
+                                  loaded.meta.chat_template if answers_in_template else None)
         print(f"wrote the Hugging Face folder {folder} ({_files(folder)}) from {loaded.description}")
     else:
         folder = save_checkpoint(loaded.model, loaded.tokenizer, args.dest, loaded.meta)

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from gptlab.data.reading import jsonl_rows, read_utf8
 from gptlab.files import REGISTRY, fetch
-from gptlab.prompts import PromptStyle
+from gptlab.prompts import Style
 from gptlab.tokenizer import Tokenizer
 
 INSTRUCTION_DATA = "instruction-data"
@@ -102,7 +102,7 @@ def write_records(records: list[Record], path: Path, responses: list[str] | None
     path.write_text(json.dumps(rows, indent=4, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def encode_record(record: Record, tokenizer: Tokenizer, style: PromptStyle) -> tuple[list[int], int]:
+def encode_record(record: Record, tokenizer: Tokenizer, style: Style) -> tuple[list[int], int]:
     """Token ids of prompt + output, and how many of them are the prompt."""
     prompt = tokenizer.encode(style.prompt(record.instruction, record.input))
     return prompt + tokenizer.encode(record.output), len(prompt)

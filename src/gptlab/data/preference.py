@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from gptlab.data.instruction import IGNORE_INDEX, Record, collate, load_records
-from gptlab.prompts import PromptStyle
+from gptlab.prompts import Style
 from gptlab.tokenizer import Tokenizer
 
 PairIds = tuple[list[int], list[int], list[int]]  # token ids of the prompt, the chosen and the rejected response
@@ -37,7 +37,7 @@ def load_preferences(source: str, instruction_field: str = "instruction", input_
     return [Preference(r, r.original[chosen_field], r.original[rejected_field]) for r in records]
 
 
-def encode_preference(preference: Preference, tokenizer: Tokenizer, style: PromptStyle) -> PairIds:
+def encode_preference(preference: Preference, tokenizer: Tokenizer, style: Style) -> PairIds:
     """Token ids of the prompt (in `style`) and of each response, tokenized apart as in SFT."""
     record = preference.record
     prompt = tokenizer.encode(style.prompt(record.instruction, record.input))

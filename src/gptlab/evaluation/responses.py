@@ -1,4 +1,4 @@
-"""A model's responses to instruction records: greedy, batched, cut where the prompt style says."""
+"""A model's responses to instruction records: greedy, batched, ended where the prompt style says."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from gptlab.data.instruction import Record
 from gptlab.engine import Engine, EngineLimits
 from gptlab.generation import GenerationSettings
 from gptlab.model import GPT
-from gptlab.prompts import PromptStyle
+from gptlab.prompts import Style
 from gptlab.tokenizer import Tokenizer
 
 RESPONSES_FILE = "instruction-data-with-response.json"
@@ -20,17 +20,18 @@ def cut_at_stop(text: str, stop_strings: Sequence[str]) -> str:
     return text[:min(ends, default=len(text))].strip()
 
 
-def generate_responses(model: GPT, tokenizer: Tokenizer, style: PromptStyle, records: Sequence[Record],
+def generate_responses(model: GPT, tokenizer: Tokenizer, style: Style, records: Sequence[Record],
                        max_new_tokens: int = 256, max_batch: int = 8, compile: bool = False) -> Iterator[str]:
-    """One response per record, in order: greedy decoding (deterministic), ending at end-of-text
-    or at the style's stop strings (e.g. the next `###`). Records are decoded together by the
-    batching engine, `max_batch` at a time, each joining as soon as another one ends."""
-    if tokenizer.eos_id is None:
+    """One response per record, in order: greedy decoding (deterministic), ending at end-of-text or
+    where the style ends an answer (the next `###`, a chat template's end-of-turn token). Records are
+    decoded together by the batching engine, `max_batch` at a time, each joining as another one ends."""
+    if style.end_id(tokenizer) is None:
         raise ValueError(f"the {tokenizer.name} tokenizer has no end-of-text token to end responses with")
     prompts = [tokenizer.encode(style.prompt(r.instruction, r.input)) for r in records]
     engine = Engine(model, EngineLimits(max_batch=max_batch, max_queue=max(len(prompts), 1)), compile=compile)
     try:
-        completions = [engine.submit(tokenizer, prompt, _greedy(prompt, max_new_tokens, model.config.context_length))
+        context = model.config.context_length
+        completions = [engine.submit(tokenizer, prompt, style.answer_settings(_greedy(prompt, max_new_tokens, context)))
                        for prompt in prompts]
         for completion in completions:
             for _ in completion:  # wait for it; the text is decoded whole, as the tokenizer decodes it

@@ -17,8 +17,9 @@ from gptlab.classifier import classify_texts
 from gptlab.engine import Engine, QueueFull
 from gptlab.evaluation.perplexity import token_logprobs
 from gptlab.generation import GenerationSettings, TextCompletion, TokenLogprob
-from gptlab.prompts import Conversation, PromptStyle
+from gptlab.prompts import Conversation, Style
 from gptlab.serving.api import APIError, Classification, Request
+from gptlab.tokenizer.chat_template import TemplateRefused
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class ModelService:
     """The model behind the API and what the server needs to answer with it."""
 
     loaded: LoadedModel
-    style: PromptStyle  # how chat messages become a prompt (the model's fine-tuning style)
+    style: Style  # how chat messages become a prompt (the model's chat template or fine-tuning style)
     name: str  # the model id clients send and `/v1/models` lists
     engine: Engine  # decodes every request, batched with the others running
     defaults: ServeDefaults = field(default_factory=ServeDefaults)
@@ -134,20 +135,21 @@ class ModelService:
         return Answer(prompt, self._start(prompt, settings, request.n), echoed)
 
     def chat(self, request: Request) -> Answer:
-        """The `/v1/chat/completions` answer: messages framed in the model's prompt style.
+        """The `/v1/chat/completions` answer: messages framed by the model's chat template or prompt style.
 
         System messages (else the server's default system message) open the conversation (as the
-        style's system message, e.g. ChatML's, else as plain text); earlier turns that do not fit
-        beside the new message are left out, oldest first, as in `gptlab chat`.
+        template or style writes a system message, else as plain text); earlier turns that do not fit
+        beside the new message are left out, oldest first, as in `gptlab chat`. A conversation the
+        template refuses (e.g. roles that must alternate) is a 400 with the template's reason.
         """
-        tokenizer = self.loaded.tokenizer
-        conversation = Conversation.opened(tokenizer, self.style, self.loaded.model.config.context_length,
-                                           request.system or self.defaults.system)
-        for message, answer in request.turns:
-            conversation.add(message, answer)
-        needed = len(conversation.preamble) + len(tokenizer.encode(self.style.turn(request.prompt)))
-        settings = self.style.answer_settings(self.settings(request, needed, chat=True))
-        prompt = conversation.prompt(request.prompt, settings.max_new_tokens)
+        conversation = Conversation(self.loaded.tokenizer, self.style, self.loaded.model.config.context_length,
+                                    request.system or self.defaults.system, list(request.turns))
+        try:
+            needed = len(conversation.ids(request.prompt))  # the new message alone: earlier turns may be left out
+            settings = self.style.answer_settings(self.settings(request, needed, chat=True))
+            prompt = conversation.prompt(request.prompt, settings.max_new_tokens)
+        except TemplateRefused as refused:
+            raise APIError(400, str(refused), "messages") from None
         return Answer(prompt, self._start(prompt, settings, request.n))
 
     def _start(self, prompt: list[int], settings: GenerationSettings, n: int) -> list[TextCompletion]:

@@ -48,8 +48,8 @@ class DPOConfig(RunConfig, task="dpo"):
     input_field: str = setting("record field holding the optional input", "input")
     chosen_field: str = setting("record field holding the preferred response", "chosen")
     rejected_field: str = setting("record field holding the dispreferred response", "rejected")
-    prompt_style: str | None = setting("alpaca, phi3 or chatml (default: the one the model was fine-tuned with, "
-                                       "else alpaca)", None)
+    prompt_style: str | None = setting("auto (the model's own: the style it was fine-tuned with, else its chat "
+                                       "template, else alpaca), template, alpaca, phi3 or chatml", "auto")
     beta: float = setting("DPO's beta: higher keeps the policy nearer the reference (the book: 0.1 to 0.5)", 0.1)
     sum_logprobs: bool = setting("score responses by summed token log-probs (the DPO paper), not the mean "
                                  "(the book)", False)
@@ -92,7 +92,8 @@ def run(config: DPOConfig, resume: bool = False, on_event: OnEvent | None = None
     _warn_unless_instruction_tuned(loaded)
     model, tokenizer = loaded.model, loaded.tokenizer
     style = style_for(loaded.meta, config.prompt_style)
-    if tokenizer.eos_id is None:
+    end = style.end_id(tokenizer)  # what each response ends with: end-of-text, or the template's end-of-turn
+    if end is None:
         raise ValueError(f"{config.model}: the {tokenizer.name} tokenizer has no end-of-text token to pad with")
     # the starting weights, never trained: copied before LoRA wraps the policy, so no adapter is shared
     reference = copy.deepcopy(model).eval().requires_grad_(False)
@@ -105,8 +106,7 @@ def run(config: DPOConfig, resume: bool = False, on_event: OnEvent | None = None
     train_order = EpochOrder(len(items["train"]), settings.seed)
 
     def batch(name: str, positions) -> Batch:
-        return collate_preferences([items[name][i] for i in positions], tokenizer.eos_id, config.mask_prompt,
-                                   max_length)
+        return collate_preferences([items[name][i] for i in positions], end, config.mask_prompt, max_length)
 
     def first_batches(name: str) -> Iterable[Batch]:  # up to eval_batches batches of a split, in order
         count = min(settings.eval_batches, -(-len(items[name]) // settings.batch_size))
@@ -114,7 +114,7 @@ def run(config: DPOConfig, resume: bool = False, on_event: OnEvent | None = None
 
     score = _scorer(reference, config.beta, mean=not config.sum_logprobs)
     meta = CheckpointMeta(prompt_style=style.name, default_system=style.default_system or None, run=config.to_dict(),
-                          lora=pinned_to_base(lora, config.model))
+                          lora=pinned_to_base(lora, config.model), chat_template=loaded.meta.chat_template)
     task = Task(
         train_batch=lambda i: batch("train", train_order.positions(i, settings.batch_size)),
         val_batch=lambda i: batch("val", in_order(i, settings.batch_size, len(items["val"]))),

@@ -23,7 +23,7 @@ from gptlab.devices import pick_device
 from gptlab.evaluation.responses import RESPONSES_FILE, generate_responses
 from gptlab.fields import settings_from_json
 from gptlab.generation import GenerationSettings, generate
-from gptlab.prompts import PromptStyle
+from gptlab.prompts import Style
 from gptlab.tokenizer import Tokenizer
 from gptlab.training.loop import GENERIC, TrainSettings
 from gptlab.training.reports import OnEvent, RespondEvent, RunSummary
@@ -101,10 +101,11 @@ def trainable(items: list[T], prompt_length: Callable[[T], int], max_length: int
     return kept
 
 
-def sample_response(tokenizer: Tokenizer, style: PromptStyle, record: Record) -> Callable[[nn.Module], str]:
+def sample_response(tokenizer: Tokenizer, style: Style, record: Record) -> Callable[[nn.Module], str]:
     """A function that answers one fixed validation instruction greedily, to watch the model learn."""
     prompt = tokenizer.encode(style.prompt(record.instruction, record.input))
-    settings = GenerationSettings(max_new_tokens=SAMPLE_TOKENS, temperature=0).stopping_for(tokenizer)
+    greedy = GenerationSettings(max_new_tokens=SAMPLE_TOKENS, temperature=0)
+    settings = style.answer_settings(greedy).stopping_for(tokenizer)  # ends where an answer ends
 
     def sample(model: nn.Module) -> str:
         return tokenizer.decode(list(generate(model, prompt, settings)))
@@ -112,7 +113,7 @@ def sample_response(tokenizer: Tokenizer, style: PromptStyle, record: Record) ->
     return sample
 
 
-def add_test_responses(summary: RunSummary, out: Path, style: PromptStyle, test: list[Record],
+def add_test_responses(summary: RunSummary, out: Path, style: Style, test: list[Record],
                        max_new_tokens: int, device: str, on_event: OnEvent | None) -> RunSummary:
     """After a finished run: greedy responses of its best checkpoint to every test record, in the
     book's file format (for `gptlab judge`), named in the summary."""

@@ -33,8 +33,9 @@ class SFTConfig(RunConfig, task="instruct"):
     instruction_field: str = setting("record field holding the instruction", "instruction")
     input_field: str = setting("record field holding the optional input", "input")
     output_field: str = setting("record field holding the desired response", "output")
-    prompt_style: str = setting("alpaca, phi3 or chatml (SmolLM2); saved with the model for chat, evaluation "
-                                "and serving", "alpaca")
+    prompt_style: str = setting("auto (the model's own: the style it was tuned with, else its chat template, else "
+                                "alpaca), template, alpaca, phi3 or chatml; saved with the model for chat, "
+                                "evaluation and serving", "auto")
     mask_prompt: bool = setting("train on the response tokens only (instruction and input add no loss)", True)
     allowed_max_length: int | None = setting("truncate examples to this many tokens (default: the context length)",
                                              None)
@@ -67,7 +68,8 @@ def run(config: SFTConfig, resume: bool = False, on_event: OnEvent | None = None
     loaded = load_model(config.model)
     model, tokenizer = loaded.model, loaded.tokenizer
     style = style_for(loaded.meta, config.prompt_style)
-    if tokenizer.eos_id is None:
+    end = style.end_id(tokenizer)  # what each response ends with: end-of-text, or the template's end-of-turn
+    if end is None:
         raise ValueError(f"{config.model}: the {tokenizer.name} tokenizer has no end-of-text token "
                          "to pad and stop with")
     lora = choose_trainable(model, config.train_layers, config.lora)
@@ -80,10 +82,10 @@ def run(config: SFTConfig, resume: bool = False, on_event: OnEvent | None = None
                              lengths=[len(ids) for ids, _ in items["train"]] if config.group_by_length else None)
 
     def batch(name: str, positions) -> tuple:
-        return collate([items[name][i] for i in positions], tokenizer.eos_id, config.mask_prompt, max_length)
+        return collate([items[name][i] for i in positions], end, config.mask_prompt, max_length)
 
     meta = CheckpointMeta(prompt_style=style.name, default_system=style.default_system or None, run=config.to_dict(),
-                          lora=pinned_to_base(lora, config.model))
+                          lora=pinned_to_base(lora, config.model), chat_template=loaded.meta.chat_template)
     task = Task(
         train_batch=lambda i: batch("train", train_order.positions(i, settings.batch_size)),
         val_batch=lambda i: batch("val", in_order(i, settings.batch_size, len(items["val"]))),
