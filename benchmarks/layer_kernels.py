@@ -1,6 +1,6 @@
 """One projection at a time: float32, bfloat16, int8 and int4 weights, 1 to 512 input rows.
 
-    .venv/bin/python benchmarks/kernels.py             # ~2 min; --threads (default: torch's), --repeats
+    .venv/bin/python benchmarks/layer_kernels.py             # ~2 min; --threads (default: torch's), --repeats
 
 Why `gptlab.linear` and `gptlab.quantize` compute as they do: prints microseconds per weight
 (best of --repeats) for a GPT-2 projection and SmolLM2's LM head, in both memory layouts (float
