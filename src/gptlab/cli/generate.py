@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from pathlib import Path
 
-from gptlab.checkpoint import LoadedModel
+import torch
+
+from gptlab.checkpoint import CheckpointMeta, LoadedModel
+from gptlab.checkpoint.weights import skeleton
 from gptlab.cli.common import (
     add_compile_flag,
     add_device_flags,
@@ -16,9 +20,12 @@ from gptlab.cli.common import (
     model_command,
 )
 from gptlab.data.text import token_stream
+from gptlab.devices import pick_device, pick_dtype
 from gptlab.evaluation.perplexity import perplexity
 from gptlab.generation import Completion, GenerationSettings, compile_decode
-from gptlab.quantize import stored_bytes
+from gptlab.models import PRESETS, preset_config
+from gptlab.quantize import Quantization, stored_bytes
+from gptlab.tokenizer import GPT2Tokenizer
 
 QUIT_WORDS = ("quit", "exit")
 
@@ -37,7 +44,7 @@ def add_info(commands: argparse._SubParsersAction) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    loaded = load(args)
+    loaded = preset_shape(args) if args.model in PRESETS and not Path(args.model).exists() else load(args)
     model = loaded.model
     params = model.num_parameters()
     size_mb = stored_bytes(model) / 1e6
@@ -52,7 +59,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 0
     print(f"model:        {loaded.description}")
     for key, value in model.config.to_dict().items():
-        print(f"  {key:<16}{value}")
+        print(f"  {key:<18}{value}")
     print(f"parameters:   {params:,} ({params / 1e6:.1f}M; {model.num_parameters(non_embedding=True):,} "
           "without embeddings)")
     weights = f"{quantization.scheme} projections, the rest " if quantization else ""
@@ -60,6 +67,18 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"FLOPs/token:  {model.flops_per_token() / 1e9:.3f} GFLOP forward at full context")
     print(f"tokenizer:    {loaded.tokenizer.name} (vocab {loaded.tokenizer.vocab_size:,})")
     return 0
+
+
+def preset_shape(args: argparse.Namespace) -> LoadedModel:
+    """A preset's model on the meta device: its shape, counts and sizes without allocating its weights
+    (a real shape such as llama-3.2-1b is gigabytes of random numbers that info would never read)."""
+    quantization = Quantization(args.quantize) if args.quantize else None
+    dtype = torch.bfloat16 if quantization else torch.float32
+    if args.dtype not in ("auto", None):
+        dtype = pick_dtype(args.dtype, pick_device(args.device))
+    model = skeleton(preset_config(args.model), quantization).to(dtype)
+    meta = CheckpointMeta(quantization=quantization)
+    return LoadedModel(model, GPT2Tokenizer(), "preset", f"preset {args.model} (its shape: no weights made)", meta)
 
 
 GENERATE = ("Generate a continuation of a prompt with any model --model names, OpenAI's GPT-2 folders (gptlab "

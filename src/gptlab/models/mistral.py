@@ -9,6 +9,13 @@ from gptlab.config import GPTConfig
 from gptlab.models import llama
 from gptlab.models.family import Family, HFFormat, window_from_hf
 
+PRESETS: dict[str, dict[str, Any]] = {
+    "mistral-tiny": dict(vocab_size=50257, context_length=256, n_layer=2, n_head=4, n_kv_head=2, n_embd=64,
+                         mlp_hidden=128, sliding_window=16, tie_embeddings=False, **llama.BLOCKS),
+    "mistral-7b-v0.1": dict(vocab_size=32000, context_length=32768, n_layer=32, n_head=32, n_kv_head=8, n_embd=4096,
+                            mlp_hidden=14336, sliding_window=4096, tie_embeddings=False, **llama.BLOCKS),
+}
+
 
 def config_from_hf(hf: dict[str, Any], source: str) -> GPTConfig:
     """Our config from a `MistralForCausalLM` config.json."""
@@ -27,4 +34,5 @@ FAMILY = Family(
     name="mistral",
     vocabulary="file",
     hf=HFFormat(("mistral",), config_from_hf, config_to_hf, llama.hf_to_ours, llama.ours_to_hf),
+    presets=PRESETS,
 )
