@@ -336,3 +336,28 @@ def test_json_mode_is_refused_by_name(client):
     with pytest.raises(openai.BadRequestError, match="response_format.type"):
         client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": RED}],
                                        response_format={"type": "json_object"})
+
+
+def test_a_models_chat_template_frames_chat_requests_and_its_refusals_are_400s(tmp_path):
+    """A tiny random Llama whose folder carries a Gemma-2-shaped template: prompt_tokens counts the template's
+    prompt as transformers builds it, and a system message, which that template refuses, is a 400 saying why."""
+    from transformers import AutoTokenizer
+
+    from template_folders import MODELS, save_template_llama
+
+    folder = save_template_llama(tmp_path / "gemma", MODELS["gemma-2"])
+    turns = [{"role": "user", "content": RED}, {"role": "assistant", "content": "A cherry."},
+             {"role": "user", "content": "Name a fruit that is green."}]
+    expected = AutoTokenizer.from_pretrained(folder).apply_chat_template(turns, add_generation_prompt=True,
+                                                                         return_dict=False)
+    running = start_server(str(folder), tmp_path / "server.log", "--name", "gemma")
+    try:
+        client = openai.OpenAI(base_url=running.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+        answer = client.chat.completions.create(model="gemma", messages=turns, temperature=0, max_tokens=3)
+        assert answer.usage.prompt_tokens == len(expected) == 36
+        body = json.dumps({"model": "gemma", "messages": [{"role": "system", "content": "Be brief."}, turns[0]]})
+        status, refused = post(running.url + "/v1/chat/completions", body.encode())
+        assert status == 400 and refused["error"]["param"] == "messages"
+        assert refused["error"]["message"].endswith("refused the conversation: System role not supported")
+    finally:
+        assert running.stop() == 0
