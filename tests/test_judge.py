@@ -88,3 +88,21 @@ def test_agreement_with_rouge_l_ranks_scores_against_overlap():
     assert agreement_with_rouge_l([90, 50, 10], [0.1, 0.4, 0.8])["spearman_score_vs_rouge_l"] == -1.0
     assert agreement_with_rouge_l([80, 80, 80], [0.1, 0.4, 0.8])["spearman_score_vs_rouge_l"] is None
     assert agreement_with_rouge_l([], []) == {"rouge_l_mean": None, "spearman_score_vs_rouge_l": None}
+
+
+def test_a_local_judge_is_asked_through_its_chat_template(tmp_path):
+    from gptlab.checkpoint import load_model
+    from gptlab.generation import GenerationSettings, generate
+    from gptlab.prompts import TemplateStyle
+    from template_folders import MODELS, save_template_llama
+
+    folder = save_template_llama(tmp_path / "judge", MODELS["qwen-2.5"])
+    client = JudgeClient("local", str(folder))
+    question = "Score the answer 'Red.' to 'Name a colour.' from 0 to 100."  # fits the tiny context with the reply
+    reply = client.ask(question)
+    loaded = load_model(str(folder))
+    style = TemplateStyle(loaded.meta.chat_template)
+    ids = loaded.tokenizer.encode(style.prompt(question))  # Qwen's default system message, then the question
+    greedy = style.answer_settings(GenerationSettings(max_new_tokens=64, temperature=0)).stopping_for(loaded.tokenizer)
+    assert reply == loaded.tokenizer.decode(list(generate(loaded.model, ids, greedy))).strip()
+    assert client.url is None and client.ask(question) == reply  # loaded once, deterministic

@@ -20,15 +20,16 @@ JUDGE = ("LLM-as-a-judge, as in the book's chapter 7: a judge model scores each 
 
 def add_judge(commands: argparse._SubParsersAction) -> None:
     judge = commands.add_parser(
-        "judge", help="score instruction responses 0-100 with a judge model (Ollama or OpenAI-compatible)",
+        "judge", help="score instruction responses 0-100 with a judge model (Ollama, OpenAI-compatible or local)",
         description=JUDGE)
     judge.add_argument("responses",
                        help=f"a JSON/JSONL file of records with model_response (e.g. a run's {RESPONSES_FILE})")
     judge.add_argument("--judge-model", required=True,
-                       help="the judge's model name, e.g. llama3 (Ollama) or gpt-4o-mini")
+                       help="the judge's model name, e.g. llama3 (Ollama) or gpt-4o-mini; with --backend local, "
+                            "any --model gptlab loads (smollm2, a Hugging Face instruct folder, a .gguf file)")
     judge.add_argument("--backend", choices=BACKENDS, default="ollama",
-                       help="ollama (/api/chat) or openai (any OpenAI-compatible /v1/chat/completions; "
-                            "default ollama)")
+                       help="ollama (/api/chat), openai (any OpenAI-compatible /v1/chat/completions) or local (the "
+                            "model loaded here, asked through its chat template; default ollama)")
     judge.add_argument("--url", default=None, help="server base URL (default: http://localhost:11434 for ollama, "
                                                     "https://api.openai.com/v1 for openai)")
     judge.add_argument("--api-key", default=None, help="Bearer token (openai default: $OPENAI_API_KEY)")

@@ -3,7 +3,8 @@
 The book's chapter 7 method: one prompt per record, asking for the integer only, with a fixed
 seed and temperature 0. The judge is any model behind Ollama's `/api/chat` or an
 OpenAI-compatible `/v1/chat/completions` (OpenAI, vLLM, llama.cpp, `gptlab serve`), reached with
-the standard library's HTTP client.
+the standard library's HTTP client, or a model gptlab loads here ("local"), asked as `gptlab chat`
+asks it: through its chat template or prompt style.
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ import statistics
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gptlab.data.instruction import Record, load_records
 from gptlab.evaluation.metrics import rouge_l
 
-BACKENDS = ("ollama", "openai")
+BACKENDS = ("ollama", "openai", "local")
+LOCAL_REPLY_TOKENS = 64  # a local judge's reply: the score, and room for a few words around it
 DEFAULT_URLS = {"ollama": "http://localhost:11434", "openai": "https://api.openai.com/v1"}
 JUDGE_PROMPT = ("Given the input `{input}` and correct output `{output}`, score the model response "
                 "`{response}` on a scale from 0 to 100, where 100 is the best score. "
@@ -47,20 +49,24 @@ def parse_score(reply: str) -> int | None:
 class JudgeClient:
     """Asks a judge model one question at a time, deterministically (temperature 0, fixed seed)."""
 
-    backend: str  # "ollama" or "openai" (any OpenAI-compatible server)
-    model: str  # the judge's name on that server, e.g. "llama3" or "gpt-4o-mini"
-    url: str | None = None  # server base URL; default: local Ollama, or OpenAI's API
+    backend: str  # "ollama", "openai" (any OpenAI-compatible server) or "local" (loaded here)
+    model: str  # the judge's name on that server, e.g. "llama3" or "gpt-4o-mini"; local: any gptlab --model
+    url: str | None = None  # server base URL; default: local Ollama, or OpenAI's API (unused locally)
     api_key: str | None = None  # sent as a Bearer token (OpenAI-compatible servers)
     seed: int = 123
     timeout: float = 300.0  # seconds per answer: a large judge on a CPU is slow
+    _loaded: Any = field(default=None, init=False, repr=False)  # the local judge, loaded on its first question
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown judge backend {self.backend!r}; known: {', '.join(BACKENDS)}")
-        self.url = (self.url or DEFAULT_URLS[self.backend]).rstrip("/")
+        if self.backend != "local":
+            self.url = (self.url or DEFAULT_URLS[self.backend]).rstrip("/")
 
     def ask(self, prompt: str) -> str:
         """The judge's reply to one user message."""
+        if self.backend == "local":
+            return self._ask_here(prompt)
         messages = [{"role": "user", "content": prompt}]
         if self.backend == "ollama":
             body = {"model": self.model, "messages": messages, "stream": False,
@@ -69,6 +75,16 @@ class JudgeClient:
         endpoint = "/chat/completions" if self.url.endswith("/v1") else "/v1/chat/completions"
         body = {"model": self.model, "messages": messages, "temperature": 0, "seed": self.seed}
         return self._post(endpoint, body)["choices"][0]["message"]["content"] or ""
+
+    def _ask_here(self, prompt: str) -> str:
+        """The reply of the model `model` names, loaded in this process once: framed by its chat template
+        or prompt style, greedy, as `gptlab.ask` answers."""
+        from gptlab.api import ask  # torch and the model: only for this backend
+        from gptlab.checkpoint import load_model
+
+        if self._loaded is None:
+            self._loaded = load_model(self.model)
+        return ask(self._loaded, prompt, temperature=0, seed=self.seed, max_new_tokens=LOCAL_REPLY_TOKENS)
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         headers = {"Content-Type": "application/json"}
