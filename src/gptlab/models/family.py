@@ -123,6 +123,13 @@ def rope_to_hf(config: GPTConfig) -> dict[str, Any]:
     return {"rope_theta": config.rope_theta, "rope_scaling": written}
 
 
+def rotary_fraction_from_hf(hf: dict[str, Any], default: float = 1.0) -> float:
+    """The share of each head's dimensions that rotate: `partial_rotary_factor` (transformers 5 keeps it in
+    `rope_parameters`; Phi-4-mini, GPT-NeoX) or GPT-NeoX's older `rotary_pct`; `default` where none is given."""
+    params = hf.get("rope_parameters") or {}
+    return float(params.get("partial_rotary_factor", hf.get("partial_rotary_factor", hf.get("rotary_pct", default))))
+
+
 def window_from_hf(hf: dict[str, Any], n_layer: int, windowed: list[int] | None = None) -> dict[str, Any]:
     """`sliding_window` and `sliding_layers` of our config from a config.json: its `layer_types` where it
     lists them (transformers 5), else the blocks `windowed` (the family's rule; None: every block)."""
