@@ -13,11 +13,12 @@ from gptlab.tokenizer.bytelevel import ByteLevelBPE, gguf_tokenizer, hf_tokenize
 from gptlab.tokenizer.char import CharTokenizer
 from gptlab.tokenizer.gpt2 import GPT2Tokenizer
 from gptlab.tokenizer.scratch import BPETokenizer, BPEVocabulary, gpt2_scratch, load_bpe, save_bpe
+from gptlab.tokenizer.sentencepiece import SentencePieceBPE
 from gptlab.tokenizer.training import train_bpe
 
-__all__ = ["BPETokenizer", "BPEVocabulary", "ByteLevelBPE", "CharTokenizer", "GPT2Tokenizer", "Tokenizer",
-           "get_tokenizer", "gpt2_scratch", "hf_files", "hf_tokenizer", "load_bpe", "save_bpe", "tokenizer_from_dict",
-           "train_bpe"]
+__all__ = ["BPETokenizer", "BPEVocabulary", "ByteLevelBPE", "CharTokenizer", "GPT2Tokenizer", "SentencePieceBPE",
+           "Tokenizer", "get_tokenizer", "gguf_tokenizer", "gpt2_scratch", "hf_files", "hf_tokenizer", "load_bpe",
+           "save_bpe", "tokenizer_from_dict", "train_bpe"]
 
 KNOWN_TYPES = ("char", "gpt2", "gpt2-scratch", "bpe")
 NAMES = "gpt2 (tiktoken), gpt2-scratch (gptlab's own BPE), char, or a trained tokenizer's folder or JSON file"
@@ -69,7 +70,7 @@ def tokenizer_from_dict(d: Mapping[str, Any]) -> Tokenizer:
 
 def hf_files(tokenizer: Tokenizer) -> dict[str, str]:
     """The files (name → text) that carry `tokenizer` in a Hugging Face folder; none for a char tokenizer."""
-    if isinstance(tokenizer, (GPT2Tokenizer, ByteLevelBPE, BPETokenizer)):
+    if isinstance(tokenizer, (GPT2Tokenizer, ByteLevelBPE, SentencePieceBPE, BPETokenizer)):
         return tokenizer.hf_files()
     return {}
 

@@ -116,6 +116,44 @@ def merge_parts(data: bytes, ranks: Mapping[bytes, int]) -> list[bytes]:
     return parts
 
 
+def merge_pairs(ids: list[int], pairs: Mapping[tuple[int, int], tuple[float, int]]) -> list[int]:
+    """`ids` after merging, again and again, the adjacent pair of lowest rank (leftmost on ties) into the id
+    `pairs` gives it: `pairs[(left, right)] = (rank, merged)`. Hugging Face's BPE rule, where each pair has its
+    own rank (so two pairs that join into the same text need not both merge, unlike `merge_parts`), and
+    SentencePiece's, where the rank is minus the score of the token the pair makes.
+
+    The same linked list and heap as `merge_parts`; an entry is stale when its pair no longer maps to the
+    merge it was pushed with (the dict's own tuple, compared by identity)."""
+    n = len(ids)
+    if n < 2:
+        return list(ids)
+    symbols = list(ids)
+    following = list(range(1, n + 1))  # following[i]: the position of the symbol after the one at i
+    preceding = list(range(-1, n - 1))
+    alive = [True] * n
+    heap = [(merge[0], i, merge) for i in range(n - 1) if (merge := pairs.get((ids[i], ids[i + 1]))) is not None]
+    heapq.heapify(heap)
+    while heap:
+        _, start, merge = heapq.heappop(heap)
+        right = following[start]
+        if not alive[start] or right >= n or pairs.get((symbols[start], symbols[right])) is not merge:
+            continue  # stale: a symbol of this pair has merged with another since
+        merged = symbols[start] = merge[1]
+        alive[right] = False
+        end = following[start] = following[right]
+        if end < n:
+            preceding[end] = start
+            if (after := pairs.get((merged, symbols[end]))) is not None:
+                heapq.heappush(heap, (after[0], start, after))
+        if (before := preceding[start]) >= 0 and (left := pairs.get((symbols[before], merged))) is not None:
+            heapq.heappush(heap, (left[0], before, left))
+    merged_ids, at = [], 0
+    while at < n:
+        merged_ids.append(symbols[at])
+        at = following[at]
+    return merged_ids
+
+
 def refuse_surrogates(text: str) -> None:
     """A lone surrogate (from text decoded with errors='surrogateescape', or a broken UTF-16 pair) has no
     UTF-8 bytes, so no tokens; say where it is rather than guess a replacement."""

@@ -1,4 +1,6 @@
-"""Byte-level BPE with a model file's own vocabulary (SmolLM2, other Llama-family models), run by tiktoken.
+"""Byte-level BPE with a model file's own vocabulary (SmolLM2, other Llama-family models), run by tiktoken,
+and the readers of a model file's tokenizer, which hand SentencePiece-style vocabularies (Llama 2, Mistral,
+Phi-3, Gemma) to `sentencepiece_files`.
 
 Built from a vocabulary listed by id and its merges, as GGUF files and Hugging Face
 `tokenizer.json` store them. The cut before BPE is the one the file names, found among the model
@@ -21,8 +23,12 @@ from gptlab.files import builtin_model_path, read_json
 from gptlab.models import PreTokenizer, pre_tokenizer
 from gptlab.tokenizer.chunks import safe_pieces
 from gptlab.tokenizer.gpt2 import bytes_to_unicode
+from gptlab.tokenizer.hf_folder import begin_token, special_id, token_ids
+from gptlab.tokenizer.hf_steps import bos_template
+from gptlab.tokenizer.sentencepiece import SentencePieceBPE
+from gptlab.tokenizer.sentencepiece_files import GGUF_CONTROL, gguf_sentencepiece, hf_sentencepiece, is_sentencepiece
 
-CONTROL_TOKEN = 3  # GGUF token type of special tokens such as <|im_start|>
+KINDS = "byte-level BPE (GPT-2, Llama 3, Qwen, SmolLM2) and SentencePiece-style BPE (Llama 2, Mistral, Phi-3, Gemma)"
 BYTE_LEVEL_DECODER = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
 
 
@@ -36,6 +42,8 @@ class Vocabulary:
     special_ids: list[int]  # tokens matched whole in text (e.g. <|im_start|>), never made by merges
     eos_id: int | None  # the id that ends a turn or a document
     pre_tokenizer: str | dict[str, Any] | None  # the cut the file names: GGUF by name, tokenizer.json by spec
+    bos_id: int | None = None  # the id that begins a document
+    adds_bos: bool = False  # the file puts bos_id before every text (its post-processor, GGUF add_bos_token)
 
 
 class ByteLevelBPE:
@@ -44,6 +52,7 @@ class ByteLevelBPE:
     def __init__(self, vocabulary: Vocabulary, cut: PreTokenizer, source: dict[str, Any]) -> None:
         self.vocabulary, self.pre_tokenizer, self._source = vocabulary, cut, source
         self.name, self.eos_id, self.vocab_size = vocabulary.name, vocabulary.eos_id, len(vocabulary.tokens)
+        self.bos_id, self.adds_bos = vocabulary.bos_id, vocabulary.adds_bos
         tokens, special_ids = vocabulary.tokens, set(vocabulary.special_ids)
         byte_of = {char: byte for byte, char in bytes_to_unicode().items()}
         self.special_tokens = {tokens[i]: i for i in vocabulary.special_ids}
@@ -87,17 +96,20 @@ class ByteLevelBPE:
 
 def hf_tokenizer_files(vocab: Vocabulary, cut: PreTokenizer) -> dict[str, str]:
     """A byte-level BPE vocabulary as Hugging Face `tokenizers` saves one: `tokenizer.json` (vocabulary,
-    merges, special tokens, the cut before BPE) and `tokenizer_config.json` (its end-of-text token)."""
+    merges, special tokens, the cut before BPE, the BOS it adds) and `tokenizer_config.json` (its begin and
+    end tokens)."""
     added = [{"id": i, "content": vocab.tokens[i], "single_word": False, "lstrip": False, "rstrip": False,
               "normalized": False, "special": True} for i in vocab.special_ids]
     model = {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
              "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
              "vocab": {token: i for i, token in enumerate(vocab.tokens)},
              "merges": [[left, right] for left, _, right in (merge.partition(" ") for merge in vocab.merges)]}
+    bos = None if vocab.bos_id is None else vocab.tokens[vocab.bos_id]
+    template = bos_template(bos, vocab.bos_id) if vocab.adds_bos and vocab.bos_id is not None and bos else None
     tokenizer = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
-                 "normalizer": None, "pre_tokenizer": cut.hf, "post_processor": None,
+                 "normalizer": None, "pre_tokenizer": cut.hf, "post_processor": template,
                  "decoder": BYTE_LEVEL_DECODER, "model": model}
-    config = {"tokenizer_class": "PreTrainedTokenizerFast",
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": bos,
               "eos_token": None if vocab.eos_id is None else vocab.tokens[vocab.eos_id]}
     return {"tokenizer.json": json.dumps(tokenizer, ensure_ascii=False),
             "tokenizer_config.json": json.dumps(config, indent=2) + "\n"}
@@ -114,8 +126,9 @@ def _check_merge_order(ranks: dict[bytes, int], merges: Sequence[str], byte_of: 
         previous = merged
 
 
-def gguf_tokenizer(description: Mapping[str, Any]) -> ByteLevelBPE:
-    """The tokenizer in a GGUF file's metadata: a built-in model's (`name`) or any file's (`path`)."""
+def gguf_tokenizer(description: Mapping[str, Any]) -> ByteLevelBPE | SentencePieceBPE:
+    """The tokenizer in a GGUF file's metadata, a built-in model's (`name`) or any file's (`path`), of the kind
+    `tokenizer.ggml.model` names: gpt2 (byte-level BPE) or llama (SentencePiece-style BPE)."""
     from gguf import GGUFReader
 
     kind = description.get("type")
@@ -128,48 +141,39 @@ def gguf_tokenizer(description: Mapping[str, Any]) -> ByteLevelBPE:
     def value(key: str, default: Any = None) -> Any:
         return fields[key].contents() if key in fields else default
 
-    if value("tokenizer.ggml.model") != "gpt2":
-        raise ValueError(f"{path}: tokenizer {value('tokenizer.ggml.model')!r} is not supported; gptlab reads "
-                         "byte-level BPE (tokenizer.ggml.model = gpt2)")
-    eos = value("tokenizer.ggml.eos_token_id")
+    model = value("tokenizer.ggml.model")
+    if model == "llama":
+        return gguf_sentencepiece(path, value, description)
+    if model != "gpt2":
+        raise ValueError(f"{path}: tokenizer.ggml.model {model!r} is not supported; gptlab reads {KINDS} "
+                         "(tokenizer.ggml.model gpt2 and llama)")
+    eos, bos = value("tokenizer.ggml.eos_token_id"), value("tokenizer.ggml.bos_token_id")
     vocabulary = Vocabulary(
         name=str(value("general.name", path.stem)), tokens=value("tokenizer.ggml.tokens"),
         merges=value("tokenizer.ggml.merges"), eos_id=None if eos is None else int(eos),
-        special_ids=[i for i, kind in enumerate(value("tokenizer.ggml.token_type")) if kind == CONTROL_TOKEN],
-        pre_tokenizer=value("tokenizer.ggml.pre"))
+        special_ids=[i for i, kind in enumerate(value("tokenizer.ggml.token_type")) if kind == GGUF_CONTROL],
+        pre_tokenizer=value("tokenizer.ggml.pre"), bos_id=None if bos is None else int(bos),
+        adds_bos=bos is not None and bool(value("tokenizer.ggml.add_bos_token", False)))
     return ByteLevelBPE(vocabulary, pre_tokenizer(vocabulary.pre_tokenizer, str(path)), dict(description))
 
 
-def hf_tokenizer(path: Path) -> ByteLevelBPE:
-    """The tokenizer of a Hugging Face folder: its `tokenizer.json`, with the end id the folder names."""
+def hf_tokenizer(path: Path) -> ByteLevelBPE | SentencePieceBPE:
+    """The tokenizer of a Hugging Face folder, of the kind its `tokenizer.json` is (byte-level or
+    SentencePiece-style BPE), with the begin and end ids the folder names."""
     data = read_json(path)
     model = data["model"] if isinstance(data.get("model"), dict) else {}
-    normalizer = data.get("normalizer")
-    if model.get("type") != "BPE" or model.get("byte_fallback") or normalizer is not None:
-        kind = normalizer.get("type") if isinstance(normalizer, dict) else normalizer
-        raise ValueError(f"{path}: not a byte-level BPE tokenizer (model {model.get('type')!r}, normalizer "
-                         f"{kind!r}, byte_fallback {model.get('byte_fallback')!r}); gptlab reads byte-level BPE only")
-    added = data.get("added_tokens") or []
-    ids = {**model.get("vocab", {}), **{token["content"]: token["id"] for token in added}}
+    if model.get("type") != "BPE":
+        raise ValueError(f"{path}: tokenizer model {model.get('type')!r} is not supported; gptlab reads {KINDS}")
+    if is_sentencepiece(data):
+        return hf_sentencepiece(path, data)
+    ids = token_ids(path, data)
     by_id = {i: token for token, i in ids.items()}
-    if set(by_id) != set(range(len(ids))):
-        raise ValueError(f"{path}: token ids must be 0..{len(ids) - 1}, each used once")
+    bos_id, adds_bos = begin_token(path, data, ids)
     vocabulary = Vocabulary(
         name=path.parent.name, tokens=[by_id[i] for i in range(len(ids))],
         merges=[m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])],
-        special_ids=sorted(token["id"] for token in added), eos_id=_hf_eos_id(path.parent, ids),
-        pre_tokenizer=data.get("pre_tokenizer"))
+        special_ids=sorted(token["id"] for token in data.get("added_tokens") or []),
+        eos_id=special_id(path.parent, ids, "eos"), pre_tokenizer=data.get("pre_tokenizer"), bos_id=bos_id,
+        adds_bos=adds_bos)
     cut = pre_tokenizer(vocabulary.pre_tokenizer, str(path))
     return ByteLevelBPE(vocabulary, cut, {"type": "hf", "path": str(path.resolve())})
-
-
-def _hf_eos_id(folder: Path, ids: dict[str, int]) -> int | None:
-    """The end id a HF folder names: `eos_token` of tokenizer_config.json, else `eos_token_id` of config.json."""
-    if (folder / "tokenizer_config.json").is_file():
-        eos = read_json(folder / "tokenizer_config.json").get("eos_token")
-        eos = eos.get("content") if isinstance(eos, dict) else eos
-        if isinstance(eos, str) and eos in ids:
-            return ids[eos]
-    eos_id = read_json(folder / "config.json").get("eos_token_id") if (folder / "config.json").is_file() else None
-    eos_id = eos_id[0] if isinstance(eos_id, list) and eos_id else eos_id
-    return eos_id if isinstance(eos_id, int) else None
