@@ -40,6 +40,16 @@ def hf_smollm2(tmp_path_factory) -> Path:
     return save_smollm2_hf_folder(tmp_path_factory.mktemp("hf-smollm2"))
 
 
+@pytest.fixture(scope="session")
+def small_tokenizer_json(tmp_path_factory, hf_smollm2) -> Path:
+    """SmolLM2's first 1,024 tokens as a tokenizer.json: tiny models and GGUF files that load in a fraction
+    of the time of its 49,152."""
+    from gguf_files import small_vocabulary
+
+    path = tmp_path_factory.mktemp("small-vocab") / "tokenizer.json"
+    return small_vocabulary(hf_smollm2 / "tokenizer.json", 1024, path)
+
+
 @pytest.fixture()
 def gpt2_host():
     """A local HTTP host of OpenAI's seven GPT-2 files (the tiny11 fixture) at `.url`, for sizes 774M and 124M."""

@@ -59,6 +59,47 @@ def _add_tokenizer(writer: Any, tokenizer_json: Path, pre: str) -> None:
     writer.add_eos_token_id(2)
 
 
+def llama_cpp_names(state: dict[str, torch.Tensor], architecture: str, n_layer: int) -> dict[str, torch.Tensor]:
+    """A Hugging Face state dict under llama.cpp's tensor names for `architecture`, from the `gguf` package's
+    own map (the one convert_hf_to_gguf.py renames with), tensors unchanged: right as they are for the
+    architectures llama.cpp rotates as halves (qwen2, qwen3, olmo2), not for llama's interleaved q/k."""
+    import gguf
+
+    arch = next(a for a, name in gguf.MODEL_ARCH_NAMES.items() if name == architecture)
+    names = gguf.get_tensor_name_map(arch, n_layer)
+    return {names.get_name(name, try_suffixes=(".weight", ".bias")): tensor for name, tensor in state.items()}
+
+
+def llama_cpp_metadata(folder: Path) -> dict[str, Any]:
+    """The `<arch>.…` keys convert_hf_to_gguf.py's TextModel writes from a folder's config.json for every
+    architecture (without `vocab_size`, which only its llama writer adds); architectures add their own."""
+    hf = json.loads((folder / "config.json").read_text())
+    rope = hf.get("rope_parameters") or {}
+    rope = rope.get("full_attention", rope)  # per-block-kind parameters (OLMo 3, Gemma 3)
+    meta = {"block_count": hf["num_hidden_layers"], "context_length": hf["max_position_embeddings"],
+            "embedding_length": hf["hidden_size"], "feed_forward_length": hf["intermediate_size"],
+            "attention.head_count": hf["num_attention_heads"], "attention.head_count_kv": hf["num_key_value_heads"],
+            "rope.freq_base": float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
+            "attention.layer_norm_rms_epsilon": float(hf["rms_norm_eps"])}
+    if hf.get("head_dim") is not None:
+        meta["attention.key_length"] = meta["attention.value_length"] = hf["head_dim"]
+    return meta
+
+
+def small_vocabulary(tokenizer_json: Path, size: int, path: Path) -> Path:
+    """The first `size` tokens of a byte-level tokenizer.json whose merges make tokens in id order (SmolLM2's),
+    with the merges that make them: a fixture vocabulary that GGUFReader parses in a fraction of the time
+    (it reads 49,152 strings one by one, about 5 s, twice per load)."""
+    data = json.loads(tokenizer_json.read_text(encoding="utf-8"))
+    vocab, merges = data["model"]["vocab"], data["model"]["merges"]
+    first_merged = len(vocab) - len(merges)
+    data["model"]["vocab"] = {token: i for token, i in vocab.items() if i < size}
+    data["model"]["merges"] = merges[: size - first_merged]
+    data["added_tokens"] = [t for t in data.get("added_tokens", []) if t["id"] < size]
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
 def hf_state(folder: Path) -> dict[str, torch.Tensor]:
     """Every tensor of a Hugging Face folder saved as one model.safetensors."""
     from safetensors.torch import load_file

@@ -38,7 +38,7 @@ def load_gguf(path: str | Path, dtype: torch.dtype | None = torch.float32,
     meta = {key: field.contents() for key, field in reader.fields.items() if not key.startswith("tokenizer.ggml.")}
     family = family_for_gguf(meta.get("general.architecture"), str(path))
     assert family.gguf is not None  # family_for_gguf returns only families that read GGUF
-    config = family.gguf.read_config(meta, {t.name for t in reader.tensors}, str(path))
+    config = family.gguf.read_config(meta, {t.name: _shape(t) for t in reader.tensors}, str(path))
     tokenizer = gguf_tokenizer(source or {"type": "gguf", "path": str(path.resolve())})
     fields = reader.fields
     template = gguf_chat_template(lambda key: fields[key].contents() if key in fields else None, str(path), tokenizer)
@@ -54,5 +54,9 @@ def _dequantized(tensor: Any) -> Tensor:
         values = np.asarray(tensor.data, dtype=np.float32)
     else:
         values = dequantize(tensor.data, tensor.tensor_type)
-    shape = [int(n) for n in reversed(tensor.shape.tolist())]  # ggml lists dimensions innermost first
-    return torch.from_numpy(np.array(values.reshape(shape), dtype=np.float32))  # a writable copy
+    return torch.from_numpy(np.array(values.reshape(_shape(tensor)), dtype=np.float32))  # a writable copy
+
+
+def _shape(tensor: Any) -> tuple[int, ...]:
+    """A GGUF tensor's shape in torch's order (ggml lists dimensions innermost first)."""
+    return tuple(int(n) for n in reversed(tensor.shape.tolist()))

@@ -67,7 +67,8 @@ class GGUFFormat:
     """How the family reads llama.cpp's GGUF files."""
 
     architectures: tuple[str, ...]  # `general.architecture` values it reads
-    read_config: Callable[[dict[str, Any], set[str], str], GPTConfig]  # (metadata, tensor names, path) → config
+    # (metadata, each tensor's shape by name (rows first, as torch has it), path) → our config
+    read_config: Callable[[dict[str, Any], dict[str, tuple[int, ...]], str], GPTConfig]
     to_ours: Callable[[dict[str, Tensor], GPTConfig], dict[str, Tensor]]  # rename, unpermute, fuse
 
 
@@ -147,6 +148,17 @@ def window_to_hf(config: GPTConfig) -> dict[str, Any]:
     """`sliding_window` and `layer_types` as transformers 5 reads them."""
     kinds = ["sliding_attention" if config.windowed(i) else "full_attention" for i in range(config.n_layer)]
     return {"sliding_window": config.sliding_window, "layer_types": kinds}
+
+
+def window_from_gguf(meta: dict[str, Any], arch: str, source: str) -> dict[str, Any]:
+    """`sliding_window` and `sliding_layers` from a GGUF file's `<arch>.attention.sliding_window` and
+    `<arch>.attention.sliding_window_pattern`, one flag per block (absent: every block is windowed)."""
+    flags = meta.get(f"{arch}.attention.sliding_window_pattern")
+    if flags is not None and not isinstance(flags, list):
+        raise ValueError(f"{source}: {arch}.attention.sliding_window_pattern {flags!r} is not supported; gptlab "
+                         "reads one flag per block")
+    windowed = None if flags is None else [i for i, flag in enumerate(flags) if flag]
+    return window_from_hf({"sliding_window": meta.get(f"{arch}.attention.sliding_window")}, len(flags or []), windowed)
 
 
 Parts = dict[str, list[tuple[str, int]]]

@@ -61,6 +61,7 @@ GGUF_NAMES = {
     "q": "blk.{i}.attn_q", "k": "blk.{i}.attn_k", "v": "blk.{i}.attn_v", "o": "blk.{i}.attn_output",
     "gate": "blk.{i}.ffn_gate", "up": "blk.{i}.ffn_up", "down": "blk.{i}.ffn_down",
     "q_norm": "blk.{i}.attn_q_norm", "k_norm": "blk.{i}.attn_k_norm",
+    "attn_out_norm": "blk.{i}.post_attention_norm", "mlp_out_norm": "blk.{i}.post_ffw_norm",  # OLMo 2, Gemma 3
 }
 
 
@@ -142,40 +143,59 @@ def hf_fields(config: GPTConfig) -> dict[str, Any]:
     }
 
 
-def hf_to_ours(hf_state: dict[str, Tensor], config: GPTConfig) -> dict[str, Tensor]:
-    """Stack q/k/v and gate/up; drop rotary buffers of old files and a tied head's copy."""
-    kept = {name: tensor for name, tensor in hf_state.items()
-            if not name.endswith("rotary_emb.inv_freq") and not (name == "lm_head.weight" and config.head_is_tied)}
-    return stack_parts(kept, parts(config, HF_NAMES))
+def hf_to_ours(hf_state: dict[str, Tensor], config: GPTConfig, names: Names = HF_NAMES) -> dict[str, Tensor]:
+    """Stack q/k/v and gate/up; drop rotary buffers of old files and a tied head's copy. `names`: the
+    file's spelling (a family that adds roles, e.g. a mixture's experts, passes its own). Takes the
+    tensors out of `hf_state` (`stack_parts`: each is freed once stacked)."""
+    for name in [n for n in hf_state if n.endswith("rotary_emb.inv_freq")
+                 or (n == "lm_head.weight" and config.head_is_tied)]:
+        del hf_state[name]
+    return stack_parts(hf_state, parts(config, names))
 
 
-def ours_to_hf(state: dict[str, Tensor], config: GPTConfig) -> dict[str, Tensor]:
+def ours_to_hf(state: dict[str, Tensor], config: GPTConfig, names: Names = HF_NAMES) -> dict[str, Tensor]:
     """Split our fused q/k/v and gate/up into Hugging Face's separate projections."""
-    return split_parts(state, parts(config, HF_NAMES))
+    return split_parts(state, parts(config, names))
 
 
-def config_from_gguf(meta: dict[str, Any], tensor_names: set[str], source: str) -> GPTConfig:
+def config_from_gguf(meta: dict[str, Any], shapes: dict[str, tuple[int, ...]], source: str, arch: str = "llama",
+                     family: str = "llama", **blocks: Any) -> GPTConfig:
     """Our config from a llama GGUF file's metadata; Llama 3.1's rotary scaling (a `rope_freqs` tensor of
-    per-frequency factors, without the settings that made them) is refused."""
-    if "rope_freqs.weight" in tensor_names:
+    per-frequency factors, without the settings that made them) is refused. The vocabulary is the
+    embedding's rows: llama.cpp writes `vocab_size` for llama files only (qwen2, qwen3, olmo2 lack it).
+
+    Architectures llama.cpp builds on Llama's keys (qwen3moe, ...) are read here too, under their own
+    key prefix `arch`, naming their family and the blocks they swap in (`blocks` overrides `BLOCKS`).
+    """
+    if "rope_freqs.weight" in shapes:
         raise ValueError(f"{source}: Llama 3.1's scaled rotary embeddings are not supported from GGUF files (the "
                          "file keeps per-frequency factors only): load the Hugging Face folder instead")
-    scaling = meta.get("llama.rope.scaling.type", "none")
+    own = {key.removeprefix(f"{arch}."): value for key, value in meta.items() if key.startswith(f"{arch}.")}
+    scaling = own.get("rope.scaling.type", "none")
     if scaling not in ("none", "linear"):
         raise ValueError(f"{source}: rope scaling {scaling!r} is not supported; gptlab reads 'linear'")
+    if "token_embd.weight" not in shapes:
+        raise ValueError(f"{source}: no tensor token_embd.weight; a {arch} model keeps its token embedding there")
     try:
-        return GPTConfig(
-            vocab_size=int(meta["llama.vocab_size"]), context_length=int(meta["llama.context_length"]),
-            n_layer=int(meta["llama.block_count"]), n_head=int(meta["llama.attention.head_count"]),
-            n_embd=int(meta["llama.embedding_length"]), n_kv_head=int(meta["llama.attention.head_count_kv"]),
-            mlp_hidden=int(meta["llama.feed_forward_length"]), rope_theta=float(meta.get("llama.rope.freq_base", 1e4)),
-            layer_norm_eps=float(meta["llama.attention.layer_norm_rms_epsilon"]),
-            tie_embeddings="output.weight" not in tensor_names, name=str(meta.get("general.name", "gguf")),
-            rope_scaling=None if scaling == "none" else RopeScaling("linear", float(meta["llama.rope.scaling.factor"])),
-            family="llama", **BLOCKS,
+        n_embd, n_head = int(own["embedding_length"]), int(own["attention.head_count"])
+        head_dim = int(own.get("attention.key_length", n_embd // n_head))  # Qwen3's differs from the width / heads
+        head_size = head_dim if head_dim * n_head != n_embd else None
+        fields: dict[str, Any] = dict(
+            vocab_size=shapes["token_embd.weight"][0], context_length=int(own["context_length"]),
+            n_layer=int(own["block_count"]), n_head=n_head, n_embd=n_embd,
+            n_kv_head=int(own.get("attention.head_count_kv", n_head)), mlp_hidden=int(own["feed_forward_length"]),
+            head_size=head_size, rope_theta=float(own.get("rope.freq_base", 1e4)),
+            layer_norm_eps=float(own["attention.layer_norm_rms_epsilon"]),
+            tie_embeddings="output.weight" not in shapes, name=str(meta.get("general.name", "gguf")),
+            rope_scaling=None if scaling == "none" else RopeScaling("linear", float(own["rope.scaling.factor"])),
+            family=family,
         )
     except KeyError as err:
-        raise ValueError(f"{source}: missing metadata {err} of a llama model") from None
+        raise ValueError(f"{source}: missing metadata '{arch}.{err.args[0]}' of a {arch} model") from None
+    try:
+        return GPTConfig(**{**fields, **BLOCKS, **blocks})
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from None
 
 
 def _unpermute(weight: Tensor, heads: int) -> Tensor:
@@ -189,7 +209,13 @@ def gguf_to_ours(tensors: dict[str, Tensor], config: GPTConfig) -> dict[str, Ten
     heads = {GGUF_NAMES[role].format(i=i) + ".weight": count for i in range(config.n_layer)
              for role, count in (("q", config.n_head), ("k", config.kv_heads))}
     fixed = {name: _unpermute(tensor, heads[name]) if name in heads else tensor for name, tensor in tensors.items()}
-    return stack_parts(fixed, parts(config, GGUF_NAMES))
+    return gguf_halves_to_ours(fixed, config)
+
+
+def gguf_halves_to_ours(tensors: dict[str, Tensor], config: GPTConfig) -> dict[str, Tensor]:
+    """Stack a GGUF's q/k/v and gate/up under our names: all the reading an architecture needs whose q/k
+    rows llama.cpp keeps in Hugging Face's order, rotating them as halves ("NEOX": qwen2, qwen3, olmo2)."""
+    return stack_parts(tensors, parts(config, GGUF_NAMES))
 
 
 FAMILY = Family(

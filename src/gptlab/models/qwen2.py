@@ -11,7 +11,7 @@ from typing import Any
 
 from gptlab.config import GPTConfig
 from gptlab.models import llama
-from gptlab.models.family import ChatDefaults, Family, HFFormat, window_from_hf, window_to_hf
+from gptlab.models.family import ChatDefaults, Family, GGUFFormat, HFFormat, window_from_hf, window_to_hf
 
 BLOCKS = dict(qkv_bias=True)  # what Qwen2 changes in a Llama
 
@@ -40,9 +40,16 @@ def qwen_window_to_hf(config: GPTConfig) -> dict[str, Any]:
             **window_to_hf(config)}
 
 
+def config_from_gguf(meta: dict[str, Any], shapes: dict[str, tuple[int, ...]], source: str) -> GPTConfig:
+    """Our config from a qwen2 GGUF file."""
+    return llama.config_from_gguf(meta, shapes, source, "qwen2", "qwen2", **BLOCKS)
+
+
 FAMILY = Family(
     name="qwen2",
     vocabulary="file",
     hf=HFFormat(("qwen2",), config_from_hf, config_to_hf, llama.hf_to_ours, llama.ours_to_hf),
+    # llama.cpp keeps Qwen2's q/k rows as Hugging Face has them (it rotates halves, "NEOX")
+    gguf=GGUFFormat(("qwen2",), config_from_gguf, llama.gguf_halves_to_ours),
     chat=ChatDefaults(prompt_style="chatml"),
 )

@@ -10,7 +10,7 @@ from typing import Any
 
 from gptlab.config import GPTConfig
 from gptlab.models import llama, qwen2
-from gptlab.models.family import ChatDefaults, Family, HFFormat
+from gptlab.models.family import ChatDefaults, Family, GGUFFormat, HFFormat
 
 BLOCKS = dict(qk_norm="head")  # what Qwen3 changes in a Llama
 PRESETS: dict[str, dict[str, Any]] = {
@@ -34,10 +34,17 @@ def config_to_hf(config: GPTConfig) -> dict[str, Any]:
             **qwen2.qwen_window_to_hf(config)}
 
 
+def config_from_gguf(meta: dict[str, Any], shapes: dict[str, tuple[int, ...]], source: str) -> GPTConfig:
+    """Our config from a qwen3 GGUF file."""
+    return llama.config_from_gguf(meta, shapes, source, "qwen3", "qwen3", **BLOCKS)
+
+
 FAMILY = Family(
     name="qwen3",
     vocabulary="file",
     hf=HFFormat(("qwen3",), config_from_hf, config_to_hf, llama.hf_to_ours, llama.ours_to_hf),
+    # llama.cpp keeps Qwen3's q/k rows as Hugging Face has them (it rotates halves, "NEOX")
+    gguf=GGUFFormat(("qwen3",), config_from_gguf, llama.gguf_halves_to_ours),
     presets=PRESETS,
     chat=ChatDefaults(prompt_style="chatml"),
 )

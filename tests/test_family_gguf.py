@@ -1,0 +1,53 @@
+"""GGUF import of the families whose Hugging Face form `test_families.py` proves: a tiny transformers model
+written to GGUF the way llama.cpp's convert_hf_to_gguf.py writes its architecture (TextModel's metadata,
+the `gguf` package's tensor names, q/k rows as they are) loads with transformers' logits."""
+
+from __future__ import annotations
+
+import pytest
+
+from family_checks import max_logit_difference, prompt_ids, save_tiny
+from gguf_files import hf_state, llama_cpp_metadata, llama_cpp_names, write_gguf
+from gptlab.checkpoint import load_model
+from gptlab.models import qwen2
+
+VOCAB = 1024  # the `small_tokenizer_json` fixture's
+SHAPE = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-6, rope_theta=1e6)
+
+
+def qwen2_config():
+    from transformers import Qwen2Config
+
+    return Qwen2Config(**SHAPE, tie_word_embeddings=True)  # biases on q, k and v; a tied head: no output tensor
+
+
+def qwen3_config():
+    from transformers import Qwen3Config
+
+    return Qwen3Config(**SHAPE, head_dim=32, tie_word_embeddings=False)  # heads 4 x 32 in a 64 stream
+
+
+@pytest.mark.parametrize("arch, make_config", [("qwen2", qwen2_config), ("qwen3", qwen3_config)])
+def test_gguf_loads_with_equal_logits(arch, make_config, tmp_path, small_tokenizer_json):
+    folder = save_tiny(tmp_path / arch, make_config(), small_tokenizer_json)
+    meta = llama_cpp_metadata(folder)
+    tensors = llama_cpp_names(hf_state(folder), arch, meta["block_count"])
+    loaded = load_model(str(write_gguf(tmp_path / f"{arch}.gguf", arch, meta, tensors, small_tokenizer_json)))
+    config = loaded.model.config
+    assert (config.family, config.vocab_size) == (arch, VOCAB)
+    if arch == "qwen2":
+        assert "blk.0.attn_q.bias" in tensors and (config.qkv_bias, config.tie_embeddings) == (True, True)
+    if arch == "qwen3":
+        assert meta["attention.key_length"] == 32 and (config.head_dim, config.qk_norm) == (32, "head")
+    assert max_logit_difference(loaded, folder, prompt_ids(VOCAB)) < 1e-4
+
+
+def test_bad_files_are_refused_in_one_line(tmp_path, small_tokenizer_json):
+    path = write_gguf(tmp_path / "mamba.gguf", "mamba", {"block_count": 1}, {}, small_tokenizer_json)
+    with pytest.raises(ValueError, match=r"^\S*mamba\.gguf: architecture 'mamba' is not supported; gptlab reads "
+                                         r"GGUF files of llama, .*qwen2, qwen3.*olmo2"):
+        load_model(str(path))
+    meta = {"qwen2.rope.scaling.type": "yarn", "qwen2.rope.scaling.factor": 4.0}  # Qwen2.5's long-context recipe
+    with pytest.raises(ValueError, match=r"^q\.gguf: rope scaling 'yarn' is not supported"):
+        qwen2.FAMILY.gguf.read_config(meta, {"token_embd.weight": (VOCAB, 64)}, "q.gguf")
