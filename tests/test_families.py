@@ -3,6 +3,9 @@ models with each family's distinguishing blocks switched on."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+
 import pytest
 
 from family_checks import check_cli_greedy, check_family, save_tiny
@@ -63,3 +66,26 @@ def test_family_matches_transformers(kind, tmp_path, hf_smollm2):
 def test_generate_cli_matches_transformers_greedy(kind, tmp_path, hf_smollm2):
     make_config, _ = FAMILIES[kind]
     check_cli_greedy(save_tiny(tmp_path / kind, make_config(), hf_smollm2 / "tokenizer.json"))
+
+
+def test_a_sentencepiece_llama2_folder_prompts_after_bos_as_transformers(tmp_path):
+    """A Llama-2-style folder (SentencePiece BPE whose post-processor puts <s> first): `gptlab generate` reads
+    the prompt as HF's tokenizer does by default, BOS first, and continues it as transformers does."""
+    from tokenizers import Tokenizer
+    from transformers import LlamaConfig
+
+    from family_checks import GPTLAB, NEW_TOKENS, transformers_greedy
+    from gptlab.files import fetch
+    from sentencepiece_vocab import save_kind, trained_vocabulary
+
+    tokenizer_json = save_kind(trained_vocabulary(fetch("the-verdict").read_text(encoding="utf-8")), "llama2",
+                               tmp_path / "tokenizer")
+    vocab_size = Tokenizer.from_file(str(tokenizer_json)).get_vocab_size()
+    folder = save_tiny(tmp_path / "llama2", LlamaConfig(**{**SHAPE, "vocab_size": vocab_size}), tokenizer_json)
+    prompt = "The picture was"
+    ids = Tokenizer.from_file(str(tokenizer_json)).encode(prompt).ids
+    assert ids[0] == 1  # <s>
+    out = subprocess.run([GPTLAB, "generate", "--model", str(folder), "--prompt", prompt, "--temperature", "0",
+                          "--max-new-tokens", str(NEW_TOKENS), "--json"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["completion_ids"] == transformers_greedy(folder, ids)

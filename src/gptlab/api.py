@@ -16,6 +16,7 @@ from typing import Any
 from gptlab.checkpoint import LoadedModel
 from gptlab.generation import Completion, GenerationSettings, compile_decode
 from gptlab.prompts import Conversation, style_for
+from gptlab.tokenizer import document_ids
 
 
 def _settings(settings: GenerationSettings | None, changes: dict[str, Any]) -> GenerationSettings:
@@ -34,7 +35,7 @@ def stream(model: LoadedModel, prompt: str, settings: GenerationSettings | None 
     fields (e.g. `temperature=0, max_new_tokens=50`). Ends at end-of-text or a stop. `compile`
     compiles the one-token decode step first (once per model; slow once, faster decoding after)."""
     _compiled(model, compile)
-    ids = model.tokenizer.encode(prompt)
+    ids = document_ids(model.tokenizer, prompt)
     yield from Completion(model.model, model.tokenizer, ids, _settings(settings, changes))
 
 

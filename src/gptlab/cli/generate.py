@@ -25,7 +25,7 @@ from gptlab.evaluation.perplexity import perplexity
 from gptlab.generation import Completion, GenerationSettings, compile_decode
 from gptlab.models import PRESETS, preset_config
 from gptlab.quantize import Quantization, stored_bytes
-from gptlab.tokenizer import GPT2Tokenizer
+from gptlab.tokenizer import GPT2Tokenizer, document_ids
 
 QUIT_WORDS = ("quit", "exit")
 
@@ -104,7 +104,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         compile_decode(loaded.model)
     if args.prompt is None:
         return _interactive(loaded, settings)
-    pieces = Completion(loaded.model, loaded.tokenizer, loaded.tokenizer.encode(args.prompt), settings)
+    pieces = Completion(loaded.model, loaded.tokenizer, document_ids(loaded.tokenizer, args.prompt), settings)
     if args.json:
         completion = "".join(pieces)
         print(json.dumps({"prompt": args.prompt, "completion": completion, "completion_ids": pieces.ids,
@@ -130,7 +130,7 @@ def _interactive(loaded: LoadedModel, settings: GenerationSettings) -> int:
             return 0
         if not prompt:
             continue
-        pieces = Completion(loaded.model, loaded.tokenizer, loaded.tokenizer.encode(prompt), settings)
+        pieces = Completion(loaded.model, loaded.tokenizer, document_ids(loaded.tokenizer, prompt), settings)
         print(prompt, end="", flush=True)
         for piece in pieces:
             print(piece, end="", flush=True)

@@ -19,6 +19,7 @@ from gptlab.evaluation.perplexity import token_logprobs
 from gptlab.generation import GenerationSettings, TextCompletion, TokenLogprob
 from gptlab.prompts import Conversation, Style
 from gptlab.serving.api import APIError, Classification, Request
+from gptlab.tokenizer import document_ids
 from gptlab.tokenizer.chat_template import TemplateRefused
 
 
@@ -125,7 +126,7 @@ class ModelService:
     def completion(self, request: Request) -> Answer:
         """The `/v1/completions` answer: the prompt continued as it is (and scored, for `echo` with logprobs)."""
         tokenizer = self.loaded.tokenizer
-        prompt = tokenizer.encode(request.prompt)
+        prompt = document_ids(tokenizer, request.prompt)
         settings = self.settings(request, len(prompt), chat=False)
         echoed = None
         if request.echo:

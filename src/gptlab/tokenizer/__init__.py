@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from gptlab.files import read_json
-from gptlab.tokenizer.base import Tokenizer
+from gptlab.tokenizer.base import Tokenizer, document_ids
 from gptlab.tokenizer.bytelevel import ByteLevelBPE, gguf_tokenizer, hf_tokenizer
 from gptlab.tokenizer.char import CharTokenizer
 from gptlab.tokenizer.gpt2 import GPT2Tokenizer
@@ -17,8 +17,8 @@ from gptlab.tokenizer.sentencepiece import SentencePieceBPE
 from gptlab.tokenizer.training import train_bpe
 
 __all__ = ["BPETokenizer", "BPEVocabulary", "ByteLevelBPE", "CharTokenizer", "GPT2Tokenizer", "SentencePieceBPE",
-           "Tokenizer", "get_tokenizer", "gguf_tokenizer", "gpt2_scratch", "hf_files", "hf_tokenizer", "load_bpe",
-           "save_bpe", "tokenizer_from_dict", "train_bpe"]
+           "Tokenizer", "document_ids", "get_tokenizer", "gguf_tokenizer", "gpt2_scratch", "hf_files", "hf_tokenizer",
+           "load_bpe", "save_bpe", "tokenizer_from_dict", "train_bpe"]
 
 KNOWN_TYPES = ("char", "gpt2", "gpt2-scratch", "bpe")
 NAMES = "gpt2 (tiktoken), gpt2-scratch (gptlab's own BPE), char, or a trained tokenizer's folder or JSON file"

@@ -39,3 +39,14 @@ class Tokenizer(Protocol):
     def to_dict(self) -> dict[str, Any]:
         """JSON-able description that `tokenizer_from_dict` turns back into an equal tokenizer."""
         ...
+
+
+def document_ids(tokenizer: Tokenizer, text: str) -> list[int]:
+    """Token ids of `text` read as the start of a document: after the tokenizer's BOS where its file adds one
+    (Llama, Gemma: what HF tokenizers' `encode` does by default), so a raw prompt reaches the model as its
+    training documents did. Chat templates write their own BOS and are encoded without this."""
+    ids = tokenizer.encode(text)
+    bos = getattr(tokenizer, "bos_id", None)  # file tokenizers know theirs; GPT-2's BPE and char have none
+    if getattr(tokenizer, "adds_bos", False) and bos is not None and ids[:1] != [bos]:
+        return [bos, *ids]
+    return ids
