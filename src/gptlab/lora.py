@@ -19,7 +19,9 @@ from torch import Tensor, nn
 from gptlab.fields import setting
 from gptlab.linear import Linear
 
-DEFAULT_TARGETS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")  # every projection of every block
+# Every projection of every block: attention's and the MLP's. A mixture's experts (`mlp.experts.{e}.c_fc`, ...)
+# and router match none of these endings: on a mixture-of-experts model LoRA adapts attention only.
+DEFAULT_TARGETS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 
 
 @dataclass(frozen=True)

@@ -581,5 +581,8 @@ class GPT(nn.Module):
         matmul_params = self.num_parameters() - (self.wpe.weight.numel() if self.wpe is not None else 0)
         if not self.config.head_is_tied:
             matmul_params -= self.wte.weight.numel()  # an untied embedding is a lookup
+        if self.config.experts is not None:  # a token goes through `active` of each block's experts, not all
+            idle = self.config.experts.count - self.config.experts.active
+            matmul_params -= sum(idle * sum(p.numel() for p in block.mlp.experts[0].parameters()) for block in self.h)
         forward = 2 * matmul_params + 2 * self.config.n_layer * seq_len * self.config.n_embd
         return 3 * forward if training else forward

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 SCHEMES = ("int8", "int4")
 COMPUTE_DTYPE = torch.bfloat16  # the activations the weight-only kernels take
-PROJECTIONS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")  # per block
+PROJECTIONS = ("c_attn", "c_fc", "c_proj")  # in each block: attention's, and the MLP's or every expert's
 INT4_ROWS = 16  # the int4 kernels need a multiple of 16 output rows (a head gets zero rows added)
 # The CPU int8 kernel is a loop of matrix-vector products (time grows with the rows); above 16 rows
 # dequantizing into one bfloat16 matmul is faster (2304x768 weight, 1 thread: 0.65 vs 0.47 ms at 32
@@ -277,12 +277,14 @@ def empty_layer(linear: nn.Linear, quantization: Quantization) -> nn.Module:
 
 def targets(model: nn.Module, quantization: Quantization) -> Iterator[tuple[nn.Module, str, nn.Linear, Quantization]]:
     """(parent, attribute, Linear, how) for every layer `quantization` covers: the block projections
-    and optionally the LM head (never a classifier's small class head)."""
+    (every expert's in a mixture; its router stays float, as llama.cpp keeps it: a small matrix whose
+    rounding would change which experts a token goes to) and optionally the LM head (never a
+    classifier's small class head)."""
     for block in model.h:
-        for name in PROJECTIONS:
-            parent_name, attribute = name.split(".")
-            parent = getattr(block, parent_name)
-            yield parent, attribute, getattr(parent, attribute), quantization
+        for parent in block.modules():
+            for attribute in PROJECTIONS:
+                if hasattr(parent, attribute):
+                    yield parent, attribute, getattr(parent, attribute), quantization
     if quantization.head and model.config.num_classes is None:
         yield model, "lm_head", model.lm_head, quantization.for_head()
 

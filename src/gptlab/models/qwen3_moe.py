@@ -1,0 +1,139 @@
+"""Qwen3-MoE (Alibaba, 2025): Qwen3 whose every MLP is a mixture of experts. A router (`mlp.gate`, a
+linear map to one score per expert) picks for each token the experts its softmax ranks highest
+(Qwen3-30B-A3B: 8 of 128, each a SwiGLU MLP 768 wide); their outputs are summed, weighted by those
+probabilities, renormalised over the chosen few when `norm_topk_prob` says so.
+
+The experts come in three layouts: one tensor per expert and projection (`mlp.experts.{e}.gate_proj`,
+as the hub's files and transformers' `save_pretrained` write them), transformers 5's fused stacks
+(`mlp.experts.gate_up_proj` (E, 2I, H) and `mlp.experts.down_proj` (E, H, I), as it holds them in
+memory), and llama.cpp's stacks (`ffn_gate_exps`, `ffn_up_exps`, `ffn_down_exps`, (E, out, in)).
+Import cuts every stack into the experts our GPT keeps one by one; export writes the hub's layout.
+llama.cpp keeps Hugging Face's rotary "halves" for Qwen, so GGUF q/k rows need no unpermuting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from gptlab.config import Experts, GPTConfig
+from gptlab.models import llama, qwen3
+from gptlab.models.family import ChatDefaults, Family, GGUFFormat, HFFormat, block_parts, stack_parts, window_from_hf
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "qwen3-moe-tiny": dict(vocab_size=50257, context_length=256, n_layer=2, n_head=4, n_kv_head=2, n_embd=64,
+                           head_size=32, experts=Experts(count=4, active=2, hidden=32), rope_theta=1e6,
+                           layer_norm_eps=1e-6, tie_embeddings=False,
+                           **llama.BLOCKS, **qwen3.BLOCKS),  # for tests and pretraining on CPU, GPT-2's vocabulary
+    "qwen3-30b-a3b": dict(vocab_size=151936, context_length=40960, n_layer=48, n_head=32, n_kv_head=4, n_embd=2048,
+                          head_size=128, experts=Experts(count=128, active=8, hidden=768), rope_theta=1e6,
+                          layer_norm_eps=1e-6, tie_embeddings=False, **llama.BLOCKS, **qwen3.BLOCKS),
+}
+# Llama's names plus the mixture's: the router and each expert's projections ("{e}" is the expert).
+HF_NAMES = {**llama.HF_NAMES, "router": "model.layers.{i}.mlp.gate",
+            "expert_gate": "model.layers.{i}.mlp.experts.{e}.gate_proj",
+            "expert_up": "model.layers.{i}.mlp.experts.{e}.up_proj",
+            "expert_down": "model.layers.{i}.mlp.experts.{e}.down_proj"}
+GGUF_NAMES = {**llama.GGUF_NAMES, "router": "blk.{i}.ffn_gate_inp",  # the experts: llama.cpp's stacks, cut up
+              "expert_gate": "blk.{i}.ffn_gate_exps.{e}", "expert_up": "blk.{i}.ffn_up_exps.{e}",
+              "expert_down": "blk.{i}.ffn_down_exps.{e}"}
+# A stacked tensor's name ending → the endings of the pieces each expert's slice is cut into (along rows).
+HF_STACKS = {".experts.gate_up_proj": (".experts.{e}.gate_proj.weight", ".experts.{e}.up_proj.weight"),
+             ".experts.down_proj": (".experts.{e}.down_proj.weight",)}
+GGUF_STACKS = {f".{stack}.weight": (f".{stack}.{{e}}.weight",) for stack in ("ffn_gate_exps", "ffn_up_exps",
+                                                                              "ffn_down_exps")}
+SHARED_EXPERTS = ("shared_expert_intermediate_size", "n_shared_experts", "num_shared_experts")
+
+
+def config_from_hf(hf: dict[str, Any], source: str) -> GPTConfig:
+    """Our config from a `Qwen3MoeForCausalLM` config.json; dense MLP blocks among the mixtures and
+    shared experts are refused."""
+    _refuse_what_we_lack(hf, source)
+    try:
+        experts = Experts(count=hf["num_experts"] if "num_experts" in hf else hf["num_local_experts"],
+                          active=hf["num_experts_per_tok"], hidden=hf["moe_intermediate_size"],
+                          normalize=bool(hf.get("norm_topk_prob", False)))  # transformers' default: False
+    except KeyError as err:
+        raise ValueError(f"{source}: missing field {err} in the qwen3_moe config") from None
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from None
+    window = window_from_hf(hf if hf.get("use_sliding_window") else {}, hf.get("num_hidden_layers", 0))
+    return llama.config_from_hf(hf, source, "qwen3_moe", experts=experts, **qwen3.BLOCKS, **window)
+
+
+def _refuse_what_we_lack(hf: dict[str, Any], source: str) -> None:
+    if hf.get("mlp_only_layers") or hf.get("decoder_sparse_step", 1) != 1:
+        raise ValueError(f"{source}: mlp_only_layers {hf.get('mlp_only_layers')} / decoder_sparse_step "
+                         f"{hf.get('decoder_sparse_step')} put dense MLP blocks among the experts; gptlab's Qwen3-MoE "
+                         "has experts in every block (mlp_only_layers [] and decoder_sparse_step 1)")
+    shared = [key for key in SHARED_EXPERTS if hf.get(key)]
+    if shared:
+        raise ValueError(f"{source}: shared experts ({shared[0]} {hf[shared[0]]}) are not supported; gptlab's "
+                         "Qwen3-MoE routes every token through its chosen experts only")
+
+
+def config_to_hf(config: GPTConfig) -> dict[str, Any]:
+    """A config.json that `transformers.Qwen3MoeForCausalLM` reads: experts in every block."""
+    experts = config.experts
+    if experts is None or config.sliding_layers is not None:
+        raise ValueError("a Qwen3-MoE model has experts in every block and a window in all of them or none")
+    return {"architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", **llama.hf_fields(config),
+            "num_experts": experts.count, "num_experts_per_tok": experts.active,
+            "moe_intermediate_size": experts.hidden, "norm_topk_prob": experts.normalize,
+            "decoder_sparse_step": 1, "mlp_only_layers": [], "use_sliding_window": config.sliding_window is not None,
+            "sliding_window": config.sliding_window}
+
+
+def per_expert(state: dict[str, Tensor], stacks: dict[str, tuple[str, ...]]) -> dict[str, Tensor]:
+    """`state`, changed in place, with every stack of experts (E, rows, in) cut into one tensor per expert
+    and piece: a stack named `<prefix><ending>` becomes `<prefix><piece>` for each of `stacks[ending]`,
+    its rows split evenly among the pieces (transformers' fused gate/up: gate rows first). The pieces
+    are views, so a stack is freed once `stack_parts` has taken every piece of it."""
+    for name in [name for name in state if name.endswith(tuple(stacks))]:
+        ending = next(end for end in stacks if name.endswith(end))
+        prefix, pieces, stack = name[: -len(ending)], stacks[ending], state.pop(name)
+        for e, expert in enumerate(stack):  # (rows, in)
+            for piece, rows in zip(pieces, expert.chunk(len(pieces))):
+                state[prefix + piece.format(e=e)] = rows
+    return state
+
+
+def hf_to_ours(hf_state: dict[str, Tensor], config: GPTConfig) -> dict[str, Tensor]:
+    """Our tensors from the hub's per-expert layout or transformers 5's fused stacks."""
+    return llama.hf_to_ours(per_expert(hf_state, HF_STACKS), config, HF_NAMES)
+
+
+def ours_to_hf(state: dict[str, Tensor], config: GPTConfig) -> dict[str, Tensor]:
+    """The hub's layout: one tensor per expert and projection (transformers 5 loads it, fusing them itself)."""
+    return llama.ours_to_hf(state, config, HF_NAMES)
+
+
+def config_from_gguf(meta: dict[str, Any], shapes: dict[str, tuple[int, ...]], source: str) -> GPTConfig:
+    """Our config from a qwen3moe GGUF file: Llama's keys plus the experts'. llama.cpp always
+    renormalises the chosen experts' weights for this architecture, so the file does not say."""
+    try:
+        count, active = int(meta["qwen3moe.expert_count"]), int(meta["qwen3moe.expert_used_count"])
+        hidden = meta.get("qwen3moe.expert_feed_forward_length") or int(meta["qwen3moe.feed_forward_length"]) // active
+        experts = Experts(count=count, active=active, hidden=int(hidden), normalize=True)
+    except KeyError as err:
+        raise ValueError(f"{source}: missing metadata {err} of a qwen3moe model") from None
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from None
+    return llama.config_from_gguf(meta, shapes, source, "qwen3moe", "qwen3_moe", experts=experts, **qwen3.BLOCKS)
+
+
+def gguf_to_ours(tensors: dict[str, Tensor], config: GPTConfig) -> dict[str, Tensor]:
+    """Cut llama.cpp's expert stacks per expert, then stack q/k/v and gate/up as for Hugging Face (q/k
+    rows as they are: llama.cpp rotates Qwen's as halves)."""
+    return stack_parts(per_expert(tensors, GGUF_STACKS), block_parts(config, GGUF_NAMES))
+
+
+FAMILY = Family(
+    name="qwen3_moe",
+    vocabulary="file",
+    hf=HFFormat(("qwen3_moe",), config_from_hf, config_to_hf, hf_to_ours, ours_to_hf),
+    gguf=GGUFFormat(("qwen3moe",), config_from_gguf, gguf_to_ours),
+    presets=PRESETS,
+    chat=ChatDefaults(prompt_style="chatml"),
+)
