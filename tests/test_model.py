@@ -197,3 +197,15 @@ def test_classifier_config_round_trips_through_a_checkpoint(tmp_path):
     idx, lengths = torch.tensor([[0, 1, 2]]), torch.tensor([2])
     assert loaded.config.num_classes == 2
     assert torch.equal(loaded.classify(idx, lengths), model.classify(idx, lengths))
+
+
+def test_flops_count_attention_over_the_keys_each_block_sees():
+    """Attention costs heads x head width per key (a head width of its own counts), a windowed block at most
+    its window of keys."""
+    wide = GPT(GPTConfig(vocab_size=64, context_length=64, n_layer=2, n_head=4, n_embd=32, head_size=16))
+    matmuls = 2 * (wide.num_parameters() - wide.wpe.weight.numel())
+    assert wide.flops_per_token(seq_len=40) - matmuls == 2 * (40 + 40) * 4 * 16
+    windowed = GPT(GPTConfig(vocab_size=64, context_length=64, n_layer=2, n_head=4, n_embd=32, sliding_window=8,
+                             sliding_layers=(1,)))
+    matmuls = 2 * (windowed.num_parameters() - windowed.wpe.weight.numel())
+    assert windowed.flops_per_token(seq_len=40) - matmuls == 2 * (40 + 8) * 4 * 8

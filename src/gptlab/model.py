@@ -573,7 +573,8 @@ class GPT(nn.Module):
         return total
 
     def flops_per_token(self, seq_len: int | None = None, training: bool = False) -> int:
-        """Estimated FLOPs per token: 2 per matmul weight plus attention (Kaplan et al. 2020).
+        """Estimated FLOPs per token: 2 per matmul weight plus attention over the keys each block sees
+        (Kaplan et al. 2020; a windowed block sees at most its window).
 
         Training is three forward passes' worth (forward + backward).
         """
@@ -584,5 +585,7 @@ class GPT(nn.Module):
         if self.config.experts is not None:  # a token goes through `active` of each block's experts, not all
             idle = self.config.experts.count - self.config.experts.active
             matmul_params -= sum(idle * sum(p.numel() for p in block.mlp.experts[0].parameters()) for block in self.h)
-        forward = 2 * matmul_params + 2 * self.config.n_layer * seq_len * self.config.n_embd
+        config = self.config
+        keys = [min(seq_len, config.sliding_window) if config.windowed(i) else seq_len for i in range(config.n_layer)]
+        forward = 2 * matmul_params + 2 * sum(keys) * config.n_head * config.head_dim  # scores and weighted sum
         return 3 * forward if training else forward
