@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from gptlab.config import GPTConfig
-from gptlab.models import gpt2, gpt_neox, llama, mistral, olmo2, phi3, qwen2, qwen3, qwen3_moe
+from gptlab.models import gemma3, gpt2, gpt_neox, llama, mistral, olmo2, phi3, qwen2, qwen3, qwen3_moe
 from gptlab.models.family import ChatDefaults, Family, PreTokenizer
 
 __all__ = ["FAMILIES", "PRESETS", "ChatDefaults", "Family", "PreTokenizer", "family_for_gguf", "family_for_hf",
@@ -19,7 +19,7 @@ __all__ = ["FAMILIES", "PRESETS", "ChatDefaults", "Family", "PreTokenizer", "fam
 
 FAMILIES: tuple[Family, ...] = (
     gpt2.FAMILY, llama.FAMILY, qwen2.FAMILY, qwen3.FAMILY, mistral.FAMILY, qwen3_moe.FAMILY, phi3.FAMILY,
-    gpt_neox.FAMILY, olmo2.FAMILY,
+    gpt_neox.FAMILY, gemma3.FAMILY, olmo2.FAMILY,
 )
 PRESETS: dict[str, dict[str, Any]] = {name: {**fields, "family": family.name}
                                       for family in FAMILIES for name, fields in family.presets.items()}
