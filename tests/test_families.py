@@ -89,3 +89,17 @@ def test_a_sentencepiece_llama2_folder_prompts_after_bos_as_transformers(tmp_pat
                           "--max-new-tokens", str(NEW_TOKENS), "--json"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["completion_ids"] == transformers_greedy(folder, ids)
+
+
+def test_a_config_eos_id_the_tokenizer_lacks_is_not_its_end_of_text(tmp_path, hf_smollm2):
+    """Olmo2Config's default eos_token_id (50279) in a folder whose tokenizer has 49,152 tokens: the folder
+    loads with no end-of-text id from it, and exports (it crashed writing tokenizer_config.json)."""
+    from transformers import LlamaConfig
+
+    from gptlab.checkpoint import export_hf_folder, load_model
+
+    folder = save_tiny(tmp_path / "llama", LlamaConfig(**SHAPE, eos_token_id=50279), hf_smollm2 / "tokenizer.json")
+    loaded = load_model(str(folder))
+    assert loaded.tokenizer.eos_id is None
+    export_hf_folder(loaded.model, tmp_path / "exported", loaded.tokenizer)
+    assert load_model(str(tmp_path / "exported")).tokenizer.encode("Hi there") == loaded.tokenizer.encode("Hi there")

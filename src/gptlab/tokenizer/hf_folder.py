@@ -32,7 +32,8 @@ def special_id(folder: Path, ids: Mapping[str, int], role: str) -> int | None:
             return ids[token]
     found = read_json(folder / "config.json").get(f"{role}_token_id") if (folder / "config.json").is_file() else None
     found = found[0] if isinstance(found, list) and found else found
-    return found if isinstance(found, int) and not isinstance(found, bool) else None
+    # an id the tokenizer lacks (a config.json left at its class's default) names no token of this tokenizer
+    return found if isinstance(found, int) and not isinstance(found, bool) and 0 <= found < len(ids) else None
 
 
 def begin_token(path: Path, data: Mapping[str, Any], ids: Mapping[str, int]) -> tuple[int | None, bool]:
