@@ -22,11 +22,12 @@ def model_command(commands: argparse._SubParsersAction, name: str, run: Callable
     p = commands.add_parser(name, help=help, description=description)
     p.set_defaults(func=run, **defaults)
     p.add_argument("--model", required=True, metavar="MODEL",
-                   help="a preset (gpt-tiny, gpt-small, gpt2, gpt2-medium, gpt2-large, gpt2-xl: random "
-                        "weights), smollm2 (the built-in real SmolLM2-135M-Instruct), a gptlab checkpoint or "
-                        "run folder, a Hugging Face GPT-2 or Llama folder, an OpenAI GPT-2 folder (hparams.json + "
-                        "model.ckpt.*, as gptlab download or the book's gpt_download.py writes it), the book's .pth "
-                        "state dict (GPTModel), a llama .gguf file, or a hub name such as "
+                   help="a preset (random weights: gpt-tiny, gpt2, ..., llama-tiny, qwen3-0.6b, gemma-3-270m, "
+                        "...; all in docs/families.md), smollm2 (the built-in real SmolLM2-135M-Instruct), a gptlab "
+                        "checkpoint or run folder, a Hugging Face folder of a family gptlab reads (GPT-2, Llama, "
+                        "Qwen2/3, Qwen3-MoE, Gemma 3, Phi-3, Mistral, OLMo 2, Pythia), an OpenAI GPT-2 folder "
+                        "(hparams.json + model.ckpt.*, as gptlab download or the book's gpt_download.py writes it), "
+                        "the book's .pth state dict (GPTModel), a .gguf file, or a hub name such as "
                         "openai-community/gpt2 (needs network or the hub cache)")
     add_device_flags(p)
     return p

@@ -73,7 +73,8 @@ def add_convert(commands: argparse._SubParsersAction) -> None:
     p.add_argument("model", metavar="SRC", help="the model to read")
     p.add_argument("dest", metavar="DST", type=Path, help="the folder to write (new or empty)")
     p.add_argument("--to", choices=TARGETS, default="gptlab",
-                   help="gptlab: our checkpoint folder (default); hf: a Hugging Face folder (GPT-2 or Llama family)")
+                   help="gptlab: our checkpoint folder (default); hf: a Hugging Face folder of the model's "
+                        "family (GPT-2, Llama, Qwen, ...)")
     p.add_argument("--seed", type=int, default=0, help="seed of a preset's random weights (default 0)")
     add_device_flags(p, device="cpu")
     p.set_defaults(func=cmd_convert)
