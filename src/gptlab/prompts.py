@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gptlab.checkpoint.meta import CheckpointMeta
+from gptlab.checkpoint.meta import TEMPLATE, CheckpointMeta
 from gptlab.generation import Completion, GenerationSettings
 from gptlab.model import GPT
 from gptlab.tokenizer import Tokenizer
@@ -25,7 +25,6 @@ ALPACA_HEADER = ("Below is an instruction that describes a task. "
                  "Write a response that appropriately completes the request.")
 DEFAULT_STYLE = "alpaca"  # for a model that records no style of its own
 AUTO = "auto"  # the model's own style: the one it was tuned with, else its chat template, else alpaca
-TEMPLATE = "template"  # the model's own chat template, as a style name
 Turns = Sequence[tuple[str, str]]  # earlier (user message, answer) pairs of a conversation
 
 

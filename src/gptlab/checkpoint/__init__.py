@@ -11,7 +11,7 @@ import torch
 from gptlab.checkpoint.book_pth import load_book_pth
 from gptlab.checkpoint.gguf import load_gguf
 from gptlab.checkpoint.hf import download_from_hub, export_hf_folder, load_hf_folder
-from gptlab.checkpoint.meta import CheckpointMeta
+from gptlab.checkpoint.meta import TEMPLATE, CheckpointMeta
 from gptlab.checkpoint.native import FORMAT as NATIVE_FORMAT
 from gptlab.checkpoint.native import load_checkpoint, read_checkpoint_config, save_checkpoint
 from gptlab.checkpoint.openai_gpt2 import is_openai_folder, load_openai_folder
@@ -111,7 +111,7 @@ def _from_file(model: GPT, tokenizer: Tokenizer, template: ChatTemplate | None, 
     one gets its family's style and default system message."""
     if template is not None:
         return LoadedModel(model, tokenizer, source, description,
-                           CheckpointMeta(prompt_style="template", chat_template=template))
+                           CheckpointMeta(prompt_style=TEMPLATE, chat_template=template))
     family = family_of(model.config)
     chat = family.chat if family is not None else ChatDefaults()
     return LoadedModel(model, tokenizer, source, description,
