@@ -86,6 +86,13 @@ def test_answers_end_at_the_templates_end_of_turn(tmp_path, name, end_of_turn, s
     assert targets[0, -2:].tolist() == [tokenizer.encode("!")[0], end]
 
 
+def test_declared_end_ids_the_tokenizer_lacks_end_nothing(tmp_path):
+    folder = save_template_folder(tmp_path, MODELS["qwen-2.5"])
+    (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": 50279}))  # a config class's default
+    tokenizer, style = ours(folder)
+    assert style.template.stop_ids == tuple(tokenizer.encode("<|im_end|>"))
+
+
 def test_a_template_that_raises_names_its_reason(tmp_path):
     from jinja2 import TemplateError
 

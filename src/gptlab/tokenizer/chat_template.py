@@ -117,15 +117,12 @@ def build_template(template: str, source: str, tokenizer: Tokenizer, bos_token: 
                    end_ids: Iterable[int], whole_tokens: set[int]) -> ChatTemplate:
     """A template with the ids that end its answers: the token it writes after an answer when the
     tokenizer matches that token whole (`whole_tokens`: added or control tokens), the tokenizer's
-    end-of-text, and the end ids the model's files declare."""
+    end-of-text, and the end ids the model's files declare (those the tokenizer has)."""
     found = ChatTemplate(template, source, bos_token, eos_token)
     end_of_turn = _end_of_turn(found, tokenizer, whole_tokens)
-    ends = [end_of_turn, tokenizer.eos_id, *end_ids]
-    for end in ends:
-        if end is not None and not 0 <= end < tokenizer.vocab_size:
-            raise ValueError(f"{source}: end-of-answer id {end} is outside the tokenizer's vocabulary "
-                             f"0..{tokenizer.vocab_size - 1}")
-    stop_ids = tuple(dict.fromkeys(end for end in ends if end is not None))
+    ends = (end_of_turn, tokenizer.eos_id, *end_ids)
+    # an id the tokenizer lacks (a config left at its class's default) ends nothing this tokenizer writes
+    stop_ids = tuple(dict.fromkeys(end for end in ends if end is not None and 0 <= end < tokenizer.vocab_size))
     return ChatTemplate(template, source, bos_token, eos_token, end_of_turn, stop_ids)
 
 
