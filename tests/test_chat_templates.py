@@ -16,7 +16,7 @@ from gptlab.generation import GenerationSettings
 from gptlab.prompts import Conversation, TemplateStyle, prompt_style, style_for
 from gptlab.tokenizer import Tokenizer, hf_tokenizer
 from gptlab.tokenizer.chat_template import ChatTemplate, TemplateRefused, hf_chat_template
-from template_folders import MODELS, Model, save_template_folder, save_template_llama
+from template_folders import LLAMA_2, MODELS, PHI_3, Model, save_template_folder, save_template_llama
 
 CONVERSATIONS = [  # (system, earlier turns, new message)
     (None, [], "What is 12 + 30?"),
@@ -57,6 +57,29 @@ def test_prompt_ids_equal_transformers_apply_chat_template(tmp_path, name):
     record = Record("Rewrite the sentence.", "It rains.", "It is raining.", {})
     prompt_ids, prompt_length = encode_record(record, tokenizer, style)  # as SFT and DPO frame an instruction
     assert prompt_ids[:prompt_length] == theirs(folder, messages(None, [], "Rewrite the sentence.\n\nIt rains."))
+
+
+@pytest.fixture(scope="module")
+def sentencepiece_vocabulary() -> dict:
+    from gptlab.files import fetch
+    from sentencepiece_vocab import trained_vocabulary
+
+    return trained_vocabulary(fetch("the-verdict").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("kind", ["llama2", "metaspace-first", "gemma"])
+@pytest.mark.parametrize("template", [LLAMA_2, PHI_3], ids=["llama-2", "phi-3"])
+def test_sentencepiece_tokenizers_frame_as_transformers(tmp_path, sentencepiece_vocabulary, kind, template):
+    """Llama 2's [INST] template writes bos_token before each turn: the text's <s> becomes BOS once, as
+    in transformers (which adds no other); Phi-3's chat tokens eat the white space beside them."""
+    from sentencepiece_vocab import save_kind
+
+    save_kind(sentencepiece_vocabulary, kind, tmp_path)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": template}))
+    tokenizer, style = ours(tmp_path)
+    for system, turns, message in CONVERSATIONS:
+        assert style.chat_ids(tokenizer, system, turns, message) == theirs(tmp_path, messages(system, turns, message))
 
 
 def test_default_system_messages_are_the_templates_own(tmp_path):
