@@ -127,6 +127,8 @@ def test_a_model_with_a_chat_template_is_tuned_and_asked_in_it(sixteen_records, 
     from template_folders import MODELS, save_template_llama
 
     folder = save_template_llama(tmp_path / "qwen", MODELS["qwen-2.5"])
+    info = json.loads(gptlab("info", str(folder), "--json").stdout)
+    assert (info["prompt_style"], info["chat_template"]) == ("template", str(folder / "tokenizer_config.json"))
     data, run = tmp_path / "sixteen.json", tmp_path / "run"
     data.write_text(json.dumps(sixteen_records))
     out = gptlab("finetune", "instruct", "--data", str(data), "--val-data", str(data), "--test-data", str(data),

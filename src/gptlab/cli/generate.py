@@ -24,6 +24,7 @@ from gptlab.devices import pick_device, pick_dtype
 from gptlab.evaluation.perplexity import perplexity
 from gptlab.generation import Completion, GenerationSettings, compile_decode
 from gptlab.models import PRESETS, preset_config
+from gptlab.prompts import style_for
 from gptlab.quantize import Quantization, stored_bytes
 from gptlab.tokenizer import GPT2Tokenizer, document_ids
 
@@ -49,12 +50,15 @@ def cmd_info(args: argparse.Namespace) -> int:
     params = model.num_parameters()
     size_mb = stored_bytes(model) / 1e6
     quantization = loaded.meta.quantization
+    template = loaded.meta.chat_template
+    prompts = style_for(loaded.meta).name  # how chat, respond and serve frame messages by default
     if args.json:
         print(json.dumps({
             "model": args.model, "source": loaded.source, "config": model.config.to_dict(),
             "parameters": params, "size_mb": round(size_mb, 2),
             "quantization": dataclasses.asdict(quantization) if quantization else None,
             "flops_per_token": model.flops_per_token(), "tokenizer": loaded.tokenizer.to_dict(),
+            "prompt_style": prompts, "chat_template": template.source if template else None,
         }))
         return 0
     print(f"model:        {loaded.description}")
@@ -66,6 +70,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"size:         {size_mb:.1f} MB ({weights}{next(model.parameters()).dtype})")
     print(f"FLOPs/token:  {model.flops_per_token() / 1e9:.3f} GFLOP forward at full context")
     print(f"tokenizer:    {loaded.tokenizer.name} (vocab {loaded.tokenizer.vocab_size:,})")
+    ends = f"; answers end at ids {', '.join(map(str, template.stop_ids))}" if template else ""
+    print(f"prompts:      {prompts}" + (f" (chat template of {template.source}{ends})" if template else ""))
     return 0
 
 
