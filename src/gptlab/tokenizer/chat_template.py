@@ -20,7 +20,7 @@ from typing import Any
 from gptlab.files import read_json
 from gptlab.tokenizer.base import Tokenizer
 
-ANSWER = "gptlab-answer-0b7c"  # a stand-in answer: what a template writes after it ends a turn
+ANSWER = "gptlab-answer-0b7c"  # a stand-in answer, rendered to see what a template writes after an answer
 GGUF_END_IDS = ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")
 GGUF_WHOLE_TOKENS = (3, 4)  # GGUF token types matched whole in text: control and user-defined
 
