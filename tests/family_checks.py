@@ -8,9 +8,10 @@ Prompts are longer than any sliding window a config sets, so windowed blocks are
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -69,7 +70,8 @@ def transformers_greedy(folder: Path, ids: list[int], new_tokens: int = NEW_TOKE
 
 
 def check_family(folder: Path, tmp_path: Path, family: str) -> LoadedModel:
-    """Logits, cached == uncached decoding and export round trip of the model in `folder`, in-process."""
+    """Logits, cached == uncached decoding, greedy tokens through `gptlab generate` and the export round trip
+    of the model in `folder`."""
     loaded = load_model(str(folder))
     assert loaded.model.config.family == family
     ids = prompt_ids(loaded.model.config.vocab_size)
@@ -83,15 +85,21 @@ def check_family(folder: Path, tmp_path: Path, family: str) -> LoadedModel:
     assert json.loads((exported / "config.json").read_text())["model_type"] == json.loads(
         (folder / "config.json").read_text())["model_type"]
     assert max_logit_difference(loaded, exported, ids) < 1e-4
+    check_cli_greedy(folder)
     return loaded
 
 
 def check_cli_greedy(folder: Path, prompt: str = "The capital of France is") -> None:
-    """`gptlab generate --temperature 0 --json` gives transformers' greedy tokens for the prompt."""
+    """`gptlab generate --temperature 0 --json` (the CLI's own entry point, in this process: a new process per
+    family would spend seconds importing) gives transformers' greedy tokens for the prompt."""
     from tokenizers import Tokenizer
 
-    out = subprocess.run([GPTLAB, "generate", "--model", str(folder), "--prompt", prompt, "--temperature", "0",
-                          "--max-new-tokens", str(NEW_TOKENS), "--json"], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
+    from gptlab.cli import main
+
+    printed = io.StringIO()
+    with torch.enable_grad(), contextlib.redirect_stdout(printed):  # the CLI turns gradients off for its process
+        code = main(["generate", "--model", str(folder), "--prompt", prompt, "--temperature", "0",
+                     "--max-new-tokens", str(NEW_TOKENS), "--json"])
+    assert code == 0
     ids = Tokenizer.from_file(str(folder / "tokenizer.json")).encode(prompt, add_special_tokens=False).ids
-    assert json.loads(out.stdout)["completion_ids"] == transformers_greedy(folder, ids)
+    assert json.loads(printed.getvalue())["completion_ids"] == transformers_greedy(folder, ids)

@@ -84,7 +84,8 @@ def preset_shape(args: argparse.Namespace) -> LoadedModel:
         dtype = pick_dtype(args.dtype, pick_device(args.device))
     model = skeleton(preset_config(args.model), quantization).to(dtype)
     meta = CheckpointMeta(quantization=quantization)
-    return LoadedModel(model, GPT2Tokenizer(), "preset", f"preset {args.model} (its shape: no weights made)", meta)
+    description = f"preset {args.model} (random weights: its shape only, none made)"
+    return LoadedModel(model, GPT2Tokenizer(), "preset", description, meta)
 
 
 GENERATE = ("Generate a continuation of a prompt with any model --model names, OpenAI's GPT-2 folders (gptlab "
