@@ -181,8 +181,8 @@ def test_a_llama_folder_without_its_tokenizer_is_refused(tmp_path):
 @pytest.mark.parametrize("changes, message", [
     ({"pre_tokenizer": {"type": "Split", "pattern": {"Regex": "\\p{N}{1,3}"}, "behavior": "Isolated", "invert": False}},
      "pre-tokenizer .*Split.* is not supported; gptlab knows gpt-2, smollm"),
-    ({"normalizer": {"type": "NFC"}}, 'normalizer {"type": "NFC"} is not supported; gptlab reads byte-level BPE '
-                                      r"\(no normalizer\) and SentencePiece-style BPE"),
+    ({"normalizer": {"type": "NFKC"}}, 'normalizer {"type": "NFKC"} is not supported for byte-level BPE; gptlab '
+                                       r"applies NFC \(Qwen, Pythia\) or none$"),
 ])
 def test_tokenizers_gptlab_cannot_run_are_refused_naming_the_file(tmp_path, hf_smollm2, changes, message):
     data = json.loads((hf_smollm2 / "tokenizer.json").read_text())

@@ -59,8 +59,8 @@ def test_pre_tokenizers_are_found_by_gguf_name_or_tokenizer_json_spec():
     with pytest.raises(ValueError, match=r"^tokenizer.json: pre-tokenizer \{\"type\": \"ByteLevel\", "
                                          r"\"add_prefix_space\": true.* gptlab knows gpt-2, smollm"):
         pre_tokenizer({**gpt2.GPT2_SPLIT.hf, "add_prefix_space": True}, "tokenizer.json")
-    with pytest.raises(ValueError, match="m.gguf: pre-tokenizer 'llama-bpe' is not supported"):
-        pre_tokenizer("llama-bpe", "m.gguf")
+    with pytest.raises(ValueError, match="m.gguf: pre-tokenizer 'deepseek-llm' is not supported"):
+        pre_tokenizer("deepseek-llm", "m.gguf")
 
 
 def test_llama_and_gpt2_bring_no_chat_defaults():

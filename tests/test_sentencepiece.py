@@ -152,7 +152,7 @@ BPE = {"type": "BPE", "vocab": {"<unk>": 0, "a": 1}, "merges": [], "byte_fallbac
     (tokenizer_json({"type": "Unigram", "vocab": [["<unk>", 0.0]], "unk_id": 0}),
      "tokenizer model 'Unigram' is not supported; gptlab reads byte-level BPE"),
     (tokenizer_json(BPE, normalizer={"type": "NFKC"}),
-     'normalizer {"type": "NFKC"} is not supported; gptlab reads byte-level BPE .no normalizer. and '
+     'normalizer {"type": "NFKC"} is not supported; gptlab reads byte-level BPE .NFC or no normalizer. and '
      "SentencePiece-style BPE with normalizers Prepend"),
     (tokenizer_json(BPE, decoder={"type": "ByteLevel"}), 'decoder {"type": "ByteLevel"} is not supported'),
     (tokenizer_json(BPE, pre_tokenizer={"type": "Sequence",

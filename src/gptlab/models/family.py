@@ -17,6 +17,10 @@ from torch import Tensor
 from gptlab.config import GPTConfig, RopeScaling
 
 OFFSETS_ONLY = ("trim_offsets",)  # tokenizer.json settings that move character offsets, never ids
+# settings `tokenizers` assumes where a file leaves them out (GPT-2's and Pythia's predate `use_regex`)
+DEFAULT_SETTINGS = {"ByteLevel": {"use_regex": True}}
+# the ByteLevel step after a Split that has already cut the text: bytes to characters, no regex of its own
+BYTE_LEVEL_ONLY = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}
 
 
 @dataclass(frozen=True)
@@ -34,9 +38,18 @@ class PreTokenizer:
         return found is not None and _ids_only(found) == _ids_only(self.hf)
 
 
+def regex_cut(name: str, pattern: str) -> PreTokenizer:
+    """A cut by one regex, as `tokenizers` writes it: a Split keeping each match whole, then a regex-free
+    ByteLevel (Llama 3, Qwen2, vocabularies trained here)."""
+    split = {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": False}
+    return PreTokenizer(name, pattern, {"type": "Sequence", "pretokenizers": [split, BYTE_LEVEL_ONLY]})
+
+
 def _ids_only(spec: Any) -> Any:
-    """A tokenizer.json spec without the settings that cannot change token ids."""
+    """A tokenizer.json spec with the settings it leaves out filled in, without those that cannot change ids."""
     if isinstance(spec, dict):
+        kind = spec.get("type")
+        spec = {**DEFAULT_SETTINGS.get(kind, {}), **spec} if isinstance(kind, str) else spec
         return {k: _ids_only(v) for k, v in spec.items() if k not in OFFSETS_ONLY}
     if isinstance(spec, list):
         return [_ids_only(v) for v in spec]

@@ -11,11 +11,13 @@ regroups them as we do, so GGUF import only renames.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from torch import Tensor
 
 from gptlab.config import GPTConfig
+from gptlab.models import gpt2
 from gptlab.models.family import (
     Family,
     GGUFFormat,
@@ -36,6 +38,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "pythia-160m": dict(vocab_size=50304, context_length=2048, n_layer=12, n_head=12, n_embd=768, mlp_hidden=3072,
                         rotary_fraction=0.25, parallel_residual=True, tie_embeddings=False, **BLOCKS),
 }
+# Pythia's vocabulary (GPT-NeoX-20B's) is cut as GPT-2's, after composing the text to Unicode NFC (its
+# tokenizer.json's normalizer). llama.cpp's converter knows a vocabulary by the ids it gives a test text, here
+# OLMo 1's (which reuses this one), so GPT-NeoX GGUF files name this cut "olmo".
+NEOX_SPLIT = replace(gpt2.GPT2_SPLIT, name="olmo")
 HF_NAMES = {
     "wte": "gpt_neox.embed_in", "ln_f": "gpt_neox.final_layer_norm", "lm_head": "embed_out",
     "ln_1": "gpt_neox.layers.{i}.input_layernorm", "ln_2": "gpt_neox.layers.{i}.post_attention_layernorm",
@@ -163,4 +169,5 @@ FAMILY = Family(
     hf=HFFormat(("gpt_neox",), config_from_hf, config_to_hf, hf_to_ours, ours_to_hf),
     gguf=GGUFFormat(("gptneox",), config_from_gguf, gguf_to_ours),
     presets=PRESETS,
+    pre_tokenizers=(NEOX_SPLIT,),
 )

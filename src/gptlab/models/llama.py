@@ -21,6 +21,7 @@ from gptlab.models.family import (
     Parts,
     PreTokenizer,
     block_parts,
+    regex_cut,
     rope_from_hf,
     rope_to_hf,
     split_parts,
@@ -45,6 +46,11 @@ SMOLLM_SPLIT = PreTokenizer(
         {"type": "Digits", "individual_digits": True},
         {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}]},
 )
+# Llama 3's cut, OpenAI's cl100k: contractions in any case, a letter run with at most one leading
+# non-letter, digits in threes, punctuation with its line breaks, line breaks apart from other spaces.
+LLAMA3_SPLIT = regex_cut(
+    "llama-bpe", r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+                 r"""|\s*[\r\n]+|\s+(?!\S)|\s+""")
 # One layout, two spellings: our role → the file's tensor name ("{i}" is the block number).
 HF_NAMES = {
     "wte": "model.embed_tokens", "ln_f": "model.norm", "lm_head": "lm_head",
@@ -225,5 +231,5 @@ FAMILY = Family(
     hf=HFFormat(("llama",), config_from_hf, config_to_hf, hf_to_ours, ours_to_hf),
     gguf=GGUFFormat(("llama",), config_from_gguf, gguf_to_ours),
     presets=PRESETS,
-    pre_tokenizers=(SMOLLM_SPLIT,),
+    pre_tokenizers=(SMOLLM_SPLIT, LLAMA3_SPLIT),
 )

@@ -11,6 +11,7 @@ that keeps a window reads with it.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -27,6 +28,9 @@ PRESETS: dict[str, dict[str, Any]] = {
                       rope_theta=500000.0, layer_norm_eps=1e-6, tie_embeddings=False,
                       **llama.BLOCKS, **BLOCKS),  # OLMo-2-0425-1B
 }
+# OLMo 2's vocabulary (dolma2) is OpenAI's cl100k, cut as Llama 3's. llama.cpp's converter knows a vocabulary by
+# the ids it gives a test text, here DBRX's (cl100k too), so OLMo 2 GGUF files name this cut "dbrx".
+OLMO2_SPLIT = replace(llama.LLAMA3_SPLIT, name="dbrx")
 HF_NAMES = {**llama.HF_NAMES, "attn_out_norm": "model.layers.{i}.post_attention_layernorm",
             "mlp_out_norm": "model.layers.{i}.post_feedforward_layernorm"}
 
@@ -58,4 +62,5 @@ FAMILY = Family(
     # llama.cpp keeps OLMo 2's q/k rows as Hugging Face has them (it rotates halves, "NEOX")
     gguf=GGUFFormat(("olmo2",), config_from_gguf, llama.gguf_halves_to_ours),
     presets=PRESETS,
+    pre_tokenizers=(OLMO2_SPLIT,),
 )

@@ -2,7 +2,8 @@
 
 Some Qwen2 configs turn on a sliding window for the blocks from `max_window_layers` up; the
 published Qwen2.5 models leave it off. Everything else (names, rotary halves, tied small models)
-is Llama's, so this file only says what differs.
+is Llama's, so this file only says what differs. Qwen2, Qwen2.5 and Qwen3 share one tokenizer: Llama 3's
+cut with every digit alone, after composing the text to Unicode NFC (its tokenizer.json's normalizer).
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ from typing import Any
 
 from gptlab.config import GPTConfig
 from gptlab.models import llama
-from gptlab.models.family import ChatDefaults, Family, GGUFFormat, HFFormat, window_from_hf, window_to_hf
+from gptlab.models.family import ChatDefaults, Family, GGUFFormat, HFFormat, regex_cut, window_from_hf, window_to_hf
 
 BLOCKS = dict(qkv_bias=True)  # what Qwen2 changes in a Llama
+QWEN2_SPLIT = regex_cut(  # Llama 3's cut with \p{N} where it has \p{N}{1,3}
+    "qwen2", r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+             r"""|\s*[\r\n]+|\s+(?!\S)|\s+""")
 
 
 def config_from_hf(hf: dict[str, Any], source: str) -> GPTConfig:
@@ -51,5 +55,6 @@ FAMILY = Family(
     hf=HFFormat(("qwen2",), config_from_hf, config_to_hf, llama.hf_to_ours, llama.ours_to_hf),
     # llama.cpp keeps Qwen2's q/k rows as Hugging Face has them (it rotates halves, "NEOX")
     gguf=GGUFFormat(("qwen2",), config_from_gguf, llama.gguf_halves_to_ours),
+    pre_tokenizers=(QWEN2_SPLIT,),  # Qwen3's too
     chat=ChatDefaults(prompt_style="chatml"),
 )

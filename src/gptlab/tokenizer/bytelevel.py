@@ -4,14 +4,19 @@ Phi-3, Gemma) to `sentencepiece_files`.
 
 Built from a vocabulary listed by id and its merges, as GGUF files and Hugging Face
 `tokenizer.json` store them. The cut before BPE is the one the file names, found among the model
-families' (`gptlab.models`). tiktoken merges by id, so the merges must create ids in increasing
-order (checked). It writes itself back as a `tokenizer.json`, so an export carries its tokenizer.
+families' (`gptlab.models`); a tokenizer.json may compose the text to Unicode NFC first (Qwen,
+Pythia). Added tokens are found in the text before either, the longest first, as Hugging Face finds
+them. tiktoken merges by id, so the merges must create ids in increasing order (checked; several
+merges may create one id, as in vocabularies converted from tiktoken's, e.g. Llama 3's, which list
+every pair that spells a token). It writes itself back as a `tokenizer.json`, so an export carries
+its tokenizer.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +33,8 @@ from gptlab.tokenizer.hf_steps import bos_template
 from gptlab.tokenizer.sentencepiece import SentencePieceBPE
 from gptlab.tokenizer.sentencepiece_files import GGUF_CONTROL, gguf_sentencepiece, hf_sentencepiece, is_sentencepiece
 
-KINDS = "byte-level BPE (GPT-2, Llama 3, Qwen, SmolLM2) and SentencePiece-style BPE (Llama 2, Mistral, Phi-3, Gemma)"
+KINDS = ("byte-level BPE (GPT-2, Llama 3, Qwen, OLMo 2, Pythia, SmolLM2) and SentencePiece-style BPE (Llama 2, "
+         "Mistral, Phi-3, Gemma)")
 BYTE_LEVEL_DECODER = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
 
 
@@ -44,6 +50,7 @@ class Vocabulary:
     pre_tokenizer: str | dict[str, Any] | None  # the cut the file names: GGUF by name, tokenizer.json by spec
     bos_id: int | None = None  # the id that begins a document
     adds_bos: bool = False  # the file puts bos_id before every text (its post-processor, GGUF add_bos_token)
+    nfc: bool = False  # the file composes text to Unicode NFC before the cut (tokenizer.json normalizer: Qwen, Pythia)
 
 
 class ByteLevelBPE:
@@ -66,15 +73,30 @@ class ByteLevelBPE:
         # bytes the vocabulary never saw are dropped, as HF's BPE does without an unknown token
         unseen = "|".join(re.escape(bytes([b]).decode("latin-1")) for b in missing)
         self._unseen = re.compile(unseen) if missing else None
+        added = "|".join(re.escape(token) for token in sorted(self.special_tokens, key=len, reverse=True))
+        self._added = re.compile(f"({added})") if added else None  # one group: split() keeps what it matched
         self._encoding = tiktoken.Encoding(name=self.name, pat_str=cut.pattern, mergeable_ranks=ranks,
                                            special_tokens=self.special_tokens, explicit_n_vocab=len(tokens))
 
     def encode(self, text: str) -> list[int]:
-        """Token ids for text of any length; special tokens written out (e.g. "<|im_start|>") become their ids."""
+        """Token ids for text of any length; added tokens written out (e.g. "<|im_start|>") become their ids."""
+        parts = self._added.split(text) if self._added is not None else [text]
+        ids: list[int] = []
+        for number, part in enumerate(parts):  # added tokens at odd places, the text around them at even ones
+            if number % 2:
+                ids.append(self.special_tokens[part])
+            elif part:
+                ids.extend(self._encode_text(part))
+        return ids
+
+    def _encode_text(self, text: str) -> list[int]:
+        """Ids of text between added tokens: normalized (NFC never composes across an added token), cut, merged."""
+        if self.vocabulary.nfc:
+            text = unicodedata.normalize("NFC", text)
         if self._unseen is not None:
             raw = self._unseen.sub("", text.encode("utf-8").decode("latin-1"))
             text = raw.encode("latin-1").decode("utf-8", errors="ignore")
-        return [i for piece in safe_pieces(text) for i in self._encoding.encode(piece, allowed_special="all")]
+        return [i for piece in safe_pieces(text) for i in self._encoding.encode_ordinary(piece)]
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
@@ -96,8 +118,8 @@ class ByteLevelBPE:
 
 def hf_tokenizer_files(vocab: Vocabulary, cut: PreTokenizer) -> dict[str, str]:
     """A byte-level BPE vocabulary as Hugging Face `tokenizers` saves one: `tokenizer.json` (vocabulary,
-    merges, special tokens, the cut before BPE, the BOS it adds) and `tokenizer_config.json` (its begin and
-    end tokens)."""
+    merges, special tokens, its normalizer, the cut before BPE, the BOS it adds) and `tokenizer_config.json`
+    (its begin and end tokens)."""
     added = [{"id": i, "content": vocab.tokens[i], "single_word": False, "lstrip": False, "rstrip": False,
               "normalized": False, "special": True} for i in vocab.special_ids]
     model = {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
@@ -107,8 +129,8 @@ def hf_tokenizer_files(vocab: Vocabulary, cut: PreTokenizer) -> dict[str, str]:
     bos = None if vocab.bos_id is None else vocab.tokens[vocab.bos_id]
     template = bos_template(bos, vocab.bos_id) if vocab.adds_bos and vocab.bos_id is not None and bos else None
     tokenizer = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
-                 "normalizer": None, "pre_tokenizer": cut.hf, "post_processor": template,
-                 "decoder": BYTE_LEVEL_DECODER, "model": model}
+                 "normalizer": {"type": "NFC"} if vocab.nfc else None, "pre_tokenizer": cut.hf,
+                 "post_processor": template, "decoder": BYTE_LEVEL_DECODER, "model": model}
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": bos,
               "eos_token": None if vocab.eos_id is None else vocab.tokens[vocab.eos_id]}
     return {"tokenizer.json": json.dumps(tokenizer, ensure_ascii=False),
@@ -116,11 +138,12 @@ def hf_tokenizer_files(vocab: Vocabulary, cut: PreTokenizer) -> dict[str, str]:
 
 
 def _check_merge_order(ranks: dict[bytes, int], merges: Sequence[str], byte_of: dict[str, int]) -> None:
+    """Refuse merges tiktoken would run in another order: each must create the id of the one before or a later one."""
     previous = -1
     for number, merge in enumerate(merges):
         left, _, right = merge.partition(" ")
         merged = ranks.get(bytes(byte_of[c] for c in left + right))
-        if merged is None or merged <= previous:
+        if merged is None or merged < previous:
             raise ValueError(f"merge {number} ({merge!r}) does not create the next token id (got {merged}, "
                              f"after {previous}); tiktoken cannot run this vocabulary")
         previous = merged
@@ -128,7 +151,9 @@ def _check_merge_order(ranks: dict[bytes, int], merges: Sequence[str], byte_of: 
 
 def gguf_tokenizer(description: Mapping[str, Any]) -> ByteLevelBPE | SentencePieceBPE:
     """The tokenizer in a GGUF file's metadata, a built-in model's (`name`) or any file's (`path`), of the kind
-    `tokenizer.ggml.model` names: gpt2 (byte-level BPE) or llama (SentencePiece-style BPE)."""
+    `tokenizer.ggml.model` names: gpt2 (byte-level BPE) or llama (SentencePiece-style BPE). A byte-level
+    vocabulary is cut by the name `tokenizer.ggml.pre` gives, without normalizing the text, as llama.cpp runs it
+    (GGUF keeps no normalizer: a Qwen or Pythia file there skips the NFC its tokenizer.json applies)."""
     from gguf import GGUFReader
 
     kind = description.get("type")
@@ -174,6 +199,17 @@ def hf_tokenizer(path: Path) -> ByteLevelBPE | SentencePieceBPE:
         merges=[m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])],
         special_ids=sorted(token["id"] for token in data.get("added_tokens") or []),
         eos_id=special_id(path.parent, ids, "eos"), pre_tokenizer=data.get("pre_tokenizer"), bos_id=bos_id,
-        adds_bos=adds_bos)
+        adds_bos=adds_bos, nfc=_composes(path, data.get("normalizer")))
     cut = pre_tokenizer(vocabulary.pre_tokenizer, str(path))
     return ByteLevelBPE(vocabulary, cut, {"type": "hf", "path": str(path.resolve())})
+
+
+def _composes(path: Path, spec: Any) -> bool:
+    """Whether a byte-level tokenizer.json composes text to Unicode NFC before the cut (the normalizer of
+    Qwen's and Pythia's); a normalizer that does anything else is refused."""
+    if spec is None:
+        return False
+    if isinstance(spec, dict) and spec.get("type") == "NFC":
+        return True
+    raise ValueError(f"{path}: normalizer {json.dumps(spec)} is not supported for byte-level BPE; gptlab applies "
+                     "NFC (Qwen, Pythia) or none")

@@ -29,7 +29,7 @@ def _refuse(source: str, what: str, spec: Any) -> ValueError:
     shown = json.dumps(spec, ensure_ascii=False) if isinstance(spec, (dict, list)) else repr(spec)
     if len(shown) > 200:
         shown = shown[:200] + "..."
-    return ValueError(f"{source}: {what} {shown} is not supported; gptlab reads byte-level BPE (no normalizer) "
+    return ValueError(f"{source}: {what} {shown} is not supported; gptlab reads byte-level BPE (NFC or no normalizer) "
                       f"and SentencePiece-style BPE with {STEPS_TAKEN}")
 
 

@@ -1,7 +1,8 @@
 """The regexes that cut text into pre-tokens before BPE, by name, each with its Hugging Face form.
 
 A trained tokenizer records its regex; `split_for` gives it the form `tokenizer.json` needs:
-GPT-2's own is the ByteLevel pre-tokenizer, any other a Split followed by a regex-free ByteLevel.
+GPT-2's own is the ByteLevel pre-tokenizer, any other a Split followed by a regex-free ByteLevel
+(`gptlab.models.family.regex_cut`, as Llama 3 and Qwen2 write theirs).
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ from __future__ import annotations
 import regex
 
 from gptlab.models import PreTokenizer
+from gptlab.models.family import regex_cut
 from gptlab.models.gpt2 import GPT2_SPLIT
 
-BYTE_LEVEL_ONLY = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}
 # GPT-4's (cl100k) cut as minbpe writes it: case-insensitive contractions, a letter run with at most
 # one leading non-letter, digits in threes, punctuation with its line breaks, newlines apart.
 GPT4_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*"""
@@ -36,6 +37,4 @@ def split_for(pattern: str) -> PreTokenizer:
     """The pre-tokenizer of a pattern, with the spec Hugging Face `tokenizers` runs it by."""
     if pattern == GPT2_SPLIT.pattern:
         return GPT2_SPLIT
-    name = next((n for n, p in PATTERNS.items() if p == pattern), "custom")
-    split = {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": False}
-    return PreTokenizer(name, pattern, {"type": "Sequence", "pretokenizers": [split, BYTE_LEVEL_ONLY]})
+    return regex_cut(next((n for n, p in PATTERNS.items() if p == pattern), "custom"), pattern)

@@ -17,11 +17,12 @@ SPM_DEFAULTS = {"bos": 1, "eos": 2, "unknown": 0}  # llama.cpp's ids where a lla
 
 
 def is_sentencepiece(data: Mapping[str, Any]) -> bool:
-    """Whether a tokenizer.json is the SentencePiece kind: byte fallback, a normalizer (spaces as "▁"), or a
-    Metaspace step; byte-level BPE has none of them."""
+    """Whether a tokenizer.json is the SentencePiece kind: byte fallback, a normalizer that writes spaces as "▁"
+    (Prepend, Replace), or a Metaspace step; byte-level BPE has none of them (at most an NFC normalizer)."""
     model = data["model"] if isinstance(data.get("model"), dict) else {}
     steps = _step_types(data.get("pre_tokenizer")) | _step_types(data.get("decoder"))
-    return bool(model.get("byte_fallback")) or data.get("normalizer") is not None or "Metaspace" in steps
+    spaces = _step_types(data.get("normalizer")) & {"Prepend", "Replace"}
+    return bool(model.get("byte_fallback")) or bool(spaces) or "Metaspace" in steps
 
 
 def _step_types(spec: Any) -> set[Any]:
