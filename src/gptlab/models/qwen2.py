@@ -15,6 +15,12 @@ from gptlab.models import llama
 from gptlab.models.family import ChatDefaults, Family, GGUFFormat, HFFormat, regex_cut, window_from_hf, window_to_hf
 
 BLOCKS = dict(qkv_bias=True)  # what Qwen2 changes in a Llama
+PRESETS: dict[str, dict[str, Any]] = {
+    "qwen2-tiny": dict(vocab_size=50257, context_length=256, n_layer=2, n_head=4, n_kv_head=2, n_embd=64,
+                       mlp_hidden=128, rope_theta=1e6, layer_norm_eps=1e-6, **{**llama.BLOCKS, **BLOCKS}),
+    "qwen2.5-0.5b": dict(vocab_size=151936, context_length=32768, n_layer=24, n_head=14, n_kv_head=2, n_embd=896,
+                         mlp_hidden=4864, rope_theta=1e6, layer_norm_eps=1e-6, **{**llama.BLOCKS, **BLOCKS}),
+}
 QWEN2_SPLIT = regex_cut(  # Llama 3's cut with \p{N} where it has \p{N}{1,3}
     "qwen2", r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
              r"""|\s*[\r\n]+|\s+(?!\S)|\s+""")
@@ -55,6 +61,7 @@ FAMILY = Family(
     hf=HFFormat(("qwen2",), config_from_hf, config_to_hf, llama.hf_to_ours, llama.ours_to_hf),
     # llama.cpp keeps Qwen2's q/k rows as Hugging Face has them (it rotates halves, "NEOX")
     gguf=GGUFFormat(("qwen2",), config_from_gguf, llama.gguf_halves_to_ours),
+    presets=PRESETS,
     pre_tokenizers=(QWEN2_SPLIT,),  # Qwen3's too
     chat=ChatDefaults(prompt_style="chatml"),
 )
