@@ -18,13 +18,13 @@ from torch import Tensor
 from gptlab.checkpoint.weights import build_model
 from gptlab.model import GPT
 from gptlab.models import family_for_gguf
-from gptlab.tokenizer import ByteLevelBPE
+from gptlab.tokenizer import Tokenizer
 from gptlab.tokenizer.bytelevel import gguf_tokenizer
 from gptlab.tokenizer.chat_template import ChatTemplate, gguf_chat_template
 
 
 def load_gguf(path: str | Path, dtype: torch.dtype | None = torch.float32,
-              source: dict[str, Any] | None = None) -> tuple[GPT, ByteLevelBPE, ChatTemplate | None]:
+              source: dict[str, Any] | None = None) -> tuple[GPT, Tokenizer, ChatTemplate | None]:
     """Our GPT, the file's tokenizer and its chat template (None without one) from a GGUF file of a
     family gptlab knows."""
     from gguf import GGUFReader
@@ -39,8 +39,8 @@ def load_gguf(path: str | Path, dtype: torch.dtype | None = torch.float32,
     family = family_for_gguf(meta.get("general.architecture"), str(path))
     assert family.gguf is not None  # family_for_gguf returns only families that read GGUF
     config = family.gguf.read_config(meta, {t.name: _shape(t) for t in reader.tensors}, str(path))
-    tokenizer = gguf_tokenizer(source or {"type": "gguf", "path": str(path.resolve())})
     fields = reader.fields
+    tokenizer = gguf_tokenizer(source or {"type": "gguf", "path": str(path.resolve())}, fields)
     template = gguf_chat_template(lambda key: fields[key].contents() if key in fields else None, str(path), tokenizer)
     tensors = {t.name: _dequantized(t) for t in reader.tensors}
     return build_model(config, family.gguf.to_ours(tensors, config), str(path), dtype), tokenizer, template

@@ -149,19 +149,23 @@ def _check_merge_order(ranks: dict[bytes, int], merges: Sequence[str], byte_of: 
         previous = merged
 
 
-def gguf_tokenizer(description: Mapping[str, Any]) -> ByteLevelBPE | SentencePieceBPE:
+def gguf_tokenizer(description: Mapping[str, Any],
+                   fields: Mapping[str, Any] | None = None) -> ByteLevelBPE | SentencePieceBPE:
     """The tokenizer in a GGUF file's metadata, a built-in model's (`name`) or any file's (`path`), of the kind
     `tokenizer.ggml.model` names: gpt2 (byte-level BPE) or llama (SentencePiece-style BPE). A byte-level
     vocabulary is cut by the name `tokenizer.ggml.pre` gives, without normalizing the text, as llama.cpp runs it
-    (GGUF keeps no normalizer: a Qwen or Pythia file there skips the NFC its tokenizer.json applies)."""
+    (GGUF keeps no normalizer: a Qwen or Pythia file there skips the NFC its tokenizer.json applies).
+    `fields`: the file's fields when the caller has read them already (parsing a 150k-token vocabulary
+    takes seconds; loading a model need not pay it twice)."""
     from gguf import GGUFReader
 
     kind = description.get("type")
     path = builtin_model_path(description["name"]) if kind == "builtin" else Path(description["path"])
-    try:
-        fields = GGUFReader(path).fields
-    except (ValueError, OSError) as err:
-        raise ValueError(f"{path}: not a readable GGUF file ({err})") from err
+    if fields is None:
+        try:
+            fields = GGUFReader(path).fields
+        except (ValueError, OSError) as err:
+            raise ValueError(f"{path}: not a readable GGUF file ({err})") from err
 
     def value(key: str, default: Any = None) -> Any:
         return fields[key].contents() if key in fields else default
