@@ -179,14 +179,19 @@ Parts = dict[str, list[tuple[str, int]]]
 
 
 def stack_parts(file_state: dict[str, Tensor], parts: Parts) -> dict[str, Tensor]:
-    """Our tensors from a file's; tensors no part claims keep their names, so the shape check names them."""
-    state, used = {}, set()
+    """Our tensors from a file's; tensors no part claims keep their names, so the shape check names them.
+
+    Takes each file tensor out of `file_state` as it is stacked, so it is freed once copied: a model's
+    q/k/v and gate/up never live twice (a family that renames or shifts tensors before stacking keeps
+    this by changing `file_state` in place, not by building a second dict beside it).
+    """
+    state = {}
     for ours, pieces in parts.items():
         names = [name for name, _ in pieces]
         if all(name in file_state for name in names):
-            state[ours] = file_state[names[0]] if len(names) == 1 else torch.cat([file_state[n] for n in names])
-            used.update(names)
-    state.update({name: tensor for name, tensor in file_state.items() if name not in used})
+            taken = [file_state.pop(name) for name in names]
+            state[ours] = taken[0] if len(taken) == 1 else torch.cat(taken)
+    state.update(file_state)  # what no part claims
     return state
 
 
