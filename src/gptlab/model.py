@@ -393,12 +393,21 @@ def _normed(norm: nn.Module | None, x: Tensor) -> Tensor:
     return x if norm is None else norm(x)
 
 
+class Embedding(nn.Embedding):
+    """`nn.Embedding` that leaves a weight on the meta device (a model a file fills) uninitialised: there
+    the init only costs time, as torch's meta kernel for `normal_` imports torch._dynamo (2-4 s here)."""
+
+    def reset_parameters(self) -> None:
+        if self.weight.device.type != "meta":
+            super().reset_parameters()
+
+
 class GPT(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.config = config
-        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
-        self.wpe = nn.Embedding(config.context_length, config.n_embd) if config.positions == "learned" else None
+        self.wte = Embedding(config.vocab_size, config.n_embd)
+        self.wpe = Embedding(config.context_length, config.n_embd) if config.positions == "learned" else None
         self.drop = nn.Dropout(config.dropout)
         self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.ln_f = make_norm(config)
