@@ -4,7 +4,7 @@ against a model, and build a model on the meta device so loading never allocates
 A model loads in about its own size: each tensor is read into memory of its own (no memory map
 that keeps the whole file resident beside the model), the family's fusing frees each file tensor
 once stacked (`gptlab.models.family.stack_parts`), and a dtype change replaces one tensor at a
-time (BENCHMARKS.md, "Loading a 1B model": 1.0x the weight bytes).
+time (BENCHMARKS.md, "Loading a 1B model": 1.05x the weight bytes).
 """
 
 from __future__ import annotations
