@@ -97,3 +97,16 @@ def test_a_config_eos_id_the_tokenizer_lacks_is_not_its_end_of_text(tmp_path, hf
     assert loaded.tokenizer.eos_id is None
     export_hf_folder(loaded.model, tmp_path / "exported", loaded.tokenizer)
     assert load_model(str(tmp_path / "exported")).tokenizer.encode("Hi there") == loaded.tokenizer.encode("Hi there")
+
+
+@pytest.mark.parametrize("preset", ["qwen3-tiny", "gemma3-tiny"])
+def test_a_config_missing_a_required_field_is_one_line_naming_it(preset, tmp_path):
+    from gptlab.models import family_of, preset_config
+
+    config = preset_config(preset)
+    written = family_of(config).hf.write_config(config)
+    del written["num_hidden_layers"]
+    (tmp_path / "config.json").write_text(json.dumps(written))
+    with pytest.raises(ValueError, match=rf"^{tmp_path / 'config.json'}: missing field 'num_hidden_layers' in the "
+                                         rf"{config.family} config$"):
+        family_of(config).hf.read_config(written, str(tmp_path / "config.json"))

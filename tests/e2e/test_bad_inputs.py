@@ -277,8 +277,8 @@ sys.exit(main(sys.argv[1:]))
 def test_an_unexpected_error_is_one_line_and_its_traceback_is_one_flag_away(debug: str | None) -> None:
     env = {**os.environ, "GPTLAB_DEBUG": "1" if debug == "GPTLAB_DEBUG=1" else "0"}
     flags = ["--debug"] if debug == "--debug" else []
-    done = subprocess.run([sys.executable, "-c", UNEXPECTED, *flags, "info", "gpt-tiny"], capture_output=True,
-                          text=True, timeout=300, env=env)
+    done = subprocess.run([sys.executable, "-c", UNEXPECTED, *flags, "generate", "--model", "gpt-tiny"],
+                          capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 1
     last = done.stderr.splitlines()[-1]
     assert last.startswith("error: unexpected RecursionError: maximum recursion depth exceeded")
