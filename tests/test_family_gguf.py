@@ -51,3 +51,34 @@ def test_bad_files_are_refused_in_one_line(tmp_path, small_tokenizer_json):
     meta = {"qwen2.rope.scaling.type": "yarn", "qwen2.rope.scaling.factor": 4.0}  # Qwen2.5's long-context recipe
     with pytest.raises(ValueError, match=r"^q\.gguf: rope scaling 'yarn' is not supported"):
         qwen2.FAMILY.gguf.read_config(meta, {"token_embd.weight": (VOCAB, 64)}, "q.gguf")
+
+
+def test_llama_31_rotary_factors_load_from_gguf(tmp_path, small_tokenizer_json):
+    """Llama 3.1 and 3.2 GGUF files keep the llama3 rope scaling as llama.cpp computed it: one factor per
+    rotary frequency in a `rope_freqs` tensor (each frequency divided by it), written here as its converter
+    writes it, with q/k rows interleaved as for every llama file. Export refuses it in one line (a GGUF
+    keeps no llama3 settings to write back)."""
+    from transformers import LlamaConfig
+
+    from gptlab.checkpoint import export_hf_folder
+    from gptlab.model import inverse_frequencies
+
+    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 16}
+    folder = save_tiny(tmp_path / "llama3", LlamaConfig(**SHAPE, rope_scaling=scaling, tie_word_embeddings=False),
+                       small_tokenizer_json)
+    hf = load_model(str(folder)).model.config
+    plain, scaled = inverse_frequencies(hf.rotary_dims, hf.rope_theta), inverse_frequencies(
+        hf.rotary_dims, hf.rope_theta, hf.rope_scaling)
+    meta = llama_cpp_metadata(folder) | {"vocab_size": VOCAB}
+    tensors = llama_cpp_names(hf_state(folder), "llama", meta["block_count"])
+    rotated = [name for name in tensors if name.endswith(("attn_q.weight", "attn_k.weight"))]
+    for name, heads in [(name, 4 if "attn_q" in name else 2) for name in rotated]:
+        weight = tensors[name]  # llama.cpp's permute: rows (head, pair, i) -> (head, i, pair)
+        tensors[name] = weight.reshape(heads, 2, weight.shape[0] // heads // 2, -1).swapaxes(1, 2).reshape(weight.shape)
+    tensors["rope_freqs.weight"] = plain / scaled
+    loaded = load_model(str(write_gguf(tmp_path / "llama3.gguf", "llama", meta, tensors, small_tokenizer_json)))
+    assert loaded.model.config.rope_scaling.kind == "factors"
+    assert max_logit_difference(loaded, folder, prompt_ids(VOCAB)) < 1e-4
+    with pytest.raises(ValueError, match="rotary factors read from a GGUF file .rope_freqs. have no Hugging Face"):
+        export_hf_folder(loaded.model, tmp_path / "exported")

@@ -15,24 +15,29 @@ GPT2_VOCAB_SIZE = 50257
 MLPS = ("gelu", "gelu_exact", "swiglu", "geglu")
 NORM_POSITIONS = ("pre", "post", "both")
 QK_NORMS = ("none", "head", "full")
-ROPE_SCALINGS = ("linear", "llama3")
+ROPE_SCALINGS = ("linear", "llama3", "factors")
 
 
 @dataclass
 class RopeScaling:
     """How rotary positions are stretched past the context a model was first trained at."""
 
-    kind: str = "linear"  # "linear" (every frequency / factor) or "llama3" (Llama 3.1's per-wavelength blend)
+    # "linear" (every frequency / factor), "llama3" (Llama 3.1's per-wavelength blend) or "factors" (each
+    # frequency / its own factor: how llama.cpp stores Llama 3.1's blend, as a rope_freqs tensor in GGUF files)
+    kind: str = "linear"
     factor: float = 1.0  # how much longer the new context is
     low_freq_factor: float = 1.0  # llama3: wavelengths above original_context / this are scaled fully
     high_freq_factor: float = 4.0  # llama3: wavelengths below original_context / this are kept
     original_context: int = 8192  # llama3: the context the model was pretrained at
+    factors: tuple[float, ...] = ()  # factors: one divisor per rotary frequency
 
     def __post_init__(self) -> None:
         if self.kind not in ROPE_SCALINGS:
             raise ValueError(f"rope scaling kind must be one of {', '.join(ROPE_SCALINGS)}, got {self.kind!r}")
         if not self.factor > 0 or not self.high_freq_factor > self.low_freq_factor > 0:
             raise ValueError("rope scaling needs factor > 0 and high_freq_factor > low_freq_factor > 0")
+        if (self.kind == "factors") != bool(self.factors) or not all(f > 0 for f in self.factors):
+            raise ValueError("rope scaling 'factors' (and only it) needs one positive factor per rotary frequency")
 
 
 @dataclass

@@ -158,6 +158,10 @@ def inverse_frequencies(dims: int, theta: float, scaling: RopeScaling | None = N
         return inv_freq
     if scaling.kind == "linear":  # positions / factor: every wavelength stretched alike
         return inv_freq / scaling.factor
+    if scaling.kind == "factors":  # each frequency divided by its own factor, as a GGUF file lists them
+        if len(scaling.factors) != len(inv_freq):
+            raise ValueError(f"{len(scaling.factors)} rotary factors for {len(inv_freq)} rotary frequencies")
+        return inv_freq / torch.tensor(scaling.factors, dtype=torch.float32)
     # llama3: long wavelengths (beyond the original context / low_freq_factor) are stretched fully, short
     # ones (below original / high_freq_factor) kept, and those between blended smoothly
     wavelength = 2 * math.pi / inv_freq

@@ -22,6 +22,9 @@ from gptlab.tokenizer import Tokenizer
 from gptlab.tokenizer.bytelevel import gguf_tokenizer
 from gptlab.tokenizer.chat_template import ChatTemplate, gguf_chat_template
 
+# Tensors llama.cpp stores that are settings, not weights: handed to the family's config reader by this name.
+SETTING_TENSORS = {"rope_freqs.weight": "rope_freqs"}  # Llama 3.1's rotary factors, one per frequency
+
 
 def load_gguf(path: str | Path, dtype: torch.dtype | None = torch.float32,
               source: dict[str, Any] | None = None) -> tuple[GPT, Tokenizer, ChatTemplate | None]:
@@ -38,11 +41,14 @@ def load_gguf(path: str | Path, dtype: torch.dtype | None = torch.float32,
     meta = {key: field.contents() for key, field in reader.fields.items() if not key.startswith("tokenizer.ggml.")}
     family = family_for_gguf(meta.get("general.architecture"), str(path))
     assert family.gguf is not None  # family_for_gguf returns only families that read GGUF
-    config = family.gguf.read_config(meta, {t.name: _shape(t) for t in reader.tensors}, str(path))
+    settings = {t.name: t for t in reader.tensors if t.name in SETTING_TENSORS}  # settings, stored as tensors
+    meta.update({SETTING_TENSORS[name]: tuple(_dequantized(t).tolist()) for name, t in settings.items()})
+    config = family.gguf.read_config(meta, {t.name: _shape(t) for t in reader.tensors if t.name not in settings},
+                                     str(path))
     fields = reader.fields
     tokenizer = gguf_tokenizer(source or {"type": "gguf", "path": str(path.resolve())}, fields)
     template = gguf_chat_template(lambda key: fields[key].contents() if key in fields else None, str(path), tokenizer)
-    tensors = {t.name: _dequantized(t) for t in reader.tensors}
+    tensors = {t.name: _dequantized(t) for t in reader.tensors if t.name not in settings}
     return build_model(config, family.gguf.to_ours(tensors, config), str(path), dtype), tokenizer, template
 
 

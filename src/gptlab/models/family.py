@@ -130,6 +130,9 @@ def rope_to_hf(config: GPTConfig) -> dict[str, Any]:
     scaling = config.rope_scaling
     if scaling is None:
         return {"rope_theta": config.rope_theta, "rope_scaling": None}
+    if scaling.kind == "factors":
+        raise ValueError("rotary factors read from a GGUF file (rope_freqs) have no Hugging Face spelling; export "
+                         "the model from its Hugging Face folder, whose config keeps the llama3 settings")
     written: dict[str, Any] = {"rope_type": scaling.kind, "factor": scaling.factor}
     if scaling.kind == "llama3":
         written.update(low_freq_factor=scaling.low_freq_factor, high_freq_factor=scaling.high_freq_factor,

@@ -166,16 +166,14 @@ def ours_to_hf(state: dict[str, Tensor], config: GPTConfig, names: Names = HF_NA
 
 def config_from_gguf(meta: dict[str, Any], shapes: dict[str, tuple[int, ...]], source: str, arch: str = "llama",
                      family: str = "llama", **blocks: Any) -> GPTConfig:
-    """Our config from a llama GGUF file's metadata; Llama 3.1's rotary scaling (a `rope_freqs` tensor of
-    per-frequency factors, without the settings that made them) is refused. The vocabulary is the
-    embedding's rows: llama.cpp writes `vocab_size` for llama files only (qwen2, qwen3, olmo2 lack it).
+    """Our config from a llama GGUF file's metadata. Llama 3.1's rotary scaling comes as the per-frequency
+    factors llama.cpp computed from it (the `rope_freqs` tensor, which the reader hands over as the setting
+    it is: `meta["rope_freqs"]`). The vocabulary is the embedding's rows: llama.cpp writes `vocab_size` for
+    llama files only (qwen2, qwen3, olmo2 lack it).
 
     Architectures llama.cpp builds on Llama's keys (qwen3moe, ...) are read here too, under their own
     key prefix `arch`, naming their family and the blocks they swap in (`blocks` overrides `BLOCKS`).
     """
-    if "rope_freqs.weight" in shapes:
-        raise ValueError(f"{source}: Llama 3.1's scaled rotary embeddings are not supported from GGUF files (the "
-                         "file keeps per-frequency factors only): load the Hugging Face folder instead")
     own = {key.removeprefix(f"{arch}."): value for key, value in meta.items() if key.startswith(f"{arch}.")}
     scaling = own.get("rope.scaling.type", "none")
     if scaling not in ("none", "linear"):
@@ -193,7 +191,7 @@ def config_from_gguf(meta: dict[str, Any], shapes: dict[str, tuple[int, ...]], s
             head_size=head_size, rope_theta=float(own.get("rope.freq_base", 1e4)),
             layer_norm_eps=float(own["attention.layer_norm_rms_epsilon"]),
             tie_embeddings="output.weight" not in shapes, name=str(meta.get("general.name", "gguf")),
-            rope_scaling=None if scaling == "none" else RopeScaling("linear", float(own["rope.scaling.factor"])),
+            rope_scaling=_gguf_rope_scaling(meta, scaling, own),
             family=family,
         )
     except KeyError as err:
@@ -202,6 +200,13 @@ def config_from_gguf(meta: dict[str, Any], shapes: dict[str, tuple[int, ...]], s
         return GPTConfig(**{**fields, **BLOCKS, **blocks})
     except ValueError as err:
         raise ValueError(f"{source}: {err}") from None
+
+
+def _gguf_rope_scaling(meta: dict[str, Any], kind: str, own: dict[str, Any]) -> RopeScaling | None:
+    """A GGUF file's rotary scaling: Llama 3.1's factors per frequency, linear, or none."""
+    if "rope_freqs" in meta:
+        return RopeScaling("factors", factors=tuple(float(f) for f in meta["rope_freqs"]))
+    return None if kind == "none" else RopeScaling("linear", float(own["rope.scaling.factor"]))
 
 
 def _unpermute(weight: Tensor, heads: int) -> Tensor:
