@@ -50,3 +50,10 @@ def document_ids(tokenizer: Tokenizer, text: str) -> list[int]:
     if getattr(tokenizer, "adds_bos", False) and bos is not None and ids[:1] != [bos]:
         return [bos, *ids]
     return ids
+
+
+def check_ids(ids: Sequence[int], vocab_size: int, name: str) -> None:
+    """Refuse an id the tokenizer has no token for, naming it (a model's padded rows, a corrupt request)."""
+    bad = [i for i in ids if not 0 <= i < vocab_size]
+    if bad:
+        raise ValueError(f"token id {bad[0]} is outside the {name} vocabulary 0..{vocab_size - 1}")

@@ -26,6 +26,7 @@ import tiktoken
 
 from gptlab.files import builtin_model_path, read_json
 from gptlab.models import PreTokenizer, pre_tokenizer
+from gptlab.tokenizer.base import check_ids
 from gptlab.tokenizer.chunks import safe_pieces
 from gptlab.tokenizer.gpt2 import bytes_to_unicode
 from gptlab.tokenizer.hf_folder import begin_token, special_id, token_ids
@@ -102,9 +103,7 @@ class ByteLevelBPE:
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
     def decode_bytes(self, ids: Sequence[int]) -> bytes:
-        bad = [i for i in ids if not 0 <= i < self.vocab_size]
-        if bad:
-            raise ValueError(f"token id {bad[0]} is outside the {self.name} vocabulary 0..{self.vocab_size - 1}")
+        check_ids(ids, self.vocab_size, self.name)
         return self._encoding.decode_bytes(list(ids))
 
     def to_dict(self) -> dict[str, Any]:

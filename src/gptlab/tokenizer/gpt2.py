@@ -12,6 +12,7 @@ import tiktoken
 
 from gptlab.files import REGISTRY, fetch, sha256_of
 from gptlab.models.gpt2 import GPT2_SPLIT
+from gptlab.tokenizer.base import check_ids
 from gptlab.tokenizer.chunks import safe_pieces
 
 ENDOFTEXT = "<|endoftext|>"
@@ -46,9 +47,7 @@ class GPT2Tokenizer:
 
     def decode_bytes(self, ids: Sequence[int]) -> bytes:
         """Raw bytes for token ids, which may end inside a multi-byte character."""
-        bad = [i for i in ids if not 0 <= i < VOCAB_SIZE]
-        if bad:
-            raise ValueError(f"token id {bad[0]} is outside the GPT-2 vocabulary 0..{VOCAB_SIZE - 1}")
+        check_ids(ids, VOCAB_SIZE, "GPT-2")
         return self._encoding.decode_bytes(list(ids))
 
     def to_dict(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gptlab.tokenizer.base import check_ids
 from gptlab.tokenizer.bpe import CACHE_LIMIT, CACHED_LENGTH, merge_pairs, refuse_surrogates
 from gptlab.tokenizer.hf_steps import SPACE, Normalize, decoder, metaspace, normalizer
 
@@ -87,9 +88,7 @@ class SentencePieceBPE:
 
     def decode_bytes(self, ids: Sequence[int]) -> bytes:
         """The bytes of ids through the file's decoder (spaces for "▁", bytes for <0xNN>, its strip rule)."""
-        bad = [i for i in ids if not 0 <= i < self.vocab_size]
-        if bad:
-            raise ValueError(f"token id {bad[0]} is outside the {self.name} vocabulary 0..{self.vocab_size - 1}")
+        check_ids(ids, self.vocab_size, self.name)
         return self._decode([self._token_bytes[i] for i in ids])
 
     def to_dict(self) -> dict[str, Any]:
