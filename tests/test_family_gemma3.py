@@ -98,3 +98,26 @@ def test_presets_have_the_published_shape():
     assert config.sliding_layers == (0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 12, 13, 14, 15, 16)
     with torch.device("meta"):
         assert GPT(config).num_parameters() == 268_098_176  # Google's "270M"
+
+
+def test_the_text_part_of_a_gemma3_folder_loads(tmp_path, small_tokenizer_json):
+    """Gemma 3 4B/12B/27B ship as `Gemma3ForConditionalGeneration` (vision tower + projector + this text model):
+    gptlab reads the text model alone, whose logits on a text-only prompt are the conditional model's."""
+    from transformers import Gemma3Config, SiglipVisionConfig
+
+    vision = SiglipVisionConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, image_size=28,
+                                patch_size=14, intermediate_size=32)
+    folder = save_tiny(tmp_path / "hf", Gemma3Config(text_config=gemma3_config(), vision_config=vision,
+                                                     mm_tokens_per_image=4), small_tokenizer_json)
+    assert json.loads((folder / "config.json").read_text())["architectures"] == ["Gemma3ForConditionalGeneration"]
+    loaded = load_model(str(folder))  # save_tiny's AutoModelForCausalLM is the conditional model for "gemma3"
+    assert (loaded.model.config.family, loaded.model.config.sliding_layers) == ("gemma3", (0, 2))
+    assert max_logit_difference(loaded, folder, prompt_ids(VOCAB)) < 1e-4
+    # transformers 5 names the same tensors model.language_model.*, model.vision_tower.*, ... in memory
+    as_saved = hf_state(folder)
+    renamed = {name.replace("language_model.model.", "model.language_model.")
+               .replace("vision_tower.", "model.vision_tower."): t for name, t in as_saved.items()}
+    config = loaded.model.config
+    ours, again = gemma3.hf_to_ours(as_saved, config), gemma3.hf_to_ours(renamed, config)
+    assert ours.keys() == again.keys() == dict(loaded.model.named_parameters()).keys()  # no vision tensor
+    assert all(torch.equal(ours[name], again[name]) for name in ours)

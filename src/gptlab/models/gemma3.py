@@ -9,6 +9,10 @@
   query_pre_attn_scalar ** -0.5 rather than by 1 / sqrt(head width);
 - five blocks in six attend over a sliding window with a rotary base of their own (10,000); every
   sixth is global, with rope_theta (1,000,000), linearly stretched in the larger models.
+
+Gemma 3 4B/12B/27B ship as `gemma3` folders (`Gemma3ForConditionalGeneration`): a SigLIP vision tower and
+its projector beside this text model. gptlab reads their text part alone, dropping the vision tensors, so
+such a model exports as a `gemma3_text` folder: the text model, which no longer takes images.
 """
 
 from __future__ import annotations
@@ -51,10 +55,22 @@ HF_NAMES = {**llama.HF_NAMES, "ln_2": "model.layers.{i}.pre_feedforward_layernor
             "attn_out_norm": "model.layers.{i}.post_attention_layernorm",
             "mlp_out_norm": "model.layers.{i}.post_feedforward_layernorm"}
 ACTIVATION = "gelu_pytorch_tanh"
+# a `gemma3` folder's nested text_config leaves out what equals Gemma3TextConfig's defaults (hub files do)
+TEXT_CONFIG_DEFAULTS = {"vocab_size": 262208, "hidden_size": 2304, "intermediate_size": 9216,
+                        "num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4}
+# a `gemma3` folder's text tensors, as saved (transformers 4.x, and 5.x's save_pretrained) and as
+# transformers 5 names them in memory, with the prefix a text model's file has instead
+TEXT_PREFIXES = {"language_model.model.": "model.", "language_model.lm_head.": "lm_head.",
+                 "model.language_model.": "model."}
+VISION_PREFIXES = ("vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector.")
 
 
 def config_from_hf(hf: dict[str, Any], source: str) -> GPTConfig:
-    """Our config from a `Gemma3ForCausalLM` config.json (transformers 4.5x or 5.x spelling)."""
+    """Our config from a `Gemma3ForCausalLM` config.json (transformers 4.5x or 5.x spelling), or from the
+    text_config of a `Gemma3ForConditionalGeneration` one (whose top-level tie_word_embeddings ties its head)."""
+    if hf.get("model_type") == "gemma3":
+        tied = {"tie_word_embeddings": hf["tie_word_embeddings"]} if "tie_word_embeddings" in hf else {}
+        hf = {**TEXT_CONFIG_DEFAULTS, **(hf.get("text_config") or {}), **tied}
     _refuse_what_we_lack(hf, source)
     hf = {**HF_DEFAULTS, **hf}
     global_rope, local_theta = _ropes(hf, source)
@@ -115,11 +131,23 @@ def config_to_hf(config: GPTConfig) -> dict[str, Any]:
 
 
 def hf_to_ours(hf_state: dict[str, Tensor], config: GPTConfig) -> dict[str, Tensor]:
-    """Add 1 to every norm weight (in float32: 1 + w needs more digits than w), then stack as Llama does
-    (taking the tensors out of `hf_state`, so each is freed once stacked)."""
+    """Keep a `gemma3` folder's text tensors under a text model's names, add 1 to every norm weight (in
+    float32: 1 + w needs more digits than w), then stack as Llama does (taking the tensors out of
+    `hf_state`, so each is freed once stacked)."""
+    _text_part(hf_state)
     for name in [n for n in hf_state if n.endswith("norm.weight")]:
         hf_state[name] = hf_state[name].float() + 1
     return llama.hf_to_ours(hf_state, config, HF_NAMES)
+
+
+def _text_part(hf_state: dict[str, Tensor]) -> None:
+    """Drop the vision tower and projector, and strip the text model's prefix, in place."""
+    for name in list(hf_state):
+        if name.startswith(VISION_PREFIXES):
+            del hf_state[name]
+        prefix = next((p for p in TEXT_PREFIXES if name.startswith(p)), None)
+        if prefix is not None:
+            hf_state[TEXT_PREFIXES[prefix] + name.removeprefix(prefix)] = hf_state.pop(name)
 
 
 def ours_to_hf(state: dict[str, Tensor], config: GPTConfig) -> dict[str, Tensor]:
@@ -148,7 +176,7 @@ def config_from_gguf(meta: dict[str, Any], shapes: dict[str, tuple[int, ...]], s
 FAMILY = Family(
     name="gemma3",
     vocabulary="file",
-    hf=HFFormat(("gemma3_text",), config_from_hf, config_to_hf, hf_to_ours, ours_to_hf),
+    hf=HFFormat(("gemma3_text", "gemma3"), config_from_hf, config_to_hf, hf_to_ours, ours_to_hf),
     gguf=GGUFFormat(("gemma3",), config_from_gguf, llama.gguf_halves_to_ours),
     presets=PRESETS,
 )
