@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -83,6 +84,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
     style = style_for(loaded.meta, args.prompt_style)
     if sys.stdin.isatty():
         import readline  # noqa: F401  (line editing and history for input())
+    # Ctrl-C at the prompt keeps the chat open. Python raises KeyboardInterrupt only when SIGINT was not
+    # ignored as the process started, and a parent that ignores it (a job runner, a test worker) passes
+    # that on: the chat takes Ctrl-C itself.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     return chat(loaded, style, generation_settings(args))
 
 
