@@ -29,7 +29,9 @@ QUERY_BLOCK = 128
 MAX_BLOCKED_KEYS = 2048
 # The four projection weights per block; GPT-2 checkpoints store them transposed (Conv1D).
 PROJECTION_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-EXPERT_WEIGHTS = ("c_fc.weight", "c_proj.weight")  # a mixture's experts: mlp.experts.{e}.c_fc.weight, ...
+# Every projection whose memory layout matters for speed: the four above and a mixture's experts'
+# (mlp.experts.{e}.c_fc.weight, ...).
+FAST_LAYOUT_WEIGHTS = ("c_attn.weight", "c_proj.weight", "c_fc.weight")
 
 
 @dataclass
@@ -152,8 +154,9 @@ def make_norm(config: GPTConfig, dim: int | None = None) -> nn.Module:
 
 
 def inverse_frequencies(dims: int, theta: float, scaling: RopeScaling | None = None) -> Tensor:
-    """The rotary embedding's angle per position for each of `dims` / 2 dimension pairs (float32)."""
-    inv_freq = 1.0 / theta ** (torch.arange(0, dims, 2, dtype=torch.float32) / dims)
+    """The rotary embedding's angle per position for each of `dims` / 2 dimension pairs (float32, on the CPU
+    even while a model is built on the meta device: `GPT` computes them once and keeps them)."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, dims, 2, dtype=torch.float32, device="cpu") / dims)
     if scaling is None:
         return inv_freq
     if scaling.kind == "linear":  # positions / factor: every wavelength stretched alike
@@ -161,7 +164,7 @@ def inverse_frequencies(dims: int, theta: float, scaling: RopeScaling | None = N
     if scaling.kind == "factors":  # each frequency divided by its own factor, as a GGUF file lists them
         if len(scaling.factors) != len(inv_freq):
             raise ValueError(f"{len(scaling.factors)} rotary factors for {len(inv_freq)} rotary frequencies")
-        return inv_freq / torch.tensor(scaling.factors, dtype=torch.float32)
+        return inv_freq / torch.tensor(scaling.factors, dtype=torch.float32, device="cpu")
     # llama3: long wavelengths (beyond the original context / low_freq_factor) are stretched fully, short
     # ones (below original / high_freq_factor) kept, and those between blended smoothly
     wavelength = 2 * math.pi / inv_freq
@@ -421,6 +424,10 @@ class GPT(nn.Module):
             self.lm_head = Linear(config.n_embd, config.num_classes)
         self.tie_weights()
         self.compiled_step: Callable[..., Tensor] | None = None  # see compile_decode_step
+        # rotary frequencies, computed once (not a buffer: no file holds them): the blocks', then the windowed ones'
+        self.rope_frequencies = tuple(inverse_frequencies(config.rotary_dims, theta, scaling) for theta, scaling in (
+            (config.rope_theta, config.rope_scaling), (config.local_rope_theta, None))
+            if theta is not None and config.positions == "rope")
         if self.wte.weight.device.type != "meta":
             self.reset_parameters()
             self.use_fast_weight_layout()
@@ -453,7 +460,7 @@ class GPT(nn.Module):
         again after changing the dtype.
         """
         for name, param in self.named_parameters():
-            if not name.endswith(PROJECTION_WEIGHTS + EXPERT_WEIGHTS):
+            if not name.endswith(FAST_LAYOUT_WEIGHTS):
                 continue
             input_major = param.dtype == torch.float32
             if input_major and param.is_contiguous():
@@ -538,9 +545,9 @@ class GPT(nn.Module):
         if self.wpe is not None:
             x = x + self.wpe(pos)
         else:
-            rope = rotary(pos, inverse_frequencies(config.rotary_dims, config.rope_theta, config.rope_scaling), x.dtype)
-            if config.local_rope_theta is not None:
-                local_rope = rotary(pos, inverse_frequencies(config.rotary_dims, config.local_rope_theta), x.dtype)
+            rope = rotary(pos, self.rope_frequencies[0], x.dtype)
+            if len(self.rope_frequencies) > 1:
+                local_rope = rotary(pos, self.rope_frequencies[1], x.dtype)
         window_mask = None
         if config.sliding_window is not None:
             span = at.span if isinstance(at, RowPositions) else int(pos.shape[-1]) + (at.start if at else 0)

@@ -18,7 +18,6 @@ from gptlab.models.family import (
     GGUFFormat,
     HFFormat,
     Names,
-    Parts,
     PreTokenizer,
     block_parts,
     regex_cut,
@@ -74,11 +73,6 @@ GGUF_NAMES = {
 def holds(config: GPTConfig) -> bool:
     """Rotary positions, RMSNorm and a SwiGLU MLP: Llama's blocks."""
     return (config.positions, config.norm, config.mlp) == ("rope", "rmsnorm", "swiglu")
-
-
-def parts(config: GPTConfig, names: Names) -> Parts:
-    """Each of our tensors as the file's tensors it stacks (q/k/v, gate/up), in `names`' spelling."""
-    return block_parts(config, names)
 
 
 def config_from_hf(hf: dict[str, Any], source: str, family: str = "llama", **blocks: Any) -> GPTConfig:
@@ -156,12 +150,12 @@ def hf_to_ours(hf_state: dict[str, Tensor], config: GPTConfig, names: Names = HF
     for name in [n for n in hf_state if n.endswith("rotary_emb.inv_freq")
                  or (n == "lm_head.weight" and config.head_is_tied)]:
         del hf_state[name]
-    return stack_parts(hf_state, parts(config, names))
+    return stack_parts(hf_state, block_parts(config, names))
 
 
 def ours_to_hf(state: dict[str, Tensor], config: GPTConfig, names: Names = HF_NAMES) -> dict[str, Tensor]:
     """Split our fused q/k/v and gate/up into Hugging Face's separate projections."""
-    return split_parts(state, parts(config, names))
+    return split_parts(state, block_parts(config, names))
 
 
 def config_from_gguf(meta: dict[str, Any], shapes: dict[str, tuple[int, ...]], source: str, arch: str = "llama",
@@ -226,7 +220,7 @@ def gguf_to_ours(tensors: dict[str, Tensor], config: GPTConfig) -> dict[str, Ten
 def gguf_halves_to_ours(tensors: dict[str, Tensor], config: GPTConfig) -> dict[str, Tensor]:
     """Stack a GGUF's q/k/v and gate/up under our names: all the reading an architecture needs whose q/k
     rows llama.cpp keeps in Hugging Face's order, rotating them as halves ("NEOX": qwen2, qwen3, olmo2)."""
-    return stack_parts(tensors, parts(config, GGUF_NAMES))
+    return stack_parts(tensors, block_parts(config, GGUF_NAMES))
 
 
 FAMILY = Family(
