@@ -47,8 +47,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import transformers  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
-from gptlab.checkpoint import load_model  # noqa: E402
 from gptlab.generation import GenerationSettings, generate_batch  # noqa: E402
+from gptlab.loading import load_model  # noqa: E402
 
 PAD_ID = 50256
 GPT2_124M = dict(n_layer=12, n_head=12, n_embd=768)  # (layers, heads, width) of gpt2 124M
@@ -324,13 +324,13 @@ with torch.inference_mode():
     model(torch.tensor([[0]]))  # touches every weight (lazily mapped files become resident)
 print(before, loaded, peak())
 """
-GPTLAB_LOADER = ("from gptlab.checkpoint import load_model", "load_model(sys.argv[1]).model")
+GPTLAB_LOADER = ("from gptlab.loading import load_model", "load_model(sys.argv[1]).model")
 HF_LOADER = ("from transformers import GPT2LMHeadModel", "GPT2LMHeadModel.from_pretrained(sys.argv[1])")
 
 
 def saved_checkpoints(spec: str, folder: Path) -> dict[str, Path]:
     """gptlab checkpoints of the model in float32, int8 and int4 (written once, for the loading RSS)."""
-    from gptlab.checkpoint import save_checkpoint
+    from gptlab.checkpoint.native import save_checkpoint
 
     saved = {}
     for scheme in (None, "int8", "int4"):

@@ -108,7 +108,7 @@ def write_random_llama(folder: Path, seed: int) -> None:
     `save_pretrained`, and SmolLM2's tokenizer files beside it."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from gptlab.checkpoint import load_model
+    from gptlab.loading import load_model
     from gptlab.models import family_of, preset_config
     from gptlab.tokenizer import hf_files
 
@@ -156,7 +156,7 @@ dtypes = sorted({{str(p.dtype).removeprefix("torch.") for p in model.parameters(
 print(json.dumps(dict(baseline=baseline, loaded=loaded, forward=peak(), seconds=seconds, dtypes=dtypes)))
 """
 LOADERS = {
-    "gptlab": ("from gptlab.checkpoint import load_model",
+    "gptlab": ("from gptlab.loading import load_model",
                "load_model(sys.argv[1], dtype=torch.bfloat16).model"),
     "transformers": ("from transformers import AutoModelForCausalLM",
                      "AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.bfloat16)"),
@@ -189,7 +189,7 @@ def decode_speeds(opt: Options, folder: Path) -> tuple[dict[str, float], dict[st
     continuation shares with transformers'."""
     from transformers import AutoModelForCausalLM
 
-    from gptlab.checkpoint import load_model
+    from gptlab.loading import load_model
 
     ours = load_model(str(folder), dtype=torch.bfloat16).model
     theirs = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).eval()

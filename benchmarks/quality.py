@@ -28,10 +28,10 @@ sys.path.insert(0, str(REPO / "src"))  # run from a checkout without installing
 os.environ.setdefault("GPTLAB_DATA_DIR", str(REPO.parent / "shared" / "data"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from gptlab.checkpoint import LoadedModel, load_model  # noqa: E402
 from gptlab.data.text import token_stream  # noqa: E402
 from gptlab.evaluation.perplexity import perplexity  # noqa: E402
 from gptlab.generation import GenerationSettings, generate_batch  # noqa: E402
+from gptlab.loading import LoadedModel, load_model  # noqa: E402
 from gptlab.quantize import Quantization  # noqa: E402
 
 MODES = {  # name -> (dtype, quantization)

@@ -176,7 +176,7 @@ def saved_preset(preset: str, folder: Path) -> str:
     """A preset (gpt2: GPT-2 124M) with random weights, saved as a gptlab checkpoint, as a user would serve it."""
     import torch
 
-    from gptlab.checkpoint import save_checkpoint
+    from gptlab.checkpoint.native import save_checkpoint
     from gptlab.model import GPT
     from gptlab.models import preset_config
     from gptlab.tokenizer import GPT2Tokenizer

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import torch
 
-from gptlab.checkpoint import LoadedModel, export_hf_folder, load_model
+from gptlab.checkpoint.hf import export_hf_folder
 from gptlab.generation import GenerationSettings, generate
+from gptlab.loading import LoadedModel, load_model
 
 GPTLAB = str(Path(sys.executable).parent / "gptlab")
 PROMPT_LENGTH = 40  # tokens: above the tiny configs' sliding windows (8-16)

@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from book_gpt import book_model
-from gptlab.checkpoint import load_model
 from gptlab.checkpoint.book_pth import book_config, load_book_pth
+from gptlab.loading import load_model
 
 IDS = torch.randint(0, 64, (3, 16), generator=torch.Generator().manual_seed(1))
 

@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from gptlab.checkpoint import CheckpointMeta, export_hf_folder, load_model, save_checkpoint
+from gptlab.checkpoint.hf import export_hf_folder
+from gptlab.checkpoint.meta import CheckpointMeta
+from gptlab.checkpoint.native import save_checkpoint
 from gptlab.data.instruction import Record, collate, encode_record
 from gptlab.generation import GenerationSettings
+from gptlab.loading import load_model
 from gptlab.prompts import Conversation, TemplateStyle, prompt_style, style_for
 from gptlab.tokenizer import Tokenizer, hf_tokenizer
 from gptlab.tokenizer.chat_template import ChatTemplate, TemplateRefused, hf_chat_template

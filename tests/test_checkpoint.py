@@ -5,9 +5,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from gptlab.checkpoint import CheckpointMeta, export_hf_folder, load_checkpoint, load_model, save_checkpoint
+from gptlab.checkpoint.hf import export_hf_folder
+from gptlab.checkpoint.meta import CheckpointMeta
+from gptlab.checkpoint.native import load_checkpoint, save_checkpoint
 from gptlab.config import GPTConfig
 from gptlab.generation import GenerationSettings, generate
+from gptlab.loading import load_model
 from gptlab.model import GPT
 from gptlab.models import preset_config
 from gptlab.tokenizer import CharTokenizer, GPT2Tokenizer

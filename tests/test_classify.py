@@ -3,9 +3,10 @@ import json
 import pytest
 import torch
 
-from gptlab.checkpoint import CheckpointMeta, load_model
+from gptlab.checkpoint.meta import CheckpointMeta
 from gptlab.checkpoint.native import write_model_files
 from gptlab.classifier import Encoded, classify_texts, predict
+from gptlab.loading import load_model
 from gptlab.model import GPT
 from gptlab.models import preset_config
 from gptlab.training.classify import ClassifyConfig, run, with_class_head

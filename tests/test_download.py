@@ -4,9 +4,9 @@ import shutil
 
 import pytest
 
-from gptlab.checkpoint import load_model
 from gptlab.download import FILES, DownloadProgress, download_gpt2, gpt2_size
 from gptlab.files import FileUnavailableError
+from gptlab.loading import load_model
 from openai_files import DATA_FILE, FIXTURES, Host, closed_port, model_files
 
 FIXTURE = FIXTURES / "tiny11"

@@ -90,7 +90,8 @@ def test_a_config_eos_id_the_tokenizer_lacks_is_not_its_end_of_text(tmp_path, hf
     loads with no end-of-text id from it, and exports (it crashed writing tokenizer_config.json)."""
     from transformers import LlamaConfig
 
-    from gptlab.checkpoint import export_hf_folder, load_model
+    from gptlab.checkpoint.hf import export_hf_folder
+    from gptlab.loading import load_model
 
     folder = save_tiny(tmp_path / "llama", LlamaConfig(**SHAPE, eos_token_id=50279), hf_smollm2 / "tokenizer.json")
     loaded = load_model(str(folder))

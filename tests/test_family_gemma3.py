@@ -11,7 +11,7 @@ import torch
 
 from family_checks import check_family, max_logit_difference, prompt_ids, save_tiny
 from gguf_files import hf_state, llama_cpp_metadata, llama_cpp_names, write_gguf
-from gptlab.checkpoint import load_model
+from gptlab.loading import load_model
 from gptlab.models import gemma3, preset_config
 
 VOCAB = 1024  # the `small_tokenizer_json` fixture's

@@ -8,7 +8,7 @@ import pytest
 
 from family_checks import max_logit_difference, prompt_ids, save_tiny
 from gguf_files import hf_state, llama_cpp_metadata, llama_cpp_names, write_gguf
-from gptlab.checkpoint import load_model
+from gptlab.loading import load_model
 from gptlab.models import qwen2
 
 VOCAB = 1024  # the `small_tokenizer_json` fixture's
@@ -60,7 +60,7 @@ def test_llama_31_rotary_factors_load_from_gguf(tmp_path, small_tokenizer_json):
     keeps no llama3 settings to write back)."""
     from transformers import LlamaConfig
 
-    from gptlab.checkpoint import export_hf_folder
+    from gptlab.checkpoint.hf import export_hf_folder
     from gptlab.model import inverse_frequencies
 
     scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,

@@ -8,7 +8,7 @@ import pytest
 
 from family_checks import check_family, max_logit_difference, prompt_ids, save_tiny
 from gguf_files import hf_state, llama_cpp_metadata, llama_cpp_names, write_gguf
-from gptlab.checkpoint import load_model
+from gptlab.loading import load_model
 from gptlab.models import olmo2
 from gptlab.models.family import window_from_gguf
 

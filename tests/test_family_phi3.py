@@ -11,7 +11,7 @@ import torch
 
 from family_checks import check_family, prompt_ids, save_tiny, transformers_model
 from gguf_files import hf_state, write_gguf
-from gptlab.checkpoint import load_model
+from gptlab.loading import load_model
 from gptlab.models import phi3
 
 SHAPE = dict(vocab_size=49152, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,

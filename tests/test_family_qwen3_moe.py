@@ -14,9 +14,9 @@ from torch import nn
 
 from family_checks import check_family, prompt_ids, save_tiny, transformers_model
 from gguf_files import hf_state, llama_cpp_metadata, llama_cpp_names, write_gguf
-from gptlab.checkpoint import load_model
 from gptlab.config import Experts
 from gptlab.generation import GenerationSettings, generate
+from gptlab.loading import load_model
 from gptlab.lora import LoRALinear, LoRASettings, apply_lora
 from gptlab.model import GPT, MixtureOfExperts
 from gptlab.models import preset_config

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gptlab.checkpoint import load_model
 from gptlab.files import builtin_model_path
+from gptlab.loading import load_model
 from hf_models import smollm2_hf_tokenizer, tokenizer_texts
 
 

@@ -11,8 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from gptlab.checkpoint import export_hf_folder, load_checkpoint, load_model, save_checkpoint
+from gptlab.checkpoint.hf import export_hf_folder
+from gptlab.checkpoint.native import load_checkpoint, save_checkpoint
 from gptlab.config import GPTConfig
+from gptlab.loading import load_model
 from gptlab.model import GPT
 from gptlab.models import llama
 from gptlab.tokenizer import hf_tokenizer, tokenizer_from_dict

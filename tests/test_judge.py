@@ -91,8 +91,8 @@ def test_agreement_with_rouge_l_ranks_scores_against_overlap():
 
 
 def test_a_local_judge_is_asked_through_its_chat_template(tmp_path):
-    from gptlab.checkpoint import load_model
     from gptlab.generation import GenerationSettings, generate
+    from gptlab.loading import load_model
     from gptlab.prompts import TemplateStyle
     from template_folders import MODELS, save_template_llama
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gptlab.checkpoint import load_model
 from gptlab.linear import Linear, can_reorder_bf16, split_linear
+from gptlab.loading import load_model
 
 
 @pytest.mark.parametrize("chunks", [2, 4])

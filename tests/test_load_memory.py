@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gptlab.checkpoint import export_hf_folder
+from gptlab.checkpoint.hf import export_hf_folder
 from gptlab.config import GPTConfig
 from gptlab.model import GPT
 from gptlab.models import llama
@@ -25,7 +25,7 @@ from gptlab.tokenizer.scratch import BPEVocabulary
 PEAK_SCRIPT = """
 import json, re, sys
 import torch
-from gptlab.checkpoint import load_model
+from gptlab.loading import load_model
 
 peak = lambda: int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read())[1]) * 1024
 load_model(sys.argv[1], dtype=torch.bfloat16)

@@ -3,10 +3,11 @@ import json
 import pytest
 import torch
 
-from gptlab.checkpoint import CheckpointMeta, load_model
+from gptlab.checkpoint.meta import CheckpointMeta
 from gptlab.checkpoint.native import load_checkpoint, write_model_files
 from gptlab.checkpoint.weights import read_safetensors
 from gptlab.config import GPTConfig
+from gptlab.loading import load_model
 from gptlab.lora import DEFAULT_TARGETS, LoRALinear, LoRASettings, apply_lora, lora_state_dict, merge_lora
 from gptlab.model import GPT
 from gptlab.tokenizer import CharTokenizer

@@ -188,7 +188,7 @@ def test_classifier_head_reads_the_last_real_token_under_right_padding():
 
 
 def test_classifier_config_round_trips_through_a_checkpoint(tmp_path):
-    from gptlab.checkpoint import load_checkpoint, save_checkpoint
+    from gptlab.checkpoint.native import load_checkpoint, save_checkpoint
     from gptlab.tokenizer import CharTokenizer
 
     model = make_model(num_classes=2, vocab_size=4)

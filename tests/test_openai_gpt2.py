@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from gptlab.checkpoint import load_model, openai_gpt2, save_checkpoint
+from gptlab.checkpoint import openai_gpt2
+from gptlab.checkpoint.native import save_checkpoint
 from gptlab.checkpoint.openai_gpt2 import load_openai_folder, openai_to_hf
 from gptlab.generation import GenerationSettings, generate
+from gptlab.loading import load_model
 from gptlab.tokenizer import tokenizer_from_dict
 from hf_models import PROMPTS, hf_greedy
 from openai_files import DATA_FILE, hf_model_from_arrays, hf_name, openai_folder, saved

@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gptlab.checkpoint import load_model
 from gptlab.config import GPTConfig
 from gptlab.evaluation.perplexity import perplexity, token_logprobs, windows
+from gptlab.loading import load_model
 from gptlab.model import GPT
 from hf_models import save_random_hf_gpt2
 

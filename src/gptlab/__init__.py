@@ -17,11 +17,11 @@ from typing import Any
 __version__ = "0.1.0"
 
 _PUBLIC = {  # name -> module that defines it
-    "load_model": "gptlab.checkpoint",
-    "LoadedModel": "gptlab.checkpoint",
-    "CheckpointMeta": "gptlab.checkpoint",
-    "save_checkpoint": "gptlab.checkpoint",
-    "export_hf_folder": "gptlab.checkpoint",
+    "load_model": "gptlab.loading",
+    "LoadedModel": "gptlab.loading",
+    "CheckpointMeta": "gptlab.checkpoint.meta",
+    "save_checkpoint": "gptlab.checkpoint.native",
+    "export_hf_folder": "gptlab.checkpoint.hf",
     "GPT": "gptlab.model",
     "GPTConfig": "gptlab.config",
     "GenerationSettings": "gptlab.generation",

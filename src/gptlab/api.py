@@ -13,8 +13,8 @@ import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
-from gptlab.checkpoint import LoadedModel
 from gptlab.generation import Completion, GenerationSettings, compile_decode
+from gptlab.loading import LoadedModel
 from gptlab.prompts import Conversation, style_for
 from gptlab.tokenizer import document_ids
 

@@ -9,8 +9,8 @@ import dataclasses
 import sys
 from collections.abc import Callable
 
-from gptlab.checkpoint import LoadedModel
 from gptlab.generation import GenerationSettings
+from gptlab.loading import LoadedModel
 from gptlab.prompts import Conversation, Style
 
 HELP = ('Type a message and press Enter. End a line with \\ to continue on the next; put """ on a line '

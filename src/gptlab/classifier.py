@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from gptlab.checkpoint import LoadedModel
 from gptlab.data.classification import encode_padded
+from gptlab.loading import LoadedModel
 from gptlab.model import GPT
 
 

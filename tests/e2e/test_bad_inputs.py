@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from gptlab.checkpoint import save_checkpoint
+from gptlab.checkpoint.native import save_checkpoint
 from gptlab.files import builtin_model_path
 from gptlab.model import GPT
 from gptlab.models import preset_config

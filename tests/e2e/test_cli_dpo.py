@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from gptlab.checkpoint import load_model
 from gptlab.checkpoint.weights import read_safetensors
+from gptlab.loading import load_model
 from gptlab.lora import DEFAULT_TARGETS
 
 BIN = Path(sys.executable).parent

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gptlab.checkpoint import save_checkpoint
+from gptlab.checkpoint.native import save_checkpoint
 from gptlab.model import GPT
 from gptlab.models import preset_config
 from gptlab.tokenizer import GPT2Tokenizer

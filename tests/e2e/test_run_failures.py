@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gptlab.checkpoint import load_model
+from gptlab.loading import load_model
 from gptlab.training.state import verify_checkpoint
 
 BIN = Path(sys.executable).parent

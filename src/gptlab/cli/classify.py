@@ -6,10 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-from gptlab.checkpoint import LoadedModel
 from gptlab.classifier import classify_texts
 from gptlab.cli.common import add_device_flags, load
 from gptlab.data.reading import read_utf8
+from gptlab.loading import LoadedModel
 
 
 def add_classify(commands: argparse._SubParsersAction) -> None:

@@ -7,9 +7,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from gptlab.checkpoint import LoadedModel, load_model
 from gptlab.devices import DTYPES, pick_device, pick_dtype
 from gptlab.generation import GenerationSettings
+from gptlab.loading import LoadedModel, load_model
 from gptlab.prompts import AUTO, PROMPT_STYLES, TEMPLATE
 from gptlab.quantize import SCHEMES
 

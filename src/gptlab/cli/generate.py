@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from gptlab.checkpoint import CheckpointMeta, LoadedModel
+from gptlab.checkpoint.meta import CheckpointMeta
 from gptlab.checkpoint.weights import skeleton
 from gptlab.cli.common import (
     add_compile_flag,
@@ -23,6 +23,7 @@ from gptlab.data.text import token_stream
 from gptlab.devices import pick_device, pick_dtype
 from gptlab.evaluation.perplexity import perplexity
 from gptlab.generation import Completion, GenerationSettings, compile_decode
+from gptlab.loading import LoadedModel
 from gptlab.models import PRESETS, preset_config
 from gptlab.prompts import style_for
 from gptlab.quantize import Quantization, stored_bytes

@@ -7,11 +7,13 @@ import logging
 import shlex
 from pathlib import Path
 
-from gptlab.checkpoint import export_hf_folder, load_model, save_checkpoint
 from gptlab.checkpoint.crc32c import using_fast_crc32c
+from gptlab.checkpoint.hf import export_hf_folder
+from gptlab.checkpoint.native import save_checkpoint
 from gptlab.cli.common import add_device_flags, load
 from gptlab.cli.progress import DownloadBars
 from gptlab.download import SIZES, SOURCES, download_gpt2, gpt2_size
+from gptlab.loading import load_model
 from gptlab.prompts import TEMPLATE
 
 log = logging.getLogger("gptlab")

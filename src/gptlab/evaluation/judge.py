@@ -80,7 +80,7 @@ class JudgeClient:
         """The reply of the model `model` names, loaded in this process once: framed by its chat template
         or prompt style, greedy, as `gptlab.ask` answers."""
         from gptlab.api import ask  # torch and the model: only for this backend
-        from gptlab.checkpoint import load_model
+        from gptlab.loading import load_model
 
         if self._loaded is None:
             self._loaded = load_model(self.model)

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from gptlab.checkpoint import LoadedModel
 from gptlab.classifier import classify_texts
 from gptlab.engine import Engine, QueueFull
 from gptlab.evaluation.perplexity import token_logprobs
 from gptlab.generation import GenerationSettings, TextCompletion, TokenLogprob
+from gptlab.loading import LoadedModel
 from gptlab.prompts import Conversation, Style
 from gptlab.serving.api import APIError, Classification, Request
 from gptlab.tokenizer import document_ids

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gptlab.checkpoint import CheckpointMeta, load_model
+from gptlab.checkpoint.meta import CheckpointMeta
 from gptlab.checkpoint.native import write_model_files
 from gptlab.classifier import Encoded, predict
 from gptlab.data.classification import SMS_SPAM, Example, LabelMap, balance, encode_padded, load_examples, write_split
@@ -22,6 +22,7 @@ from gptlab.data.text import token_stream
 from gptlab.evaluation.baseline import tfidf_logistic_regression
 from gptlab.evaluation.metrics import classification_report
 from gptlab.fields import setting
+from gptlab.loading import load_model
 from gptlab.lora import LoRASettings
 from gptlab.model import GPT
 from gptlab.training.layers import choose_trainable, pinned_to_base

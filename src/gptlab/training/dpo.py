@@ -17,13 +17,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from gptlab.checkpoint import CheckpointMeta, LoadedModel, load_model
+from gptlab.checkpoint.meta import CheckpointMeta
 from gptlab.checkpoint.native import write_model_files
 from gptlab.data.instruction import write_records
 from gptlab.data.order import EpochOrder, in_order
 from gptlab.data.preference import Preference, collate_preferences, encode_preference, load_preferences
 from gptlab.data.splits import shuffled_split
 from gptlab.fields import setting
+from gptlab.loading import LoadedModel, load_model
 from gptlab.lora import LoRASettings
 from gptlab.prompts import style_for
 from gptlab.training.layers import choose_trainable, pinned_to_base

@@ -6,7 +6,7 @@ import dataclasses
 import re
 from pathlib import Path
 
-from gptlab.checkpoint import checkpoint_of
+from gptlab.loading import checkpoint_of
 from gptlab.lora import LoRASettings, apply_lora
 from gptlab.model import GPT
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 from torch import nn
 
-from gptlab.checkpoint import CheckpointMeta
+from gptlab.checkpoint.meta import CheckpointMeta
 from gptlab.checkpoint.native import write_model_files
 from gptlab.data.text import WindowSampler, split_tokens
 from gptlab.generation import GenerationSettings, generate

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import torch
 
-from gptlab.checkpoint import CheckpointMeta, load_model
+from gptlab.checkpoint.meta import CheckpointMeta
 from gptlab.data.reading import read_utf8
 from gptlab.data.text import resolve_text, token_stream
 from gptlab.fields import setting
+from gptlab.loading import load_model
 from gptlab.model import GPT
 from gptlab.models import PRESETS, preset_config
 from gptlab.tokenizer import Tokenizer, get_tokenizer, tokenizer_from_dict

@@ -17,12 +17,12 @@ from typing import Any, ClassVar, TypeVar
 
 from torch import nn
 
-from gptlab.checkpoint import load_model
 from gptlab.data.instruction import Record, write_records
 from gptlab.devices import pick_device
 from gptlab.evaluation.responses import RESPONSES_FILE, generate_responses
 from gptlab.fields import settings_from_json
 from gptlab.generation import GenerationSettings, generate
+from gptlab.loading import load_model
 from gptlab.prompts import Style
 from gptlab.tokenizer import Tokenizer
 from gptlab.training.loop import GENERIC, TrainSettings

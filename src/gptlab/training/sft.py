@@ -6,12 +6,13 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 
-from gptlab.checkpoint import CheckpointMeta, load_model
+from gptlab.checkpoint.meta import CheckpointMeta
 from gptlab.checkpoint.native import write_model_files
 from gptlab.data.instruction import Record, collate, encode_record, load_records, write_records
 from gptlab.data.order import EpochOrder, in_order
 from gptlab.data.splits import shuffled_split
 from gptlab.fields import setting
+from gptlab.loading import load_model
 from gptlab.lora import LoRASettings
 from gptlab.prompts import style_for
 from gptlab.training.layers import choose_trainable, pinned_to_base
