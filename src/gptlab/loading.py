@@ -15,7 +15,7 @@ import torch
 from gptlab.checkpoint.book_pth import load_book_pth
 from gptlab.checkpoint.gguf import load_gguf
 from gptlab.checkpoint.hf import download_from_hub, load_hf_folder
-from gptlab.checkpoint.meta import TEMPLATE, CheckpointMeta
+from gptlab.checkpoint.meta import CheckpointMeta
 from gptlab.checkpoint.native import FORMAT as NATIVE_FORMAT
 from gptlab.checkpoint.native import load_checkpoint, read_checkpoint_config
 from gptlab.checkpoint.openai_gpt2 import is_openai_folder, load_openai_folder
@@ -24,6 +24,7 @@ from gptlab.devices import pick_device
 from gptlab.files import BUILTIN_MODELS, builtin_model_path, read_json
 from gptlab.model import GPT
 from gptlab.models import PRESETS, ChatDefaults, family_of, preset_config
+from gptlab.prompts import TEMPLATE
 from gptlab.quantize import Quantization, quantize_model
 from gptlab.tokenizer import GPT2Tokenizer, Tokenizer
 from gptlab.tokenizer.chat_template import ChatTemplate, hf_chat_template

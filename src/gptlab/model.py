@@ -27,9 +27,8 @@ ATTENTION_IMPLS = ("sdpa", "math")
 # scores stay in the caches, up to MAX_BLOCKED_KEYS keys (beyond, the fused kernel is as fast).
 QUERY_BLOCK = 128
 MAX_BLOCKED_KEYS = 2048
-# The four projection weights per block; GPT-2 checkpoints store them transposed (Conv1D).
-PROJECTION_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-# Every projection whose memory layout matters for speed: the four above and a mixture's experts'
+# Every projection whose memory layout matters for speed: a block's four (attn.c_attn, attn.c_proj,
+# mlp.c_fc, mlp.c_proj) and a mixture's experts'
 # (mlp.experts.{e}.c_fc.weight, ...).
 FAST_LAYOUT_WEIGHTS = ("c_attn.weight", "c_proj.weight", "c_fc.weight")
 
@@ -410,38 +409,44 @@ class Embedding(nn.Embedding):
 
 
 class GPT(nn.Module):
-    def __init__(self, config: GPTConfig) -> None:
+    def __init__(self, config: GPTConfig, generator: torch.Generator | None = None) -> None:
+        """GPT-2's initialisation drawn from `generator` (None: torch's global RNG), on the default device;
+        under `torch.device("meta")` a skeleton that a file fills."""
         super().__init__()
         self.config = config
-        self.wte = Embedding(config.vocab_size, config.n_embd)
-        self.wpe = Embedding(config.context_length, config.n_embd) if config.positions == "learned" else None
-        self.drop = nn.Dropout(config.dropout)
-        self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
-        self.ln_f = make_norm(config)
-        if config.num_classes is None:
-            self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
-        else:  # "swap the head": a classifier reads the same hidden states
-            self.lm_head = Linear(config.n_embd, config.num_classes)
-        self.tie_weights()
+        device = torch.get_default_device()
+        with torch.device("meta"):  # the layers' own initialisations would draw from the global RNG
+            self.wte = Embedding(config.vocab_size, config.n_embd)
+            self.wpe = Embedding(config.context_length, config.n_embd) if config.positions == "learned" else None
+            self.drop = nn.Dropout(config.dropout)
+            self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+            self.ln_f = make_norm(config)
+            if config.num_classes is None:
+                self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
+            else:  # "swap the head": a classifier reads the same hidden states
+                self.lm_head = Linear(config.n_embd, config.num_classes)
         self.compiled_step: Callable[..., Tensor] | None = None  # see compile_decode_step
         # rotary frequencies, computed once (not a buffer: no file holds them): the blocks', then the windowed ones'
         self.rope_frequencies = tuple(inverse_frequencies(config.rotary_dims, theta, scaling) for theta, scaling in (
             (config.rope_theta, config.rope_scaling), (config.local_rope_theta, None))
             if theta is not None and config.positions == "rope")
-        if self.wte.weight.device.type != "meta":
-            self.reset_parameters()
+        if device.type != "meta":
+            self.to_empty(device=device)
+            self.reset_parameters(generator)
             self.use_fast_weight_layout()
+        self.tie_weights()
 
     def tie_weights(self) -> None:
         """Share the LM head with the token embedding (again after loading with assign=True)."""
         if self.config.head_is_tied:
             self.lm_head.weight = self.wte.weight
 
-    def reset_parameters(self) -> None:
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """GPT-2 initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layer)."""
+        self.tie_weights()
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, 0.0, 0.02)
+                nn.init.normal_(module.weight, 0.0, 0.02, generator=generator)
             if isinstance(module, (nn.Linear, LayerNorm)) and module.bias is not None:
                 nn.init.zeros_(module.bias)
             if isinstance(module, (LayerNorm, RMSNorm)):
@@ -449,7 +454,7 @@ class GPT(nn.Module):
         proj_std = 0.02 / math.sqrt(2 * self.config.n_layer)
         for name, param in self.h.named_parameters():
             if name.endswith("c_proj.weight"):  # what each branch adds to the residual stream (experts' too)
-                nn.init.normal_(param, 0.0, proj_std)
+                nn.init.normal_(param, 0.0, proj_std, generator=generator)
 
     def use_fast_weight_layout(self) -> None:
         """Lay each projection weight out in memory as its dtype's few-row product reads it fastest.

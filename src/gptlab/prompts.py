@@ -6,6 +6,9 @@ named styles (`PromptStyle`: alpaca, phi3, chatml) and a model's own Jinja chat 
 (`TemplateStyle`), which frames the conversation whenever the model's files carry one and no style
 is named. A named style's default system message belongs to the model, not the style: a fine-tuned
 checkpoint records the one it learned with (`CheckpointMeta.default_system`); a template brings its own.
+
+Styles are text and token ids only, so this module imports no torch (data preparation uses it); the
+model, generation and checkpoint types appear in signatures alone.
 """
 
 from __future__ import annotations
@@ -13,14 +16,17 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from gptlab.checkpoint.meta import TEMPLATE, CheckpointMeta
-from gptlab.generation import Completion, GenerationSettings
-from gptlab.model import GPT
 from gptlab.tokenizer import Tokenizer
 from gptlab.tokenizer.chat_template import ChatTemplate
 
+if TYPE_CHECKING:
+    from gptlab.checkpoint.meta import CheckpointMeta
+    from gptlab.generation import Completion, GenerationSettings
+    from gptlab.model import GPT
+
+TEMPLATE = "template"  # the prompt style of a model that answers in its own chat template
 ALPACA_HEADER = ("Below is an instruction that describes a task. "
                  "Write a response that appropriately completes the request.")
 DEFAULT_STYLE = "alpaca"  # for a model that records no style of its own
@@ -205,6 +211,8 @@ class Conversation:
     def completion(self, model: GPT, message: str, settings: GenerationSettings) -> Completion:
         """The model's answer to `message` after the turns so far, ending where the next turn would
         begin; stream it, then `add` the finished answer."""
+        from gptlab.generation import Completion  # torch, only once a model answers
+
         settings = self.style.answer_settings(settings)
         return Completion(model, self.tokenizer, self.prompt(message, settings.max_new_tokens), settings)
 

@@ -16,14 +16,12 @@ from gptlab.lora import LoRASettings
 from gptlab.quantize import Quantization
 from gptlab.tokenizer.chat_template import ChatTemplate
 
-TEMPLATE = "template"  # the prompt style of a model that answers in its own chat template
-
 
 @dataclass
 class CheckpointMeta:
     """The task-specific part of a checkpoint's config.json; None where the task has nothing to say."""
 
-    prompt_style: str | None = None  # the prompt style it answers in: a named one, or TEMPLATE (its chat template)
+    prompt_style: str | None = None  # the prompt style it answers in: a named one or prompts.TEMPLATE (its template)
     default_system: str | None = None  # the system message it answers under when a chat gives none
     labels: list[str] | None = None  # a classifier's class names, by class id
     max_length: int | None = None  # a classifier's tokens per text (longer texts are cut)

@@ -1,20 +1,21 @@
 """What a model family is: the record each file of `gptlab.models` fills in, and that the generic
 readers and writers (`gptlab.checkpoint`, `gptlab.tokenizer`) ask instead of knowing families.
 
-Plain data and pure functions on configs and tensors: this package imports only `config` and
-`model`, so the tokenizer and checkpoint layers above it can consult every family.
+Plain data and pure functions on configs and tensors: this package imports only `config`, and torch
+only where weights are converted, so the tokenizer (torch-free) and the checkpoint readers can consult
+every family.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any, Literal
 
 from gptlab.config import GPTConfig, RopeScaling
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 OFFSETS_ONLY = ("trim_offsets",)  # tokenizer.json settings that move character offsets, never ids
 # settings `tokenizers` assumes where a file leaves them out (GPT-2's and Pythia's predate `use_regex`)
@@ -188,6 +189,8 @@ def stack_parts(file_state: dict[str, Tensor], parts: Parts) -> dict[str, Tensor
     q/k/v and gate/up never live twice (a family that renames or shifts tensors before stacking keeps
     this by changing `file_state` in place, not by building a second dict beside it).
     """
+    import torch  # here, not at the top: the families' data is read where torch is not imported (tokenizers)
+
     state = {}
     for ours, pieces in parts.items():
         names = [name for name, _ in pieces]

@@ -18,13 +18,14 @@ such a model exports as a `gemma3_text` folder: the text model, which no longer 
 from __future__ import annotations
 
 import math
-from typing import Any
-
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from gptlab.config import GPTConfig
 from gptlab.models import llama
 from gptlab.models.family import Family, GGUFFormat, HFFormat, window_from_hf, window_to_hf
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 BLOCKS = dict(llama.BLOCKS, mlp="geglu", norm_position="both", qk_norm="head")  # what makes a Gemma 3
 PATTERN = 6  # every sixth block is global, the others windowed (transformers' default; llama.cpp's rule)

@@ -6,14 +6,16 @@ the attention-mask buffers, transpose the four Conv1D weights (stored as (in, ou
 
 from __future__ import annotations
 
-from typing import Any
-
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from gptlab.config import GPTConfig
-from gptlab.model import PROJECTION_WEIGHTS
 from gptlab.models.family import Family, HFFormat, PreTokenizer
 
+if TYPE_CHECKING:
+    from torch import Tensor
+
+# The four projection weights per block, which GPT-2's files store transposed (Conv1D: (in, out)).
+CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 PRESETS: dict[str, dict[str, Any]] = {
     # OpenAI GPT-2 sizes (parameter counts with tied embeddings).
     "gpt2": dict(n_layer=12, n_head=12, n_embd=768),  # 124M
@@ -92,7 +94,7 @@ def hf_to_ours(hf_state: dict[str, Tensor], config: GPTConfig) -> dict[str, Tens
         name = key.removeprefix("transformer.")
         if name.endswith(BUFFER_SUFFIXES) or (name == "lm_head.weight" and config.head_is_tied):
             continue
-        state[name] = tensor.t() if name.endswith(PROJECTION_WEIGHTS) else tensor  # a view, no copy
+        state[name] = tensor.t() if name.endswith(CONV1D_WEIGHTS) else tensor  # a view, no copy
     return state
 
 
@@ -100,7 +102,7 @@ def ours_to_hf(state: dict[str, Tensor], config: GPTConfig) -> dict[str, Tensor]
     """Hugging Face's names (`transformer.` before all but the head) with Conv1D weights transposed."""
     return {
         (name if name.startswith("lm_head") else f"transformer.{name}"):
-            tensor.t().contiguous() if name.endswith(PROJECTION_WEIGHTS) else tensor
+            tensor.t().contiguous() if name.endswith(CONV1D_WEIGHTS) else tensor
         for name, tensor in state.items()
     }
 

@@ -12,9 +12,7 @@ regroups them as we do, so GGUF import only renames.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
-
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from gptlab.config import GPTConfig
 from gptlab.models import gpt2
@@ -29,6 +27,9 @@ from gptlab.models.family import (
     split_parts,
     stack_parts,
 )
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 BLOCKS = dict(positions="rope", norm="layernorm", mlp="gelu_exact", bias=True, qkv_bias=True)  # what makes a NeoX
 PRESETS: dict[str, dict[str, Any]] = {

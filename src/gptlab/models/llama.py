@@ -8,9 +8,7 @@ rotates "halves" as our RoPE does; llama.cpp interleaves the q/k rows, which GGU
 
 from __future__ import annotations
 
-from typing import Any
-
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from gptlab.config import GPTConfig, RopeScaling
 from gptlab.models.family import (
@@ -26,6 +24,9 @@ from gptlab.models.family import (
     split_parts,
     stack_parts,
 )
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 BLOCKS = dict(positions="rope", norm="rmsnorm", mlp="swiglu", bias=False, qkv_bias=False)  # what makes a Llama
 LLAMA3_ROPE = RopeScaling("llama3", factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0, original_context=8192)

@@ -11,9 +11,7 @@ with "longrope", which gptlab refuses for now; their shape is a preset all the s
 from __future__ import annotations
 
 import functools
-from typing import Any
-
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from gptlab.config import GPTConfig
 from gptlab.models import llama
@@ -27,6 +25,9 @@ from gptlab.models.family import (
     stack_parts,
     window_from_hf,
 )
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 PRESETS: dict[str, dict[str, Any]] = {
     "phi3-tiny": dict(vocab_size=50257, context_length=256, n_layer=2, n_head=4, n_kv_head=2, n_embd=64,

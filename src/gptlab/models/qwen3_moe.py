@@ -13,13 +13,14 @@ llama.cpp keeps Hugging Face's rotary "halves" for Qwen, so GGUF q/k rows need n
 
 from __future__ import annotations
 
-from typing import Any
-
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from gptlab.config import Experts, GPTConfig
 from gptlab.models import llama, qwen3
 from gptlab.models.family import ChatDefaults, Family, GGUFFormat, HFFormat, block_parts, stack_parts, window_from_hf
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 PRESETS: dict[str, dict[str, Any]] = {
     "qwen3-moe-tiny": dict(vocab_size=50257, context_length=256, n_layer=2, n_head=4, n_kv_head=2, n_embd=64,
