@@ -29,4 +29,4 @@ echo
 echo "== 4. chat with smollm2 in your browser (OpenAI-compatible API on the same port):"
 echo "   .venv/bin/gptlab serve --model smollm2      # then open http://127.0.0.1:8000/"
 echo "   The full spam recipe, instruction tuning, a local LLM judge and DPO: docs/results.md."
-echo "   The old demo, pretraining a small GPT from scratch on The Verdict: see README.md (Pretraining)."
+echo "   The old demo, pretraining a small GPT from scratch on The Verdict: see docs/getting-started.md."

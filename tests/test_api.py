@@ -1,4 +1,4 @@
-"""The public Python API (`from gptlab import ...`), as README shows it."""
+"""The public Python API (`from gptlab import ...`), as docs/python-api.md shows it."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """gptlab: a from-scratch PyTorch toolkit for GPT-2- and Llama-family language models.
 
-The Python API (see README, "Python API"):
+The Python API (docs/python-api.md):
 
     from gptlab import load_model, generate, ask, GenerationSettings
     model = load_model("gpt2")            # a preset, built-in, checkpoint/run folder, HF folder, .gguf, hub name

@@ -113,7 +113,7 @@ def test_pretrain_on_texts_pretrains_then_fine_tunes_with_the_recipe_defaults(tm
 def test_from_scratch_recipe_reaches_95_percent_on_sms_spam(tmp_path):
     """The documented one-flag recipe for machines without pretrained GPT-2 weights.
 
-    Seed 1337 (the default) measured 95.7%; seeds 1 and 2 gave 94.0% and 97.3% (README).
+    Seed 1337 (the default) measured 95.7%; seeds 1 and 2 gave 94.0% and 97.3% (docs/training.md).
     """
     run = tmp_path / "scratch"
     out = gptlab("finetune", "classify", "--data", "sms-spam", "--model", "gpt-small", "--pretrain-on-texts",
