@@ -11,10 +11,35 @@ Names are imported on first use, so `import gptlab` stays cheap and `gptlab --ve
 
 from __future__ import annotations
 
-from importlib import import_module
+import re
+from importlib import import_module, metadata
 from typing import Any
 
 __version__ = "0.1.0"
+# The oldest torch gptlab runs on (pyproject.toml says the same): every attention call passes
+# scaled_dot_product_attention's `enable_gqa` (2.5). Newer features are checked where they are used.
+MIN_TORCH = (2, 5)
+
+
+def check_torch(version: str | None) -> None:
+    """Refuse a torch older than MIN_TORCH in one line at import, before it fails deep in a forward pass.
+
+    `version` is the installed distribution's (read without importing torch, which is slow); None when
+    torch is not installed as a package (then importing it decides)."""
+    found = re.match(r"(\d+)\.(\d+)", version or "")
+    if found and (int(found[1]), int(found[2])) < MIN_TORCH:
+        floor = ".".join(map(str, MIN_TORCH))
+        raise ImportError(f"gptlab needs torch >= {floor}, found {version}: pip install -U 'torch>={floor}'")
+
+
+def _installed(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+check_torch(_installed("torch"))
 
 _PUBLIC = {  # name -> module that defines it
     "load_model": "gptlab.loading",

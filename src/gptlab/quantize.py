@@ -207,8 +207,16 @@ def pack_int4(codes: Tensor) -> Tensor:
     if codes.device.type == "cuda":  # two codes per byte, high nibble first; k tiles of 16 inputs that fit `in`
         k_tiles = next(tiles for tiles in (8, 4, 2) if codes.shape[1] % (tiles * 16) == 0)
         return torch.ops.aten._convert_weight_to_int4pack((codes[:, ::2] << 4 | codes[:, 1::2]).contiguous(), k_tiles)
+    if not has_cpu_int4():
+        raise ValueError(f"int4 on the CPU needs torch >= 2.6 (its CPU int4 kernels), found {torch.__version__}: "
+                         "quantize to int8, or pip install -U 'torch>=2.6'")
     return torch.cat([torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes[i : i + PACK_CHUNK].to(torch.int32), 1)
                       for i in range(0, codes.shape[0], PACK_CHUNK)])
+
+
+def has_cpu_int4() -> bool:
+    """Whether this torch has the CPU int4 kernels (2.6 split them from the other devices' and renamed them)."""
+    return hasattr(torch.ops.aten, "_convert_weight_to_int4pack_for_cpu")
 
 
 def unpack_int4(packed: Tensor, in_features: int, rows: int) -> Tensor:
