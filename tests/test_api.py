@@ -47,6 +47,7 @@ def test_compile_is_asked_once_per_model_and_answers_as_without(monkeypatch):
 
     model = load_model("gpt-tiny", seed=0)
     expected = generate(model, "Every effort moves you", max_new_tokens=8, temperature=0)
+    answer = ask(model, "Hi", max_new_tokens=8, temperature=0)
     compiled: list[object] = []
 
     def traced(fn, **kwargs):  # stands in for torch.compile (slow here; the real one: test_cli_compile.py)
@@ -55,5 +56,5 @@ def test_compile_is_asked_once_per_model_and_answers_as_without(monkeypatch):
 
     monkeypatch.setattr(torch, "compile", traced)
     assert generate(model, "Every effort moves you", compile=True, max_new_tokens=8, temperature=0) == expected
-    assert ask(model, "Hi", compile=True, max_new_tokens=2) is not None
+    assert answer and ask(model, "Hi", compile=True, max_new_tokens=8, temperature=0) == answer
     assert len(compiled) == 1 and model.model.compiled_step is not None

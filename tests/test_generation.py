@@ -84,7 +84,7 @@ def test_cached_and_uncached_generation_give_identical_tokens(model):
     assert cached == uncached
 
 
-def test_batch_with_left_padding_equals_one_by_one(model):
+def test_a_batch_of_unequal_prompts_decodes_as_each_alone(model):
     prompts = [[1, 2, 3, 4, 5, 6, 7], [8], [9, 10, 11]]
     settings = GenerationSettings(max_new_tokens=24, temperature=0)
     alone = [list(generate(model, p, settings)) for p in prompts]
@@ -175,7 +175,7 @@ def test_completion_reports_its_ids_and_why_it_ended(model):
 
 
 def test_llama_style_model_decodes_the_same_cached_uncached_and_batched():
-    """RoPE positions, grouped-query heads in the cache, and left padding all line up."""
+    """RoPE positions, grouped-query heads in the cache, and each batch row at its own position all line up."""
     torch.manual_seed(0)
     llama = GPT(GPTConfig(vocab_size=50, context_length=64, n_layer=2, n_head=4, n_kv_head=2, n_embd=32,
                           positions="rope", norm="rmsnorm", mlp="swiglu", bias=False, qkv_bias=False)).eval()

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from e2e.servers import start_server
+from gptlab.evaluation.judge import parse_score
 
 BIN = Path(sys.executable).parent
 RECORDS = [  # (instruction, output, model_response)
@@ -42,8 +43,11 @@ def test_judge_scores_responses_with_smollm2_served_locally(smollm2_judge, tmp_p
     assert "openai:smollm2 scored" in out.stdout and "ROUGE-L of the responses" in out.stdout
     written = json.loads((tmp_path / "responses-scores.json").read_text())
     summary, rows = written["summary"], written["records"]
-    assert summary["records"] == 3 and summary["scored"] + summary["unparsable"] == 3
+    assert [r["model_response"] for r in rows] == [r for _, _, r in RECORDS]  # each record kept in its place
     assert all(isinstance(r["judge_reply"], str) and r["judge_reply"] for r in rows)  # the judge really answered
+    scores = [parse_score(r["judge_reply"]) for r in rows]
+    assert [r["score"] for r in rows] == scores  # each record scored by its own reply
+    assert summary["records"] == 3 and summary["scored"] == sum(s is not None for s in scores)
     assert [r["rouge_l"] for r in rows][:2] == [1.0, 0.0]
     assert summary["rouge_l_mean"] == pytest.approx(sum(r["rouge_l"] for r in rows) / 3, abs=1e-4)
     assert (tmp_path / "responses-scores.png").read_bytes()[:4] == b"\x89PNG"
