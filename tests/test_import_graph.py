@@ -22,10 +22,3 @@ def test_pure_python_layers_import_no_torch_model_or_readers(module):
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == []
 
-
-def test_the_resolver_is_what_brings_the_readers_in():
-    """The report above can see torch and the readers: `gptlab.loading` loads them all."""
-    done = subprocess.run([sys.executable, "-c", REPORT.format(module="gptlab.loading")], capture_output=True,
-                          text=True, timeout=60)
-    loaded = done.stdout.split()
-    assert {"torch", "gptlab.model", "gptlab.checkpoint.gguf", "gptlab.checkpoint.hf"} <= set(loaded)
