@@ -85,7 +85,7 @@ def worker(args: argparse.Namespace) -> None:
     if args.worker == "gptlab" or args.tuned_malloc:
         from gptlab.runtime import keep_large_allocations_on_heap
 
-        keep_large_allocations_on_heap()  # what gptlab's training loop does on CPU
+        keep_large_allocations_on_heap()  # what `gptlab pretrain`/`finetune` do on CPU
     model, optimizer, loss_fn = build(args.worker, args.preset, args.dropout, args.task)
     data = batches(args.task, args.warmup + args.steps, args.batch_size, args.seq_len)
     times = []

@@ -1,9 +1,18 @@
+import json
 import math
 
 import pytest
 import torch
 
-from gptlab.evaluation.metrics import classification_report, confusion_matrix, perplexity, rouge_l
+from gptlab.evaluation.metrics import (
+    RunMetrics,
+    classification_report,
+    confusion_matrix,
+    perplexity,
+    read_metrics,
+    rouge_l,
+)
+from gptlab.evaluation.plots import plot_run
 
 
 def test_confusion_and_macro_scores_by_hand():
@@ -38,3 +47,17 @@ def test_rouge_l_by_hand():
     assert rouge_l("Paris", "") == 0.0 and rouge_l("", "") == 0.0
     # precision and recall differ: 2 common words, 2 in the candidate, 5 in the reference
     assert rouge_l("a b c d e", "b d") == pytest.approx(2 * 1.0 * 0.4 / 1.4)
+
+
+def test_metrics_jsonl_reads_back_as_training_lines_and_evaluations(tmp_path):
+    assert read_metrics(tmp_path) == RunMetrics([], [])  # no run there yet
+    training = [{"step": s, "tokens": 64 * s, "lr": 1e-3, "train_loss": 5.0 - s, "tokens_per_second": 9.0,
+                 "elapsed": s} for s in (1, 2)]
+    evaluation = {"val_loss": 3.5, "step": 2, "tokens": 128, "lr": 1e-3, "train_loss": 3.5, "tokens_per_second": 9.0,
+                  "elapsed": 2}
+    lines = [training[0], training[1], evaluation]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert read_metrics(tmp_path) == RunMetrics(training, [evaluation])
+    # a run folder from before training lines: its evaluations' training loss is the curve
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(evaluation) + "\n")
+    assert [path.name for path in plot_run(tmp_path)] == ["loss.png", "lr.png"]

@@ -1,8 +1,14 @@
 import json
 
 import pytest
+import torch
 
+from gptlab.evaluation.metrics import read_metrics
+from gptlab.loading import load_model
+from gptlab.lora import LoRASettings
 from gptlab.training import loop
+from gptlab.training.classify import with_class_head
+from gptlab.training.layers import choose_trainable
 from gptlab.training.loop import TrainSettings
 from gptlab.training.pretrain import PretrainConfig, run
 from gptlab.training.reports import Event
@@ -15,7 +21,7 @@ def config(out, dropout: float = 0.1, **train) -> PretrainConfig:
 
 
 def metrics(out) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return read_metrics(out).evaluations
 
 
 def interrupt_at(step: int):
@@ -39,6 +45,11 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path, stop_
         for key in ("train_loss", "val_loss", "lr", "tokens"):
             assert ra[key] == pytest.approx(rb[key], abs=1e-6), (ra["step"], key)
     assert resumed["best_val_loss"] == pytest.approx(straight["best_val_loss"], abs=1e-6)
+    # a training-loss line per step (the default log_every 1), each once, the same across the interruption
+    a, b = read_metrics(tmp_path / "a").training, read_metrics(tmp_path / "b").training
+    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, 13))
+    assert [r["train_loss"] for r in a] == pytest.approx([r["train_loss"] for r in b], abs=1e-6)
+    assert [r["lr"] for r in a] == pytest.approx([r["lr"] for r in b])
 
 
 def test_loss_falls_and_the_best_checkpoint_tracks_val_loss(tmp_path):
@@ -62,6 +73,33 @@ def test_eval_first_records_the_loss_before_training_and_keeps_it_across_a_resum
     assert untrained > summary["best_val_loss"] + 0.5  # random weights: about ln(vocab) before any step
     assert summary["final_val_loss"] == pytest.approx(without["final_val_loss"], abs=1e-6)  # nothing else changed
     assert [r["step"] for r in metrics(tmp_path / "b")] == [10, 20, 30, 40]
+
+
+def test_log_every_averages_its_steps_and_the_evaluation_closes_a_window(tmp_path):
+    run(config(tmp_path / "each", max_steps=10, eval_every=5, dropout=0.0))
+    run(config(tmp_path / "three", max_steps=10, eval_every=5, dropout=0.0, log_every=3))
+    each, three = read_metrics(tmp_path / "each").training, read_metrics(tmp_path / "three").training
+    assert [r["step"] for r in three] == [3, 5, 6, 9, 10]  # every 3 steps, and the steps before each evaluation
+    loss = {r["step"]: r["train_loss"] for r in each}
+    assert three[0]["train_loss"] == pytest.approx((loss[1] + loss[2] + loss[3]) / 3, abs=1e-6)
+    assert three[1]["train_loss"] == pytest.approx((loss[4] + loss[5]) / 2, abs=1e-6)
+    assert three[1]["tokens"] == 5 * 4 * 32 and three[1]["tokens_per_second"] > 0
+
+
+def test_library_code_leaves_the_global_rng_alone_and_draws_from_its_seeds(tmp_path):
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    run(config(tmp_path, max_steps=2, eval_every=2))  # a preset built from the seed, dropout, a checkpoint
+    load_model(str(tmp_path))  # the run's checkpoint
+    preset = load_model("gpt-tiny", seed=5)
+    heads = [with_class_head(load_model("gpt-tiny").model, 3, torch.Generator().manual_seed(9)) for _ in range(2)]
+    for head in heads:
+        choose_trainable(head, "lora", LoRASettings(rank=2), torch.Generator().manual_seed(9))
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert torch.equal(preset.model.wte.weight, load_model("gpt-tiny", seed=5).model.wte.weight)
+    assert not torch.equal(preset.model.wte.weight, load_model("gpt-tiny", seed=6).model.wte.weight)
+    assert torch.equal(heads[0].lm_head.weight, heads[1].lm_head.weight)
+    assert torch.equal(heads[0].h[0].attn.c_attn.lora_A, heads[1].h[0].attn.c_attn.lora_A)
 
 
 @pytest.mark.parametrize("native_bf16, same_as", [(True, "bf16-mixed"), (False, "32")])

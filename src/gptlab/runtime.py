@@ -19,6 +19,8 @@ def keep_large_allocations_on_heap() -> bool:
     when freed, so each training step page-faults its big activations (the (tokens x vocab)
     logits alone are hundreds of MB): about 15% of a GPT-2 124M step on this CPU (BENCHMARKS.md).
     Returns False where the C library is not glibc (macOS, musl), which is left as it is.
+    It changes the whole process, for good, so library code never calls it: the training commands
+    do, on CPU, unless GPTLAB_TUNE_MALLOC=0; a Python script that trains on a CPU may call it first.
     """
     if not sys.platform.startswith("linux"):
         return False

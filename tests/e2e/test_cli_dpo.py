@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from gptlab.checkpoint.weights import read_safetensors
+from gptlab.evaluation.metrics import read_metrics
 from gptlab.loading import load_model
 from gptlab.lora import DEFAULT_TARGETS
 
@@ -40,7 +41,7 @@ def test_dpo_widens_the_reward_margin_and_keeps_the_sft_answers(overfit_run, six
     assert out.returncode == 0, out.stderr
     assert "val reward margin" in out.stderr and "sample:" in out.stderr
 
-    evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = read_metrics(run).evaluations
     assert [e["step"] for e in evals] == [5, 10, 15, 20, 25, 30]
     margins = [e["val_reward_margin"] for e in evals]  # 0 before the first step: policy = reference
     assert 0 < margins[0] and all(a < b for a, b in zip(margins, margins[1:])), margins
@@ -73,7 +74,7 @@ def test_dpo_on_the_books_preference_data(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "DPO from random weights only exercises the mechanics" in out.stderr
     assert [len(json.loads((run / f"{s}.json").read_text())) for s in ("train", "test", "val")] == [935, 110, 55]
-    (evaluation,) = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    (evaluation,) = read_metrics(run).evaluations
     # two steps at the book's 5e-6 barely move the policy away from its frozen copy
     assert abs(evaluation["val_loss"] - math.log(2)) < 1e-3
     assert abs(evaluation["val_reward_margin"]) < 1e-3
@@ -88,7 +89,7 @@ def test_dpo_with_lora_trains_adapters_against_the_untouched_starting_weights(ov
     pairs, out = dpo_on_the_sixteen(sft, sixteen_records, run, "--train-layers", "lora", "--lora-rank", "4",
                                     "--max-steps", "10", "--eval-every", "5", "--lr", "2e-4", "--min-lr", "2e-4")
     assert out.returncode == 0, out.stderr
-    margins = [json.loads(line)["val_reward_margin"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    margins = [e["val_reward_margin"] for e in read_metrics(run).evaluations]
     assert 0 < margins[0] < margins[1], margins  # the reference is not the policy: no adapter is shared
 
     best = run / "checkpoints" / "best"

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pexpect
 
+from gptlab.evaluation.metrics import read_metrics
+
 BIN = Path(sys.executable).parent
 
 
@@ -84,7 +86,7 @@ def test_instruction_data_run_folder_is_complete(tmp_path):
     out = gptlab("finetune", "instruct", "--data", "instruction-data", "--model", "gpt-tiny", "--out", str(run),
                  "--max-steps", "20", "--eval-every", "10", "--lr", "1e-3", "--response-tokens", "8")
     assert out.returncode == 0, out.stderr
-    evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = read_metrics(run).evaluations
     assert [e["step"] for e in evals] == [10, 20] and evals[1]["val_loss"] < evals[0]["val_loss"]
     assert "sample:" in out.stderr
     responses = json.loads((run / "instruction-data-with-response.json").read_text())
@@ -114,7 +116,7 @@ def test_lora_fine_tune_saves_a_merged_model_that_answers_as_in_training(overfit
                  "--lora-alpha", "32", "--max-steps", "60", "--eval-every", "30", "--lr", "1e-2",
                  "--weight-decay", "0", "--response-tokens", "20")
     assert out.returncode == 0, out.stderr
-    evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = read_metrics(run).evaluations
     assert evals[-1]["val_loss"] < evals[0]["val_loss"]
     assert json.loads((run / "checkpoints" / "best" / "config.json").read_text())["lora"] == \
         {"rank": 16, "alpha": 32.0, "targets": ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"],

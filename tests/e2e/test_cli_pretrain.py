@@ -10,9 +10,16 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from matplotlib.colors import to_rgb
+from matplotlib.image import imread
 
+from gptlab.cli import main
 from gptlab.devices import cpu_has_native_bf16
+from gptlab.evaluation.metrics import read_metrics
+from gptlab.evaluation.plots import TRAINING_COLOR
 
 BIN = Path(sys.executable).parent
 TINY = ["--data", "the-verdict", "--model", "gpt-tiny", "--context-length", "32", "--batch-size", "4",
@@ -26,7 +33,7 @@ def gptlab(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 
 
 def metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return read_metrics(run).evaluations
 
 
 def test_pretrain_on_the_verdict_writes_a_complete_run_folder(tmp_path):
@@ -61,6 +68,26 @@ def test_pretrain_on_the_verdict_writes_a_complete_run_folder(tmp_path):
     assert replayed == pytest.approx([r["val_loss"] for r in records], abs=1e-6)
 
 
+def test_a_30_step_run_with_one_evaluation_draws_its_training_curve(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GPTLAB_TUNE_MALLOC", "0")  # in-process: the test process keeps glibc's defaults
+    run = tmp_path / "short"
+    assert main(["pretrain", *TINY, "--sample-tokens", "0", "--max-steps", "30", "--eval-every", "30",
+                 "--out", str(run)]) == 0
+    err = capsys.readouterr().err
+    training = read_metrics(run).training
+    assert len(metrics(run)) == 1 and [r["step"] for r in training] == list(range(1, 31))  # a point per step
+    assert set(training[0]) == {"step", "tokens", "lr", "train_loss", "tokens_per_second", "elapsed"}
+    # loss.png draws them as a line: its colour spans most of the plot's width, not only the legend's sample
+    pixels = imread(run / "loss.png")[..., :3]
+    drawn = (np.abs(pixels - np.array(to_rgb(TRAINING_COLOR))).max(axis=-1) < 0.1).any(axis=0)
+    assert drawn.sum() > 300, drawn.sum()
+    # stderr is no terminal here: progress comes as lines, not a bar's redraws
+    assert "\r" not in err and "train: 30/30 steps, loss " in err
+    # the command ran under inference mode only where it does not train, and left grad mode as it found it
+    assert main(["generate", "--model", str(run), "--prompt", "Every", "--max-new-tokens", "2"]) == 0
+    assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+
+
 def test_ctrl_c_saves_last_and_resume_finishes_like_an_uninterrupted_run(tmp_path):
     straight = tmp_path / "straight"
     assert gptlab("pretrain", *TINY, "--max-steps", "400", "--eval-every", "40", "--out", str(straight)).returncode == 0
@@ -81,6 +108,7 @@ def test_ctrl_c_saves_last_and_resume_finishes_like_an_uninterrupted_run(tmp_pat
     assert resumed.returncode == 0, resumed.stderr
     a, b = metrics(straight), metrics(run)
     assert [r["step"] for r in a] == [r["step"] for r in b]
+    assert [r["step"] for r in read_metrics(run).training] == list(range(1, 401))  # each step's line once
     for ra, rb in zip(a, b):
         assert ra["val_loss"] == pytest.approx(rb["val_loss"], abs=1e-6)
         assert ra["train_loss"] == pytest.approx(rb["train_loss"], abs=1e-6)

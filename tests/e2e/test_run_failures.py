@@ -19,7 +19,8 @@ from gptlab.training.state import verify_checkpoint
 
 BIN = Path(sys.executable).parent
 TINY = ["--data", "the-verdict", "--model", "gpt-tiny", "--context-length", "32", "--batch-size", "4",
-        "--eval-batches", "2", "--warmup-steps", "2", "--sample-tokens", "0", "--seed", "3", "--eval-every", "2"]
+        "--eval-batches", "2", "--warmup-steps", "2", "--sample-tokens", "0", "--seed", "3", "--eval-every", "2",
+        "--log-every", "2"]
 # Runs the CLI with each writer of FULL_DISK ("module:function:match:n;...") raising ENOSPC on its n-th
 # call whose path argument holds `match` (an empty match: any call).
 FULL_DISK = """
@@ -61,8 +62,9 @@ def one_error_line(done: subprocess.CompletedProcess) -> str:
     return errors[0]
 
 
-def steps_of(run: Path) -> list[int]:
-    return [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+def steps_of(run: Path, kind: str = "val_loss") -> list[int]:
+    """The steps of the evaluations in metrics.jsonl (kind "train_loss": of every line with a training loss)."""
+    return [line["step"] for line in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if kind in line]
 
 
 def summary_of(run: Path) -> dict:
@@ -91,13 +93,15 @@ def test_a_full_disk_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resumed from" in again.stderr and "at step 2" in again.stderr
     assert steps_of(run) == [2, 4, 6]  # step 4's line of the failed run gave way to the resumed run's
+    assert [step for step in steps_of(run, "train_loss") if step not in steps_of(run)] == []  # training lines too...
+    assert len(steps_of(run, "train_loss")) == 6  # ...each written once: 2, 4, 6 and evaluations' 2, 4, 6
     assert summary_of(run)["status"] == "completed" and last_step(run) == 6
 
 
 def test_a_full_disk_while_writing_metrics_keeps_the_lines_before(tmp_path):
     run = tmp_path / "run"
     done = gptlab("pretrain", *TINY, "--max-steps", "6", "--out", str(run),
-                  full_disk="gptlab.training.loop:append_line::2")  # the line of step 4
+                  full_disk="gptlab.training.loop:append_line::4")  # step 4's evaluation (after 2 training lines)
     line = one_error_line(done)
     assert f"{run / 'metrics.jsonl'}: No space left on device" in line
     assert steps_of(run) == [2]

@@ -12,6 +12,7 @@ import openai
 import pexpect
 
 from e2e.servers import start_server
+from gptlab.evaluation.metrics import read_metrics
 
 BIN = Path(sys.executable).parent
 FRANCE = "What is the capital of France?"
@@ -58,7 +59,7 @@ def test_lora_fine_tune_of_the_built_in_model(sixteen_records, tmp_path):
                  "--max-steps", "4", "--eval-every", "2", "--batch-size", "4", "--lr", "1e-3", "--min-lr", "1e-3",
                  "--warmup-steps", "0", "--response-tokens", "12")
     assert out.returncode == 0, out.stderr
-    evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = read_metrics(run).evaluations
     assert evals[-1]["val_loss"] < evals[0]["val_loss"]
     saved = json.loads((run / "checkpoints" / "best" / "config.json").read_text())
     assert saved["tokenizer"] == {"type": "builtin", "name": "smollm2"} and saved["prompt_style"] == "chatml"

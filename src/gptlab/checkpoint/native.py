@@ -177,7 +177,7 @@ def load_checkpoint(
                          "train on a float base: quantize the merged model instead (gptlab convert --quantize)")
     model = build_model(config, state, str(weights), dtype, record.quantization)
     if record.lora is not None:  # a LoRA run's checkpoint: base weights + adapters, merged for use
-        apply_lora(model, record.lora)
+        apply_lora(model, record.lora, torch.Generator())  # the file's adapters replace the draws
         check_state_dict({k: v.shape for k, v in lora_state_dict(model).items()}, adapters, str(weights))
         check_values(adapters, str(weights))
         model.load_state_dict(adapters, strict=False)

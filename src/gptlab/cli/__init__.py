@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging")
     parser.add_argument("--debug", action="store_true", default=os.environ.get("GPTLAB_DEBUG") == "1",
                         help="on an error, show its traceback (also GPTLAB_DEBUG=1)")
+    parser.set_defaults(trains=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (generate.add_info, generate.add_generate, train.add_pretrain, train.add_finetune,
                 instruct.add_respond, instruct.add_chat, instruct.add_serve, generate.add_perplexity,
@@ -43,10 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s: %(message)s", stream=sys.stderr)
-    torch.set_grad_enabled(False)
     handler: Callable[[argparse.Namespace], int] = args.func
     try:
-        code = handler(args)
+        with torch.inference_mode(not args.trains):  # a trainer's tensors need autograd; no other's do
+            code = handler(args)
     except KeyboardInterrupt:
         print(file=sys.stderr)
         code = 130

@@ -1,11 +1,13 @@
 """Progress on the terminal. A training run: a bar of steps, a line per evaluation, a bar of test-set
-responses, and at the end the summary, the plots and how to resume. A download: a bar per file."""
+responses, and at the end the summary, the plots and how to resume. A download: a bar per file.
+Where stderr is not a terminal (CI, a pipe, a log file) each bar is plain lines instead of redraws."""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +20,58 @@ from gptlab.training.runs import RunConfig
 log = logging.getLogger(__name__)
 
 
-def _bar(total: int | None, desc: str, unit: str, initial: int = 0, disable: bool = False, **options: Any) -> tqdm:
+LINE_SECONDS = 10.0  # at most one progress line this often where stderr is not a terminal
+
+
+def _bar(total: int | None, desc: str, unit: str, initial: int = 0, disable: bool = False,
+         **options: Any) -> tqdm | ProgressLines:
+    """A tqdm bar on a terminal, else progress as lines (a bar's redraws pile up in a log)."""
+    if not sys.stderr.isatty():
+        scale = options.get("unit_divisor", 1000) if options.get("unit_scale") else None
+        return ProgressLines(total, desc, unit, initial, disable, scale)
     return tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True, disable=disable,
-                mininterval=0.5 if sys.stderr.isatty() else 30, **options)
+                mininterval=0.5, **options)
+
+
+class ProgressLines:
+    """The part of tqdm's interface the displays use, written as a line now and then: the first
+    update, then at most one each `LINE_SECONDS`, and the last when it closes."""
+
+    def __init__(self, total: int | None, desc: str, unit: str, initial: int = 0, disable: bool = False,
+                 scale: int | None = None) -> None:
+        self.total, self.desc, self.unit, self.n, self.disable = total, desc, unit, initial, disable
+        self.scale = scale  # counts in k, M, G of this divisor (1024 for bytes), as tqdm's unit_scale; None: as is
+        self.postfix: dict[str, Any] = {}
+        self.printed_at: float | None = None  # when the last line went out
+        self.printed_n = initial  # the count it showed
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if self.printed_at is None or time.monotonic() - self.printed_at >= LINE_SECONDS:
+            self._print()
+
+    def set_postfix(self, refresh: bool = False, **values: Any) -> None:
+        self.postfix = values
+
+    def write(self, line: str, file: Any = None) -> None:
+        print(line, file=file or sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.n != self.printed_n:
+            self._print()
+
+    def _print(self) -> None:
+        """E.g. `train: 120/1000 steps, loss 3.412, lr 6.0e-04` or `model.safetensors: 3.50MB/500MB`."""
+        self.printed_at, self.printed_n = time.monotonic(), self.n
+        if self.disable:
+            return
+        count = self._count(self.n) + (f"/{self._count(self.total)}" if self.total else "")
+        unit = f" {self.unit}s" if self.scale is None else ""
+        extra = "".join(f", {key} {value}" for key, value in self.postfix.items())
+        self.write(f"{self.desc}: {count}{unit}{extra}")
+
+    def _count(self, n: int) -> str:
+        return str(n) if self.scale is None else tqdm.format_sizeof(n, self.unit, self.scale)
 
 
 class TrainingDisplay:
@@ -28,8 +79,8 @@ class TrainingDisplay:
 
     def __init__(self, max_steps: int, show: bool = True) -> None:
         self.max_steps, self.show = max_steps, show
-        self.steps: tqdm | None = None  # created at the first step, after data and model are ready
-        self.responses: tqdm | None = None
+        self.steps: tqdm | ProgressLines | None = None  # created at the first step, after data and model are ready
+        self.responses: tqdm | ProgressLines | None = None
 
     def __call__(self, event: Event) -> None:
         match event:
@@ -50,7 +101,7 @@ class TrainingDisplay:
                     self.responses = _bar(total, "responses", "record")
                 self.responses.update(done - self.responses.n)
 
-    def _steps(self, step: int) -> tqdm:
+    def _steps(self, step: int) -> tqdm | ProgressLines:
         if self.steps is None:
             self.steps = _bar(self.max_steps, "train", "step", initial=step - 1, disable=not self.show)
         return self.steps
@@ -65,7 +116,7 @@ class DownloadBars:
     """A bar of bytes per file on stderr, drawn from `download_gpt2`'s progress; files already there get none."""
 
     def __init__(self) -> None:
-        self.bar: tqdm | None = None
+        self.bar: tqdm | ProgressLines | None = None
         self.file = ""  # the file the bar counts
 
     def __call__(self, progress: DownloadProgress) -> None:

@@ -1,9 +1,13 @@
-"""Classification and language-model metrics as plain functions of predictions and labels."""
+"""Classification and language-model metrics as plain functions of predictions and labels, and a
+training run's `metrics.jsonl` read back."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -72,3 +76,19 @@ def _lcs_length(a: list[str], b: list[str]) -> int:
             current.append(previous[j] + 1 if x == y else max(previous[j + 1], current[j]))
         previous = current
     return previous[-1]
+
+
+@dataclass(frozen=True)
+class RunMetrics:
+    """A run folder's `metrics.jsonl`, its two kinds of lines apart, each kind in step order."""
+
+    training: list[dict[str, float]]  # TrainRecord lines: the training curve
+    evaluations: list[dict[str, float]]  # EvalRecord lines: val_loss, the task's metrics
+
+
+def read_metrics(run_dir: str | Path) -> RunMetrics:
+    """The lines of `run_dir/metrics.jsonl` (none where it is missing); evaluations are the lines with
+    `val_loss`. A run written before training lines existed has only evaluations."""
+    path = Path(run_dir) / "metrics.jsonl"
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    return RunMetrics([r for r in lines if "val_loss" not in r], [r for r in lines if "val_loss" in r])

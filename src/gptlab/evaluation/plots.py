@@ -1,61 +1,55 @@
-"""Plots of a run folder's `metrics.jsonl` (matplotlib, Agg backend: no display needed)."""
+"""Plots of a run folder's `metrics.jsonl`, drawn with matplotlib's `Figure` and no pyplot: saving
+a PNG needs no display, and the process's backend (a notebook's, a GUI's) is left as it was."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from gptlab.evaluation.metrics import read_metrics
 
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    """The evaluation records of a run, in order."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+TRAINING_COLOR, VALIDATION_COLOR = "tab:blue", "tab:orange"
 
 
 def plot_run(run_dir: str | Path) -> list[Path]:
-    """Write `loss.png` (train/val loss vs steps, tokens seen on top) and `lr.png`; return paths."""
+    """Write `loss.png` (the training loss as logged, validation loss at each evaluation, tokens seen
+    on top) and `lr.png`, and the task's plots where its metrics are there; return paths."""
     run_dir = Path(run_dir)
-    records = read_metrics(run_dir)
-    if not records:
+    metrics = read_metrics(run_dir)
+    evaluations = metrics.evaluations
+    training = metrics.training or evaluations  # a run from before training lines: their train_loss
+    if not training:
         return []
-    steps = [r["step"] for r in records]
-    tokens = [r["tokens"] for r in records]
+    steps = [r["step"] for r in training]
+    lone = "." if len(training) == 1 else ""  # a marker, so that a single point shows
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(steps, [r["train_loss"] for r in records], label="training loss")
-    ax.plot(steps, [r["val_loss"] for r in records], linestyle="-.", label="validation loss")
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    ax.plot(steps, [r["train_loss"] for r in training], color=TRAINING_COLOR, label="training loss",
+            marker=lone)
+    ax.plot([r["step"] for r in evaluations], [r["val_loss"] for r in evaluations], color=VALIDATION_COLOR,
+            linestyle="-.", marker="o", label="validation loss")
     ax.set_xlabel("steps")
     ax.set_ylabel("loss")
     ax.legend(loc="upper right")
     top = ax.twiny()  # the book's second x-axis: tokens seen
-    top.plot(tokens, [r["val_loss"] for r in records], alpha=0)
+    top.plot([r["tokens"] for r in training], [r["train_loss"] for r in training], alpha=0)
     top.set_xlabel("tokens seen")
-    fig.tight_layout()
-    loss_png = run_dir / "loss.png"
-    fig.savefig(loss_png, dpi=100)
-    plt.close(fig)
+    loss_png = _save(fig, run_dir / "loss.png")
 
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.plot(steps, [r["lr"] for r in records], marker=".")
+    fig = Figure(figsize=(6, 3))
+    ax = fig.subplots()
+    ax.plot(steps, [r["lr"] for r in training], marker=lone)
     ax.set_xlabel("steps")
-    ax.set_ylabel("learning rate (at eval steps)")
-    fig.tight_layout()
-    lr_png = run_dir / "lr.png"
-    fig.savefig(lr_png, dpi=100)
-    plt.close(fig)
-    written = [loss_png, lr_png]
-    if any("val_accuracy" in r for r in records):
-        written.append(_curves(run_dir / "accuracy.png", records, {"val_accuracy": "validation accuracy"},
+    ax.set_ylabel("learning rate")
+    written = [loss_png, _save(fig, run_dir / "lr.png")]
+    if any("val_accuracy" in r for r in evaluations):
+        written.append(_curves(run_dir / "accuracy.png", evaluations, {"val_accuracy": "validation accuracy"},
                                "accuracy", ylim=(0, 1)))
-    if any("val_reward_margin" in r for r in records):  # DPO: chosen minus rejected reward
-        written.append(_curves(run_dir / "reward_margins.png", records,
+    if any("val_reward_margin" in r for r in evaluations):  # DPO: chosen minus rejected reward
+        written.append(_curves(run_dir / "reward_margins.png", evaluations,
                                {"train_reward_margin": "training", "val_reward_margin": "validation"},
                                "reward margin"))
     summary = run_dir / "summary.json"
@@ -64,10 +58,18 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     return written
 
 
+def _save(fig: Figure, path: Path) -> Path:
+    """Lay `fig` out and write it as a PNG."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path
+
+
 def _curves(path: Path, records: list[dict], curves: dict[str, str], ylabel: str,
             ylim: tuple[float, float] | None = None) -> Path:
     """One line per metric key of `curves` (key -> label) against steps, where records have it."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     for key, label in curves.items():
         kept = [r for r in records if key in r]
         ax.plot([r["step"] for r in kept], [r[key] for r in kept], marker=".", label=label)
@@ -76,15 +78,13 @@ def _curves(path: Path, records: list[dict], curves: dict[str, str], ylabel: str
     if ylim is not None:
         ax.set_ylim(*ylim)
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _confusion_plot(run_dir: Path, confusion: list[list[int]], labels: list[str]) -> Path:
     """Test-split confusion matrix: rows are true labels, columns predictions."""
-    fig, ax = plt.subplots(figsize=(1.2 * len(labels) + 2.5, 1.2 * len(labels) + 2))
+    fig = Figure(figsize=(1.2 * len(labels) + 2.5, 1.2 * len(labels) + 2))
+    ax = fig.subplots()
     ax.imshow(confusion, cmap="Blues")
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     ax.set_yticks(range(len(labels)), labels)
@@ -95,16 +95,13 @@ def _confusion_plot(run_dir: Path, confusion: list[list[int]], labels: list[str]
         for j, count in enumerate(row):
             ax.text(j, i, str(count), ha="center", va="center", color="white" if count > peak / 2 else "black")
     ax.set_title("test split")
-    fig.tight_layout()
-    path = run_dir / "confusion.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, run_dir / "confusion.png")
 
 
 def score_histogram(scores: list[int], path: Path, title: str) -> Path:
     """Judge scores (0-100) in bins of 10, with the mean marked."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     ax.hist(scores, bins=range(0, 111, 10), edgecolor="white")
     if scores:
         mean = sum(scores) / len(scores)
@@ -114,7 +111,4 @@ def score_histogram(scores: list[int], path: Path, title: str) -> Path:
     ax.set_ylabel("responses")
     ax.set_xlim(0, 110)
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

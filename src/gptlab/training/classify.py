@@ -94,14 +94,14 @@ class ClassifyConfig(RunConfig, task="classify"):
         return run(self, resume, on_event)
 
 
-def with_class_head(model: GPT, num_classes: int, seed: int) -> GPT:
-    """Replace the LM head by a fresh linear head over `num_classes` (the book's "swap the head")."""
+def with_class_head(model: GPT, num_classes: int, generator: torch.Generator | None = None) -> GPT:
+    """Replace the LM head by a fresh linear head over `num_classes` (the book's "swap the head"),
+    drawn on the CPU from `generator` (None: torch's global RNG)."""
     model.config = dataclasses.replace(model.config, num_classes=num_classes)
-    torch.manual_seed(seed)
-    head = nn.Linear(model.config.n_embd, num_classes, device=model.wte.weight.device)
-    nn.init.normal_(head.weight, 0.0, 0.02)
+    head = nn.Linear(model.config.n_embd, num_classes, device="meta").to_empty(device="cpu")
+    nn.init.normal_(head.weight, 0.0, 0.02, generator=generator)
     nn.init.zeros_(head.bias)
-    model.lm_head = head
+    model.lm_head = head.to(model.wte.weight.device)
     return model
 
 
@@ -122,8 +122,9 @@ def run(config: ClassifyConfig, resume: bool = False, on_event: OnEvent | None =
     out = start_run(config, splits, write_split, ".jsonl")
     start = _pretrain_on_texts(config, splits["train"], out) if config.pretrain_on_texts else config.model
     loaded = load_model(start)
-    model = with_class_head(loaded.model, len(labels.names), config.train.seed)
-    lora = choose_trainable(model, config.train_layers, config.lora)
+    drawn_from = torch.Generator().manual_seed(config.train.seed)  # the new head, then any adapters
+    model = with_class_head(loaded.model, len(labels.names), drawn_from)
+    lora = choose_trainable(model, config.train_layers, config.lora, drawn_from)
     if config.dropout is not None:
         model.set_dropout(config.dropout)
     tokenizer = loaded.tokenizer

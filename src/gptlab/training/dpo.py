@@ -98,7 +98,8 @@ def run(config: DPOConfig, resume: bool = False, on_event: OnEvent | None = None
         raise ValueError(f"{config.model}: the {tokenizer.name} tokenizer has no end-of-text token to pad with")
     # the starting weights, never trained: copied before LoRA wraps the policy, so no adapter is shared
     reference = copy.deepcopy(model).eval().requires_grad_(False)
-    lora = choose_trainable(model, config.train_layers, config.lora)
+    adapters_from = torch.Generator().manual_seed(config.train.seed)
+    lora = choose_trainable(model, config.train_layers, config.lora, adapters_from)
     max_length = min(config.allowed_max_length or model.config.context_length, model.config.context_length)
     items = {name: trainable([encode_preference(p, tokenizer, style) for p in parts[name]], lambda pair: len(pair[0]),
                              max_length, split)

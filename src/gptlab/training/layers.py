@@ -6,12 +6,15 @@ import dataclasses
 import re
 from pathlib import Path
 
+import torch
+
 from gptlab.loading import checkpoint_of
 from gptlab.lora import LoRASettings, apply_lora
 from gptlab.model import GPT
 
 
-def choose_trainable(model: GPT, train_layers: str, lora: LoRASettings | None = None) -> LoRASettings | None:
+def choose_trainable(model: GPT, train_layers: str, lora: LoRASettings | None = None,
+                     generator: torch.Generator | None = None) -> LoRASettings | None:
     """Freeze what `train_layers` leaves out; return the LoRA settings to save with the model, if any.
 
     `all`; `last` (= last-1) or `last-K`: the last K blocks, the final norm and the head; `lora`:
@@ -22,7 +25,7 @@ def choose_trainable(model: GPT, train_layers: str, lora: LoRASettings | None = 
         model.requires_grad_(True)
         return None
     if train_layers == "lora":
-        settings = apply_lora(model, lora or LoRASettings())
+        settings = apply_lora(model, lora or LoRASettings(), generator)
         if model.config.num_classes is not None:
             model.lm_head.requires_grad_(True)
         return settings

@@ -1,9 +1,10 @@
 """The single training loop. Tasks differ only in the `Task` they plug in.
 
 It owns: AdamW + warmup/cosine, gradient accumulation and clipping, bf16 autocast, eval
-cadence, `metrics.jsonl`, `checkpoints/last` + `checkpoints/best`, resume, Ctrl-C, early stop,
-and DDP under `torchrun`. Progress is reported through a callback; drawing bars and plots is
-the caller's job.
+cadence, `metrics.jsonl` (the training loss every `log_every` steps, each evaluation),
+`checkpoints/last` + `checkpoints/best`, resume, Ctrl-C, early stop, and DDP under `torchrun`.
+Progress is reported through a callback; drawing bars and plots is the caller's job. Nothing
+process-wide is left changed: the global RNG that dropout draws from is the caller's again after.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,12 +30,21 @@ from torch import Tensor, nn
 
 from gptlab.checkpoint.native import recover_folder
 from gptlab.devices import cpu_has_native_bf16, pick_device
+from gptlab.evaluation.metrics import read_metrics
 from gptlab.fields import setting
 from gptlab.files import append_line, write_text_atomically
 from gptlab.quantize import refuse_training
-from gptlab.runtime import keep_large_allocations_on_heap
 from gptlab.training.optim import build_optimizer, lr_at
-from gptlab.training.reports import DoneEvent, EvalEvent, EvalRecord, OnEvent, RunSummary, StepEvent, failure_reason
+from gptlab.training.reports import (
+    DoneEvent,
+    EvalEvent,
+    EvalRecord,
+    OnEvent,
+    RunSummary,
+    StepEvent,
+    TrainRecord,
+    failure_reason,
+)
 from gptlab.training.state import Progress, load_training_state, save_training_checkpoint
 
 log = logging.getLogger(__name__)
@@ -62,6 +72,7 @@ class TrainSettings:
     grad_clip: float | None = setting("max global gradient norm (0 = no clipping)", None)
     eval_every: int | None = setting("steps between evaluations (and `last/` checkpoints)", None)
     eval_batches: int | None = setting("validation batches per evaluation", None)
+    log_every: int | None = setting("steps per training-loss line of metrics.jsonl (the mean of those steps)", None)
     precision: str | None = setting('"32", "bf16-mixed", or "auto" (bf16-mixed on CUDA GPUs and on CPUs that '
                                     'multiply bf16 in hardware, AVX-512 BF16 or AMX; else 32)', None)
     device: str | None = setting("cpu, cuda, mps or auto", None)
@@ -72,7 +83,7 @@ class TrainSettings:
                                       "summary.json's initial_val_loss)", None)
 
     def __post_init__(self) -> None:
-        for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "eval_batches"):
+        for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "eval_batches", "log_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.precision not in (None, "auto", "32", "bf16-mixed"):
@@ -95,7 +106,7 @@ class TrainSettings:
 # Pretraining's recipe, and every setting a task's recipe leaves out (min_lr None: lr / 10).
 GENERIC = TrainSettings(max_steps=1000, batch_size=8, grad_accum=1, lr=6e-4, min_lr=None, warmup_steps=100,
                         weight_decay=0.1, beta1=0.9, beta2=0.95, grad_clip=1.0, eval_every=100, eval_batches=20,
-                        precision="auto", device="auto", seed=1337, compile=False, early_stop=0,
+                        log_every=1, precision="auto", device="auto", seed=1337, compile=False, early_stop=0,
                         eval_first=False)
 
 
@@ -117,6 +128,23 @@ class Task:
     score: Callable[[EvalRecord], float] | None = None  # of an evaluation, for best/ (default: -val_loss)
     sample: Callable[[nn.Module], str] | None = None  # e.g. text from a fixed prompt
     report: Callable[[RunSummary], RunSummary] | None = None  # after training, main process: add the task's results
+
+
+@dataclass
+class _Window:
+    """The optimizer steps since a report: their losses, the tokens they trained on, their seconds."""
+
+    losses: list[float] = dataclasses.field(default_factory=list)
+    tokens: int = 0
+    seconds: float = 0.0
+
+    def add(self, loss: float, tokens: int, seconds: float) -> None:
+        self.losses.append(loss)
+        self.tokens += tokens
+        self.seconds += seconds
+
+    def mean_loss(self) -> float:
+        return sum(self.losses) / len(self.losses)
 
 
 @dataclass
@@ -173,31 +201,41 @@ def train(model: nn.Module, task: Task, settings: TrainSettings, out_dir: str | 
     a NaN loss, a task's own) is raised after `summary.json` records it (status "failed", the reason)."""
     refuse_training(model, "the model to train")
     settings = settings.over(GENERIC)
-    run = _Run(Path(out_dir), model, task, settings, on_event)
-    if run.ddp.main:
-        run.out_dir.mkdir(parents=True, exist_ok=True)
-    run.recover_checkpoints()
-    if resume:
-        run.resume()
-    elif run.ddp.main:  # a fresh run in a used folder: no metrics or best weights of the previous one
-        (run.out_dir / "metrics.jsonl").unlink(missing_ok=True)
-        shutil.rmtree(run.best_dir, ignore_errors=True)
-    failure: Exception | None = None
-    try:
-        with _ctrl_c_between_steps(enabled=run.ddp.world == 1) as stop:
-            status, reason = run.until_done(stop)
-    except KeyboardInterrupt:
-        status, reason = "interrupted", f"interrupted (Ctrl-C) after step {run.progress.step}"
+    ddp, device = _setup_distributed(settings.device)
+    with _global_rng_kept(device):
+        run = _Run(Path(out_dir), model, task, settings, on_event, ddp, device)
+        if run.ddp.main:
+            run.out_dir.mkdir(parents=True, exist_ok=True)
+        run.recover_checkpoints()
+        if resume:
+            run.resume()
+        elif run.ddp.main:  # a fresh run in a used folder: no metrics or best weights of the previous one
+            (run.out_dir / "metrics.jsonl").unlink(missing_ok=True)
+            shutil.rmtree(run.best_dir, ignore_errors=True)
+        failure: Exception | None = None
         try:
-            run.check_weights()
-            run.save(run.last_dir, run.rng_for_next_step)  # as after the last finished step
-        except Exception as err:
+            with _ctrl_c_between_steps(enabled=run.ddp.world == 1) as stop:
+                status, reason = run.until_done(stop)
+        except KeyboardInterrupt:
+            status, reason = "interrupted", f"interrupted (Ctrl-C) after step {run.progress.step}"
+            try:
+                run.check_weights()
+                run.log_training()  # the steps since the last line: the resumed run goes on after them
+                run.save(run.last_dir, run.rng_for_next_step)  # as after the last finished step
+            except Exception as err:
+                failure = err
+        except Exception as err:  # a full disk, a NaN loss, a task's own error: the run's record is still written
             failure = err
-    except Exception as err:  # a full disk, a NaN loss, a task's own error: the run's record is still written
-        failure = err
-    if failure is not None:
-        status, reason = "failed", failure_reason(failure)
-    return run.finish(status, reason, failure)
+        if failure is not None:
+            status, reason = "failed", failure_reason(failure)
+        return run.finish(status, reason, failure)
+
+
+def _global_rng_kept(device: torch.device) -> AbstractContextManager:
+    """torch's global RNG (the CPU's and the training GPU's) given back as the caller had it: the run
+    seeds it for dropout, which draws from no other generator."""
+    gpus = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    return torch.random.fork_rng(devices=gpus, device_type="cuda" if gpus else None)
 
 
 @contextmanager
@@ -230,11 +268,9 @@ class _Run:
     """The state of one training run; `train` drives it step by step."""
 
     def __init__(self, out_dir: Path, model: nn.Module, task: Task, settings: TrainSettings,
-                 on_event: OnEvent | None) -> None:
+                 on_event: OnEvent | None, ddp: _Dist, device: torch.device) -> None:
         self.out_dir, self.model, self.task, self.settings = out_dir, model, task, settings
-        self.ddp, self.device = _setup_distributed(settings.device)
-        if self.device.type == "cpu":  # only CPU training page-faults its activations (runtime.py)
-            keep_large_allocations_on_heap()
+        self.ddp, self.device = ddp, device
         self.emit: OnEvent = on_event if (on_event and self.ddp.main) else (lambda event: None)
         torch.manual_seed(settings.seed + self.ddp.rank)
         model.to(self.device)
@@ -257,6 +293,7 @@ class _Run:
         self.last_saved: int | None = None  # the step checkpoints/last holds, once this run knows it
         self.started = time.perf_counter()
         self.window_tokens, self.window_start = 0, time.perf_counter()
+        self.since_logged = _Window()  # the steps since the last training-loss line
 
     def recover_checkpoints(self) -> None:
         """Complete or remove what a crash mid-checkpoint left (rank 0 alone touches files)."""
@@ -276,7 +313,7 @@ class _Run:
         log.info("resumed from %s at step %d", self.last_dir, self.progress.step)
         self.last_saved = self.progress.step
         if self.ddp.main:
-            _forget_evaluations_after(self.out_dir / "metrics.jsonl", self.progress.step)
+            _forget_lines_after(self.out_dir / "metrics.jsonl", self.progress.step)
 
     def until_done(self, stop: threading.Event) -> tuple[str, str]:
         """Step and evaluate until max_steps or early stopping (or Ctrl-C); the status and its reason."""
@@ -298,6 +335,7 @@ class _Run:
 
     def step(self) -> None:
         p, settings = self.progress, self.settings
+        started = time.perf_counter()
         lr = lr_at(p.step, settings.lr, self.min_lr, settings.warmup_steps, settings.max_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -311,9 +349,25 @@ class _Run:
         p.step, p.tokens, p.lr = p.step + 1, p.tokens + tokens, lr
         p.window_losses.append(loss)
         self.rng_for_next_step = torch.get_rng_state()
+        self.since_logged.add(loss, tokens, time.perf_counter() - started)
+        if p.step % settings.log_every == 0:
+            self.log_training()
         self.emit(StepEvent(p.step, loss, lr))
 
+    def log_training(self) -> None:
+        """A training-loss line in `metrics.jsonl` for the steps since the last one, if any."""
+        window, p = self.since_logged, self.progress
+        if not window.losses:
+            return
+        record = TrainRecord(step=p.step, tokens=p.tokens, lr=p.lr, train_loss=window.mean_loss(),
+                             tokens_per_second=window.tokens / max(window.seconds, 1e-9),
+                             elapsed=time.perf_counter() - self.started)
+        self.since_logged = _Window()
+        if self.ddp.main:
+            append_line(self.out_dir / "metrics.jsonl", json.dumps(record.to_json()))
+
     def evaluate_and_save(self) -> None:
+        self.log_training()  # the training curve reaches every evaluation
         now = time.perf_counter()
         p = self.progress
         val_loss, metrics = _evaluate(self.model, self.task, self.settings, self.ddp, self.device, self.autocast)
@@ -437,15 +491,14 @@ def _named(value: float) -> str:
     return "NaN" if math.isnan(value) else str(value)
 
 
-def _forget_evaluations_after(metrics: Path, step: int) -> None:
-    """Drop the `metrics.jsonl` lines of evaluations after `step`: a run that ended between writing
-    one and saving its checkpoint left them, and the resumed run evaluates those steps again."""
+def _forget_lines_after(metrics: Path, step: int) -> None:
+    """Drop the `metrics.jsonl` lines of steps after `step`: a run that ended after writing them but
+    before saving its next checkpoint left them, and the resumed run trains and evaluates those steps again."""
     lines = metrics.read_text().splitlines(keepends=True) if metrics.is_file() else []
     kept = [line for line in lines if _step_of(line) <= step]
     if len(kept) < len(lines):
         write_text_atomically(metrics, "".join(kept))
-        log.info("%s: dropped %d evaluation(s) after step %d, the step resumed from", metrics, len(lines) - len(kept),
-                 step)
+        log.info("%s: dropped %d line(s) after step %d, the step resumed from", metrics, len(lines) - len(kept), step)
 
 
 def _step_of(line: str) -> float:
@@ -458,6 +511,5 @@ def _step_of(line: str) -> float:
 
 def _final_val_loss(out_dir: Path) -> float | None:
     """The validation loss of the run's last evaluation (this process's or, resumed, an earlier one's)."""
-    metrics = out_dir / "metrics.jsonl"
-    lines = metrics.read_text().splitlines() if metrics.is_file() else []
-    return json.loads(lines[-1])["val_loss"] if lines else None
+    evaluations = read_metrics(out_dir).evaluations
+    return evaluations[-1]["val_loss"] if evaluations else None

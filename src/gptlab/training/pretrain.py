@@ -67,9 +67,8 @@ def build_model(config: PretrainConfig, seed: int) -> tuple[GPT, Tokenizer]:
             raise ValueError(f"--model {config.model} is an existing model: its shape cannot be overridden")
         return loaded.model, loaded.tokenizer
     tokenizer = build_tokenizer(config.tokenizer, config.data)
-    torch.manual_seed(seed)
     model_config = preset_config(config.model, vocab_size=tokenizer.vocab_size, **overrides)
-    return GPT(model_config), tokenizer
+    return GPT(model_config, torch.Generator().manual_seed(seed)), tokenizer
 
 
 def run(config: PretrainConfig, resume: bool = False, on_event: OnEvent | None = None) -> RunSummary:

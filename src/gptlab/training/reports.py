@@ -1,5 +1,6 @@
-"""What a training run reports: events while it runs, a `metrics.jsonl` line per evaluation,
-and `summary.json` at the end. Drawing them (bars, plots) is the caller's job."""
+"""What a training run reports: events while it runs, `metrics.jsonl` lines (the training loss
+every `log_every` steps, each evaluation), and `summary.json` at the end. Drawing them (bars,
+plots) is the caller's job."""
 
 from __future__ import annotations
 
@@ -12,9 +13,26 @@ from typing import Any, ClassVar
 from gptlab.evaluation.baseline import BaselineScores
 
 
+@dataclass(frozen=True)
+class TrainRecord:
+    """Training since the previous such line: a line of `metrics.jsonl` without `val_loss`, a point
+    of the training curve."""
+
+    step: int
+    tokens: int  # tokens trained on so far
+    lr: float  # learning rate of the last step
+    train_loss: float  # mean over the steps since the previous line (each the mean of its micro-batches)
+    tokens_per_second: float  # over those steps' own time
+    elapsed: float  # seconds since the run started (across resumes)
+
+    def to_json(self) -> dict[str, float]:
+        """The `metrics.jsonl` line."""
+        return dataclasses.asdict(self)
+
+
 @dataclass
 class EvalRecord:
-    """One evaluation: a line of `metrics.jsonl`, and the sample shown beside it."""
+    """One evaluation: a line of `metrics.jsonl` (the one kind with `val_loss`), and the sample shown beside it."""
 
     step: int
     tokens: int  # tokens trained on so far

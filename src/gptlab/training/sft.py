@@ -6,6 +6,8 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 
+import torch
+
 from gptlab.checkpoint.meta import CheckpointMeta
 from gptlab.checkpoint.native import write_model_files
 from gptlab.data.instruction import Record, collate, encode_record, load_records, write_records
@@ -73,7 +75,8 @@ def run(config: SFTConfig, resume: bool = False, on_event: OnEvent | None = None
     if end is None:
         raise ValueError(f"{config.model}: the {tokenizer.name} tokenizer has no end-of-text token "
                          "to pad and stop with")
-    lora = choose_trainable(model, config.train_layers, config.lora)
+    adapters_from = torch.Generator().manual_seed(config.train.seed)
+    lora = choose_trainable(model, config.train_layers, config.lora, adapters_from)
     max_length = min(config.allowed_max_length or model.config.context_length, model.config.context_length)
     items = {name: trainable([encode_record(r, tokenizer, style) for r in parts[name]], lambda item: item[1],
                              max_length, split)
