@@ -5,6 +5,7 @@ back; what gptlab cannot read is refused in one line that names the file."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -147,12 +148,13 @@ def test_export_of_the_built_in_smollm2_carries_its_tokenizer(tmp_path):
         (smollm2.meta.chat_template.template, (2,))
 
 
-def test_a_checkpoint_of_a_folder_model_rebuilds_its_tokenizer(tmp_path, hf_smollm2):
+def test_a_checkpoint_of_a_folder_model_carries_its_tokenizer(tmp_path, hf_smollm2):
     folder = save_random_hf_llama(tmp_path / "tiny", hf_smollm2 / "tokenizer.json")
     loaded = load_model(str(folder))
     save_checkpoint(loaded.model, loaded.tokenizer, tmp_path / "ckpt")
+    shutil.rmtree(folder)  # the checkpoint holds its own tokenizer.json
     saved = json.loads((tmp_path / "ckpt" / "config.json").read_text())["tokenizer"]
-    assert saved == {"type": "hf", "path": str((folder / "tokenizer.json").resolve())}
+    assert saved == {"type": "hf", "path": "tokenizer.json", "name": "tiny"}
     _, tokenizer, _ = load_checkpoint(tmp_path / "ckpt")
     assert tokenizer.encode(CHAT) == loaded.tokenizer.encode(CHAT) and tokenizer.eos_id == loaded.tokenizer.eos_id == 2
 

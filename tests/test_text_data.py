@@ -2,8 +2,10 @@ import numpy as np
 import pytest
 import torch
 
+from gptlab.data import reading
 from gptlab.data.text import WindowSampler, split_tokens, token_stream
-from gptlab.tokenizer import CharTokenizer, GPT2Tokenizer
+from gptlab.models.llama import LLAMA3_SPLIT
+from gptlab.tokenizer import CharTokenizer, GPT2Tokenizer, hf_tokenizer, train_bpe
 
 
 def test_the_verdict_tokenizes_to_the_books_count_and_is_cached():
@@ -63,3 +65,43 @@ def test_an_empty_file_is_named_every_time_it_is_used(tmp_path):
     for _ in range(2):  # the second use once met an empty token cache ("cannot mmap an empty file")
         with pytest.raises(ValueError, match=r"empty.txt: the file is empty"):
             token_stream([str(tmp_path / "empty.txt")], GPT2Tokenizer())
+
+
+def _hf_bytelevel(folder, text: str, size: int):
+    """A byte-level tokenizer.json with Llama 3's cut (punctuation keeps its line breaks), trained on `text`."""
+    folder.mkdir(exist_ok=True)
+    for name, content in train_bpe([text], size, pattern=LLAMA3_SPLIT.pattern).hf_files().items():
+        (folder / name).write_text(content, encoding="utf-8")
+    return hf_tokenizer(folder / "tokenizer.json")
+
+
+def test_a_corpus_streamed_in_blocks_gives_the_ids_of_the_whole_text(monkeypatch, data_dir, tmp_path):
+    monkeypatch.setattr(reading, "BLOCK", 4099)  # blocks end inside lines and inside characters
+    shakespeare = (data_dir / "tinyshakespeare.txt").read_text(encoding="utf-8")[:150_000]
+    text = shakespeare + "naïve café ☕ 日本語, «quoted».\n" * 300 + "CRLF line.\r\nend  \n\nlast"
+    path = tmp_path / "corpus.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())  # a byte-order mark, dropped as read_utf8 drops it
+    for tokenizer in (GPT2Tokenizer(), _hf_bytelevel(tmp_path / "bpe", shakespeare[:20_000], 400),
+                      CharTokenizer.from_text(text)):
+        tokens = token_stream([str(path)], tokenizer)
+        assert isinstance(tokens, np.memmap) and tokens.tolist() == tokenizer.encode(text), tokenizer.name
+
+
+def test_the_token_cache_is_reused_until_a_file_or_the_tokenizer_changes(tmp_path):
+    class Refusing(CharTokenizer):  # the same description, so the same cache entry; it must not be asked
+        def encode(self, text: str) -> list[int]:
+            raise AssertionError("tokenized again")
+
+    path = tmp_path / "t.txt"
+    path.write_text("abc\nabd\n")
+    assert token_stream([str(path)], CharTokenizer("\nabcd")).tolist() == [1, 2, 3, 0, 1, 2, 4, 0]
+    assert token_stream([str(path)], Refusing("\nabcd")).tolist() == [1, 2, 3, 0, 1, 2, 4, 0]
+    path.write_text("abc\nabc\n")  # the file changed
+    assert token_stream([str(path)], CharTokenizer("\nabcd")).tolist() == [1, 2, 3, 0, 1, 2, 3, 0]
+    assert token_stream([str(path)], CharTokenizer("dcba\n")).tolist() == [3, 2, 1, 4, 3, 2, 1, 4]  # another one
+    text = "the quick brown fox jumps over the lazy dog\n" * 20
+    path.write_text(text)
+    first = _hf_bytelevel(tmp_path / "hf", text, 300)  # a tokenizer.json edited in place: same path, new ids
+    assert token_stream([str(path)], first).tolist() == first.encode(text)
+    second = _hf_bytelevel(tmp_path / "hf", text, 270)
+    assert token_stream([str(path)], second).tolist() == second.encode(text) != first.encode(text)

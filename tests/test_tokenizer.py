@@ -192,8 +192,8 @@ def test_get_tokenizer_by_name(gpt2: GPT2Tokenizer) -> None:
 
 
 def test_unknown_description_is_a_readable_error() -> None:
-    with pytest.raises(ValueError, match=r"unknown tokenizer description \{'type': 'sentencepiece'\}"):
-        tokenizer_from_dict({"type": "sentencepiece"})
+    with pytest.raises(ValueError, match=r"unknown tokenizer description \{'type': 'wordpiece'\}"):
+        tokenizer_from_dict({"type": "wordpiece"})
     with pytest.raises(ValueError, match="needs a non-empty 'chars' string, got None"):
         tokenizer_from_dict({"type": "char"})
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from gptlab.checkpoint.book_pth import load_book_pth
+from gptlab.checkpoint.fingerprint import check_lora_base
 from gptlab.checkpoint.gguf import load_gguf
 from gptlab.checkpoint.hf import download_from_hub, load_hf_folder
 from gptlab.checkpoint.meta import CheckpointMeta
@@ -64,7 +65,7 @@ def load_model(
         quantize_model(loaded.model.to(device), quantization)  # from the full-precision weights
         loaded.meta = dataclasses.replace(loaded.meta, quantization=quantization)
         loaded.description += f", quantized to {quantization.scheme}"
-    elif quantization is not None and quantization != saved:
+    elif quantization is not None and saved is not None and quantization != saved:
         raise ValueError(f"{spec} is already quantized ({saved.scheme}); load it without --quantize, "
                          "or quantize the float model it came from")
     dtype = dtype or (torch.bfloat16 if loaded.meta.quantization is not None else torch.float32)
@@ -166,4 +167,5 @@ def _lora_base(path: Path, dtype: torch.dtype, chain: tuple[Path, ...]) -> dict[
         loop = " -> ".join(map(str, (*chain, checkpoint_of(base).resolve())))
         raise ValueError(f"{path / 'config.json'}: the LoRA base chain loops ({loop}); set \"lora\": "
                          "{\"base\": ...} to the model the adapters were trained on")
+    check_lora_base(lora, path / "config.json")
     return state_to_save(_resolve(lora.base, dtype, 0, chain).model)

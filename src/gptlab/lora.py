@@ -33,6 +33,7 @@ class LoRASettings:
     alpha: float = setting("with --train-layers lora: the adapters' update is scaled by alpha / rank", 16.0)
     targets: tuple[str, ...] = setting("projections that get adapters", DEFAULT_TARGETS, flag=False)
     base: str | None = setting("the exact base checkpoint (set when saved)", None, flag=False)
+    base_sha256: str | None = setting("the sha256 of the base's weight files (set when saved)", None, flag=False)
 
     def __post_init__(self) -> None:
         if self.rank < 1:

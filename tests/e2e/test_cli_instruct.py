@@ -12,6 +12,7 @@ from pathlib import Path
 import pexpect
 
 from gptlab.evaluation.metrics import read_metrics
+from gptlab.files import sha256_of
 
 BIN = Path(sys.executable).parent
 
@@ -120,7 +121,8 @@ def test_lora_fine_tune_saves_a_merged_model_that_answers_as_in_training(overfit
     assert evals[-1]["val_loss"] < evals[0]["val_loss"]
     assert json.loads((run / "checkpoints" / "best" / "config.json").read_text())["lora"] == \
         {"rank": 16, "alpha": 32.0, "targets": ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"],
-         "base": str(base / "checkpoints" / "best")}
+         "base": str(base / "checkpoints" / "best"),
+         "base_sha256": sha256_of(base / "checkpoints" / "best" / "model.safetensors")}
     again = gptlab("respond", "--model", str(run), "--data", str(data), "--out", str(tmp_path / "again.json"))
     assert again.returncode == 0, again.stderr
     in_run = json.loads((run / "instruction-data-with-response.json").read_text())

@@ -16,6 +16,8 @@ from gptlab.lora import LoRASettings
 from gptlab.quantize import Quantization
 from gptlab.tokenizer.chat_template import ChatTemplate
 
+LORA_RECORD = ("rank", "alpha", "targets", "base")  # what a "lora" entry needs (base_sha256 came later)
+
 
 @dataclass
 class CheckpointMeta:
@@ -50,7 +52,7 @@ class CheckpointMeta:
         values = {k: v for k, v in data.items() if k in known}
         lora = values.get("lora")
         if isinstance(lora, dict):
-            missing = [f.name for f in dataclasses.fields(LoRASettings) if f.name not in lora]
+            missing = [name for name in LORA_RECORD if name not in lora]
             if missing:
                 raise ValueError(f"{where}: the \"lora\" entry has no {', '.join(map(repr, missing))} (a LoRA "
                                  "checkpoint records rank, alpha, targets and the base model its adapters belong to)")

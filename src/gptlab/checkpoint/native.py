@@ -24,6 +24,7 @@ from gptlab.files import read_json
 from gptlab.lora import apply_lora, is_lora_key, lora_state_dict, merge_lora
 from gptlab.model import GPT
 from gptlab.tokenizer import Tokenizer, tokenizer_from_dict
+from gptlab.tokenizer.embedded import embedded
 
 FORMAT = "gptlab"
 FORMAT_VERSION = 1
@@ -41,7 +42,8 @@ def save_checkpoint(
 def write_model_files(
     model: GPT, tokenizer: Tokenizer, folder: Path, meta: CheckpointMeta | None = None, trained_only: bool = False
 ) -> None:
-    """`model.safetensors` + `config.json` (model config, tokenizer, `meta`) into `folder`.
+    """`model.safetensors` + `config.json` (model config, tokenizer, `meta`) into `folder`, and the files of
+    a tokenizer read from a model file (its `tokenizer.json`), so the folder loads without that file.
 
     `trained_only` writes just the parameters that train (LoRA adapters, a new head): the rest
     is the base model that `meta.lora.base` names, loaded again when this one is.
@@ -50,14 +52,17 @@ def write_model_files(
     if trained_only:
         state = {name: state[name] for name, param in model.named_parameters() if param.requires_grad}
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    meta = {
+    description, files = embedded(tokenizer)
+    for name, text in files.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    config = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "model": model.config.to_dict(),
-        "tokenizer": tokenizer.to_dict(),
+        "tokenizer": description,
         **(meta or CheckpointMeta()).to_dict(),
     }
-    (folder / "config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
 def write_folder_atomically(folder: Path, write: Callable[[Path], None]) -> None:
@@ -162,7 +167,7 @@ def load_checkpoint(
     meta, record = read_checkpoint_config(folder)
     config = GPTConfig.from_dict(meta.get("model"), f"{folder / 'config.json'}, model")
     try:
-        tokenizer = tokenizer_from_dict(meta["tokenizer"])
+        tokenizer = tokenizer_from_dict(meta["tokenizer"], folder)
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{folder / 'config.json'}: invalid gptlab checkpoint config ({err})") from err
     weights = folder / "model.safetensors"

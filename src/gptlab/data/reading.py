@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import codecs
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+BLOCK = 1 << 22  # bytes read at a time by `utf8_blocks`
 
 
 def read_utf8(path: Path, name: str | None = None) -> str:
@@ -17,6 +21,28 @@ def read_utf8(path: Path, name: str | None = None) -> str:
         line = data[: err.start].count(b"\n") + 1
         raise ValueError(f"{name or path}:{line}: not UTF-8 text (byte {err.start}: {err.reason}); "
                          "re-save the file as UTF-8") from None
+
+
+def utf8_blocks(path: Path) -> Iterator[str]:
+    """The file's text as `read_utf8` reads it, `BLOCK` bytes at a time, so a large corpus is never whole
+    in memory; a character split between two reads comes whole in the later block."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    lines = 0  # line breaks in the blocks before, for the error's line number
+    with path.open("rb") as file:
+        while True:
+            data = file.read(BLOCK)
+            try:
+                text = decoder.decode(data, final=not data)
+            except UnicodeDecodeError as err:  # err.object: what the decoder held back, then `data`
+                line = lines + err.object[: err.start].count(b"\n") + 1
+                at = file.tell() - len(err.object) + err.start
+                raise ValueError(f"{path}:{line}: not UTF-8 text (byte {at}: {err.reason}); "
+                                 "re-save the file as UTF-8") from None
+            lines += data.count(b"\n")
+            if text:
+                yield text
+            if not data:
+                return
 
 
 def jsonl_rows(name: str, text: str) -> list[tuple[int, Any]]:

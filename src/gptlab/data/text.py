@@ -7,9 +7,11 @@ needs nothing but the step number.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
+import socket
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +20,11 @@ import torch
 from torch import Tensor
 
 from gptlab.data.order import EpochOrder
-from gptlab.data.reading import read_utf8
-from gptlab.files import REGISTRY, cache_dir, fetch
-from gptlab.tokenizer import Tokenizer
+from gptlab.data.reading import utf8_blocks
+from gptlab.files import REGISTRY, cache_dir, fetch, sha256_of
+from gptlab.tokenizer import Tokenizer, cuts_at_lines
+from gptlab.tokenizer.chunks import last_line_start
+from gptlab.tokenizer.embedded import fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -39,34 +43,73 @@ def resolve_text(source: str) -> Path:
 
 
 def token_stream(sources: list[str], tokenizer: Tokenizer) -> np.ndarray:
-    """All sources tokenized and joined (EOS between documents when the tokenizer has one).
+    """All sources tokenized and joined (EOS after each document when there are several and the
+    tokenizer has one), as a read-only memmap of uint16/uint32 ids.
 
-    Cached as a uint16/uint32 memmap keyed by the texts' content and the tokenizer, so large
-    corpora are tokenized once.
+    The ids are cached in a file keyed by the texts' bytes and the tokenizer (`fingerprint`), so a
+    corpus is tokenized once and later runs map it in at no cost. Under `torchrun` the first process
+    of each machine tokenizes and the others wait for its file.
     """
     paths = [resolve_text(s) for s in sources]
-    key = hashlib.sha256(json.dumps(tokenizer.to_dict(), sort_keys=True).encode())
+    key = hashlib.sha256(fingerprint(tokenizer).encode())
     for path in paths:
-        key.update(hashlib.sha256(path.read_bytes()).digest())
-    dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
-    cached = cache_dir() / "tokens" / f"{key.hexdigest()[:24]}.{np.dtype(dtype).name}"
-    if cached.is_file():
-        return np.memmap(cached, dtype=dtype, mode="r")
-    ids: list[int] = []
-    for path in paths:
-        text = read_utf8(path)
-        if not text:
-            raise ValueError(f"{path}: the file is empty; give a text file with something to read")
-        ids.extend(tokenizer.encode(text))
-        if tokenizer.eos_id is not None and len(paths) > 1:
-            ids.append(tokenizer.eos_id)
-    array = np.asarray(ids, dtype=dtype)
+        key.update(bytes.fromhex(sha256_of(path)))
+    dtype = np.dtype(np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32)
+    cached = cache_dir() / "tokens" / f"{key.hexdigest()[:24]}.{dtype.name}"
+    if not cached.is_file():
+        if os.environ.get("LOCAL_RANK", "0") == "0":
+            count = _write_tokens(paths, tokenizer, dtype, cached)
+            log.info("tokenized %s: %d tokens (cached in %s)", ", ".join(sources), count, cached)
+        else:
+            _wait_for(cached)
+    if cached.stat().st_size == 0:
+        raise ValueError(f"{', '.join(sources)}: no tokens (the {tokenizer.name} tokenizer drops every character)")
+    return np.memmap(cached, dtype=dtype, mode="r")
+
+
+def _write_tokens(paths: list[Path], tokenizer: Tokenizer, dtype: np.dtype, cached: Path) -> int:
+    """Tokenize the files a piece at a time into `cached` (written aside, then renamed into place,
+    so a reader never sees half a file); returns the number of tokens. Memory holds one piece's ids."""
     cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(f".tmp-{os.getpid()}")
-    array.tofile(tmp)
-    os.replace(tmp, cached)
-    log.info("tokenized %s: %d tokens (cached in %s)", ", ".join(sources), len(array), cached)
-    return array
+    tmp = cached.with_name(f"{cached.name}.tmp-{socket.gethostname()}-{os.getpid()}")
+    count = 0
+    try:
+        with tmp.open("wb") as out:
+            for path in paths:
+                for piece in _pieces(path, cuts_at_lines(tokenizer)):
+                    ids = np.asarray(tokenizer.encode(piece), dtype=dtype)
+                    ids.tofile(out)
+                    count += len(ids)
+                if tokenizer.eos_id is not None and len(paths) > 1:
+                    np.asarray([tokenizer.eos_id], dtype=dtype).tofile(out)
+                    count += 1
+        os.replace(tmp, cached)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return count
+
+
+def _pieces(path: Path, at_lines: bool) -> Iterator[str]:
+    """The file's text in pieces that encode to the ids of the whole: cut at line starts when the tokenizer
+    allows it (`cuts_at_lines`), else the whole text at once."""
+    rest = ""
+    for block in utf8_blocks(path):
+        text = rest + block
+        cut = last_line_start(text, len(rest) - 1) if at_lines else 0
+        if cut:
+            yield text[:cut]
+        rest = text[cut:]
+    if not rest:  # no text at all (a cut always leaves some text after it)
+        raise ValueError(f"{path}: the file is empty; give a text file with something to read")
+    yield rest
+
+
+def _wait_for(cached: Path) -> None:
+    """Wait for the first process on this machine to write the token cache (torchrun ends every worker
+    if that one fails, so the wait cannot outlive it)."""
+    log.info("waiting for local rank 0 to tokenize the data into %s", cached)
+    while not cached.is_file():
+        time.sleep(0.2)
 
 
 @dataclass

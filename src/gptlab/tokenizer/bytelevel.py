@@ -185,20 +185,21 @@ def gguf_tokenizer(description: Mapping[str, Any],
     return ByteLevelBPE(vocabulary, pre_tokenizer(vocabulary.pre_tokenizer, str(path)), dict(description))
 
 
-def hf_tokenizer(path: Path) -> ByteLevelBPE | SentencePieceBPE:
+def hf_tokenizer(path: Path, name: str | None = None) -> ByteLevelBPE | SentencePieceBPE:
     """The tokenizer of a Hugging Face folder, of the kind its `tokenizer.json` is (byte-level or
-    SentencePiece-style BPE), with the begin and end ids the folder names."""
+    SentencePiece-style BPE), with the begin and end ids the folder names; `name` (for messages)
+    defaults to the folder's."""
     data = read_json(path)
     model = data["model"] if isinstance(data.get("model"), dict) else {}
     if model.get("type") != "BPE":
         raise ValueError(f"{path}: tokenizer model {model.get('type')!r} is not supported; gptlab reads {KINDS}")
     if is_sentencepiece(data):
-        return hf_sentencepiece(path, data)
+        return hf_sentencepiece(path, data, name)
     ids = token_ids(path, data)
     by_id = {i: token for token, i in ids.items()}
     bos_id, adds_bos = begin_token(path, data, ids)
     vocabulary = Vocabulary(
-        name=path.parent.name, tokens=[by_id[i] for i in range(len(ids))],
+        name=name or path.parent.name, tokens=[by_id[i] for i in range(len(ids))],
         merges=[m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])],
         special_ids=sorted(token["id"] for token in data.get("added_tokens") or []),
         eos_id=special_id(path.parent, ids, "eos"), pre_tokenizer=data.get("pre_tokenizer"), bos_id=bos_id,

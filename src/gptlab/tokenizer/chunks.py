@@ -26,3 +26,13 @@ def safe_pieces(text: str, limit: int = MAX_CHARS) -> Iterator[str]:
         yield text[start:cut]
         start = cut
     yield text[start:]
+
+
+def last_line_start(text: str, start: int = 0) -> int:
+    """The last place in `text` where a line starts after a line break at `start` or later that has a
+    character other than white space on both sides (where `cuts_at_lines` tokenizers may be cut); 0 if none."""
+    at = len(text) - 1
+    while (at := text.rfind("\n", max(start, 1), at)) > 0:
+        if not text[at - 1].isspace() and not text[at + 1].isspace():
+            return at + 1
+    return 0

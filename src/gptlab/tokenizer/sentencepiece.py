@@ -11,6 +11,7 @@ new piece merges with a heap (`bpe.merge_pairs`), so a long text with no spaces 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -42,6 +43,17 @@ class SentencePieceVocabulary:
     eos_id: int | None  # the id that ends a turn or a document
     bos_id: int | None  # the id that begins a document
     adds_bos: bool  # the file's post-processor puts bos_id before every text (generation should too)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The vocabulary whole, as JSON values: a checkpoint keeps it so. A `tokenizer.json` cannot hold a GGUF
+        vocabulary exactly: its merges have ranks only, where a GGUF's pairs that make tokens of equal score
+        tie, and a tie goes to the leftmost pair in the text."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str) -> SentencePieceVocabulary:
+        """The vocabulary `to_dict` described, read from the file `source`."""
+        return cls(**{**data, "source": source, "merges": [tuple(merge) for merge in data["merges"]]})
 
 
 class SentencePieceBPE:

@@ -33,7 +33,7 @@ def _step_types(spec: Any) -> set[Any]:
     return {spec.get("type")}.union(*map(_step_types, inner))
 
 
-def hf_sentencepiece(path: Path, data: Mapping[str, Any]) -> SentencePieceBPE:
+def hf_sentencepiece(path: Path, data: Mapping[str, Any], name: str | None = None) -> SentencePieceBPE:
     """A SentencePiece-style tokenizer.json, with the begin and end ids its folder names."""
     model = data["model"]
     for key in ("continuing_subword_prefix", "end_of_word_suffix", "dropout"):
@@ -43,7 +43,7 @@ def hf_sentencepiece(path: Path, data: Mapping[str, Any]) -> SentencePieceBPE:
     by_id = {i: token for token, i in ids.items()}
     bos_id, adds_bos = begin_token(path, data, ids)
     vocabulary = SentencePieceVocabulary(
-        name=path.parent.name, source=str(path), tokens=[by_id[i] for i in range(len(by_id))],
+        name=name or path.parent.name, source=str(path), tokens=[by_id[i] for i in range(len(by_id))],
         vocab=dict(model.get("vocab", {})),
         merges=[(*_merge_pair(merge, rank, path), rank) for rank, merge in enumerate(model.get("merges", []))],
         added=list(data.get("added_tokens") or []), unk=model.get("unk_token"),

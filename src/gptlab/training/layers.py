@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from gptlab.checkpoint.fingerprint import weights_digest
 from gptlab.loading import checkpoint_of
 from gptlab.lora import LoRASettings, apply_lora
 from gptlab.model import GPT
@@ -44,7 +45,9 @@ def choose_trainable(model: GPT, train_layers: str, lora: LoRASettings | None = 
 def pinned_to_base(lora: LoRASettings | None, base: str) -> LoRASettings | None:
     """What a LoRA run's checkpoints record: the adapters' settings and the base to load them onto;
     None without LoRA. A folder is recorded as the absolute path of the very checkpoint used (a
-    run's `best/` now), so the checkpoint loads from anywhere."""
+    run's `best/` now), so the checkpoint loads from anywhere, with its weights' sha256, so it never
+    loads onto whatever that path holds later."""
     if lora is None:
         return None
-    return dataclasses.replace(lora, base=str(checkpoint_of(Path(base).resolve())) if Path(base).exists() else base)
+    pinned = str(checkpoint_of(Path(base).resolve())) if Path(base).exists() else base
+    return dataclasses.replace(lora, base=pinned, base_sha256=weights_digest(pinned))

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from gptlab.checkpoint.meta import CheckpointMeta
-from gptlab.data.reading import read_utf8
+from gptlab.data.reading import utf8_blocks
 from gptlab.data.text import resolve_text, token_stream
 from gptlab.fields import setting
 from gptlab.loading import load_model
@@ -52,9 +52,15 @@ class PretrainConfig(RunConfig, task="pretrain"):
 
 
 def build_tokenizer(spec: str, sources: list[str]) -> Tokenizer:
-    """A tokenizer by name or path (`get_tokenizer`); char takes its alphabet from the training texts."""
-    text = "".join(read_utf8(resolve_text(s)) for s in sources) if spec == "char" else None
-    return get_tokenizer(spec, text)
+    """A tokenizer by name or path (`get_tokenizer`); char takes its alphabet from the training texts,
+    read a block at a time (a large corpus is never whole in memory)."""
+    if spec != "char":
+        return get_tokenizer(spec)
+    chars: set[str] = set()
+    for source in sources:
+        for block in utf8_blocks(resolve_text(source)):
+            chars.update(block)
+    return get_tokenizer(spec, "".join(chars))
 
 
 def build_model(config: PretrainConfig, seed: int) -> tuple[GPT, Tokenizer]:
@@ -77,7 +83,7 @@ def run(config: PretrainConfig, resume: bool = False, on_event: OnEvent | None =
     if resume:
         saved = Path(config.out) / "checkpoints" / "last" / "config.json"
         if saved.is_file():  # a char vocabulary must come from the run, not be rebuilt
-            tokenizer = tokenizer_from_dict(json.loads(saved.read_text())["tokenizer"])
+            tokenizer = tokenizer_from_dict(json.loads(saved.read_text())["tokenizer"], saved.parent)
     log.info("pretraining %s (%.2fM parameters)", config.model, model.num_parameters() / 1e6)
     task, settings = language_model_task(
         model, tokenizer, token_stream(config.data, tokenizer), config.train, CheckpointMeta(run=config.to_dict()),
