@@ -8,17 +8,23 @@ does not fail it.
 
 from __future__ import annotations
 
+import gzip
+import http.client
 import json
+import random
 import re
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
+import psutil
 import pytest
 
 from e2e.servers import Server, start_server
 
 TIMEOUT = 30  # seconds any socket read may wait: a hang fails the test instead of stalling the suite
+RSS_GROWTH_BOUND = 16 << 20  # bytes the server may grow over 256 requests after a warm-up (measured: ~1 MB)
 
 
 @pytest.fixture(scope="module")
@@ -228,3 +234,151 @@ def test_a_request_over_the_wall_clock_limit_is_stopped(tmp_path):
         assert b"data: [DONE]" not in reply
     finally:
         assert limited.stop() == 0
+
+
+def test_heads_never_finished_lose_their_socket_at_the_head_timeout(server):
+    """The head timeout (2 s here) runs from connect until the head is whole: a request line without its
+    version, headers without their blank line, half a request line, and a head trickled a byte at a time
+    are all closed unanswered (the old server held the first open for over 60 s)."""
+    unfinished = [b"GET /health\r\n", b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n", b"GET /hea"]
+    sockets = [socket.create_connection(address(server), timeout=10) for _ in unfinished]
+    try:
+        for sock, raw in zip(sockets, unfinished, strict=True):
+            sock.sendall(raw)
+        trickled = socket.create_connection(address(server), timeout=10)
+        sockets.append(trickled)
+        with pytest.raises(OSError):  # reset once the server has closed it; 20 s of bytes if it never does
+            for byte in b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 200:
+                trickled.sendall(bytes([byte]))
+                time.sleep(0.1)
+        assert [sock.recv(65536) for sock in sockets[:-1]] == [b""] * len(unfinished)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_a_body_framed_two_ways_is_a_400_and_the_connection_closes(server):
+    """Content-Length beside Transfer-Encoding (request smuggling): one 400, and the request pipelined
+    behind it is never answered."""
+    body = b'{"prompt": "a", "max_tokens": 1}'
+    raw = (b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+           b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+           + f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+           + b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    with socket.create_connection(address(server), timeout=10) as sock:
+        sock.sendall(raw)
+        reply = b""
+        while chunk := sock.recv(65536):  # a kept connection would time out here (10 s)
+            reply += chunk
+    head, _, rest = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and reply.count(b"HTTP/1.1 ") == 1
+    assert "Content-Length and Transfer-Encoding" in json.loads(rest)["error"]["message"]
+
+
+def test_a_compressed_body_is_a_415(server):
+    body = gzip.compress(CHAT)
+    status, answer, _ = exchange(server, request("POST", "/v1/chat/completions", body,
+                                                 {**JSON, "Content-Encoding": "gzip"}))
+    assert status == 415 and answer["error"]["code"] == "unsupported_content_encoding"
+    assert "uncompressed" in answer["error"]["message"]
+
+
+@pytest.mark.parametrize(("path", "body", "param"), [
+    ("/v1/completions", '{"prompt": "ab\\ud83dc"}', "prompt"),
+    ("/v1/completions", '{"prompt": ["ab\\ud83dc"]}', "prompt[0]"),
+    ("/v1/completions", '{"prompt": "a", "stop": ["ab\\ud83dc"]}', "stop[0]"),
+    ("/v1/completions", '{"prompt": "a", "model": "ab\\ud83dc"}', "model"),
+    ("/v1/chat/completions", '{"messages": [{"role": "user", "content": "ab\\ud83dc"}]}', "messages[0].content"),
+    ("/v1/chat/completions", '{"messages": [{"role": "user", "content": [{"type": "text", "text": "ab\\udc00c"}]}]}',
+     "messages[0].content[0].text"),
+    ("/v1/classify", '{"input": ["fine", "ab\\ud83dc"]}', "input[1]"),
+])
+def test_a_lone_surrogate_is_refused_in_every_text_field_the_same_way(server, path, body, param):
+    status, answer, _ = exchange(server, request("POST", path, body.encode(), JSON))
+    assert status == 400 and answer["error"]["param"] == param, answer
+    assert re.search(r"lone surrogate U\+D[0-9A-F]{3} at character 2;", answer["error"]["message"])
+
+
+@pytest.mark.parametrize("raw", [request("GET", "/health"), request("GET", "/v1/models"), request("GET", "/nowhere"),
+                                 request("POST", "/v1/completions", b"{", JSON), b"GET /\x01 HTTP/1.1\r\n\r\n"])
+def test_api_answers_carry_the_security_headers(server, raw):
+    """JSON answers (and the 400 for malformed HTTP) may not be rendered, framed or sniffed by a browser."""
+    _, _, head = exchange(server, raw)
+    headers = head.lower()
+    assert b"\r\ncontent-security-policy: default-src 'none'; frame-ancestors 'none'" in headers
+    for line in (b"x-frame-options: deny", b"x-content-type-options: nosniff", b"referrer-policy: no-referrer"):
+        assert b"\r\n" + line + b"\r\n" in headers + b"\r\n", line
+
+
+def test_the_pages_allow_only_their_own_inline_code(server):
+    """The chat page runs its one inline script and style by hash; /docs adds Swagger UI's CDN."""
+    policies = {}
+    for path in ("/", "/docs"):
+        status, _, head = exchange(server, request("GET", path))
+        assert status == 200 and b"\r\nx-frame-options: DENY" in head
+        policies[path] = re.search(rb"\r\ncontent-security-policy: ([^\r]+)", head, re.IGNORECASE).group(1).decode()
+    assert re.fullmatch(r"default-src 'none'; script-src 'sha256-[A-Za-z0-9+/]{43}='; style-src 'sha256-[A-Za-z0-9+/]"
+                        r"{43}='; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+                        policies["/"]), policies["/"]
+    docs = policies["/docs"]
+    assert "script-src https://cdn.jsdelivr.net 'sha256-" in docs and "unsafe-eval" not in docs
+
+
+def connect(server: Server) -> http.client.HTTPConnection:
+    return http.client.HTTPConnection(*address(server), timeout=TIMEOUT)
+
+
+def one_client_action(server: Server, action: int) -> int | None:
+    """One of six things a client does; the status it got (None: it left before an answer)."""
+    connection = connect(server)
+    try:
+        if action == 0:
+            connection.request("GET", "/v1/models")
+        elif action in (1, 2, 3):
+            chat = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 12, "stream": action != 1}
+            connection.request("POST", "/v1/chat/completions", json.dumps(chat), {"Content-Type": "application/json"})
+        else:  # a long answer whose client leaves (5) is cancelled; a short one is waited for
+            body = json.dumps({"prompt": "Hello", "max_tokens": 100 if action == 5 else 16}).encode()
+            connection.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
+        if action == 5:  # gone before the answer
+            return None
+        response = connection.getresponse()
+        if action == 3:  # gone after the first chunk
+            response.readline()
+            return response.status
+        received = response.read()
+        assert action != 2 or received.endswith(b"data: [DONE]\n\n"), received[-200:]
+        return response.status
+    finally:
+        connection.close()
+
+
+def gauges(server: Server) -> dict[str, float]:
+    connection = connect(server)
+    connection.request("GET", "/metrics")
+    text = connection.getresponse().read().decode()
+    connection.close()
+    return {name: float(value) for name, value in re.findall(r"^(gptlab_queue_depth|gptlab_running_batch_size) (\S+)$",
+                                                            text, re.MULTILINE)}
+
+
+def test_a_soak_with_clients_leaving_mid_answer_leaves_no_5xx_no_load_and_flat_memory(server):
+    """320 requests from 8 clients at once, a third of them gone mid-answer or before it (the probe's
+    1,500-request soak, bounded)."""
+    rng = random.Random(0)
+    actions = [rng.randrange(6) for _ in range(320)]
+    with ThreadPoolExecutor(8) as clients:
+        warm = list(clients.map(lambda action: one_client_action(server, action), actions[:64]))
+        before = psutil.Process(server.process.pid).memory_info().rss
+        soaked = list(clients.map(lambda action: one_client_action(server, action), actions[64:]))
+    statuses = [status for status in warm + soaked if status is not None]
+    assert len(statuses) > 200 and all(status < 500 for status in statuses), sorted(set(statuses))
+    grown = psutil.Process(server.process.pid).memory_info().rss - before
+    assert grown < RSS_GROWTH_BOUND, f"the server grew {grown / 2**20:.1f} MB over 256 requests"
+    idle = {"gptlab_queue_depth": 0, "gptlab_running_batch_size": 0}
+    for _ in range(100):  # the engine frees an abandoned row at its next step
+        if gauges(server) == idle:
+            break
+        time.sleep(0.1)
+    assert gauges(server) == idle
+    assert "Traceback" not in server.log.read_text()

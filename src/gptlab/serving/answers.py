@@ -2,7 +2,8 @@
 
 Readers wait for the engine's tokens in worker threads, one step at a time, so the event loop keeps
 answering other sockets. A client that leaves, streaming or not, cancels its completions: the
-engine frees their rows at the next step.
+engine frees their rows at the next step. A completion the server itself cancels (it is shutting down
+and will not wait) ends in a 503: an error event as a stream's last, else the whole answer's status.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from gptlab.serving.api import (
     chat_logprobs,
     completion_logprobs,
 )
-from gptlab.serving.guards import ClientGone, Protection, printable
+from gptlab.serving.guards import ClientGone, Protection, Scope, printable, stream_failed
 from gptlab.serving.metrics import Metrics
 from gptlab.serving.service import Answer, ModelService
 
@@ -66,9 +67,11 @@ class Answers:
                        self.service, request, answer)
         self.metrics.prompt_tokens.inc(len(answer.prompt_ids))
         if request.stream:
-            return StreamingResponse(self._events(shape), media_type="text/event-stream",
+            return StreamingResponse(self._events(shape, http.scope), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "Connection": "close"})
         texts = await _until_gone(asyncio.gather(*(self._text(c) for c in answer.choices)), http)
+        if any(completion.finish_reason == "cancelled" for completion in answer.choices):
+            raise _stopped()
         return JSONResponse(shape.whole(texts).model_dump())
 
     async def _text(self, completion: TextCompletion) -> str:
@@ -92,9 +95,9 @@ class Answers:
             if first is not None and len(completion.ids) > 1:
                 self.metrics.time_per_token.observe((time.monotonic() - first) / (len(completion.ids) - 1))
 
-    async def _events(self, shape: _Shape) -> AsyncIterator[bytes]:
+    async def _events(self, shape: _Shape, scope: Scope) -> AsyncIterator[bytes]:
         """Server-sent events: per choice (chat: a role chunk; an echoed prompt) a chunk per piece, then
-        its finish reason; usage if asked; [DONE]."""
+        its finish reason; usage if asked; [DONE]. An error after the 200 is the last event instead."""
         try:
             for index, completion in enumerate(shape.answer.choices):
                 for chunk in shape.opening(index):
@@ -103,15 +106,31 @@ class Answers:
                 async for piece in self._pieces(completion):
                     yield _event(shape.chunk(index, piece, completion.logprobs[seen:], offset=offset))
                     seen, offset = len(completion.logprobs), offset + len(piece)
+                if completion.finish_reason == "cancelled":
+                    raise _stopped()
                 yield _event(shape.chunk(index, None, [], completion.finish_reason))
             if shape.request.include_usage:
                 last = shape.chunk(0, None, [])
                 yield _event(last.model_copy(update={"choices": [], "usage": shape.usage()}))
             yield b"data: [DONE]\n\n"
+        except APIError as err:
+            stream_failed(scope, err)
+            yield _error_event(err)
         except Exception as err:  # noqa: BLE001 (the status line is sent: report in the stream)
             log.exception("error while streaming")
-            yield b"data: " + json.dumps(APIError(500, f"internal error: {err}", kind="server_error").body()).encode() \
-                + b"\n\n"
+            failure = APIError(500, f"internal error: {err}", kind="server_error")
+            stream_failed(scope, failure)
+            yield _error_event(failure)
+
+
+def _stopped() -> APIError:
+    """A completion the server cancelled while its client still waited: the server is shutting down."""
+    return APIError(503, "the server is shutting down and stopped this answer before its end; send the request "
+                         "again", kind="server_error", code="server_shutdown")
+
+
+def _error_event(err: APIError) -> bytes:
+    return b"data: " + json.dumps(err.body()).encode() + b"\n\n"
 
 
 def _event(payload: BaseModel) -> bytes:

@@ -12,9 +12,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from gptlab.generation import MAX_TOP_LOGPROBS, TokenLogprob
+from gptlab.tokenizer.bpe import refuse_surrogates
 
 MAX_STOP_STRINGS = 4  # as in the OpenAI API
 MAX_CHOICES = 8  # `n`: completions per request, bounding the work one request asks for
@@ -27,6 +28,16 @@ UNSUPPORTED: dict[str, Any] = {
 
 Float = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 Int = Annotated[int, Field(strict=True)]
+
+
+def _whole_characters(text: str) -> str:
+    refuse_surrogates(text)
+    return text
+
+
+# Every text field of a request: JSON can spell a lone surrogate ("\ud83d" without its pair), which is
+# no character and has no UTF-8 bytes; each field refuses it by name and position, the same way.
+Text = Annotated[str, AfterValidator(_whole_characters)]
 
 
 class APIError(Exception):
@@ -56,13 +67,13 @@ class Sampling(BaseModel):
 
     model_config = ConfigDict(extra="ignore")  # fields clients add (user, metadata, store) change nothing
 
-    model: str | None = None
+    model: Text | None = None
     max_tokens: Annotated[int, Field(strict=True, ge=0)] | None = None
     temperature: Annotated[float, Field(strict=True, ge=0, le=2, allow_inf_nan=False)] | None = None
     top_p: Annotated[float, Field(strict=True, gt=0, le=1, allow_inf_nan=False)] | None = None
     top_k: Annotated[int, Field(strict=True, ge=1)] | None = None
     seed: Annotated[int, Field(strict=True, ge=0, le=2**63 - 1)] | None = None
-    stop: Annotated[str, Field(min_length=1)] | Annotated[list[Annotated[str, Field(min_length=1)]],
+    stop: Annotated[Text, Field(min_length=1)] | Annotated[list[Annotated[Text, Field(min_length=1)]],
                                                           Field(max_length=MAX_STOP_STRINGS)] | None = None
     stream: Annotated[bool, Field(strict=True)] = False
     stream_options: StreamOptions | None = None
@@ -90,7 +101,7 @@ class Sampling(BaseModel):
 class CompletionBody(Sampling):
     """`POST /v1/completions`."""
 
-    prompt: Annotated[str, Field(min_length=1)] | Annotated[list[Annotated[str, Field(min_length=1)]],
+    prompt: Annotated[Text, Field(min_length=1)] | Annotated[list[Annotated[Text, Field(min_length=1)]],
                                                             Field(min_length=1, max_length=1)]
     logprobs: Annotated[int, Field(strict=True, ge=0, le=MAX_TOP_LOGPROBS)] | None = None
     echo: Annotated[bool, Field(strict=True)] = False
@@ -98,12 +109,12 @@ class CompletionBody(Sampling):
 
 class TextPart(BaseModel):
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class Message(BaseModel):
     role: Literal["system", "developer", "user", "assistant"]  # "developer" is OpenAI's newer name for system
-    content: str | list[TextPart]
+    content: Text | list[TextPart]
 
     @field_validator("content", mode="before")
     @classmethod
@@ -135,7 +146,7 @@ class ChatBody(Sampling):
 class ClassifyBody(BaseModel):
     """`POST /v1/classify`: one text or a list of them."""
 
-    input: Annotated[str, Field(min_length=1)] | Annotated[list[Annotated[str, Field(min_length=1)]],
+    input: Annotated[Text, Field(min_length=1)] | Annotated[list[Annotated[Text, Field(min_length=1)]],
                                                            Field(min_length=1, max_length=MAX_CLASSIFY_INPUTS)]
 
     def texts(self) -> list[str]:

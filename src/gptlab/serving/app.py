@@ -14,6 +14,7 @@ import anyio
 from fastapi import FastAPI
 from fastapi import Request as HTTPRequest
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
@@ -37,6 +38,7 @@ from gptlab.serving.api import (
     refusal,
 )
 from gptlab.serving.guards import ASGIApp, ClientGone, Guard, Protection, printable
+from gptlab.serving.headers import chat_page_policy, swagger_policy
 from gptlab.serving.metrics import Load, Metrics
 from gptlab.serving.service import ModelService, ServerInfo
 
@@ -47,7 +49,7 @@ ROUTES = ("/", "/health", "/info", "/metrics", "/v1/models", "/v1/completions", 
 
 def make_app(service: ModelService, protection: Protection) -> ASGIApp:
     """The whole server as one ASGI app: FastAPI's routes inside the guard (and CORS, when asked for)."""
-    app = FastAPI(title="gptlab", version=__version__, redoc_url=None,
+    app = FastAPI(title="gptlab", version=__version__, redoc_url=None, docs_url=None,
                   description="An OpenAI-compatible API for a gptlab model. /docs loads Swagger UI from a CDN "
                               "(it needs internet); /openapi.json is served from here.")
     metrics = Metrics.create(lambda: _load(service))
@@ -64,9 +66,18 @@ def make_app(service: ModelService, protection: Protection) -> ASGIApp:
 
 
 def _add_routes(app: FastAPI, service: ModelService, answers: Answers, metrics: Metrics) -> None:
+    chat_page = resources.files("gptlab.serving").joinpath("static/index.html").read_text(encoding="utf-8")
+    chat_headers = {"Content-Security-Policy": chat_page_policy(chat_page)}
+    swagger = get_swagger_ui_html(openapi_url="/openapi.json", title="gptlab - Swagger UI").body.decode()
+    swagger_headers = {"Content-Security-Policy": swagger_policy(swagger)}
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
-        return HTMLResponse(resources.files("gptlab.serving").joinpath("static/index.html").read_bytes())
+        return HTMLResponse(chat_page, headers=chat_headers)
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(swagger, headers=swagger_headers)
 
     @app.get("/health")
     async def health() -> dict[str, str]:

@@ -1,5 +1,6 @@
-"""What every request passes before a route sees it: Host and Origin checks, the API key, a bounded
-body read, a wall-clock limit, and one log line.
+"""What every request passes before a route sees it: its framing and encoding, Host and Origin checks,
+the API key, a bounded body read, a wall-clock limit; what every answer carries: the security headers;
+and one log line per request.
 
 One plain ASGI middleware, so the order of the checks is the order of the lines below. A browser
 page on another site can reach a local server (DNS rebinding, simple cross-site POSTs); the Host and
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gptlab.serving.api import APIError
+from gptlab.serving.headers import API_POLICY, SECURITY_HEADERS
 from gptlab.serving.metrics import Metrics
 
 log = logging.getLogger("gptlab.serving")
@@ -26,6 +28,7 @@ LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 # Answered without the API key: load balancers probe /health; the chat page at / holds no secret, and a
 # browser cannot send a key with a page load: the page asks for the key and sends it with its API calls.
 PUBLIC_PATHS = ("/health", "/")
+STREAM_ERROR = "gptlab.stream_error"  # in a request's scope state: the error event that ended its stream
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -101,6 +104,7 @@ class Guard:
 
     def _check(self, scope: Scope) -> None:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        _check_framing(headers)
         host = headers.get("host", "")
         if not self.protection.host_allowed(host):
             raise APIError(403, f"Host {printable(host, 80)!r} is not served here; start the server with "
@@ -140,11 +144,34 @@ class Guard:
                            kind="timeout_error") from None
 
     def _record(self, scope: Scope, ident: str, status: int | None, seconds: float) -> None:
+        """The metric and log line count a stream that ended in an error event by that error's status
+        (its 200 went out first; `cut=` says so)."""
+        cut: APIError | None = scope["state"].get(STREAM_ERROR)
+        if cut is not None:
+            status = cut.status
         route = scope["path"] if scope["path"] in self.routes else "other"
         self.metrics.requests.labels(route, str(status)).inc()
         client = scope.get("client") or ("-", 0)
-        log.info("request id=%s client=%s method=%s path=%s status=%s seconds=%.3f", ident, client[0],
-                 printable(scope["method"], 20), printable(scope["path"], 200), status, seconds)
+        log.info("request id=%s client=%s method=%s path=%s status=%s seconds=%.3f%s", ident, client[0],
+                 printable(scope["method"], 20), printable(scope["path"], 200), status, seconds,
+                 f" cut={cut.code or cut.kind}" if cut is not None else "")
+
+
+def _check_framing(headers: dict[str, str]) -> None:
+    """A body framed two ways is how requests are smuggled past a proxy (RFC 9112 6.3: an error, and
+    the connection closed, as every refusal here closes it); a compressed body is refused rather than
+    inflated, since a few kilobytes of gzip can inflate past any body limit."""
+    if "transfer-encoding" in headers and "content-length" in headers:
+        raise APIError(400, "the request has both Content-Length and Transfer-Encoding; send one of them")
+    encoding = headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise APIError(415, f"Content-Encoding {printable(encoding, 40)!r} is not accepted; send the body "
+                            "uncompressed", code="unsupported_content_encoding")
+
+
+def stream_failed(scope: Scope, err: APIError) -> None:
+    """Record that a stream ended with `err` as its last event, for the request's log line and metric."""
+    scope["state"][STREAM_ERROR] = err
 
 
 class ClientGone(Exception):
@@ -152,7 +179,8 @@ class ClientGone(Exception):
 
 
 class _Reply:
-    """`send`, remembering the status and adding the request id; errors in OpenAI's shape."""
+    """`send`, remembering the status and adding the request id and the security headers (the API's
+    Content-Security-Policy unless a page brings its own); errors in OpenAI's shape."""
 
     def __init__(self, send: Send, ident: str) -> None:
         self._send, self.ident, self.status = send, ident, None
@@ -160,7 +188,10 @@ class _Reply:
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
-            message["headers"] = [*message.get("headers", []), (b"x-request-id", self.ident.encode())]
+            headers = list(message.get("headers", []))
+            if all(name.lower() != b"content-security-policy" for name, _ in headers):
+                headers.append((b"content-security-policy", API_POLICY.encode()))
+            message["headers"] = [*headers, *SECURITY_HEADERS, (b"x-request-id", self.ident.encode())]
         await self._send(message)
 
     async def error(self, err: APIError) -> None:

@@ -1,14 +1,18 @@
 """Run the app on uvicorn with the socket limits a server facing unknown clients needs.
 
-uvicorn times out idle keep-alive sockets but waits forever for a request's first line and headers;
-`_Protocol` starts that clock at connect, so a client trickling its headers loses its socket. uvicorn
-answers malformed HTTP with a plain-text 400; `_Protocol` answers in OpenAI's JSON error shape.
+uvicorn times out idle keep-alive sockets but, once a request's first byte arrives, waits forever for
+the rest of its line and headers; `_Protocol` keeps that clock running from connect until the head is
+whole, so a client that trickles, or never ends, its head loses the socket. uvicorn answers malformed
+HTTP with a plain-text 400; `_Protocol` answers in OpenAI's JSON error shape.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
@@ -17,12 +21,15 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from gptlab.engine import Engine
 from gptlab.serving.api import APIError
 from gptlab.serving.app import make_app
 from gptlab.serving.guards import Protection
+from gptlab.serving.headers import API_POLICY, SECURITY_HEADERS
 from gptlab.serving.service import ModelService
 
 log = logging.getLogger("gptlab.serving")
+CUT_GRACE = 10  # seconds answers cut at the drain timeout get to send their error event before uvicorn cancels
 
 
 @dataclass(frozen=True)
@@ -32,7 +39,7 @@ class Listening:
     host: str = "127.0.0.1"  # loopback: other machines reach it only through a proxy, or with --host 0.0.0.0
     port: int = 8000  # 0 picks a free port
     head_timeout: int = 10  # seconds for a request line and headers, and for an idle keep-alive socket
-    drain_timeout: int = 60  # seconds SIGTERM / Ctrl-C waits for answers in flight
+    drain_timeout: int = 60  # seconds SIGTERM / Ctrl-C waits for answers in flight before it cuts them
     backlog: int = 2048  # connections the OS queues before the server accepts them (bursts)
 
 
@@ -42,8 +49,8 @@ def serve(service: ModelService, protection: Protection, listening: Listening,
     config = uvicorn.Config(make_app(service, protection), host=listening.host, port=listening.port,
                             http=_Protocol, ws="none", lifespan="off", log_config=None, access_log=False,
                             timeout_keep_alive=listening.head_timeout, backlog=listening.backlog,
-                            timeout_graceful_shutdown=listening.drain_timeout, server_header=False)
-    server = _Server(config)
+                            timeout_graceful_shutdown=listening.drain_timeout + CUT_GRACE, server_header=False)
+    server = _Server(config, service.engine, listening.drain_timeout)
     sock = config.bind_socket()
     sock.listen(listening.backlog)  # clients that come before uvicorn's loop starts wait, not get refused
     host, port = sock.getsockname()[:2]
@@ -52,12 +59,38 @@ def serve(service: ModelService, protection: Protection, listening: Listening,
 
 
 class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, engine: Engine, drain_timeout: int) -> None:
+        super().__init__(config)
+        self.engine, self.drain_timeout, self.cutting = engine, drain_timeout, False
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         """SIGTERM or Ctrl-C: stop accepting, drain, return (uvicorn would re-raise the signal after
-        draining, turning a clean stop into a crash); a second one stops at once."""
-        if self.should_exit:
+        draining, turning a clean stop into a crash); a second one cuts the answers in flight; a third
+        stops at once."""
+        if self.cutting:
             self.force_exit = True
+        elif self.should_exit:
+            self.cut()
         self.should_exit = True
+
+    def cut(self) -> None:
+        """Cancel every completion in flight: each client gets a 503 (a stream, as its last event) and
+        its connection closes, which ends the drain. Left to uvicorn, the drain's end would cancel the
+        tasks: streams stopped mid-chunk, a traceback each, and logged as 200s."""
+        if not self.cutting:
+            self.cutting = True
+            stats = self.engine.stats()
+            log.warning("stopping the answers in flight (%d running, %d queued)", stats.running, stats.queued)
+            # on a thread: closing joins the engine's, and a signal handler must not block the event loop
+            threading.Thread(target=self.engine.close, kwargs={"drain": False}, name="gptlab-cut", daemon=True).start()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's drain, with the answers still in flight at the drain timeout cut as by a second signal."""
+        timer = asyncio.get_running_loop().call_later(self.drain_timeout, self.cut)
+        try:
+            await super().shutdown(sockets)
+        finally:
+            timer.cancel()
 
 
 class _Protocol(H11Protocol):
@@ -66,11 +99,16 @@ class _Protocol(H11Protocol):
         # the keep-alive timer closes the socket unless a request's head is complete in time
         self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
 
+    def data_received(self, data: bytes) -> None:
+        # uvicorn stops the timer at any byte; only a whole head (the request event in handle_events) stops it here
+        self.conn.receive_data(data)
+        self.handle_events()
+
     def send_400_response(self, msg: str) -> None:
         body = json.dumps(APIError(400, f"malformed HTTP request ({msg.rstrip('.')}); send HTTP/1.1 with "
                                         "ASCII headers and a decimal Content-Length").body()).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                   (b"connection", b"close")]
+                   (b"connection", b"close"), (b"content-security-policy", API_POLICY.encode()), *SECURITY_HEADERS]
         for event in (h11.Response(status_code=400, headers=headers), h11.Data(data=body), h11.EndOfMessage()):
             self.transport.write(self.conn.send(event))
         self.transport.close()
