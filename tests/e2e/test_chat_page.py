@@ -62,7 +62,8 @@ def chromium() -> webdriver.Chrome:
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                  "--window-size=1200,900"):
         options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # the network events: what was sent
+    # the network events (what was sent and received) and the console (where the page's CSP reports)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
     return webdriver.Chrome(options=options, service=ChromeService(executable_path=driver))
 
 
@@ -266,6 +267,75 @@ def test_markdown_answers_render_and_their_html_stays_text(page, tmp_path):
     assert clipboard == 'print("<b>hi</b>")\nif a < b and c > d: pass'
     page.driver.save_screenshot(str(tmp_path / "chat-page.png"))
     assert (tmp_path / "chat-page.png").read_bytes()[:4] == b"\x89PNG"
+
+
+HOSTILE = [  # model text that tries to run script in the page: each must stay text or a harmless tag
+    '<img src=x onerror="window.pwned = 1">',
+    "<script>window.pwned = 2</script>",
+    '<svg onload="window.pwned = 3"></svg>',
+    '<iframe src="javascript:parent.pwned = 4"></iframe>',
+    "[a](javascript:window.pwned=5)",
+    "[a](JaVaScRiPt:window.pwned=6)",
+    "[a](data:text/html,<script>parent.pwned=7</script>)",
+    "[a](vbscript:msgbox)",
+    '[a](https://example.com"onmouseover="window.pwned=9)',
+    "[a](/x'onmouseover='window.pwned=10')",
+    '![a](x"onerror="window.pwned=11)',
+    "`<img src=x onerror=window.pwned=12>`",
+    "```html\n<script>window.pwned = 13</script>\n```",
+    '```x" onmouseover="window.pwned=14\ncode\n```',
+    '<a href="javascript:window.pwned = 15">a</a>',
+    "**<img src=x onerror=window.pwned=16>** _<b onclick=window.pwned=16>b</b>_",
+    '<details open ontoggle="window.pwned = 17"><summary>x</summary></details>',
+    '<math><mtext><table><mglyph><style><img src=x onerror="window.pwned = 18">',
+    "&lt;img src=x onerror=window.pwned=19&gt; &#60;script&#62;window.pwned=19&#60;/script&#62;",
+    '<input autofocus onfocus="window.pwned = 20">',
+    "[<img src=x onerror=window.pwned=21>](https://example.com)",
+    "# <svg/onload=window.pwned=22>\n- <img src=x onerror=window.pwned=22>\n1. [x](javascript:window.pwned=22)",
+    '<meta http-equiv="refresh" content="0;url=javascript:window.pwned=23">',
+    "\u0000<script>window.pwned = 24</script><base href=\"javascript:window.pwned=24//\">[a](/b)",
+]
+MADE_BY_THE_PAGE = ["p", "br", "strong", "em", "code", "a", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "li", "hr",
+                    "div", "span", "pre", "button"]
+
+
+def test_hostile_markdown_in_answers_runs_nothing(page):
+    """24 answers built to run script: none adds an element the renderer does not make, an event
+    handler or a script URL, whatever the page's Content-Security-Policy would also block."""
+    page.open()
+    stored = [message for payload in HOSTILE for message in ({"role": "user", "content": "Say something."},
+                                                            {"role": "assistant", "content": payload})]
+    page.driver.execute_script("localStorage.setItem('gptlab.conversation', arguments[0])", json.dumps(stored))
+    page.reload()
+    assert len(page.texts(".assistant")) == len(HOSTILE)
+    found = page.driver.execute_script("""
+        const made = new Set(arguments[0]), found = [];
+        for (const element of document.querySelectorAll(".assistant *")) {
+          if (!made.has(element.localName)) found.push(element.outerHTML);
+          for (const attribute of element.attributes)
+            if (/^on/i.test(attribute.name) || /^\\s*(javascript|data|vbscript):/i.test(attribute.value))
+              found.push(element.outerHTML);
+        }
+        return found;""", MADE_BY_THE_PAGE)
+    assert found == []
+    assert page.driver.execute_script("return window.pwned") is None
+    assert "<script>window.pwned = 2</script>" in page.texts(".assistant")[1]  # shown as text
+
+
+def test_the_page_comes_with_security_headers_and_breaks_none_of_its_policy(page):
+    """The page's headers as the browser received them; a chat answered under them; and no CSP report
+    in the console over every test of this module (a blocked script or style of the page's own)."""
+    page.open()
+    page.reload()
+    [document] = [e["params"]["response"] for e in page.network() if e["method"] == "Network.responseReceived"
+                  and e["params"]["type"] == "Document"]
+    headers = {name.lower(): value for name, value in document["headers"].items()}
+    assert headers["content-security-policy"].startswith("default-src 'none'; script-src 'sha256-")
+    assert (headers["x-frame-options"], headers["x-content-type-options"], headers["referrer-policy"]) == (
+        "DENY", "nosniff", "no-referrer")
+    assert page.ask("Hello")  # the page's script runs, calls the API and renders the answer
+    console = [entry["message"] for entry in page.driver.get_log("browser")]
+    assert [line for line in console if "Content Security Policy" in line] == []
 
 
 def test_the_classify_tab_labels_a_text(page, tmp_path):
