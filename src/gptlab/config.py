@@ -162,8 +162,8 @@ class GPTConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str = "model config") -> GPTConfig:
-        """Inverse of `to_dict`; unknown keys are an error so a typo never passes silently, and so is
+    def from_dict(cls, data: Any, where: str = "model config") -> GPTConfig:
+        """Inverse of `to_dict` from a JSON value (checked here: it comes from files); unknown keys are an error so a typo never passes silently, and so is
         a value of the wrong type (named with `where`, e.g. the file)."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known) if isinstance(data, Mapping) else []

@@ -161,7 +161,7 @@ def new_generator(seed: int | None, device: torch.device) -> torch.Generator:
 
 
 def pick_tokens(logits: Tensor, settings: Sequence[GenerationSettings],
-                generators: Sequence[torch.Generator]) -> list[int]:
+                generators: Sequence[torch.Generator | None]) -> list[int]:
     """Next token of each row of `logits` (B, V), row b with its own settings and generator, so a
     sequence samples the same alone or beside others. Ids from a row's `vocab_size` up are never picked."""
     widest = max(s.vocab_size or logits.shape[-1] for s in settings)

@@ -477,8 +477,9 @@ class GPT(nn.Module):
         """Choose the attention implementation: "sdpa" (fused) or "math" (explicit softmax)."""
         if impl not in ATTENTION_IMPLS:
             raise ValueError(f"attention must be one of {ATTENTION_IMPLS}, got {impl!r}")
-        for block in self.h:
-            block.attn.impl = impl
+        for module in self.modules():
+            if isinstance(module, CausalSelfAttention):
+                module.impl = impl
 
     def set_dropout(self, p: float) -> None:
         """Change the dropout of a built model (e.g. to fine-tune a model pretrained without it)."""
@@ -609,8 +610,10 @@ class GPT(nn.Module):
             matmul_params -= self.wte.weight.numel()  # an untied embedding is a lookup
         if self.config.experts is not None:  # a token goes through `active` of each block's experts, not all
             idle = self.config.experts.count - self.config.experts.active
-            matmul_params -= sum(idle * sum(p.numel() for p in block.mlp.experts[0].parameters()) for block in self.h)
+            mixtures = [module for module in self.modules() if isinstance(module, MixtureOfExperts)]
+            matmul_params -= sum(idle * sum(p.numel() for p in mixture.experts[0].parameters()) for mixture in mixtures)
         config = self.config
-        keys = [min(seq_len, config.sliding_window) if config.windowed(i) else seq_len for i in range(config.n_layer)]
+        keys = [min(seq_len, config.sliding_window or seq_len) if config.windowed(i) else seq_len
+                for i in range(config.n_layer)]
         forward = 2 * matmul_params + 2 * sum(keys) * config.n_head * config.head_dim  # scores and weighted sum
         return 3 * forward if training else forward

@@ -16,12 +16,16 @@ layout is made at load, for the device the layer lives on.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from gptlab.model import GPT
 
 SCHEMES = ("int8", "int4")
 COMPUTE_DTYPE = torch.bfloat16  # the activations the weight-only kernels take
@@ -64,11 +68,17 @@ class Quantization:
 
     def for_head(self) -> Quantization:
         """How the LM head is quantized (call only when `head` is set)."""
+        if not isinstance(self.head, str):
+            raise ValueError("the LM head is not quantized")
         return Quantization(self.head, self.group_size, self.head)
 
 
 class Int8Linear(nn.Module):
     """y = x W^T * scale (+ b) with W int8 (out, in) and one scale per output row."""
+
+    weight_int8: Tensor  # buffers (registered in __init__)
+    scales: Tensor
+    bias: Tensor | None
 
     def __init__(self, in_features: int, out_features: int, bias: bool, device: torch.device | str = "cpu") -> None:
         super().__init__()
@@ -89,7 +99,7 @@ class Int8Linear(nn.Module):
             layer.bias = linear.bias.detach().clone()
         return layer
 
-    def _load_from_state_dict(self, state_dict, prefix, *args):  # noqa: ANN001, ANN002, ANN202
+    def _load_from_state_dict(self, state_dict: dict[str, Tensor], prefix: str, *args: Any) -> None:
         align(state_dict, prefix, ("weight_int8", "scales"))
         super()._load_from_state_dict(state_dict, prefix, *args)
 
@@ -116,6 +126,9 @@ class Int4Linear(nn.Module):
 
     Holds the kernels' packed layout (device-specific); the state dict holds the portable codes.
     """
+
+    scales_and_zeros: Tensor  # buffers (registered in __init__)
+    bias: Tensor | None
 
     def __init__(self, in_features: int, out_features: int, bias: bool, group_size: int,
                  device: torch.device | str = "cpu") -> None:
@@ -156,23 +169,24 @@ class Int4Linear(nn.Module):
         y = y[:, : self.out_features].reshape(*x.shape[:-1], self.out_features).to(x.dtype)
         return y if self.bias is None else y + self.bias.to(x.dtype)
 
-    def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202 (nn.Module's signature)
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> Int4Linear:
         """Moving the layer re-packs its codes for the new device (the packed layouts differ)."""
         before = self.packed.device
         if fn(torch.empty(0, dtype=torch.uint8, device=before)).device == before:
-            return super()._apply(fn, recurse)
+            return super()._apply(fn, recurse)  # type: ignore[no-untyped-call]  # torch leaves _apply untyped
         codes = unpack_int4(self.packed, self.in_features, self.rows)
-        super()._apply(fn, recurse)
+        super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
         self.packed = pack_int4(fn(codes))
         return self
 
-    def _save_to_state_dict(self, destination, prefix, keep_vars):  # noqa: ANN001, ANN202
+    def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
         super()._save_to_state_dict(destination, prefix, keep_vars)
         codes = unpack_int4(self.packed, self.in_features, self.rows)  # (rows, in)
         destination[prefix + "weight_int4"] = codes[:, 0::2] | (codes[:, 1::2] << 4)  # (rows, in / 2)
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs):  # noqa: ANN001, ANN202
+    def _load_from_state_dict(self, state_dict: dict[str, Tensor], prefix: str, local_metadata: dict[str, Any],
+                              strict: bool, missing_keys: list[str], unexpected_keys: list[str],
+                              error_msgs: list[str]) -> None:
         align(state_dict, prefix, ("scales_and_zeros",))
         two_per_byte = state_dict.pop(prefix + "weight_int4", None)
         if two_per_byte is None:
@@ -283,8 +297,8 @@ def empty_layer(linear: nn.Linear, quantization: Quantization) -> nn.Module:
     return Int4Linear(linear.in_features, linear.out_features, bias, quantization.group_size, "meta")
 
 
-def targets(model: nn.Module, quantization: Quantization) -> Iterator[tuple[nn.Module, str, nn.Linear, Quantization]]:
-    """(parent, attribute, Linear, how) for every layer `quantization` covers: the block projections
+def targets(model: GPT, quantization: Quantization) -> Iterator[tuple[nn.Module, str, nn.Module, Quantization]]:
+    """(parent, attribute, layer, how) for every layer `quantization` covers: the block projections
     (every expert's in a mixture; its router stays float, as llama.cpp keeps it: a small matrix whose
     rounding would change which experts a token goes to) and optionally the LM head (never a
     classifier's small class head)."""
@@ -297,7 +311,7 @@ def targets(model: nn.Module, quantization: Quantization) -> Iterator[tuple[nn.M
         yield model, "lm_head", model.lm_head, quantization.for_head()
 
 
-def quantize_model(model: nn.Module, quantization: Quantization, skeleton: bool = False) -> nn.Module:
+def quantize_model(model: GPT, quantization: Quantization, skeleton: bool = False) -> GPT:
     """Swap the covered Linears of a GPT for quantized layers, one at a time (the float weight of each
     is freed as soon as its copy exists). `skeleton`: unfilled layers, for loading saved ones."""
     if is_quantized(model):
