@@ -16,8 +16,9 @@ import torch
 def write_gguf(path: Path, architecture: str, metadata: dict[str, Any], tensors: dict[str, torch.Tensor],
                tokenizer_json: Path, pre: str = "smollm") -> Path:
     """A GGUF file of `architecture` with `metadata` (keys without the architecture prefix, e.g.
-    "block_count"; Python ints are written uint32, floats float32, bools, strings), float32 `tensors`
-    (our row-major shapes: the writer reverses them into ggml's order), and the tokenizer."""
+    "block_count"; Python ints are written uint32, floats float32, bools, strings), `tensors` as float32 (integer
+    ones as they are, for the readers' refusals; our row-major shapes: the writer reverses them into ggml's order),
+    and the tokenizer."""
     import gguf
 
     writer = gguf.GGUFWriter(str(path), architecture)
@@ -36,7 +37,8 @@ def write_gguf(path: Path, architecture: str, metadata: dict[str, Any], tensors:
             writer.add_array(full, value)
     _add_tokenizer(writer, tokenizer_json, pre)
     for name, tensor in tensors.items():
-        writer.add_tensor(name, np.ascontiguousarray(tensor.detach().float().numpy()))
+        values = tensor.detach().float() if tensor.is_floating_point() else tensor.detach()
+        writer.add_tensor(name, np.ascontiguousarray(values.numpy()))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

@@ -89,7 +89,7 @@ def test_unexpected_key_is_named(hf_tiny):
     weights = load_file(hf_tiny / "model.safetensors")
     weights["transformer.h.2.ln_1.weight"] = torch.ones(16)
     save_file(weights, hf_tiny / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(ValueError, match=r"unexpected key\(s\): h\.2\.ln_1\.weight"):
+    with pytest.raises(ValueError, match=r"unexpected key\(s\): transformer\.h\.2\.ln_1\.weight"):  # as the file has it
         load_model(str(hf_tiny))
 
 
@@ -97,7 +97,8 @@ def test_wrong_shape_names_key_and_both_shapes(hf_tiny):
     weights = load_file(hf_tiny / "model.safetensors")
     weights["transformer.wpe.weight"] = torch.zeros(30, 16)
     save_file(weights, hf_tiny / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(ValueError, match=r"wpe\.weight: the file has shape \(30, 16\), the model expects \(32, 16\)"):
+    with pytest.raises(ValueError, match=r"model\.safetensors: transformer\.wpe\.weight has shape \(30, 16\), "
+                                         r"expected \(32, 16\)"):
         load_model(str(hf_tiny))
 
 

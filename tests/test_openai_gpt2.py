@@ -10,6 +10,7 @@ import torch
 from gptlab.checkpoint import openai_gpt2
 from gptlab.checkpoint.native import save_checkpoint
 from gptlab.checkpoint.openai_gpt2 import load_openai_folder, openai_to_hf
+from gptlab.config import GPTConfig
 from gptlab.generation import GenerationSettings, generate
 from gptlab.loading import load_model
 from gptlab.tokenizer import tokenizer_from_dict
@@ -131,7 +132,7 @@ def test_a_missing_file_is_named(tiny, missing):
 def test_unknown_variable_is_named():
     arrays = {"model/wte": np.zeros((4, 2), np.float32), "model/h0/attn/extra": np.zeros(2, np.float32)}
     with pytest.raises(ValueError, match=r"x\.index: unknown variable\(s\) model/h0/attn/extra; an OpenAI GPT-2"):
-        openai_to_hf(arrays, "x.index")
+        openai_to_hf(arrays, GPTConfig(), "x.index")
 
 
 def test_crc_is_checked_at_load_when_it_is_fast(tiny, monkeypatch):

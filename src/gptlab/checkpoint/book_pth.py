@@ -20,6 +20,7 @@ from gptlab.checkpoint.weights import build_model
 from gptlab.config import GPTConfig
 from gptlab.model import GPT
 from gptlab.models import PRESETS
+from gptlab.models.family import check_piece
 
 TOP_KEYS = {"tok_emb.weight": "wte.weight", "pos_emb.weight": "wpe.weight", "final_norm.scale": "ln_f.weight",
             "final_norm.shift": "ln_f.bias", "out_head.weight": "lm_head.weight", "out_head.bias": "lm_head.bias"}
@@ -89,7 +90,13 @@ def book_to_gptlab(state: dict[str, Tensor], source: str) -> dict[str, Tensor]:
         missing = [f"trf_blocks.{layer}.att.{name}.{kind}" for name in QKV if name not in parts]
         if missing:
             raise ValueError(f"{source}: missing key(s) {', '.join(missing)} of the book's GPTModel layout")
-        out[f"h.{layer}.attn.c_attn.{kind}"] = torch.cat([parts[name] for name in QKV], dim=0)  # (3C, C) or (3C,)
+        width = state["tok_emb.weight"].shape[-1] if "tok_emb.weight" in state else parts["W_query"].shape[0]
+        shape = (width, width) if kind == "weight" else (width,)
+        try:  # each checked before the concatenation, which would make floats of an integer W_query
+            pieces = [check_piece(f"trf_blocks.{layer}.att.{name}.{kind}", parts[name], shape) for name in QKV]
+        except ValueError as err:
+            raise ValueError(f"{source}: {err}") from None
+        out[f"h.{layer}.attn.c_attn.{kind}"] = torch.cat(pieces, dim=0)  # (3C, C) or (3C,)
     return out
 
 

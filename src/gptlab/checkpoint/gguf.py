@@ -49,14 +49,21 @@ def load_gguf(path: str | Path, dtype: torch.dtype | None = torch.float32,
     tokenizer = gguf_tokenizer(source or {"type": "gguf", "path": str(path.resolve())}, fields)
     template = gguf_chat_template(lambda key: fields[key].contents() if key in fields else None, str(path), tokenizer)
     tensors = {t.name: _dequantized(t) for t in reader.tensors if t.name not in settings}
-    return build_model(config, family.gguf.to_ours(tensors, config), str(path), dtype), tokenizer, template
+    try:
+        state = family.gguf.to_ours(tensors, config)
+    except ValueError as err:  # a tensor that cannot be what its name says, named as the file names it
+        raise ValueError(f"{path}: {err}") from None
+    return build_model(config, state, str(path), dtype), tokenizer, template
 
 
 def _dequantized(tensor: Any) -> Tensor:
-    from gguf import GGMLQuantizationType
+    """A GGUF tensor as float32; integer tensors (I8 ... I64) keep their type, for the family's check to refuse."""
+    from gguf import GGMLQuantizationType as Type
     from gguf.quants import dequantize
 
-    if tensor.tensor_type in (GGMLQuantizationType.F32, GGMLQuantizationType.F16):
+    if tensor.tensor_type in (Type.I8, Type.I16, Type.I32, Type.I64):
+        return torch.from_numpy(np.array(tensor.data).reshape(_shape(tensor)))
+    if tensor.tensor_type in (Type.F32, Type.F16, Type.F64):
         values = np.asarray(tensor.data, dtype=np.float32)
     else:
         values = dequantize(tensor.data, tensor.tensor_type)

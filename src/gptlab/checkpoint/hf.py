@@ -26,21 +26,26 @@ HUB_FILES = ["config.json", "model.safetensors", "model.safetensors.index.json",
              "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "chat_template.jinja",
              "generation_config.json"]
 
+def weights_file(folder: Path) -> Path:
+    """Where a HF folder keeps its weights: one safetensors file, a shard index, or a legacy .bin."""
+    for name in WEIGHT_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    raise FileNotFoundError(f"{folder}: no weights found (looked for {', '.join(WEIGHT_FILES)})")
+
+
 
 def read_hf_weights(folder: Path) -> dict[str, Tensor]:
     """Every tensor of a HF folder: one safetensors file, a sharded index, or a legacy .bin."""
-    if (folder / "model.safetensors").is_file():
-        return read_safetensors(folder / "model.safetensors")
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        return {k: v for shard in _shards(index) for k, v in read_safetensors(shard).items()}
-    legacy = folder / "pytorch_model.bin"
-    if legacy.is_file():
-        try:  # weights_only: never run pickled code from a downloaded file
-            return torch.load(legacy, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise ValueError(f"{legacy}: not a readable PyTorch weights file ({err})") from err
-    raise FileNotFoundError(f"{folder}: no weights found (looked for {', '.join(WEIGHT_FILES)})")
+    path = weights_file(folder)
+    if path.name == "model.safetensors":
+        return read_safetensors(path)
+    if path.name == "model.safetensors.index.json":
+        return {k: v for shard in _shards(path) for k, v in read_safetensors(shard).items()}
+    try:  # weights_only: never run pickled code from a downloaded file
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path}: not a readable PyTorch weights file ({err})") from err
 
 
 def _shards(index: Path) -> list[Path]:
@@ -66,7 +71,12 @@ def load_hf_folder(folder: str | Path, dtype: torch.dtype | None = torch.float32
     family = family_for_hf(hf, str(folder / "config.json"))
     config = family.hf.read_config(hf, str(folder / "config.json"))
     tokenizer = folder_tokenizer(folder, family)  # before the weights: a missing tokenizer fails fast
-    return build_model(config, family.hf.to_ours(read_hf_weights(folder), config), str(folder), dtype), tokenizer
+    state = read_hf_weights(folder)
+    try:
+        state = family.hf.to_ours(state, config)
+    except ValueError as err:  # a tensor that cannot be what its name says, named as the file names it
+        raise ValueError(f"{weights_file(folder)}: {err}") from None
+    return build_model(config, state, str(folder), dtype), tokenizer
 
 
 def folder_tokenizer(folder: Path, family: Family) -> Tokenizer:

@@ -19,9 +19,10 @@ from torch import Tensor
 
 from gptlab.checkpoint.crc32c import using_fast_crc32c
 from gptlab.checkpoint.tf_bundle import read_bundle
-from gptlab.checkpoint.weights import build_model, read_json
+from gptlab.checkpoint.weights import build_model, expected_shapes, read_json
 from gptlab.config import GPTConfig
 from gptlab.model import GPT
+from gptlab.models.family import check_piece
 from gptlab.models.gpt2 import hf_to_ours
 from gptlab.tokenizer import GPT2Tokenizer
 
@@ -67,7 +68,7 @@ def load_openai_folder(folder: str | Path, dtype: torch.dtype | None = torch.flo
     source = f"{prefix}.index"
     check_hparams(hparams, {name: array.shape for name, array in arrays.items()}, folder / "hparams.json", source)
     config = config_from_hparams(hparams, folder)
-    state = hf_to_ours(openai_to_hf(arrays, source), config)
+    state = hf_to_ours(openai_to_hf(arrays, config, source), config)
     return build_model(config, state, source, dtype), tokenizer
 
 
@@ -83,22 +84,27 @@ def checkpoint_prefix(folder: Path) -> Path:
     return folder / DEFAULT_PREFIX
 
 
-def openai_to_hf(arrays: dict[str, np.ndarray], source: str) -> dict[str, Tensor]:
-    """OpenAI's variables under GPT-2/HF names, conv1d weights as (in, out); unknown names are an error."""
-    state, unknown = {}, []
-    for tf_name, array in arrays.items():
-        name = gptlab_name(tf_name)
-        if name is None:
-            unknown.append(tf_name)
-            continue
-        tensor = torch.from_numpy(array)
-        state[name] = tensor[0] if tf_name.endswith("/w") and tensor.dim() == 3 else tensor  # [1, in, out] -> (in, out)
+def openai_to_hf(arrays: dict[str, np.ndarray], config: GPTConfig, source: str) -> dict[str, Tensor]:
+    """OpenAI's variables under GPT-2/HF names, conv1d weights as (in, out); unknown names are an error, and
+    each variable is checked first under its own name against the shape `config` gives it (`check_piece`)."""
+    names = {tf_name: name for tf_name in arrays if (name := gptlab_name(tf_name)) is not None}
+    unknown = [tf_name for tf_name in arrays if tf_name not in names]
     if unknown:
         shown = ", ".join(unknown[:5]) + (f" (+{len(unknown) - 5} more)" if len(unknown) > 5 else "")
         raise ValueError(
             f"{source}: unknown variable(s) {shown}; an OpenAI GPT-2 checkpoint holds model/wte, model/wpe, "
             "model/h{i}/{ln_1,attn/c_attn,attn/c_proj,ln_2,mlp/c_fc,mlp/c_proj}/..., model/ln_f/{g,b}"
         )
+    shapes, state = expected_shapes(config), {}
+    for tf_name, name in names.items():
+        tensor, conv1d = torch.from_numpy(arrays[tf_name]), tf_name.endswith("/w")
+        if name in shapes:  # else the shape check names the key no model of this config has
+            ours = tuple(shapes[name])
+            try:
+                check_piece(tf_name, tensor, (1, *reversed(ours)) if conv1d else ours)  # conv1d: [1, in, out]
+            except ValueError as err:
+                raise ValueError(f"{source}: {err}") from None
+        state[name] = tensor[0] if conv1d and tensor.dim() == 3 else tensor  # [1, in, out] -> (in, out)
     return state
 
 

@@ -178,12 +178,31 @@ def window_from_gguf(meta: dict[str, Any], arch: str, source: str) -> dict[str, 
     return window_from_hf({"sliding_window": meta.get(f"{arch}.attention.sliding_window")}, len(flags or []), windowed)
 
 
-Parts = dict[str, list[tuple[str, int]]]
-"""Our tensor name → the file's tensors (name, rows) that are stacked along rows to make it."""
+Parts = dict[str, list[tuple[str, tuple[int, ...]]]]
+"""Our tensor name → the file's tensors (name, shape) that are stacked along rows to make it."""
+
+
+def check_piece(name: str, tensor: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """`tensor`, the file's `name`, if it can be that weight: floating point and of `shape`. Checked before
+    any transposing, regrouping or stacking, which would hide what the file holds (`torch.cat` turns an
+    int64 q_proj beside float k/v into floats); the reader puts its path before the error."""
+    if not tensor.is_floating_point():
+        raise ValueError(f"{name} has dtype {str(tensor.dtype).removeprefix('torch.')}, expected a floating-point "
+                         "tensor; the file is damaged or was not written for a model")
+    if tuple(tensor.shape) != shape:
+        raise ValueError(f"{name} has shape {tuple(tensor.shape)}, expected {shape}; the config does not match the "
+                         "weights, or the file belongs to another model")
+    return tensor
+
+
+def piece_shapes(parts: Parts) -> dict[str, tuple[int, ...]]:
+    """Each file tensor's expected shape, by its name in the file."""
+    return {name: shape for pieces in parts.values() for name, shape in pieces}
 
 
 def stack_parts(file_state: dict[str, Tensor], parts: Parts) -> dict[str, Tensor]:
-    """Our tensors from a file's; tensors no part claims keep their names, so the shape check names them.
+    """Our tensors from a file's, each piece checked first (`check_piece`); tensors no part claims keep
+    their names, so the shape check names them.
 
     Takes each file tensor out of `file_state` as it is stacked, so it is freed once copied: a model's
     q/k/v and gate/up never live twice (a family that renames or shifts tensors before stacking keeps
@@ -193,9 +212,8 @@ def stack_parts(file_state: dict[str, Tensor], parts: Parts) -> dict[str, Tensor
 
     state = {}
     for ours, pieces in parts.items():
-        names = [name for name, _ in pieces]
-        if all(name in file_state for name in names):
-            taken = [file_state.pop(name) for name in names]
+        if all(name in file_state for name, _ in pieces):
+            taken = [check_piece(name, file_state.pop(name), shape) for name, shape in pieces]
             state[ours] = taken[0] if len(taken) == 1 else torch.cat(taken)
     state.update(file_state)  # what no part claims
     return state
@@ -205,7 +223,7 @@ def split_parts(state: dict[str, Tensor], parts: Parts) -> dict[str, Tensor]:
     """The file's tensors from ours: the inverse of `stack_parts`, each part contiguous for saving."""
     out = {}
     for ours, pieces in parts.items():
-        for (name, _), piece in zip(pieces, state[ours].split([rows for _, rows in pieces])):
+        for (name, _), piece in zip(pieces, state[ours].split([shape[0] for _, shape in pieces])):
             out[name] = piece.contiguous()
     return out
 
@@ -228,9 +246,12 @@ def block_parts(config: GPTConfig, names: Names) -> Parts:
     norm_bias = config.norm == "layernorm"
     layout: Parts = {}
 
-    def add(ours: str, pieces: list[tuple[str, int]], bias: bool = False, i: int = 0, e: int = 0) -> None:
+    def add(ours: str, pieces: list[tuple[str, int]], bias: bool = False, i: int = 0, e: int = 0,
+            inputs: int | None = None) -> None:  # inputs: a matrix's columns; None: a vector (a norm's weight)
         for suffix in (".weight", ".bias") if bias else (".weight",):
-            layout[ours + suffix] = [(names[role].format(i=i, e=e) + suffix, rows) for role, rows in pieces]
+            layout[ours + suffix] = [(names[role].format(i=i, e=e) + suffix,
+                                      (rows, inputs) if inputs is not None and suffix == ".weight" else (rows,))
+                                     for role, rows in pieces]
 
     def mlp(prefix: str, hidden: int, i: int, e: int | None = None) -> None:
         gate, up, down = ("expert_gate", "expert_up", "expert_down") if e is not None else ("gate", "up", "down")
@@ -240,13 +261,15 @@ def block_parts(config: GPTConfig, names: Names) -> Parts:
             first = [("gate_up", 2 * hidden)]
         else:
             first = [(gate, hidden), (up, hidden)]
-        add(f"{prefix}.c_fc", first, config.bias, i, e or 0)
-        add(f"{prefix}.c_proj", [(down, width)], config.bias, i, e or 0)
+        add(f"{prefix}.c_fc", first, config.bias, i, e or 0, inputs=width)
+        add(f"{prefix}.c_proj", [(down, width)], config.bias, i, e or 0, inputs=hidden)
 
-    add("wte", [("wte", vocab)])
+    add("wte", [("wte", vocab)], inputs=width)
+    if config.positions == "learned":
+        add("wpe", [("wpe", config.context_length)], inputs=width)
     add("ln_f", [("ln_f", width)], norm_bias)
     if not config.head_is_tied:
-        add("lm_head", [("lm_head", vocab)])
+        add("lm_head", [("lm_head", vocab)], inputs=width)
     pre, post = config.norm_position in ("pre", "both"), config.norm_position in ("post", "both")
     for i in range(config.n_layer):
         block = f"h.{i}"
@@ -255,8 +278,8 @@ def block_parts(config: GPTConfig, names: Names) -> Parts:
             if used:
                 add(f"{block}.{ours}", [(role, width)], norm_bias, i)
         qkv = [("qkv", q_rows + 2 * kv_rows)] if "qkv" in names else [("q", q_rows), ("k", kv_rows), ("v", kv_rows)]
-        add(f"{block}.attn.c_attn", qkv, config.qkv_bias, i)
-        add(f"{block}.attn.c_proj", [("o", width)], config.bias, i)
+        add(f"{block}.attn.c_attn", qkv, config.qkv_bias, i, inputs=width)
+        add(f"{block}.attn.c_proj", [("o", width)], config.bias, i, inputs=q_rows)
         if config.qk_norm != "none":
             per_head = config.qk_norm == "head"
             add(f"{block}.attn.q_norm", [("q_norm", hd if per_head else q_rows)], i=i)
@@ -264,7 +287,7 @@ def block_parts(config: GPTConfig, names: Names) -> Parts:
         if config.experts is None:
             mlp(f"{block}.mlp", config.hidden_size, i)
             continue
-        add(f"{block}.mlp.router", [("router", config.experts.count)], i=i)
+        add(f"{block}.mlp.router", [("router", config.experts.count)], i=i, inputs=width)
         for e in range(config.experts.count):
             mlp(f"{block}.mlp.experts.{e}", config.experts.hidden, i, e)
     return layout

@@ -22,7 +22,16 @@ from typing import TYPE_CHECKING, Any
 
 from gptlab.config import GPTConfig
 from gptlab.models import llama
-from gptlab.models.family import Family, GGUFFormat, HFFormat, window_from_hf, window_to_hf
+from gptlab.models.family import (
+    Family,
+    GGUFFormat,
+    HFFormat,
+    block_parts,
+    check_piece,
+    piece_shapes,
+    window_from_hf,
+    window_to_hf,
+)
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -136,8 +145,9 @@ def hf_to_ours(hf_state: dict[str, Tensor], config: GPTConfig) -> dict[str, Tens
     float32: 1 + w needs more digits than w), then stack as Llama does (taking the tensors out of
     `hf_state`, so each is freed once stacked)."""
     _text_part(hf_state)
-    for name in [n for n in hf_state if n.endswith("norm.weight")]:
-        hf_state[name] = hf_state[name].float() + 1
+    shapes = piece_shapes(block_parts(config, HF_NAMES))
+    for name in [n for n in hf_state if n.endswith("norm.weight") and n in shapes]:  # checked before the float()
+        hf_state[name] = check_piece(name, hf_state[name], shapes[name]).float() + 1
     return llama.hf_to_ours(hf_state, config, HF_NAMES)
 
 

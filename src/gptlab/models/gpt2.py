@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from gptlab.config import GPTConfig
-from gptlab.models.family import Family, HFFormat, PreTokenizer
+from gptlab.models.family import Family, HFFormat, PreTokenizer, block_parts, stack_parts
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -33,6 +33,10 @@ GPT2_SPLIT = PreTokenizer(
     {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
 )
 BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers in old HF files
+# Our names are GPT-2's: each role's tensor in a Hugging Face file (after a `transformer.` some files add).
+HF_NAMES = {"wte": "wte", "wpe": "wpe", "ln_f": "ln_f", "lm_head": "lm_head", "ln_1": "h.{i}.ln_1",
+            "ln_2": "h.{i}.ln_2", "qkv": "h.{i}.attn.c_attn", "o": "h.{i}.attn.c_proj", "fc": "h.{i}.mlp.c_fc",
+            "down": "h.{i}.mlp.c_proj"}
 TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 
 
@@ -88,13 +92,18 @@ def config_to_hf(config: GPTConfig) -> dict[str, Any]:
 
 
 def hf_to_ours(hf_state: dict[str, Tensor], config: GPTConfig) -> dict[str, Tensor]:
-    """Rename (drop `transformer.`) and transpose Conv1D weights (as views); drop tied and buffer keys."""
-    state = {}
-    for key, tensor in hf_state.items():
-        name = key.removeprefix("transformer.")
-        if name.endswith(BUFFER_SUFFIXES) or (name == "lm_head.weight" and config.head_is_tied):
-            continue
-        state[name] = tensor.t() if name.endswith(CONV1D_WEIGHTS) else tensor  # a view, no copy
+    """Check each tensor under its name and in its layout in the file, then rename (drop `transformer.`,
+    which the hub's own gpt2 file lacks) and transpose Conv1D weights (as views); drop tied and buffer keys.
+    Takes the tensors out of `hf_state`."""
+    for name in [n for n in hf_state if n.endswith(BUFFER_SUFFIXES) or (n == "lm_head.weight" and config.head_is_tied)]:
+        del hf_state[name]
+    prefix = "transformer." if any(name.startswith("transformer.") for name in hf_state) else ""
+    names = {role: name if role == "lm_head" else prefix + name for role, name in HF_NAMES.items()}
+    parts = {ours: [(name, shape[::-1] if ours.endswith(CONV1D_WEIGHTS) else shape) for name, shape in pieces]
+             for ours, pieces in block_parts(config, names).items()}  # as the file stores them: Conv1D (in, out)
+    state = stack_parts(hf_state, parts)
+    for name in [n for n in parts if n.endswith(CONV1D_WEIGHTS) and n in state]:
+        state[name] = state[name].t()  # a view, no copy
     return state
 
 

@@ -18,6 +18,8 @@ from gptlab.models.family import (
     Names,
     PreTokenizer,
     block_parts,
+    check_piece,
+    piece_shapes,
     regex_cut,
     rope_from_hf,
     rope_to_hf,
@@ -211,11 +213,15 @@ def _unpermute(weight: Tensor, heads: int) -> Tensor:
 
 
 def gguf_to_ours(tensors: dict[str, Tensor], config: GPTConfig) -> dict[str, Tensor]:
-    """Put q/k rows back in the "halves" order, then stack as for Hugging Face."""
+    """Put q/k rows back in the "halves" order (each checked first: the file's tensor, not a reshaped one,
+    is what a wrong dtype or shape is told of), then stack as for Hugging Face."""
+    parts = block_parts(config, GGUF_NAMES)
+    shapes = piece_shapes(parts)
     heads = {GGUF_NAMES[role].format(i=i) + ".weight": count for i in range(config.n_layer)
              for role, count in (("q", config.n_head), ("k", config.kv_heads))}
-    fixed = {name: _unpermute(tensor, heads[name]) if name in heads else tensor for name, tensor in tensors.items()}
-    return gguf_halves_to_ours(fixed, config)
+    for name in heads.keys() & tensors.keys():
+        tensors[name] = _unpermute(check_piece(name, tensors[name], shapes[name]), heads[name])
+    return stack_parts(tensors, parts)
 
 
 def gguf_halves_to_ours(tensors: dict[str, Tensor], config: GPTConfig) -> dict[str, Tensor]:

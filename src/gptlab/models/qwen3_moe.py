@@ -17,7 +17,18 @@ from typing import TYPE_CHECKING, Any
 
 from gptlab.config import Experts, GPTConfig
 from gptlab.models import llama, qwen3
-from gptlab.models.family import ChatDefaults, Family, GGUFFormat, HFFormat, block_parts, stack_parts, window_from_hf
+from gptlab.models.family import (
+    ChatDefaults,
+    Family,
+    GGUFFormat,
+    HFFormat,
+    Names,
+    block_parts,
+    check_piece,
+    piece_shapes,
+    stack_parts,
+    window_from_hf,
+)
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -86,14 +97,21 @@ def config_to_hf(config: GPTConfig) -> dict[str, Any]:
             "sliding_window": config.sliding_window}
 
 
-def per_expert(state: dict[str, Tensor], stacks: dict[str, tuple[str, ...]]) -> dict[str, Tensor]:
+def per_expert(state: dict[str, Tensor], stacks: dict[str, tuple[str, ...]], config: GPTConfig,
+               names: Names) -> dict[str, Tensor]:
     """`state`, changed in place, with every stack of experts (E, rows, in) cut into one tensor per expert
     and piece: a stack named `<prefix><ending>` becomes `<prefix><piece>` for each of `stacks[ending]`,
-    its rows split evenly among the pieces (transformers' fused gate/up: gate rows first). The pieces
-    are views, so a stack is freed once `stack_parts` has taken every piece of it."""
+    its rows split evenly among the pieces (transformers' fused gate/up: gate rows first). Each stack is
+    checked whole first, against the shape its pieces (as `names` spells them) make up. The pieces are
+    views, so a stack is freed once `stack_parts` has taken every piece of it."""
+    shapes = piece_shapes(block_parts(config, names))
+    count = config.experts.count if config.experts is not None else 0
     for name in [name for name in state if name.endswith(tuple(stacks))]:
         ending = next(end for end in stacks if name.endswith(end))
         prefix, pieces, stack = name[: -len(ending)], stacks[ending], state.pop(name)
+        first = [prefix + piece.format(e=0) for piece in pieces]  # expert 0's pieces, each (rows, in)
+        if all(piece in shapes for piece in first):  # else no block has it: left for the key check to name
+            check_piece(name, stack, (count, sum(shapes[piece][0] for piece in first), *shapes[first[0]][1:]))
         for e, expert in enumerate(stack):  # (rows, in)
             for piece, rows in zip(pieces, expert.chunk(len(pieces))):
                 state[prefix + piece.format(e=e)] = rows
@@ -102,7 +120,7 @@ def per_expert(state: dict[str, Tensor], stacks: dict[str, tuple[str, ...]]) -> 
 
 def hf_to_ours(hf_state: dict[str, Tensor], config: GPTConfig) -> dict[str, Tensor]:
     """Our tensors from the hub's per-expert layout or transformers 5's fused stacks."""
-    return llama.hf_to_ours(per_expert(hf_state, HF_STACKS), config, HF_NAMES)
+    return llama.hf_to_ours(per_expert(hf_state, HF_STACKS, config, HF_NAMES), config, HF_NAMES)
 
 
 def ours_to_hf(state: dict[str, Tensor], config: GPTConfig) -> dict[str, Tensor]:
@@ -127,7 +145,7 @@ def config_from_gguf(meta: dict[str, Any], shapes: dict[str, tuple[int, ...]], s
 def gguf_to_ours(tensors: dict[str, Tensor], config: GPTConfig) -> dict[str, Tensor]:
     """Cut llama.cpp's expert stacks per expert, then stack q/k/v and gate/up as for Hugging Face (q/k
     rows as they are: llama.cpp rotates Qwen's as halves)."""
-    return stack_parts(per_expert(tensors, GGUF_STACKS), block_parts(config, GGUF_NAMES))
+    return stack_parts(per_expert(tensors, GGUF_STACKS, config, GGUF_NAMES), block_parts(config, GGUF_NAMES))
 
 
 FAMILY = Family(
