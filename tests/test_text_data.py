@@ -1,3 +1,5 @@
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -105,3 +107,22 @@ def test_the_token_cache_is_reused_until_a_file_or_the_tokenizer_changes(tmp_pat
     assert token_stream([str(path)], first).tolist() == first.encode(text)
     second = _hf_bytelevel(tmp_path / "hf", text, 270)
     assert token_stream([str(path)], second).tolist() == second.encode(text) != first.encode(text)
+
+
+def test_under_torchrun_only_the_first_process_of_a_machine_tokenizes(tmp_path, monkeypatch):
+    class Refusing(CharTokenizer):
+        def encode(self, text: str) -> list[int]:
+            raise AssertionError("a second process tokenized")
+
+    path = tmp_path / "t.txt"
+    path.write_text("abc\n")
+    found: list[list[int]] = []
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    waiting = threading.Thread(target=lambda: found.append(token_stream([str(path)], Refusing("\nabc")).tolist()))
+    waiting.start()
+    waiting.join(0.5)
+    assert waiting.is_alive() and not found  # rank 1 waits for the cache file
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert token_stream([str(path)], CharTokenizer("\nabc")).tolist() == [1, 2, 3, 0]
+    waiting.join(5)
+    assert found == [[1, 2, 3, 0]]  # and reads what rank 0 wrote
