@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gptlab.checkpoint.meta import CheckpointMeta
-from gptlab.checkpoint.native import write_model_files
+from gptlab.checkpoint.native import save_checkpoint
 from gptlab.classifier import Encoded, classify_texts, predict
 from gptlab.loading import load_model
 from gptlab.model import GPT
@@ -61,8 +61,8 @@ def test_the_report_scores_the_best_checkpoint_not_the_last_weights(tmp_path):
     with torch.no_grad():  # a "best" checkpoint that answers the opposite of the last weights
         last.model.lm_head.weight.neg_()
         last.model.lm_head.bias.neg_()
-    write_model_files(last.model, last.tokenizer, tmp_path / "checkpoints" / "best",
-                      CheckpointMeta(labels=names, max_length=last.meta.max_length))
+    save_checkpoint(last.model, last.tokenizer, tmp_path / "checkpoints" / "best",
+                    CheckpointMeta(labels=names, max_length=last.meta.max_length))
     summary = run(config, resume=True)  # already at max_steps: nothing trains, the report runs again
     assert summary["test_confusion"] == [row[::-1] for row in last_confusion] != last_confusion
     assert summary["scored"].endswith("(best checkpoint)")

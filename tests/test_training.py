@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 
+from gptlab.checkpoint.manifest import verify_files
 from gptlab.evaluation.metrics import read_metrics
 from gptlab.loading import load_model
 from gptlab.lora import LoRASettings
@@ -130,7 +131,7 @@ def test_corrupted_checkpoint_is_reported_on_resume(tmp_path):
     data = bytearray(weights.read_bytes())
     data[-10] ^= 0xFF
     weights.write_bytes(bytes(data))
-    with pytest.raises(ValueError, match="checkpoints/last is corrupted: model.safetensors does not match"):
+    with pytest.raises(ValueError, match="checkpoints/last/model.safetensors: damaged: its sha256 is not the one"):
         run(config(tmp_path, max_steps=8), resume=True)
 
 
@@ -149,7 +150,7 @@ def test_a_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatc
         run(config(tmp_path, max_steps=8), resume=True)
     assert (last / "training.json").read_text() == before
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best", "last"]
-    state.verify_checkpoint(last)
+    verify_files(last)
 
 
 def test_nothing_to_resume_and_too_short_text(tmp_path):

@@ -7,6 +7,8 @@ package, does not import every reader, the model and the quantizer."""
 from __future__ import annotations
 
 import dataclasses
+import logging
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from gptlab.checkpoint.book_pth import load_book_pth
 from gptlab.checkpoint.fingerprint import check_lora_base
 from gptlab.checkpoint.gguf import load_gguf
 from gptlab.checkpoint.hf import download_from_hub, load_hf_folder
+from gptlab.checkpoint.manifest import TRAINING_STATE, has_manifest, verifying
 from gptlab.checkpoint.meta import CheckpointMeta
 from gptlab.checkpoint.native import FORMAT as NATIVE_FORMAT
 from gptlab.checkpoint.native import load_checkpoint, read_checkpoint_config
@@ -29,6 +32,8 @@ from gptlab.prompts import TEMPLATE
 from gptlab.quantize import Quantization, quantize_model
 from gptlab.tokenizer import GPT2Tokenizer, Tokenizer
 from gptlab.tokenizer.chat_template import ChatTemplate, hf_chat_template
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,7 +53,7 @@ class LoadedModel:
 
 def load_model(
     spec: str, device: torch.device | str = "cpu", dtype: torch.dtype | None = None, seed: int = 0,
-    quantize: str | Quantization | None = None,
+    quantize: str | Quantization | None = None, verify: bool = True,
 ) -> LoadedModel:
     """Resolve `spec`: preset name → random init (seeded); folder → our checkpoint, a training
     run (its best, else last, checkpoint) or a Hugging Face folder; `owner/name` → Hugging Face hub.
@@ -56,10 +61,12 @@ def load_model(
     `dtype` None: float32, or bfloat16 for a quantized model (the int8/int4 kernels compute in it).
     `quantize` ("int8", "int4" or a `Quantization`) quantizes the block projections (and the LM head,
     int8 by default) after loading, from the file's full-precision weights.
+    `verify` checks a gptlab folder's files against its `manifest.json` before reading them (a mismatch
+    is an error naming the file); False skips that, with a warning.
     """
     quantization = Quantization(quantize) if isinstance(quantize, str) else quantize
     device = pick_device(str(device))
-    loaded = _resolve(spec, torch.float32 if quantization or dtype is None else dtype, seed, ())
+    loaded = _resolve(spec, torch.float32 if quantization or dtype is None else dtype, seed, (), verify)
     saved = loaded.meta.quantization
     if quantization is not None and saved is None:
         quantize_model(loaded.model.to(device), quantization)  # from the full-precision weights
@@ -74,7 +81,7 @@ def load_model(
     return loaded
 
 
-def _resolve(spec: str, dtype: torch.dtype, seed: int, chain: tuple[Path, ...]) -> LoadedModel:
+def _resolve(spec: str, dtype: torch.dtype, seed: int, chain: tuple[Path, ...], verify: bool) -> LoadedModel:
     """The model `spec` names; `chain` holds the LoRA checkpoints whose base it is (to catch a loop)."""
     path = Path(spec).expanduser()
     if spec in PRESETS and not path.exists():
@@ -90,7 +97,7 @@ def _resolve(spec: str, dtype: torch.dtype, seed: int, chain: tuple[Path, ...]) 
         loaded = _from_file(load_book_pth(path, dtype=dtype), GPT2Tokenizer(), None, "book-pth",
                             f"the book's GPTModel {path}")
     elif path.is_dir():
-        loaded = _load_folder(path, dtype, chain)
+        loaded = _load_folder(path, dtype, chain, verify)
     elif "/" in spec and not path.exists() and not spec.startswith((".", "/", "~")):
         try:
             folder = download_from_hub(spec)
@@ -134,18 +141,27 @@ def checkpoint_of(path: Path) -> Path:
     return path
 
 
-def _load_folder(path: Path, dtype: torch.dtype, chain: tuple[Path, ...]) -> LoadedModel:
+def _load_folder(path: Path, dtype: torch.dtype, chain: tuple[Path, ...], verify: bool) -> LoadedModel:
     if checkpoint_of(path) != path:  # a training run folder
-        loaded = _load_folder(checkpoint_of(path), dtype, chain)
+        loaded = _load_folder(checkpoint_of(path), dtype, chain, verify)
         loaded.description = f"run {path} ({checkpoint_of(path).name} checkpoint)"
         return loaded
+    with _file_check(path, verify):
+        return _read_folder(path, dtype, chain, verify)
+
+
+def _read_folder(path: Path, dtype: torch.dtype, chain: tuple[Path, ...], verify: bool) -> LoadedModel:
+    """The model in a folder, read as its files say it is: OpenAI's, gptlab's or Hugging Face's."""
     if is_openai_folder(path):  # hparams.json + model.ckpt.index, as OpenAI published GPT-2
         return _from_file(*load_openai_folder(path, dtype), None, "openai-tf", f"OpenAI GPT-2 checkpoint {path}")
     if not (path / "config.json").is_file():
         raise ValueError(f"{path}: not a model folder: it has no config.json")
     config = read_json(path / "config.json")  # a readable error when it is not JSON
     if config.get("format") == NATIVE_FORMAT:
-        model, tokenizer, meta = load_checkpoint(path, dtype, _lora_base(path, dtype, chain))
+        if not has_manifest(path):
+            log.warning("%s has no manifest.json (written before gptlab recorded checksums), so its files are not "
+                        "verified; `gptlab convert %s NEW` writes a copy that has one", path, path)
+        model, tokenizer, meta = load_checkpoint(path, dtype, _lora_base(path, dtype, chain, verify))
         return LoadedModel(model, tokenizer, "checkpoint", f"gptlab checkpoint {path}", meta)
     if "model_type" in config:
         return _from_hf_folder(path, dtype, "hf-folder", f"Hugging Face folder {path}")
@@ -155,7 +171,22 @@ def _load_folder(path: Path, dtype: torch.dtype, chain: tuple[Path, ...]) -> Loa
     )
 
 
-def _lora_base(path: Path, dtype: torch.dtype, chain: tuple[Path, ...]) -> dict[str, torch.Tensor] | None:
+def _file_check(path: Path, verify: bool) -> AbstractContextManager[None]:
+    """Refuse a folder gptlab wrote whose files changed since, checked while they are read and before the
+    model is returned. A model load reads all but the training state, which --resume checks itself.
+    Foreign folders (Hugging Face, OpenAI) have no manifest: their readers check shapes and values."""
+    if not has_manifest(path):
+        return nullcontext()
+    if not verify:
+        log.warning("%s: files not checked against its manifest.json (--no-verify): a damaged one goes unnoticed",
+                    path)
+        return nullcontext()
+    return verifying(path, skip=TRAINING_STATE,
+                     hint="restore it from a good copy, or load it as it is with --no-verify (verify=False)")
+
+
+def _lora_base(path: Path, dtype: torch.dtype, chain: tuple[Path, ...],
+               verify: bool) -> dict[str, torch.Tensor] | None:
     """The weights of the model a LoRA checkpoint's adapters belong to (a LoRA checkpoint holds only
     what trained); None for any other checkpoint. A base that leads back to `path` is an error."""
     lora = read_checkpoint_config(path)[1].lora
@@ -168,4 +199,4 @@ def _lora_base(path: Path, dtype: torch.dtype, chain: tuple[Path, ...]) -> dict[
         raise ValueError(f"{path / 'config.json'}: the LoRA base chain loops ({loop}); set \"lora\": "
                          "{\"base\": ...} to the model the adapters were trained on")
     check_lora_base(lora, path / "config.json")
-    return state_to_save(_resolve(lora.base, dtype, 0, chain).model)
+    return state_to_save(_resolve(lora.base, dtype, 0, chain, verify).model)

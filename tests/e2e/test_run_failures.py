@@ -14,8 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gptlab.checkpoint.manifest import verify_files
 from gptlab.loading import load_model
-from gptlab.training.state import verify_checkpoint
 
 BIN = Path(sys.executable).parent
 TINY = ["--data", "the-verdict", "--model", "gpt-tiny", "--context-length", "32", "--batch-size", "4",
@@ -72,7 +72,7 @@ def summary_of(run: Path) -> dict:
 
 
 def last_step(run: Path) -> int:
-    verify_checkpoint(run / "checkpoints" / "last")  # complete and unaltered
+    verify_files(run / "checkpoints" / "last")  # complete and unaltered
     return json.loads((run / "checkpoints" / "last" / "training.json").read_text())["step"]
 
 

@@ -1,4 +1,4 @@
-"""gptlab's own checkpoint folder: `model.safetensors` + `config.json` (model + tokenizer).
+"""gptlab's own checkpoint folder: `model.safetensors` + `config.json` (model + tokenizer) + `manifest.json`.
 
 No pickle anywhere: tensors are safetensors, everything else JSON.
 """
@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
+from gptlab.checkpoint.manifest import write_manifest
 from gptlab.checkpoint.meta import CheckpointMeta
 from gptlab.checkpoint.weights import build_model, check_state_dict, check_values, read_safetensors, state_to_save
 from gptlab.config import GPTConfig
@@ -68,7 +69,8 @@ def write_model_files(
 def write_folder_atomically(folder: Path, write: Callable[[Path], None]) -> None:
     """Let `write` fill a temporary sibling folder, then swap it in place of `folder`.
 
-    The steps: write `.NAME.tmp-*`; fsync its files and itself; rename it `.NAME.new-PID`
+    The steps: write `.NAME.tmp-*` and its `manifest.json` (the sha256 of each file, checked at
+    every load); fsync its files and itself; rename it `.NAME.new-PID`
     (complete from here on); move the old `folder` aside as `.NAME.old-PID`; rename the new one
     into place; fsync the parent; delete the old one. A crash or error at any point leaves
     `folder` or a complete sibling that `recover_folder` puts back, never a half-written folder.
@@ -77,6 +79,7 @@ def write_folder_atomically(folder: Path, write: Callable[[Path], None]) -> None
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     try:
         write(tmp)
+        write_manifest(tmp)
         _apply_umask(tmp)
         _fsync_tree(tmp)
         ready = _sibling(folder, "new")

@@ -34,7 +34,7 @@ def model_command(commands: argparse._SubParsersAction, name: str, run: Callable
 
 
 def add_device_flags(p: argparse.ArgumentParser, device: str = "auto") -> None:
-    """--device and --dtype: where the model runs and the dtype of its weights and KV cache."""
+    """--device, --dtype, --quantize and --no-verify: where the model runs, in what dtype, and how it loads."""
     p.add_argument("--device", default=device, help=f"cpu, cuda, cuda:1, mps or auto (default: {device})")
     p.add_argument("--dtype", choices=["auto", *DTYPES], default="auto",
                    help="weights and KV cache in this dtype; logits and sampling stay float32 or wider (default auto: "
@@ -44,6 +44,9 @@ def add_device_flags(p: argparse.ArgumentParser, device: str = "auto") -> None:
                         "load: int8 (a scale per output row, the LM head too; about 2x faster decoding on CPU than "
                         "float32) or int4 (a scale and zero per 32 inputs, the LM head kept bfloat16; smaller, a "
                         "little less exact). A quantized checkpoint (gptlab convert --quantize) loads without it")
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="skip the check of a gptlab folder's files against the sha256 in its manifest.json (on by "
+                        "default: a damaged file is refused by name; the check reads the weights once more)")
 
 
 def add_generation_flags(p: argparse.ArgumentParser, max_new_tokens: int = 50, temperature: float = 1.0,
@@ -97,7 +100,7 @@ def load(args: argparse.Namespace) -> LoadedModel:
     # auto on CPU is load_model's own choice: float32, or bfloat16 for a model quantized now or saved quantized
     dtype = None if args.dtype == "auto" and device.type == "cpu" else pick_dtype(args.dtype, device)
     loaded = load_model(args.model, device=device, dtype=dtype, seed=getattr(args, "seed", None) or 0,
-                        quantize=args.quantize)
+                        quantize=args.quantize, verify=args.verify)
     if loaded.random_weights:
         log.warning("%s: the weights are random, so the text will be noise", loaded.description)
     return loaded

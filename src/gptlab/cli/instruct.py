@@ -179,6 +179,6 @@ def load_classifier(args: argparse.Namespace) -> Classifier | None:
     """The --classifier model, on the server's device and dtype, with its class names."""
     if args.classifier is None:
         return None
-    loaded = load(argparse.Namespace(model=args.classifier, device=args.device, dtype=args.dtype,
+    loaded = load(argparse.Namespace(model=args.classifier, device=args.device, dtype=args.dtype, verify=args.verify,
                                       quantize=None))  # a classifier is small: its weights stay as saved
     return Classifier(loaded, label_names(loaded, None, args.classifier))

@@ -35,6 +35,8 @@ def add_judge(commands: argparse._SubParsersAction) -> None:
     judge.add_argument("--api-key", default=None, help="Bearer token (openai default: $OPENAI_API_KEY)")
     judge.add_argument("--out", default=None, help="JSON file to write (default: <responses>-scores.json)")
     judge.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    judge.add_argument("--no-verify", dest="verify", action="store_false",
+                       help="with --backend local: skip the check of a gptlab folder's files against its manifest.json")
     add_record_field_flags(judge)
     judge.add_argument("--response-field", default="model_response",
                        help="record field holding the response to score (default model_response)")
@@ -43,7 +45,7 @@ def add_judge(commands: argparse._SubParsersAction) -> None:
 
 def cmd_judge(args: argparse.Namespace) -> int:
     api_key = args.api_key or (os.environ.get("OPENAI_API_KEY") if args.backend == "openai" else None)
-    client = JudgeClient(args.backend, args.judge_model, args.url, api_key)
+    client = JudgeClient(args.backend, args.judge_model, args.url, api_key, verify=args.verify)
     bar: tqdm | None = None
 
     def on_scored(done: int, total: int) -> None:

@@ -55,6 +55,7 @@ class JudgeClient:
     api_key: str | None = None  # sent as a Bearer token (OpenAI-compatible servers)
     seed: int = 123
     timeout: float = 300.0  # seconds per answer: a large judge on a CPU is slow
+    verify: bool = True  # local: check a gptlab folder against its manifest.json before loading it
     _loaded: Any = field(default=None, init=False, repr=False)  # the local judge, loaded on its first question
 
     def __post_init__(self) -> None:
@@ -83,7 +84,7 @@ class JudgeClient:
         from gptlab.loading import load_model
 
         if self._loaded is None:
-            self._loaded = load_model(self.model)
+            self._loaded = load_model(self.model, verify=self.verify)
         return ask(self._loaded, prompt, temperature=0, seed=self.seed, max_new_tokens=LOCAL_REPLY_TOKENS)
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:

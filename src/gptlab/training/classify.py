@@ -29,7 +29,7 @@ from gptlab.training.layers import choose_trainable, pinned_to_base
 from gptlab.training.lm import language_model_task
 from gptlab.training.loop import GENERIC, Task, TrainSettings, once_over, train
 from gptlab.training.reports import ClassifierResults, EvalEvent, Event, OnEvent, RunSummary
-from gptlab.training.runs import RunConfig, start_run
+from gptlab.training.runs import VERIFY, RunConfig, start_run
 
 log = logging.getLogger(__name__)
 MISTAKES = "test_mistakes.jsonl"  # in the run folder: the test texts the scored weights label wrongly
@@ -43,6 +43,7 @@ class ClassifyConfig(RunConfig, task="classify"):
                         "and a label column")
     out: str = setting("run folder", "runs/classify")
     model: str = setting("preset (random init), checkpoint or run folder, HF GPT-2 folder or hub name", "gpt-small")
+    verify: bool = setting(VERIFY, True)
     text_column: str = setting("column (or JSON field) holding the text", "text")
     label_column: str = setting("column (or JSON field) holding the label", "label")
     balance: str = setting("yes, no, or auto (yes for sms-spam, as in the book)", "auto")
@@ -121,7 +122,7 @@ def run(config: ClassifyConfig, resume: bool = False, on_event: OnEvent | None =
     labels = LabelMap.from_examples(splits["train"])
     out = start_run(config, splits, write_split, ".jsonl")
     start = _pretrain_on_texts(config, splits["train"], out) if config.pretrain_on_texts else config.model
-    loaded = load_model(start)
+    loaded = load_model(start, verify=config.verify)
     drawn_from = torch.Generator().manual_seed(config.train.seed)  # the new head, then any adapters
     model = with_class_head(loaded.model, len(labels.names), drawn_from)
     lora = choose_trainable(model, config.train_layers, config.lora, drawn_from)
@@ -150,7 +151,8 @@ def run(config: ClassifyConfig, resume: bool = False, on_event: OnEvent | None =
         eval_metrics=lambda m: {"val_accuracy": classification_report(
             predict(m, data["val"]), data["val"].labels, len(labels.names))["accuracy"]},
         score=lambda record: record.metrics["val_accuracy"],  # see _final_report
-        report=lambda summary: _final_report(summary, data, splits, labels, out, next(model.parameters()).device),
+        report=lambda summary: _final_report(summary, data, splits, labels, out, next(model.parameters()).device,
+                                             config.verify),
     )
     return train(model, task, settings, out, resume=resume, on_event=on_event)
 
@@ -178,7 +180,8 @@ def _pretrain_on_texts(config: ClassifyConfig, train_examples: list[Example], ou
     settings = dataclasses.replace(GENERIC, max_steps=steps, batch_size=8, lr=1e-3, min_lr=1e-4,
                                    warmup_steps=max(1, steps // 10), eval_every=max(1, steps // 3),
                                    eval_batches=2, seed=seed, device=config.train.device)
-    loaded = load_model(config.model, seed=seed)  # a preset gets the initialisation pretraining gives it
+    # a preset gets the initialisation pretraining gives it
+    loaded = load_model(config.model, seed=seed, verify=config.verify)
     tokens = token_stream([str(texts)], loaded.tokenizer)
     task, settings = language_model_task(loaded.model, loaded.tokenizer, tokens, settings,
                                          CheckpointMeta(run=config.to_dict()))
@@ -194,7 +197,7 @@ def _log_evaluations(event: Event) -> None:
 
 
 def _final_report(summary: RunSummary, data: dict[str, Encoded], splits: dict[str, list[Example]],
-                  labels: LabelMap, out: Path, device: torch.device) -> RunSummary:
+                  labels: LabelMap, out: Path, device: torch.device, verify: bool) -> RunSummary:
     """Accuracy, macro P/R/F1 and confusion on every split, and the TF-IDF baseline, added to the summary.
 
     Scored are the weights `gptlab classify --model <run>` loads: `checkpoints/best`, the highest
@@ -204,7 +207,7 @@ def _final_report(summary: RunSummary, data: dict[str, Encoded], splits: dict[st
     points below the last weights on the test split, where the accuracy choice matched them on
     average (README).
     """
-    loaded = load_model(str(out), device=device)
+    loaded = load_model(str(out), device=device, verify=verify)
     log.info("scoring %s", loaded.description)
     predicted = {name: predict(loaded.model, part) for name, part in data.items()}
     reports = {name: classification_report(predicted[name], part.labels, len(labels.names))

@@ -31,7 +31,7 @@ from gptlab.training.layers import choose_trainable, pinned_to_base
 from gptlab.training.loop import GENERIC, Batch, Task, TrainSettings, once_over, train
 from gptlab.training.losses import dpo_loss, sequence_logprobs
 from gptlab.training.reports import OnEvent, RunSummary
-from gptlab.training.runs import RunConfig, add_test_responses, sample_response, start_run, trainable
+from gptlab.training.runs import VERIFY, RunConfig, add_test_responses, sample_response, start_run, trainable
 
 log = logging.getLogger(__name__)
 Scorer = Callable[[nn.Module, Batch], tuple[Tensor, Tensor, Tensor]]  # (policy, batch) -> DPO loss, rewards
@@ -45,6 +45,7 @@ class DPOConfig(RunConfig, task="dpo"):
     out: str = setting("run folder", "runs/dpo")
     model: str = setting("instruction-tuned run or checkpoint folder to improve (and, frozen, the reference)",
                          "runs/instruct")
+    verify: bool = setting(VERIFY, True)
     instruction_field: str = setting("record field holding the instruction", "instruction")
     input_field: str = setting("record field holding the optional input", "input")
     chosen_field: str = setting("record field holding the preferred response", "chosen")
@@ -89,7 +90,7 @@ def run(config: DPOConfig, resume: bool = False, on_event: OnEvent | None = None
     """
     parts = _splits(config)
     out = start_run(config, {name: [p.record for p in part] for name, part in parts.items()}, write_records)
-    loaded = load_model(config.model)
+    loaded = load_model(config.model, verify=config.verify)
     _warn_unless_instruction_tuned(loaded)
     model, tokenizer = loaded.model, loaded.tokenizer
     style = style_for(loaded.meta, config.prompt_style)
@@ -129,7 +130,8 @@ def run(config: DPOConfig, resume: bool = False, on_event: OnEvent | None = None
                                 for key, value in reward_report(m, score, first_batches(name)).items()},
         sample=sample_response(tokenizer, style, parts["val"][0].record),
         report=lambda summary: add_test_responses(summary, out, style, [p.record for p in parts["test"]],
-                                                  config.response_tokens, config.train.device, on_event),
+                                                  config.response_tokens, config.train.device, on_event,
+                                                  config.verify),
     )
     log.info("DPO on %s against its frozen copy: %d/%d/%d train/test/validation pairs (%s prompts, beta %g)",
              loaded.description, len(parts["train"]), len(parts["test"]), len(parts["val"]), style.name, config.beta)

@@ -20,7 +20,7 @@ from gptlab.tokenizer import Tokenizer, get_tokenizer, tokenizer_from_dict
 from gptlab.training.lm import language_model_task
 from gptlab.training.loop import TrainSettings, train
 from gptlab.training.reports import OnEvent, RunSummary
-from gptlab.training.runs import RunConfig, start_run
+from gptlab.training.runs import VERIFY, RunConfig, start_run
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ class PretrainConfig(RunConfig, task="pretrain"):
     data: list[str] = setting("registry names (the-verdict, tinyshakespeare) or text files")
     out: str = setting("run folder", "runs/pretrain")
     model: str = setting("preset to start from (random init), or a model to continue", "gpt-small")
+    verify: bool = setting(VERIFY, True)
     n_layer: int | None = setting("override the preset's number of blocks", None)
     n_head: int | None = setting("override the preset's attention heads", None)
     n_embd: int | None = setting("override the preset's width", None)
@@ -68,7 +69,7 @@ def build_model(config: PretrainConfig, seed: int) -> tuple[GPT, Tokenizer]:
     overrides = {k: getattr(config, k) for k in ("n_layer", "n_head", "n_embd", "context_length", "dropout")
                  if getattr(config, k) is not None}
     if config.model not in PRESETS or Path(config.model).exists():
-        loaded = load_model(config.model)
+        loaded = load_model(config.model, verify=config.verify)
         if overrides:
             raise ValueError(f"--model {config.model} is an existing model: its shape cannot be overridden")
         return loaded.model, loaded.tokenizer

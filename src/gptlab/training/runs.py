@@ -30,6 +30,8 @@ from gptlab.training.reports import OnEvent, RespondEvent, RunSummary
 
 log = logging.getLogger(__name__)
 SAMPLE_TOKENS = 35  # length of the sample response printed at each evaluation
+VERIFY = ("check a gptlab folder's files against the sha256 in its manifest.json before loading it: the model "
+          "to start from, its LoRA base, the run's own checkpoint at the end (--no-verify skips it, with a warning)")
 T = TypeVar("T")
 C = TypeVar("C", bound="RunConfig")
 
@@ -113,13 +115,13 @@ def sample_response(tokenizer: Tokenizer, style: Style, record: Record) -> Calla
     return sample
 
 
-def add_test_responses(summary: RunSummary, out: Path, style: Style, test: list[Record],
-                       max_new_tokens: int, device: str, on_event: OnEvent | None) -> RunSummary:
+def add_test_responses(summary: RunSummary, out: Path, style: Style, test: list[Record], max_new_tokens: int,
+                       device: str, on_event: OnEvent | None, verify: bool) -> RunSummary:
     """After a finished run: greedy responses of its best checkpoint to every test record, in the
     book's file format (for `gptlab judge`), named in the summary."""
     if summary.status == "interrupted" or max_new_tokens <= 0 or not test:
         return summary
-    loaded = load_model(str(out), device=pick_device(device))
+    loaded = load_model(str(out), device=pick_device(device), verify=verify)
     responses = []
     for response in generate_responses(loaded.model, loaded.tokenizer, style, test, max_new_tokens):
         responses.append(response)

@@ -21,7 +21,7 @@ from gptlab.training.layers import choose_trainable, pinned_to_base
 from gptlab.training.loop import GENERIC, Task, TrainSettings, once_over, train
 from gptlab.training.losses import lm_loss_on_targets
 from gptlab.training.reports import OnEvent, RunSummary
-from gptlab.training.runs import RunConfig, add_test_responses, sample_response, start_run, trainable
+from gptlab.training.runs import VERIFY, RunConfig, add_test_responses, sample_response, start_run, trainable
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ class SFTConfig(RunConfig, task="instruct"):
     data: str = setting("instruction-data, or a JSON list / JSONL file of instruction records")
     out: str = setting("run folder", "runs/instruct")
     model: str = setting("preset (random init), checkpoint or run folder, HF GPT-2 folder or hub name", "gpt-small")
+    verify: bool = setting(VERIFY, True)
     instruction_field: str = setting("record field holding the instruction", "instruction")
     input_field: str = setting("record field holding the optional input", "input")
     output_field: str = setting("record field holding the desired response", "output")
@@ -68,7 +69,7 @@ def run(config: SFTConfig, resume: bool = False, on_event: OnEvent | None = None
     parts = _splits(config)
     out = start_run(config, parts, write_records)
 
-    loaded = load_model(config.model)
+    loaded = load_model(config.model, verify=config.verify)
     model, tokenizer = loaded.model, loaded.tokenizer
     style = style_for(loaded.meta, config.prompt_style)
     end = style.end_id(tokenizer)  # what each response ends with: end-of-text, or the template's end-of-turn
@@ -98,7 +99,7 @@ def run(config: SFTConfig, resume: bool = False, on_event: OnEvent | None = None
         write_model=lambda m, folder: write_model_files(m, tokenizer, folder, meta, trained_only=lora is not None),
         sample=sample_response(tokenizer, style, parts["val"][0]),
         report=lambda summary: add_test_responses(summary, out, style, parts["test"], config.response_tokens,
-                                                  config.train.device, on_event),
+                                                  config.train.device, on_event, config.verify),
     )
     log.info("instruction fine-tuning %s on %d/%d/%d train/test/validation records (%s prompts, %s)",
              loaded.description, len(parts["train"]), len(parts["test"]), len(parts["val"]), style.name,

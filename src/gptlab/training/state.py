@@ -1,7 +1,8 @@
 """Training checkpoints: model files (written by the task) + optimizer + RNG + progress.
 
-Every checkpoint folder gets a `manifest.json` with the sha256 of its files, so a corrupted or
-half-copied checkpoint is detected on resume instead of silently training from garbage.
+Like every folder gptlab writes, a checkpoint gets a `manifest.json` with the sha256 of its files
+(`checkpoint.manifest`): loading the model checks the model's files, resuming checks them all, so a
+corrupted or half-copied checkpoint is refused instead of silently training from garbage.
 Nothing is pickled: tensors go to safetensors, the rest to JSON.
 """
 
@@ -18,12 +19,12 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from gptlab.checkpoint.manifest import TRAINING_STATE, verify_files
 from gptlab.checkpoint.native import write_folder_atomically
 from gptlab.checkpoint.weights import check_values, read_json, read_safetensors, tied_keys
-from gptlab.files import sha256_of
 from gptlab.lora import is_lora_key
 
-MANIFEST = "manifest.json"
+TENSORS, PROGRESS = TRAINING_STATE  # optimizer moments and RNG states; the Progress and param groups
 
 
 @dataclass
@@ -65,32 +66,16 @@ def save_training_checkpoint(
                 for name, value in slots.items():
                     tensors[f"optimizer.{index}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
             groups = opt_state["param_groups"]
-        save_file(tensors, str(tmp / "training.safetensors"))
+        save_file(tensors, str(tmp / TENSORS))
         saved = {**dataclasses.asdict(progress), "param_groups": groups}
-        (tmp / "training.json").write_text(json.dumps(saved, indent=2))
-        digests = {p.name: sha256_of(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-        (tmp / MANIFEST).write_text(json.dumps(digests, indent=2))
+        (tmp / PROGRESS).write_text(json.dumps(saved, indent=2))
 
     write_folder_atomically(folder, write)
 
 
-def verify_checkpoint(folder: Path) -> None:
-    """Raise a clear error if any file of a training checkpoint is missing or altered."""
-    manifest = read_json(folder / MANIFEST)
-    for name, digest in manifest.items():
-        path = folder / name
-        if not path.is_file():
-            raise ValueError(f"checkpoint {folder} is incomplete: {name} is missing")
-        if sha256_of(path) != digest:
-            raise ValueError(
-                f"checkpoint {folder} is corrupted: {name} does not match its recorded sha256 "
-                "(a partial copy or a disk error); resume from another checkpoint or start again"
-            )
-
-
 def load_training_state(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> Progress:
     """Restore model weights, optimizer and RNG from `folder`; return the saved progress."""
-    verify_checkpoint(folder)
+    verify_files(folder, hint="resume from another checkpoint or start again")
     weights = read_safetensors(folder / "model.safetensors")
     check_values(weights, str(folder / "model.safetensors"))
     missing, unexpected = model.load_state_dict(weights, strict=False)
@@ -103,8 +88,8 @@ def load_training_state(folder: Path, model: nn.Module, optimizer: torch.optim.O
             f"{folder}: checkpoint does not fit the model (missing {sorted(missing)[:5]}, "
             f"unexpected {unexpected[:5]})"
         )
-    tensors = read_safetensors(folder / "training.safetensors")
-    saved = read_json(folder / "training.json")
+    tensors = read_safetensors(folder / TENSORS)
+    saved = read_json(folder / PROGRESS)
     if optimizer is not None and saved.get("param_groups") is not None:
         params = [p for group in optimizer.param_groups for p in group["params"]]
         state: dict[int, dict[str, torch.Tensor]] = {}
