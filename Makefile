@@ -1,5 +1,5 @@
 # Quick start: `make demo` (the main job: real weights, offline; scripts/demo.sh) and `make test` (the whole suite).
-# `make test` lints first (ruff, configured in pyproject.toml).
+# `make test` lints first (ruff and mypy, configured in pyproject.toml).
 # Both create .venv and install gptlab first when needed (scripts/setup.sh); `test` also makes
 # chromium available for the chat-page browser test (scripts/browser.sh).
 VENV ?= .venv
@@ -19,6 +19,7 @@ demo: setup
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy
 
 test: setup browser lint
 	@bash scripts/test.sh

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from gptlab.generation import GenerationSettings
 from gptlab.loading import LoadedModel
@@ -25,7 +26,7 @@ SETTABLE: dict[str, Callable[[str], object]] = {
 
 def change_settings(settings: GenerationSettings, assignments: list[str]) -> GenerationSettings:
     """Settings with `name=value` changes applied (`none` clears top_k/top_p/seed); validated."""
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}  # checked by GenerationSettings
     for assignment in assignments:
         name, sep, value = assignment.partition("=")
         if not sep or name not in SETTABLE:

@@ -163,8 +163,8 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "model config") -> GPTConfig:
-        """Inverse of `to_dict` from a JSON value (checked here: it comes from files); unknown keys are an error so a typo never passes silently, and so is
-        a value of the wrong type (named with `where`, e.g. the file)."""
+        """Inverse of `to_dict`, from a JSON value (checked here: it comes from files); unknown keys are an
+        error so a typo never passes silently, and so is a value of the wrong type (named with `where`)."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known) if isinstance(data, Mapping) else []
         if unknown:

@@ -97,13 +97,13 @@ def read_index(path: Path) -> BundleIndex:
 def _header(value: bytes) -> int:
     """The shard count from a BundleHeaderProto, after checking endianness and version."""
     fields = dict(proto_fields(value))
-    if fields.get(2, 0) == BIG_ENDIAN:
+    if _number(fields, 2) == BIG_ENDIAN:
         raise ValueError("the checkpoint was written on a big-endian machine; gptlab reads little-endian ones")
-    min_consumer = dict(proto_fields(fields.get(3, b""))).get(2, 0)
+    min_consumer = _number(dict(proto_fields(_message(fields, 3))), 2)
     if min_consumer > FORMAT_VERSION:
         raise ValueError(f"it needs a reader of bundle format {min_consumer}; gptlab reads format {FORMAT_VERSION}")
-    num_shards = fields.get(1, 0)
-    if not isinstance(num_shards, int) or num_shards < 1:
+    num_shards = _number(fields, 1)
+    if num_shards < 1:
         raise ValueError(f"it claims {num_shards} data files")
     return num_shards
 
@@ -116,18 +116,21 @@ def _entry(name: str, value: bytes, num_shards: int) -> BundleEntry:
         fields[number] = field
         if number == 7:
             raise ValueError("it is a partitioned (sliced) variable, which gptlab does not read")
-    for number, dim in proto_fields(fields.get(2, b"")):  # TensorShapeProto: repeated Dim dim = 2
-        if number == 2:
-            dims.append(_signed(dict(proto_fields(dim)).get(1, 0)))
-    dtype, shard = fields.get(1, 0), fields.get(3, 0)
+    for number, dim in proto_fields(_message(fields, 2)):  # TensorShapeProto: repeated Dim dim = 2
+        if number != 2:
+            continue
+        if not isinstance(dim, bytes):
+            raise ValueError("a shape dimension holds a number where a message belongs")
+        dims.append(_signed(_number(dict(proto_fields(dim)), 1)))
+    dtype, shard = _number(fields, 1), _number(fields, 3)
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype} (TensorFlow's DataType enum) is not a numeric type gptlab reads")
     if any(d < 0 for d in dims):
         raise ValueError(f"shape {dims} has an unknown dimension")
     if not 0 <= shard < num_shards:
         raise ValueError(f"shard {shard} is not one of the {num_shards} data files")
-    entry = BundleEntry(name, np.dtype(DTYPES[dtype]), tuple(dims), shard, fields.get(4, 0), fields.get(5, 0),
-                        fields.get(6, 0))
+    entry = BundleEntry(name, np.dtype(DTYPES[dtype]), tuple(dims), shard, _number(fields, 4), _number(fields, 5),
+                        _number(fields, 6))
     if entry.size != math.prod(entry.shape) * entry.dtype.itemsize:
         raise ValueError(f"{entry.size} bytes cannot hold a {entry.dtype} tensor of shape {entry.shape}")
     return entry
@@ -140,6 +143,7 @@ def proto_fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
     while pos < len(buf):
         tag, pos = read_varint(buf, pos)
         number, wire_type = tag >> 3, tag & 7
+        value: int | bytes
         if wire_type == 0:
             value, pos = read_varint(buf, pos)
         elif wire_type in (1, 5):
@@ -154,6 +158,22 @@ def proto_fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
         else:
             raise ValueError(f"field {number} has wire type {wire_type}, which bundle messages never use")
         yield number, value
+
+
+def _number(fields: dict[int, int | bytes], number: int) -> int:
+    """A varint or fixed field of a message, 0 when absent (protobuf's default)."""
+    value = fields.get(number, 0)
+    if not isinstance(value, int):
+        raise ValueError(f"field {number} holds bytes where a number belongs")
+    return value
+
+
+def _message(fields: dict[int, int | bytes], number: int) -> bytes:
+    """A length-delimited field of a message (a sub-message), empty when absent."""
+    value = fields.get(number, b"")
+    if not isinstance(value, bytes):
+        raise ValueError(f"field {number} holds a number where a message belongs")
+    return value
 
 
 def _signed(value: int) -> int:
@@ -177,7 +197,7 @@ def _tensor(entry: BundleEntry, shard: np.ndarray, path: Path, verify: bool) -> 
             f"{path}: tensor {entry.name!r} lies at bytes [{entry.offset}, {entry.offset + entry.size}) but the "
             f"file has {len(shard)} bytes; it is truncated (an interrupted download or copy?)"
         )
-    if verify and masked_crc32c(memoryview(raw)) != entry.crc32c:
+    if verify and masked_crc32c(raw.data) != entry.crc32c:
         raise ValueError(
             f"{path}: tensor {entry.name!r} fails its crc32c check: the file is corrupt; download it again"
         )

@@ -90,7 +90,7 @@ def _record(where: str, row: Any, checks: tuple[tuple[str, bool], ...]) -> Recor
         values.append(value or "")
     if not values[0].strip():
         raise ValueError(f"{where}: empty {checks[0][0]!r}")
-    return Record(*values[:3], original=row)
+    return Record(values[0], values[1], values[2], original=row)
 
 
 def write_records(records: list[Record], path: Path, responses: list[str] | None = None) -> None:

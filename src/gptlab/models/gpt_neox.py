@@ -31,7 +31,7 @@ from gptlab.models.family import (
 if TYPE_CHECKING:
     from torch import Tensor
 
-BLOCKS = dict(positions="rope", norm="layernorm", mlp="gelu_exact", bias=True, qkv_bias=True)  # what makes a NeoX
+BLOCKS: dict[str, Any] = dict(positions="rope", norm="layernorm", mlp="gelu_exact", bias=True, qkv_bias=True)  # a NeoX
 PRESETS: dict[str, dict[str, Any]] = {
     "pythia-tiny": dict(vocab_size=50257, context_length=256, n_layer=2, n_head=4, n_embd=64, mlp_hidden=256,
                         rotary_fraction=0.25, parallel_residual=True, tie_embeddings=False,
@@ -65,7 +65,7 @@ def config_from_hf(hf: dict[str, Any], source: str) -> GPTConfig:
         raise ValueError(f"{source}: attention_bias false is not supported; gptlab's GPT-NeoX has attention biases")
     theta, scaling = rope_from_hf({"rope_theta": hf.get("rotary_emb_base", 10000.0), **hf}, source)
     try:
-        fields = dict(
+        fields: dict[str, Any] = dict(
             vocab_size=hf["vocab_size"], context_length=hf["max_position_embeddings"],
             n_layer=hf["num_hidden_layers"], n_head=hf["num_attention_heads"], n_embd=hf["hidden_size"],
             mlp_hidden=hf["intermediate_size"], rope_theta=theta, rope_scaling=scaling,
@@ -141,7 +141,7 @@ def config_from_gguf(meta: dict[str, Any], shapes: dict[str, tuple[int, ...]], s
     own = {key.removeprefix("gptneox."): value for key, value in meta.items() if key.startswith("gptneox.")}
     try:
         n_embd, n_head = int(own["embedding_length"]), int(own["attention.head_count"])
-        fields = dict(
+        fields: dict[str, Any] = dict(
             vocab_size=shapes["token_embd.weight"][0], context_length=int(own["context_length"]),
             n_layer=int(own["block_count"]), n_head=n_head, n_embd=n_embd, mlp_hidden=int(own["feed_forward_length"]),
             rotary_fraction=int(own["rope.dimension_count"]) / (n_embd // n_head),

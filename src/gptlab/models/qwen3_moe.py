@@ -13,6 +13,7 @@ llama.cpp keeps Hugging Face's rotary "halves" for Qwen, so GGUF q/k rows need n
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from gptlab.config import Experts, GPTConfig
@@ -97,7 +98,7 @@ def config_to_hf(config: GPTConfig) -> dict[str, Any]:
             "sliding_window": config.sliding_window}
 
 
-def per_expert(state: dict[str, Tensor], stacks: dict[str, tuple[str, ...]], config: GPTConfig,
+def per_expert(state: dict[str, Tensor], stacks: Mapping[str, tuple[str, ...]], config: GPTConfig,
                names: Names) -> dict[str, Tensor]:
     """`state`, changed in place, with every stack of experts (E, rows, in) cut into one tensor per expert
     and piece: a stack named `<prefix><ending>` becomes `<prefix><piece>` for each of `stacks[ending]`,

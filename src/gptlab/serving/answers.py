@@ -168,7 +168,8 @@ class _Shape:
     answer: Answer
 
     def whole(self, texts: list[str]) -> TextCompletionObject | ChatCompletionObject:
-        head = {"id": self.ident, "created": self.created, "model": self.service.name, "usage": self.usage()}
+        head: dict[str, Any] = {"id": self.ident, "created": self.created, "model": self.service.name,
+                                "usage": self.usage()}
         completions = list(zip(self.answer.choices, texts))
         if self.chat:
             return ChatCompletionObject(**head, choices=[

@@ -47,16 +47,26 @@ def _string_pattern(spec: Mapping[str, Any], source: str, what: str) -> tuple[st
     return pattern["String"], content
 
 
+def _prepend(prefix: str) -> Normalize:
+    """Prepend `prefix` to a non-empty span."""
+    return lambda text: prefix + text if text else text
+
+
+def _replace(old: str, new: str) -> Normalize:
+    """Replace every `old` in a span by `new`."""
+    return lambda text: text.replace(old, new)
+
+
 def normalizer(spec: Mapping[str, Any] | None, source: str) -> Normalize:
     """The file's normalizer as one function of a span of text (the text between added tokens)."""
     steps: list[Normalize] = []
     for part in _parts(spec, "normalizers") if spec is not None else []:
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "Prepend" and isinstance(part.get("prepend"), str):
-            steps.append(lambda text, prefix=part["prepend"]: prefix + text if text else text)
+            steps.append(_prepend(part["prepend"]))
         elif kind == "Replace":
             old, new = _string_pattern(part, source, "normalizer")
-            steps.append(lambda text, old=old, new=new: text.replace(old, new))
+            steps.append(_replace(old, new))
         else:
             raise _refuse(source, "normalizer", part)
 

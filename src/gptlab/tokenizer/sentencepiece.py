@@ -210,7 +210,7 @@ def _spans(text: str, matcher: Matcher | None) -> Iterator[tuple[int, str, int |
     if matcher is not None:
         pattern, tokens = matcher
         for match in pattern.finditer(text):
-            token, lstrip = tokens[match.lastindex - 1]  # type: ignore[operator]  # one group matched
+            token, lstrip = tokens[match.lastindex - 1]  # one group matched
             start = match.start()
             while lstrip and start > at and text[start - 1].isspace():
                 start -= 1
