@@ -114,3 +114,12 @@ def test_compressed_blocks_are_refused_clearly(tiny):
     index.write_bytes(bytes(raw))
     with pytest.raises(ValueError, match=r"is compressed \(type 1\); gptlab reads uncompressed tables"):
         read_bundle(tiny / "model.ckpt")
+
+
+def test_a_header_field_of_the_wrong_wire_type_is_a_readable_error():
+    """num_shards 1, then field 3 (the version sub-message) written as a number: refused, not a TypeError."""
+    from gptlab.checkpoint.tf_bundle import _header
+
+    assert _header(b"\x08\x01") == 1
+    with pytest.raises(ValueError, match="field 3 holds a number where a message belongs"):
+        _header(b"\x08\x01\x18\x01")
