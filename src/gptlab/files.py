@@ -305,9 +305,13 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def write_text_atomically(path: Path, text: str) -> None:
-    """Replace `path` with `text` whole or not at all: a full disk leaves the old file, not half a new one."""
+    """Replace `path` with `text` whole or not at all: a full disk leaves the old file, not half a new one,
+    and an error that names `path` (a failed write() names no file)."""
     with _temp_beside(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        try:
+            tmp.write_text(text, encoding="utf-8")
+        except OSError as err:
+            raise OSError(err.errno, err.strerror, str(path)) from err
         os.replace(tmp, path)
 
 

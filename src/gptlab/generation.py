@@ -78,6 +78,9 @@ class GenerationSettings:
             raise ValueError(f"logprobs must be between 0 and {MAX_TOP_LOGPROBS}, got {self.logprobs}")
         if self.vocab_size is not None and self.vocab_size < 1:
             raise ValueError(f"vocab_size must be >= 1, got {self.vocab_size}")
+        if "" in self.stop_strings:  # as the OpenAI API (and our server) refuses it
+            raise ValueError("a stop string must not be empty (--stop \"\"): it would end every answer before its "
+                             "first token")
 
     def stopping_for(self, tokenizer: Tokenizer) -> GenerationSettings:
         """These settings as text generation with `tokenizer` runs them: its end-of-text id (when it

@@ -79,7 +79,7 @@ def last_step(run: Path) -> int:
 def test_a_full_disk_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path):
     run = tmp_path / "run"
     done = gptlab("pretrain", *TINY, "--max-steps", "6", "--out", str(run),
-                  full_disk="gptlab.training.state:save_file:.last.:2")  # checkpoints/last at step 4
+                  full_disk="gptlab.checkpoint.weights:save_file:.last.:4")  # last's 2nd file at step 4
     line = one_error_line(done)
     assert "training.safetensors: No space left on device. Free some disk space" in line
     summary = summary_of(run)

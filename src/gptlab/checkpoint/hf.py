@@ -11,10 +11,9 @@ import json
 from pathlib import Path, PurePath
 
 import torch
-from safetensors.torch import save_file
 from torch import Tensor
 
-from gptlab.checkpoint.weights import build_model, read_safetensors, state_to_save
+from gptlab.checkpoint.weights import build_model, read_safetensors, state_to_save, write_safetensors
 from gptlab.files import read_json
 from gptlab.model import GPT
 from gptlab.models import Family, family_for_hf, family_of
@@ -124,8 +123,7 @@ def export_hf_folder(model: GPT, folder: str | Path, tokenizer: Tokenizer | None
     if tokenizer is not None and tokenizer.eos_id is not None:
         hf["eos_token_id"] = tokenizer.eos_id
     folder.mkdir(parents=True, exist_ok=True)
-    save_file(family.hf.to_hf(state_to_save(model), config), str(folder / "model.safetensors"),
-              metadata={"format": "pt"})
+    write_safetensors(family.hf.to_hf(state_to_save(model), config), folder / "model.safetensors")
     (folder / "config.json").write_text(json.dumps(hf, indent=2) + "\n", encoding="utf-8")
     files = hf_files(tokenizer) if tokenizer is not None else {}
     files.update(template.hf_files(files.get("tokenizer_config.json")) if template is not None else {})

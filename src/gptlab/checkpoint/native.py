@@ -14,12 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import Tensor
 
 from gptlab.checkpoint.manifest import write_manifest
 from gptlab.checkpoint.meta import CheckpointMeta
-from gptlab.checkpoint.weights import build_model, check_state_dict, check_values, read_safetensors, state_to_save
+from gptlab.checkpoint.weights import (
+    build_model,
+    check_state_dict,
+    check_values,
+    read_safetensors,
+    state_to_save,
+    write_safetensors,
+)
 from gptlab.config import GPTConfig
 from gptlab.files import read_json
 from gptlab.lora import apply_lora, is_lora_key, lora_state_dict, merge_lora
@@ -52,7 +58,7 @@ def write_model_files(
     state = state_to_save(model)
     if trained_only:
         state = {name: state[name] for name, param in model.named_parameters() if param.requires_grad}
-    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    write_safetensors(state, folder / "model.safetensors")
     description, files = embedded(tokenizer)
     for name, text in files.items():
         (folder / name).write_text(text, encoding="utf-8")

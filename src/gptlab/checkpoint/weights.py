@@ -9,10 +9,15 @@ time (BENCHMARKS.md, "Loading a 1B model": 1.05x the weight bytes).
 
 from __future__ import annotations
 
+import errno
+import os
+import re
+import shutil
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import Tensor
 
 from gptlab.config import GPTConfig
@@ -33,6 +38,28 @@ def read_safetensors(path: Path) -> dict[str, Tensor]:
             f"{path}: not a readable safetensors file ({err}); it may be truncated "
             "(an interrupted download or copy) or in another format"
         ) from err
+
+
+def write_safetensors(tensors: dict[str, Tensor], path: Path) -> None:
+    """`tensors` as a safetensors file at `path`. A failed write is the OSError it is, naming `path` (safetensors
+    raises its own error, with the operating system's reason only in its text), so a full disk gets the same
+    advice wherever it strikes; and the space left on that disk beside the space the file needs."""
+    try:
+        save_file(tensors, str(path), metadata={"format": "pt"})
+    except SafetensorError as err:
+        found = re.search(r"(?:code: |os error )(\d+)", str(err))
+        if found is None:
+            raise
+        number = int(found[1])
+        reason = os.strerror(number)
+        if number == errno.ENOSPC:
+            need = sum(tensor.nbytes for tensor in tensors.values())
+            reason += f" ({_mb(shutil.disk_usage(path.parent).free)} free there, the file needs {_mb(need)})"
+        raise OSError(number, reason, str(path)) from err
+
+
+def _mb(size: int) -> str:
+    return f"{size / 2**20:,.1f} MB"
 
 
 def check_state_dict(expected: dict[str, torch.Size], found: dict[str, Tensor], source: str) -> None:

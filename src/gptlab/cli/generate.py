@@ -106,8 +106,8 @@ def add_generate(commands: argparse._SubParsersAction) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    settings = generation_settings(args)  # before loading: a bad flag fails at once
     loaded = load(args)
-    settings = generation_settings(args)
     if args.compile:
         compile_decode(loaded.model)
     if args.prompt is None:

@@ -29,7 +29,7 @@ from gptlab.evaluation.responses import RESPONSES_FILE, generate_responses
 from gptlab.generation import compile_decode
 from gptlab.prompts import style_for
 from gptlab.serving.guards import Protection
-from gptlab.serving.server import Listening, serve
+from gptlab.serving.server import Listening, bind, serve
 from gptlab.serving.service import Classifier, ModelService, ServeDefaults
 
 
@@ -157,21 +157,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
                             args.body_timeout, args.request_timeout, args.log_prompts)
     listening = Listening(args.host, args.port, args.head_timeout)
     defaults = ServeDefaults(args.temperature, args.top_k, args.top_p, args.max_tokens, args.system)
-    loaded = load(args)
-    style = style_for(loaded.meta, args.prompt_style)
-    name = args.name or Path(args.model.rstrip("/")).name
-    classifier = load_classifier(args)
-    engine = Engine(loaded.model, EngineLimits(args.max_batch, args.max_queue), args.compile)
-    service = ModelService(loaded, style, name, engine, defaults, classifier)
+    with bind(listening) as sock:  # before loading: a port in use fails at once
+        loaded = load(args)
+        style = style_for(loaded.meta, args.prompt_style)
+        name = args.name or Path(args.model.rstrip("/")).name
+        classifier = load_classifier(args)
+        engine = Engine(loaded.model, EngineLimits(args.max_batch, args.max_queue), args.compile)
+        service = ModelService(loaded, style, name, engine, defaults, classifier)
 
-    def ready(url: str) -> None:
-        print(f"serving {loaded.description} as {name!r} ({style.name} prompts for chat)\n"
-              f"  chat page:  {url}/\n  OpenAI API: {url}/v1  (Ctrl-C stops)", flush=True)
+        def ready(url: str) -> None:
+            print(f"serving {loaded.description} as {name!r} ({style.name} prompts for chat)\n"
+                  f"  chat page:  {url}/\n  OpenAI API: {url}/v1  (Ctrl-C stops)", flush=True)
 
-    try:
-        serve(service, protection, listening, on_ready=ready)
-    finally:
-        engine.close(drain=False)  # the server has drained its answers; anything left has no reader
+        try:
+            serve(service, protection, listening, sock, on_ready=ready)
+        finally:
+            engine.close(drain=False)  # the server has drained its answers; anything left has no reader
     return 0
 
 

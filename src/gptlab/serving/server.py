@@ -9,6 +9,7 @@ HTTP with a plain-text 400; `_Protocol` answers in OpenAI's JSON error shape.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import socket
@@ -42,17 +43,52 @@ class Listening:
     drain_timeout: int = 60  # seconds SIGTERM / Ctrl-C waits for answers in flight before it cuts them
     backlog: int = 2048  # connections the OS queues before the server accepts them (bursts)
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"--port must be from 0 to 65535 (0 picks a free one), got {self.port}")
 
-def serve(service: ModelService, protection: Protection, listening: Listening,
+
+def bind(listening: Listening) -> socket.socket:
+    """A socket bound to --host and --port and listening, so clients that come before the server's loop
+    starts wait rather than be refused. An address that cannot be taken is one line: the address, why, and
+    for a port in use the process that holds it, where the operating system tells (uvicorn would log the
+    bare reason and exit with its own code)."""
+    address = f"[{listening.host}]:{listening.port}" if ":" in listening.host else f"{listening.host}:{listening.port}"
+    sock = socket.socket(socket.AF_INET6 if ":" in listening.host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((listening.host, listening.port))
+    except OSError as err:
+        sock.close()
+        held = _holder(listening.port) if err.errno == errno.EADDRINUSE else ""
+        raise OSError(f"cannot listen on {address}: {err.strerror or err}{held}; stop it or pick another --port "
+                      "(0 picks a free one)") from err
+    sock.listen(listening.backlog)
+    return sock
+
+
+def _holder(port: int) -> str:
+    """", held by pid N (name)" for the process listening on `port`, where the OS tells (another user's may not)."""
+    import psutil
+
+    try:
+        for conn in psutil.net_connections(kind="inet"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+                return f", held by pid {conn.pid} ({psutil.Process(conn.pid).name()})"
+    except psutil.Error:
+        pass
+    return ""
+
+
+def serve(service: ModelService, protection: Protection, listening: Listening, sock: socket.socket,
           on_ready: Callable[[str], None] = print) -> None:
-    """Serve until SIGTERM or Ctrl-C, then finish the answers in flight and return; `on_ready` gets the base URL."""
+    """Serve on `sock` (`bind`) until SIGTERM or Ctrl-C, then finish the answers in flight and return;
+    `on_ready` gets the base URL."""
     config = uvicorn.Config(make_app(service, protection), host=listening.host, port=listening.port,
                             http=_Protocol, ws="none", lifespan="off", log_config=None, access_log=False,
                             timeout_keep_alive=listening.head_timeout, backlog=listening.backlog,
                             timeout_graceful_shutdown=listening.drain_timeout + CUT_GRACE, server_header=False)
     server = _Server(config, service.engine, listening.drain_timeout)
-    sock = config.bind_socket()
-    sock.listen(listening.backlog)  # clients that come before uvicorn's loop starts wait, not get refused
     host, port = sock.getsockname()[:2]
     on_ready(f"http://{f'[{host}]' if ':' in host else host}:{port}")
     server.run(sockets=[sock])

@@ -7,9 +7,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import torch
 
 from gptlab.checkpoint.meta import CheckpointMeta
+from gptlab.config import GPTConfig
 from gptlab.data.reading import utf8_blocks
 from gptlab.data.text import resolve_text, token_stream
 from gptlab.fields import setting
@@ -23,6 +25,8 @@ from gptlab.training.reports import OnEvent, RunSummary
 from gptlab.training.runs import VERIFY, RunConfig, start_run
 
 log = logging.getLogger(__name__)
+FLOAT32 = 4  # bytes
+TRAINING_COPIES = 4  # of each parameter while training: the weight, its gradient, AdamW's two moments
 
 
 @dataclass
@@ -75,7 +79,27 @@ def build_model(config: PretrainConfig, seed: int) -> tuple[GPT, Tokenizer]:
         return loaded.model, loaded.tokenizer
     tokenizer = build_tokenizer(config.tokenizer, config.data)
     model_config = preset_config(config.model, vocab_size=tokenizer.vocab_size, **overrides)
+    check_memory(model_config)
     return GPT(model_config, torch.Generator().manual_seed(seed)), tokenizer
+
+
+def check_memory(config: GPTConfig) -> None:
+    """Refuse, before allocating anything, a model whose training state does not fit in the memory free now
+    (a context of 10^9 learned positions would ask torch for 64 GB per copy and fail in its allocator); the
+    error says the largest context that fits, when the context is what does not."""
+    with torch.device("meta"):  # counted, not allocated
+        parameters = GPT(config).num_parameters()
+    need, free = parameters * FLOAT32 * TRAINING_COPIES, psutil.virtual_memory().available
+    if need <= free:
+        return
+    per_position = config.n_embd * FLOAT32 * TRAINING_COPIES if config.positions == "learned" else 0  # a wpe row
+    rest = need - per_position * config.context_length
+    largest = (free - rest) // per_position if per_position and free > rest else 0
+    advice = (f"the largest context that fits is {largest:,} (--context-length)" if largest else
+              "choose a smaller preset, or fewer or narrower blocks (--n-layer, --n-embd)")
+    raise ValueError(f"{config.name} with a context of {config.context_length:,} tokens: training it takes about "
+                     f"{need / 2**30:,.1f} GiB (float32 weights, gradients and AdamW's two moments) but "
+                     f"{free / 2**30:,.1f} GiB of memory is free; {advice}")
 
 
 def run(config: PretrainConfig, resume: bool = False, on_event: OnEvent | None = None) -> RunSummary:

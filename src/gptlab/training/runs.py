@@ -21,6 +21,7 @@ from gptlab.data.instruction import Record, write_records
 from gptlab.devices import pick_device
 from gptlab.evaluation.responses import RESPONSES_FILE, generate_responses
 from gptlab.fields import settings_from_json
+from gptlab.files import write_text_atomically
 from gptlab.generation import GenerationSettings, generate
 from gptlab.loading import load_model
 from gptlab.prompts import Style
@@ -87,7 +88,7 @@ def start_run(config: RunConfig, splits: Mapping[str, Sequence[T]] | None = None
     if splits is not None and write is not None:
         for name, part in splits.items():
             write(part, out / f"{name}{suffix}")
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    write_text_atomically(out / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")  # a full disk: no stub
     return out
 
 

@@ -16,12 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from gptlab.checkpoint.manifest import TRAINING_STATE, verify_files
 from gptlab.checkpoint.native import write_folder_atomically
-from gptlab.checkpoint.weights import check_values, read_json, read_safetensors, tied_keys
+from gptlab.checkpoint.weights import check_values, read_json, read_safetensors, tied_keys, write_safetensors
 from gptlab.lora import is_lora_key
 
 TENSORS, PROGRESS = TRAINING_STATE  # optimizer moments and RNG states; the Progress and param groups
@@ -66,7 +65,7 @@ def save_training_checkpoint(
                 for name, value in slots.items():
                     tensors[f"optimizer.{index}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
             groups = opt_state["param_groups"]
-        save_file(tensors, str(tmp / TENSORS))
+        write_safetensors(tensors, tmp / TENSORS)
         saved = {**dataclasses.asdict(progress), "param_groups": groups}
         (tmp / PROGRESS).write_text(json.dumps(saved, indent=2))
 
