@@ -25,13 +25,13 @@ HUB_FILES = ["config.json", "model.safetensors", "model.safetensors.index.json",
              "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "chat_template.jinja",
              "generation_config.json"]
 
+
 def weights_file(folder: Path) -> Path:
     """Where a HF folder keeps its weights: one safetensors file, a shard index, or a legacy .bin."""
     for name in WEIGHT_FILES:
         if (folder / name).is_file():
             return folder / name
     raise FileNotFoundError(f"{folder}: no weights found (looked for {', '.join(WEIGHT_FILES)})")
-
 
 
 def read_hf_weights(folder: Path) -> dict[str, Tensor]:
