@@ -11,10 +11,11 @@ tokenizer) and the built-in SmolLM2-135M-Instruct (its real weights, from the GG
 
 What is measured, in this process (imports done; what `gptlab generate --model FOLDER` spends between
 reading its flags and having the model): `load_model(folder)` with verification on (the default) and
-off (`verify=False`, `--no-verify`), interleaved, the median of --repeats each, after one untimed load
+off (`verify=False`, `--no-verify`), interleaved, the best of --repeats each (the least disturbed by other
+processes, as benchmarks/generate.py takes), after one untimed load
 that puts the files in the page cache (a cold disk adds its read time to both, once: the check and the
 load read the same pages). Reported: both load times and their ratio; the check alone (`verify_files`:
-sha256 of config.json and model.safetensors, median of 3) and the ratio a load would have with the check
+sha256 of config.json and model.safetensors, best of 3) and the ratio a load would have with the check
 run before it instead of on a thread beside it (`checkpoint.manifest.verifying`, what loads do).
 """
 
@@ -24,7 +25,6 @@ import argparse
 import functools
 import gc
 import logging
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,9 +49,9 @@ class Options:
 class Row:
     name: str
     megabytes: float  # of model.safetensors
-    verified: float  # median load seconds, verification on
-    unverified: float  # median load seconds, verification off
-    check: float  # median seconds of the check alone (what it would add to a load, done before it)
+    verified: float  # best load seconds, verification on
+    unverified: float  # best load seconds, verification off
+    check: float  # best seconds of the check alone (what it would add to a load, done before it)
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -86,9 +86,9 @@ def measure(name: str, folder: Path, repeats: int) -> Row:
     for _ in range(repeats):
         for verify in (True, False):
             times[verify].append(_seconds(functools.partial(load_model, str(folder), verify=verify)))
-    check = statistics.median(_seconds(functools.partial(verify_files, folder, TRAINING_STATE)) for _ in range(3))
+    check = min(_seconds(functools.partial(verify_files, folder, TRAINING_STATE)) for _ in range(3))
     megabytes = (folder / "model.safetensors").stat().st_size / 1e6
-    return Row(name, megabytes, statistics.median(times[True]), statistics.median(times[False]), check)
+    return Row(name, megabytes, min(times[True]), min(times[False]), check)
 
 
 def report(rows: list[Row]) -> list[str]:
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     before = cpu_snapshot()
     rows = [measure(name, folder, opt.repeats) for name, folder in folders.items()]
     after = cpu_snapshot()
-    print("\n".join([*machine_lines(), f"loads        median of {opt.repeats}, interleaved, page cache warm", "",
+    print("\n".join([*machine_lines(), f"loads        best of {opt.repeats}, interleaved, page cache warm", "",
                      *report(rows), "", contention_line(before, after)]))
 
 
