@@ -133,6 +133,7 @@ def test_a_flipped_byte_in_any_file_a_load_reads_is_refused_naming_the_file(run_
         path.write_bytes(original)
 
 
+@pytest.mark.timeout(120)  # serve, were the damage missed, would serve until stopped
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_that_reads_a_model_refuses_a_damaged_one(run_folder, tmp_path, records, command):
     damaged = run_folder / "checkpoints" / "best" / "model.safetensors"
