@@ -41,7 +41,9 @@ def test_the_reference_names_every_command_and_every_visible_flag():
 def test_defaults_and_help_come_from_the_parser():
     text = cli_reference()
     # a plain flag, a settings-dataclass flag (default moved out of its help), a switch, a choice
-    assert "| `--max-queue N` | 64 | requests waiting for a free row; more are refused with 429 (default 64) |" in text
+    assert "| `--batch-size BATCH_SIZE` | 8 | windows per forward pass (default 8) |" in text
+    assert "| `--temperature TEMPERATURE` | 1.0 | sampling temperature; 0 = greedy (argmax), as in the OpenAI API; " \
+           "from 0 to 2 |" in text  # a setting's range joins its help
     assert "| `--lr LR` | 5e-05 |" in text
     assert "| `--resume` | off |" in text
     assert "`--dtype {auto,float32,bfloat16,float16}` | auto |" in text

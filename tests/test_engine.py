@@ -153,7 +153,7 @@ def test_queue_full_past_max_queue_and_close_without_draining_cancels(model):
     assert running.finish_reason == waiting.finish_reason == "cancelled"
     with pytest.raises(RuntimeError, match="closed"):
         engine.submit(TOKENIZER, [4], long)
-    with pytest.raises(ValueError, match="max_batch must be >= 1"):
+    with pytest.raises(ValueError, match="max_batch must be at least 1"):
         EngineLimits(max_batch=0)
 
 

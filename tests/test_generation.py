@@ -65,7 +65,7 @@ def test_ids_past_the_tokenizers_vocabulary_are_never_picked_nor_reported():
     assert reported.logprob == pytest.approx(float(logits[0, :50].log_softmax(-1)[3]))
     assert GenerationSettings().stopping_for(CharTokenizer(ALPHABET)).vocab_size == len(ALPHABET)
     assert GenerationSettings(vocab_size=10).stopping_for(CharTokenizer(ALPHABET)).vocab_size == 10
-    with pytest.raises(ValueError, match="vocab_size must be >= 1"):
+    with pytest.raises(ValueError, match="vocab_size must be at least 1"):
         GenerationSettings(vocab_size=0)
 
 
@@ -126,9 +126,9 @@ def test_decode_steps_yields_one_tensor_per_step(model):
 def test_empty_prompt_and_bad_settings_are_refused(model):
     with pytest.raises(ValueError, match="at least one token"):
         list(generate(model, [], GenerationSettings()))
-    with pytest.raises(ValueError, match="temperature must be >= 0"):
+    with pytest.raises(ValueError, match="temperature must be from 0 to 2"):
         GenerationSettings(temperature=-1)
-    with pytest.raises(ValueError, match="top_p must be in"):
+    with pytest.raises(ValueError, match="top_p must be above 0 and at most 1"):
         GenerationSettings(top_p=1.5)
 
 
@@ -219,7 +219,7 @@ def test_completion_reports_logprobs_of_each_token_and_its_alternatives(model):
     for place, lp in enumerate(sampled.logprobs):  # before temperature, as OpenAI reports them
         assert lp.top == () and abs(lp.logprob - float(full[len(prompt) - 1 + place, lp.id])) < 1e-4
     assert Completion(model, tok, prompt, GenerationSettings(max_new_tokens=3)).logprobs == []
-    with pytest.raises(ValueError, match="logprobs must be between 0 and 20"):
+    with pytest.raises(ValueError, match="logprobs must be from 0 to 20"):
         GenerationSettings(logprobs=21)
 
 

@@ -88,19 +88,19 @@ def test_bad_messages_are_refused_with_the_reason(messages, message):
 
 
 @pytest.mark.parametrize(("changes", "param", "message"), [
-    ({"temperature": 3}, "temperature", "less than or equal to 2, got 3"),
+    ({"temperature": 3}, "temperature", "temperature must be from 0 to 2 (0 = greedy), got 3"),
     ({"temperature": "hot"}, "temperature", "valid number, got 'hot'"),
-    ({"top_p": 0}, "top_p", "greater than 0"),
+    ({"top_p": 0}, "top_p", "top_p must be above 0 and at most 1, got 0"),
     ({"max_tokens": 0}, "max_tokens", "only useful with `echo`"),
     ({"max_tokens": 2.5}, "max_tokens", "valid integer"),
     ({"top_k": True}, "top_k", "valid integer"),
-    ({"seed": 2**64}, "seed", "less than or equal to 9223372036854775807"),
+    ({"seed": 2**64}, "seed", "seed must be from 0 to 9223372036854775807"),
     ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4 items"),
     ({"stop": [""]}, "stop[0]", "at least 1 character"),
     ({"stream": "yes"}, "stream", "valid boolean"),
     ({"n": 9}, "n", "less than or equal to 8"),
     ({"logprobs": True}, "logprobs", "valid integer"),
-    ({"logprobs": 21}, "logprobs", "less than or equal to 20"),
+    ({"logprobs": 21}, "logprobs", "logprobs must be from 0 to 20, got 21"),
     ({"presence_penalty": 0.5}, "presence_penalty", "`presence_penalty` is not supported"),
     ({"tools": [{"type": "function"}]}, "tools", "not supported"),
     ({"response_format": {"type": "json_object"}}, "response_format.type", "input should be 'text'"),

@@ -19,6 +19,9 @@ HELP = ('Type a message and press Enter. End a line with \\ to continue on the n
         "/settings [name=value ...]  show or change temperature, top_k, top_p, max_new_tokens, seed\n"
         "/reset                      forget the conversation so far\n"
         "/quit                       leave (or Ctrl-D); Ctrl-C stops an answer")
+# A conversation's defaults (`gptlab chat`): answers run longer than a continuation (`GenerationSettings`'
+# 64 tokens, the Python API's and `gptlab generate`'s), sampled a little cooler, among the 50 likeliest.
+CHAT_SETTINGS = GenerationSettings(max_new_tokens=256, temperature=0.7, top_k=50)
 SETTABLE: dict[str, Callable[[str], object]] = {
     "temperature": float, "top_k": int, "top_p": float, "max_new_tokens": int, "seed": int,
 }

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from gptlab.fields import Range, check_ranges, setting
 from gptlab.generation import (
     GenerationSettings,
     TextStream,
@@ -46,14 +47,13 @@ class QueueFull(Exception):
 class EngineLimits:
     """How much the engine takes on at once."""
 
-    max_batch: int = 8  # rows decoded together (KV-cache slots)
-    max_queue: int = 64  # requests waiting for a free slot; beyond it `submit` raises QueueFull
+    max_batch: int = setting("requests decoded together (KV-cache slots), each joining as another ends", 8,
+                             bounds=Range(low=1))
+    max_queue: int = setting("requests waiting for a free row; more are refused (the server's 429)", 64,
+                             bounds=Range(low=0))
 
     def __post_init__(self) -> None:
-        if self.max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
-        if self.max_queue < 0:
-            raise ValueError(f"max_queue must be >= 0, got {self.max_queue}")
+        check_ranges(self)
 
 
 @dataclass(frozen=True)

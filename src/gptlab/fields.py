@@ -4,34 +4,85 @@ Every settings dataclass (a task's config, `TrainSettings`, `LoRASettings`) decl
 with `setting(...)`; the command line makes one flag per field and shows this text, the Python
 API and `config.json` fill the same fields. Nothing reads source code to find the help.
 `settings_from_json` is where a JSON file's values enter such a dataclass: checked against the
-fields' types there, so nothing further in has to doubt them.
+fields' types there, so nothing further in has to doubt them. A number setting's `Range` is its one
+check: the dataclass runs it (`check_ranges`), and the server's request fields run the same one
+(`range_check`), so a value out of range gets the same sentence from every entry point.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 _KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
 
 
-def setting(help: str, default: Any = dataclasses.MISSING, *, factory: Callable[[], Any] | None = None,
-            flag: bool = True, prefix: str | None = None) -> Any:
-    """A dataclass field with its help text.
+class OutOfRange(ValueError):
+    """A setting outside its `Range`; its message names the setting, so it is shown as it is."""
 
-    `flag=False` keeps it off the command line (set by the program, or too rich for a flag);
+
+@dataclass(frozen=True)
+class Range:
+    """The values a number setting may take."""
+
+    low: float | None = None  # the least allowed (None: no lower end)
+    high: float | None = None  # the most allowed (None: no upper end)
+    above: bool = False  # `low` itself is not allowed (top_p: above 0)
+    note: str = ""  # what a value means, said in the error, e.g. "0 = greedy"
+
+    def __str__(self) -> str:
+        low, high = _number(self.low), _number(self.high)
+        if self.above:
+            return f"above {low}" + (f" and at most {high}" if self.high is not None else "")
+        if self.low is not None and self.high is not None:
+            return f"from {low} to {high}"
+        return f"at least {low}" if self.low is not None else f"at most {high}"
+
+    def check(self, name: str, value: Any) -> Any:
+        """`value` (None passes: not set), or `OutOfRange` naming `name`."""
+        if value is None:
+            return value
+        below = self.low is not None and (value <= self.low if self.above else value < self.low)
+        if below or (self.high is not None and value > self.high):
+            note = f" ({self.note})" if self.note else ""
+            raise OutOfRange(f"{name} must be {self}{note}, got {_number(value)}")
+        return value
+
+
+def setting(help: str, default: Any = dataclasses.MISSING, *, factory: Callable[[], Any] | None = None,
+            flag: bool | str = True, prefix: str | None = None, bounds: Range | None = None) -> Any:
+    """A dataclass field with its help text (and, for a number, the `Range` it must lie in).
+
+    `flag=False` keeps it off the command line (set by the program, or too rich for a flag), a
+    string names its flag where the field's name would read badly (`stop_strings`: `--stop`);
     a nested settings dataclass gets flags of its own, named `--<prefix>-<field>` (no prefix:
     `--<field>`, as the training settings' `--lr`).
     """
-    metadata = {"help": help, "flag": flag, "prefix": prefix}
+    metadata = {"help": help, "flag": flag, "prefix": prefix, "bounds": bounds}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def check_ranges(settings: Any) -> None:
+    """Every field of a settings dataclass that declares a `Range` checked against it (in `__post_init__`)."""
+    for f in dataclasses.fields(settings):
+        if f.metadata.get("bounds") is not None:
+            f.metadata["bounds"].check(f.name, getattr(settings, f.name))
+
+
+def range_check(kind: type, field: str, name: str | None = None) -> Callable[[Any], Any]:
+    """The check of `kind`'s setting `field`, for a value that arrives elsewhere under `name` (the
+    server's request fields: `max_tokens` is generation's `max_new_tokens`)."""
+    bounds: Range = next(f for f in dataclasses.fields(kind) if f.name == field).metadata["bounds"]
+    return functools.partial(bounds.check, name or field)
 
 
 def settings_from_json(kind: type[T], data: Any, where: str) -> T:
@@ -92,6 +143,11 @@ def typed(hint: Any, value: Any, where: str) -> Any:
             raise ValueError(f"{where}: expected a finite number, got {value}")
         return float(value)
     return value
+
+
+def _number(value: Any) -> str:
+    """5.0 as 5, so a value reads the same whether it came as a float (a flag) or a whole number (JSON)."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _shown(value: Any) -> str:

@@ -10,12 +10,13 @@ import dataclasses
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 from torch import Tensor
 
+from gptlab.fields import Range, check_ranges, setting
 from gptlab.model import GPT, KVCache
 from gptlab.tokenizer import Tokenizer
 
@@ -48,36 +49,40 @@ def token_logprob(logits: Tensor, token: int, settings: GenerationSettings) -> T
     return TokenLogprob(token, float(logprobs[token]), pairs)
 
 
+# Each setting's allowed values, written once: the CLI, the Python API and the server all check them here.
+TEMPERATURE = Range(0, 2, note="0 = greedy")  # OpenAI's range; above 2 sampling is close to uniform noise
+TOP_K = Range(low=1)
+TOP_P = Range(0, 1, above=True)
+SEED = Range(0, 2**63 - 1)  # what torch.Generator.manual_seed and the OpenAI API take
+
+
 @dataclass(frozen=True)
 class GenerationSettings:
-    """How to pick each next token and when to stop."""
+    """How to pick each next token and when to stop: the defaults of the Python API and `gptlab generate`."""
 
-    max_new_tokens: int = 64  # upper bound on generated tokens per prompt
-    temperature: float = 1.0  # 0 = greedy (argmax), as in the OpenAI API
-    top_k: int | None = None  # sample only among the k most likely tokens
-    top_p: float | None = None  # nucleus sampling: smallest set with probability mass >= p
-    seed: int | None = None  # makes sampling reproducible
-    stop_ids: tuple[int, ...] = ()  # generation of a sequence ends at any of these (not emitted)
-    end_of_text: bool = True  # with a tokenizer (Completion, responses), its end-of-text id stops too
-    stop_strings: tuple[str, ...] = field(default=())  # text-level stops, see `stream_text`
-    kv_cache: bool = True  # False recomputes the whole sequence each step (for teaching/tests)
-    logprobs: int | None = None  # report each token's log-probability and this many alternatives (0-20)
-    vocab_size: int | None = None  # ids from here up are never picked: rows of a padded embedding that the
-    #                                tokenizer lacks (Qwen2.5, Phi-3, Pythia); `stopping_for` sets it
+    max_new_tokens: int = setting("tokens to generate at most", 64, bounds=Range(low=0))
+    temperature: float = setting("sampling temperature; 0 = greedy (argmax), as in the OpenAI API", 1.0,
+                                 bounds=TEMPERATURE)
+    top_k: int | None = setting("sample only among the K most likely tokens", None, bounds=TOP_K)
+    top_p: float | None = setting("nucleus sampling: only the most likely tokens whose probabilities add up to P",
+                                  None, bounds=TOP_P)
+    seed: int | None = setting("random seed: makes sampling (and a preset's random weights) reproducible", None,
+                               bounds=SEED)
+    stop_ids: tuple[int, ...] = setting("generation of a sequence ends at any of these ids (not emitted)", (),
+                                        flag=False)
+    end_of_text: bool = setting("with a tokenizer (Completion, responses), its end-of-text id stops too", True,
+                                flag=False)
+    stop_strings: tuple[str, ...] = setting("stop before this text (repeatable)", (), flag="stop")  # see `stream_text`
+    kv_cache: bool = setting("keep keys and values of earlier tokens; --no-kv-cache recomputes the whole sequence "
+                             "every step (slow; to compare with the cache)", True)
+    logprobs: int | None = setting("report each token's log-probability and this many alternatives", None,
+                                   flag=False, bounds=Range(0, MAX_TOP_LOGPROBS))
+    vocab_size: int | None = setting("ids from here up are never picked: rows of a padded embedding that the "
+                                     "tokenizer lacks (Qwen2.5, Phi-3, Pythia); `stopping_for` sets it", None,
+                                     flag=False, bounds=Range(low=1))
 
     def __post_init__(self) -> None:
-        if self.max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
-        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_TOP_LOGPROBS:
-            raise ValueError(f"logprobs must be between 0 and {MAX_TOP_LOGPROBS}, got {self.logprobs}")
-        if self.vocab_size is not None and self.vocab_size < 1:
-            raise ValueError(f"vocab_size must be >= 1, got {self.vocab_size}")
+        check_ranges(self)
         if "" in self.stop_strings:  # as the OpenAI API (and our server) refuses it
             raise ValueError("a stop string must not be empty (--stop \"\"): it would end every answer before its "
                              "first token")

@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gptlab import generate, load_model
+from gptlab.cli import main
+from gptlab.generation import GenerationSettings
 from gptlab.training.classify import ClassifyConfig
 from gptlab.training.loop import TrainSettings
 from gptlab.training.sft import SFTConfig
@@ -45,3 +48,12 @@ def test_instruct(tmp_path, sixteen_records):
             "--response-tokens", "0", "--max-steps", "1", "--lr", "1e-3")
     assert saved_config(python) == saved_config(cli)
     assert saved_config(cli)["train"]["min_lr"] == 5e-5  # the book's, not lr / 10
+
+
+def test_generate_and_the_python_api_share_their_defaults(capsys):
+    """No sampling flag and no setting: the same 64 tokens at temperature 1 (same seed, same text)."""
+    assert main(["generate", "--model", "gpt-tiny", "--prompt", "Every effort moves", "--seed", "3", "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    python = generate(load_model("gpt-tiny", seed=3), "Every effort moves", seed=3)
+    assert cli["completion"] == python
+    assert len(cli["completion_ids"]) == GenerationSettings().max_new_tokens == 64

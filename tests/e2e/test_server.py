@@ -19,6 +19,8 @@ import openai
 import pytest
 
 from e2e.servers import Server, start_server
+from gptlab import ask, load_model
+from gptlab.cli import main
 from gptlab.prompts import prompt_style
 from gptlab.tokenizer import GPT2Tokenizer
 
@@ -110,10 +112,26 @@ def test_tiny_temperature_and_top_p_are_answered_as_greedy(client):
         assert answer.choices[0].text == greedy, settings
 
 
+@pytest.mark.parametrize(("flag", "field", "value", "message"), [
+    ("--temperature", "temperature", 5, "temperature must be from 0 to 2 (0 = greedy), got 5"),
+    ("--top-p", "top_p", 1.5, "top_p must be above 0 and at most 1, got 1.5"),
+    ("--top-k", "top_k", 0, "top_k must be at least 1, got 0"),
+])
+def test_an_out_of_range_setting_gets_one_message_from_cli_api_and_server(server, overfit_run, capsys, flag, field,
+                                                                           value, message):
+    assert main(["generate", "--model", str(overfit_run[0]), "--prompt", "hi", flag, str(value)]) == 1
+    assert capsys.readouterr().err.strip() == f"error: {message}"
+    with pytest.raises(ValueError) as python:
+        ask(load_model(str(overfit_run[0])), RED, **{field: value})
+    assert str(python.value) == message
+    status, body = post(server.url + "/v1/completions", json.dumps({"prompt": "hi", field: value}).encode())
+    assert (status, body["error"]["message"], body["error"]["param"]) == (400, message, field)
+
+
 def test_bad_requests_get_openai_errors(client, server):
     with pytest.raises(openai.NotFoundError, match="model 'gpt-4' not found; this server serves 'tiny'"):
         client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "hi"}])
-    with pytest.raises(openai.BadRequestError, match="`temperature`: input should be less than or equal to 2"):
+    with pytest.raises(openai.BadRequestError, match="temperature must be from 0 to 2"):
         client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], temperature=5)
     with pytest.raises(openai.BadRequestError, match="`presence_penalty` is not supported"):
         client.completions.create(model="tiny", prompt="hi", presence_penalty=1)

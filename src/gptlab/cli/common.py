@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
 
+from gptlab.cli.flags import add_dataclass_flags, settings_from_flags
 from gptlab.devices import DTYPES, pick_device, pick_dtype
+from gptlab.engine import EngineLimits
 from gptlab.generation import GenerationSettings
 from gptlab.loading import LoadedModel, load_model
 from gptlab.prompts import AUTO, PROMPT_STYLES, TEMPLATE
@@ -49,19 +52,10 @@ def add_device_flags(p: argparse.ArgumentParser, device: str = "auto") -> None:
                         "default: a damaged file is refused by name; the check reads the weights once more)")
 
 
-def add_generation_flags(p: argparse.ArgumentParser, max_new_tokens: int = 50, temperature: float = 1.0,
-                         top_k: int | None = None) -> None:
-    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens, metavar="N",
-                   help=f"tokens to generate (default {max_new_tokens})")
-    p.add_argument("--temperature", type=float, default=temperature, metavar="T",
-                   help=f"sampling temperature; 0 = greedy, as in the OpenAI API (default {temperature})")
-    p.add_argument("--top-k", type=int, default=top_k, metavar="K",
-                   help="sample among the K most likely tokens" + (f" (default {top_k})" if top_k else ""))
-    p.add_argument("--top-p", type=float, default=None, metavar="P", help="nucleus sampling with mass P")
-    p.add_argument("--seed", type=int, default=None, help="random seed for sampling (and preset init)")
-    p.add_argument("--stop", action="append", metavar="TEXT", help="stop before this text (repeatable)")
-    p.add_argument("--no-kv-cache", action="store_true",
-                   help="recompute the whole sequence every step (slow; to compare with the cache)")
+def add_generation_flags(p: argparse.ArgumentParser, defaults: GenerationSettings | None = None) -> None:
+    """One flag per `GenerationSettings` field, showing the command's `defaults` (chat's are its own; none:
+    the dataclass's, which the Python API uses too)."""
+    add_dataclass_flags(p, GenerationSettings, shown=dataclasses.asdict(defaults or GenerationSettings()))
 
 
 def add_compile_flag(p: argparse.ArgumentParser) -> None:
@@ -70,16 +64,12 @@ def add_compile_flag(p: argparse.ArgumentParser) -> None:
                         "once, reported; faster decoding after; falls back to uncompiled where compile cannot run)")
 
 
-def add_batching_flags(p: argparse.ArgumentParser, server: bool = True) -> None:
-    """--max-batch (and, for a server, --max-queue): requests the batching engine decodes together (and keeps
-    waiting). `respond` keeps --batch-size, its older name."""
-    names = ["--max-batch"] if server else ["--max-batch", "--batch-size"]
-    p.add_argument(*names, dest="max_batch", type=int, default=8, metavar="N",
-                   help="requests decoded together, each joining as another ends (default 8"
-                        + ("" if server else "; --batch-size is its older name") + ")")
-    if server:
-        p.add_argument("--max-queue", type=int, default=64, metavar="N",
-                       help="requests waiting for a free row; more are refused with 429 (default 64)")
+def add_batching_flags(p: argparse.ArgumentParser) -> None:
+    """`respond`'s --max-batch, with --batch-size, its older name (`serve` takes all of `EngineLimits` as flags)."""
+    default = EngineLimits().max_batch
+    p.add_argument("--max-batch", "--batch-size", dest="max_batch", type=int, default=default, metavar="N",
+                   help=f"records answered together, each joining as another ends (default {default}; "
+                        "--batch-size is its older name)")
 
 
 def add_prompt_style_flag(p: argparse.ArgumentParser) -> None:
@@ -106,10 +96,7 @@ def load(args: argparse.Namespace) -> LoadedModel:
     return loaded
 
 
-def generation_settings(args: argparse.Namespace) -> GenerationSettings:
-    """The sampling flags (generation adds the model's end-of-text stop itself)."""
-    return GenerationSettings(
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-        top_p=args.top_p, seed=args.seed, stop_strings=tuple(args.stop or ()), kv_cache=not args.no_kv_cache,
-    )
-
+def generation_settings(args: argparse.Namespace, defaults: GenerationSettings | None = None) -> GenerationSettings:
+    """The command's `defaults` with the sampling flags given (generation adds the model's end-of-text stop
+    itself); checked by the dataclass, as the Python API's settings are."""
+    return settings_from_flags(args, defaults or GenerationSettings())

@@ -3,7 +3,8 @@
 Nested settings get flags of their own (`TrainSettings` under `train`: `--lr`; `LoRASettings`
 under `lora`: `--lora-rank`). Defaults stay out of the parsed namespace, so the flags given are
 told apart from the rest: only they override a `--config` file, and the task's recipe fills
-what neither gives.
+what neither gives. The model commands take their flags the same way (`GenerationSettings`, the
+server's settings), over a settings object holding the command's defaults (`settings_from_flags`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ import dataclasses
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
+
+from gptlab.fields import typed
+
+T = TypeVar("T")
 
 
 def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, shown: Mapping[str, Any] | None = None,
@@ -38,14 +43,19 @@ def _add_flag(parser: argparse.ArgumentParser, f: dataclasses.Field, kind: Any, 
               path: str) -> None:
     if "help" not in f.metadata:
         raise TypeError(f"{f.name}: a setting without help text (declare it with gptlab.fields.setting)")
-    name = prefix + f.name.replace("_", "-")
-    text = f.metadata["help"] + (f" (default: {default})" if default not in (None, "") else "")
+    named = f.metadata.get("flag", True)
+    name = prefix + (named if isinstance(named, str) else f.name.replace("_", "-"))
+    bounds = f.metadata.get("bounds")
+    text = f.metadata["help"] + (f"; {bounds}" if bounds else "") \
+        + (f" (default: {default})" if default not in (None, "", ()) else "")
     flag = {"dest": path + f.name, "default": argparse.SUPPRESS, "help": text}
     kind = _without_none(kind)
     if kind is bool:
         parser.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, **flag)
     elif typing.get_origin(kind) is list:
         parser.add_argument(f"--{name}", nargs="+", metavar="X", **flag)
+    elif typing.get_origin(kind) is tuple:  # a repeatable flag, one value each time (--stop A --stop B)
+        parser.add_argument(f"--{name}", action="append", metavar=name.replace("-", "_").upper(), **flag)
     else:
         parser.add_argument(f"--{name}", type=kind, metavar=name.replace("-", "_").upper(), **flag)
 
@@ -75,6 +85,14 @@ def flag_values(args: argparse.Namespace, cls: type, path: str = "") -> dict[str
         elif hasattr(args, path + f.name):
             values[f.name] = getattr(args, path + f.name)
     return values
+
+
+def settings_from_flags(args: argparse.Namespace, base: T) -> T:
+    """`base` (a settings dataclass without nested ones) with the flags given in place: the command's
+    defaults are `base`'s, and the dataclass checks the values as the Python API's calls are checked."""
+    hints = typing.get_type_hints(type(base))
+    given = flag_values(args, type(base))
+    return dataclasses.replace(base, **{name: typed(hints[name], value, name) for name, value in given.items()})
 
 
 def overlay(base: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from gptlab.chat import chat
+from gptlab.chat import CHAT_SETTINGS, chat
 from gptlab.cli.classify import label_names
 from gptlab.cli.common import (
     add_batching_flags,
@@ -23,6 +23,7 @@ from gptlab.cli.common import (
     load,
     model_command,
 )
+from gptlab.cli.flags import add_dataclass_flags, settings_from_flags
 from gptlab.data.instruction import load_records, write_records
 from gptlab.engine import Engine, EngineLimits
 from gptlab.evaluation.responses import RESPONSES_FILE, generate_responses
@@ -45,7 +46,7 @@ def add_respond(commands: argparse._SubParsersAction) -> None:
     add_prompt_style_flag(respond)
     respond.add_argument("--max-new-tokens", type=int, default=256, metavar="N",
                          help="max tokens per response (default 256)")
-    add_batching_flags(respond, server=False)
+    add_batching_flags(respond)
     add_compile_flag(respond)
     add_record_field_flags(respond)
 
@@ -66,14 +67,16 @@ def cmd_respond(args: argparse.Namespace) -> int:
 
 
 CHAT = ("A terminal chat that streams the model's answers, framed by its chat template or the prompt style it was "
-        "fine-tuned with. Inside: /settings, /reset, /quit; Ctrl-C stops an answer, Ctrl-D leaves.")
+        "fine-tuned with. Inside: /settings, /reset, /quit; Ctrl-C stops an answer, Ctrl-D leaves. Its defaults are a "
+        "conversation's: answers of up to 256 tokens at temperature 0.7 among the 50 likeliest (gptlab generate and "
+        "the Python API: 64 tokens at temperature 1).")
 
 
 def add_chat(commands: argparse._SubParsersAction) -> None:
     chat_parser = model_command(commands, "chat", cmd_chat, "chat with an instruction-tuned model in the terminal",
                                 CHAT)
     add_prompt_style_flag(chat_parser)
-    add_generation_flags(chat_parser, max_new_tokens=256, temperature=0.7, top_k=50)
+    add_generation_flags(chat_parser, CHAT_SETTINGS)
     add_compile_flag(chat_parser)
 
 
@@ -88,7 +91,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     # ignored as the process started, and a parent that ignores it (a job runner, a test worker) passes
     # that on: the chat takes Ctrl-C itself.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    return chat(loaded, style, generation_settings(args))
+    return chat(loaded, style, generation_settings(args, CHAT_SETTINGS))
 
 
 SERVE = ("Serve a model at http://HOST:PORT: /v1/chat/completions and /v1/completions (OpenAI's shapes, streaming "
@@ -104,65 +107,27 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
                            help="serve a model over an OpenAI-compatible HTTP API, with a web chat page",
                            description=SERVE)
     add_prompt_style_flag(server)
-    listening, defaults, protection = Listening(), ServeDefaults(), Protection()
-    server.add_argument("--host", default=listening.host,
-                        help=f"address to listen on (default {listening.host}; 0.0.0.0 exposes it to the network: "
-                             "add --allowed-host and --api-key, or put it behind a proxy)")
-    server.add_argument("--port", type=int, default=listening.port,
-                        help=f"port (default {listening.port}; 0 picks a free one)")
     server.add_argument("--name", default=None,
                         help="model id clients send and /v1/models lists (default: the --model name)")
-    server.add_argument("--max-tokens", type=int, default=defaults.max_tokens, metavar="N",
-                        help=f"completion tokens when a request gives no max_tokens (default {defaults.max_tokens})")
-    server.add_argument("--temperature", type=float, default=defaults.temperature, metavar="T",
-                        help=f"temperature when a request gives none; 0 = greedy (default {defaults.temperature})")
-    server.add_argument("--top-k", type=int, default=None, metavar="K",
-                        help="top_k when a request gives none (default: none, all tokens)")
-    server.add_argument("--top-p", type=float, default=None, metavar="P",
-                        help="top_p when a request gives none (default: none, the whole mass)")
-    server.add_argument("--system", default=None, metavar="TEXT",
-                        help="system message for chat requests that have none (default: none)")
     server.add_argument("--classifier", default=None, metavar="DIR",
                         help="also serve this classifier (a gptlab finetune classify run or checkpoint) at "
                              "POST /v1/classify and in the chat page's Classify tab")
-    add_batching_flags(server)
     add_compile_flag(server)
-    server.add_argument("--api-key", default=None,
-                        help="require `Authorization: Bearer KEY` on every route but /health and / (the chat page, "
-                             "which asks for the key; default: $GPTLAB_API_KEY, else none)")
-    server.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
-                        help="also answer requests whose Host header names NAME, e.g. the name a proxy or the "
-                             "network uses (repeatable; * allows any). Default: loopback names only, against DNS "
-                             "rebinding")
-    server.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
-                        help="let web pages at ORIGIN (e.g. https://app.example.com) call the API (repeatable; "
-                             "default none: pages of other sites are refused)")
-    server.add_argument("--max-body-bytes", type=int, default=protection.max_body_bytes, metavar="N",
-                        help=f"largest request body (default {protection.max_body_bytes:,})")
-    server.add_argument("--body-timeout", type=float, default=protection.body_timeout, metavar="SECONDS",
-                        help=f"seconds for a request's body to arrive (default {protection.body_timeout:g})")
-    server.add_argument("--head-timeout", type=int, default=listening.head_timeout, metavar="SECONDS",
-                        help="seconds for a request's line and headers to arrive, and for an idle keep-alive "
-                             f"socket to stay open (default {listening.head_timeout})")
-    server.add_argument("--request-timeout", type=float, default=protection.request_timeout, metavar="SECONDS",
-                        help="wall-clock limit of one request, streaming included (default "
-                             f"{protection.request_timeout:g})")
-    server.add_argument("--log-prompts", action="store_true",
-                        help="log each prompt's text with its request id (default: never, prompts may be private)")
+    for settings in (ServeDefaults, Listening, EngineLimits, Protection):
+        add_dataclass_flags(server, settings)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    protection = Protection(tuple(name.lower() for name in args.allowed_host), tuple(args.cors_origin),
-                            args.api_key or os.environ.get("GPTLAB_API_KEY") or None, args.max_body_bytes,
-                            args.body_timeout, args.request_timeout, args.log_prompts)
-    listening = Listening(args.host, args.port, args.head_timeout)
-    defaults = ServeDefaults(args.temperature, args.top_k, args.top_p, args.max_tokens, args.system)
+    protection = settings_from_flags(args, Protection(api_key=os.environ.get("GPTLAB_API_KEY") or None))
+    listening = settings_from_flags(args, Listening())
+    defaults = settings_from_flags(args, ServeDefaults())
+    limits = settings_from_flags(args, EngineLimits())
     with bind(listening) as sock:  # before loading: a port in use fails at once
         loaded = load(args)
         style = style_for(loaded.meta, args.prompt_style)
         name = args.name or Path(args.model.rstrip("/")).name
         classifier = load_classifier(args)
-        engine = Engine(loaded.model, EngineLimits(args.max_batch, args.max_queue), args.compile)
+        engine = Engine(loaded.model, limits, args.compile)
         service = ModelService(loaded, style, name, engine, defaults, classifier)
 
         def ready(url: str) -> None:

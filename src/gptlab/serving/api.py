@@ -8,13 +8,15 @@ silently ignores it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
-from gptlab.generation import MAX_TOP_LOGPROBS, TokenLogprob
+from gptlab.fields import OutOfRange, range_check
+from gptlab.generation import GenerationSettings, TokenLogprob
 from gptlab.tokenizer.bpe import refuse_surrogates
 
 MAX_STOP_STRINGS = 4  # as in the OpenAI API
@@ -33,6 +35,28 @@ Int = Annotated[int, Field(strict=True)]
 def _whole_characters(text: str) -> str:
     refuse_surrogates(text)
     return text
+
+
+def _checked(kind: type, setting: str, name: str | None = None) -> Any:
+    """A request field checked by `GenerationSettings`' own range for `setting` (`name`: its name in the
+    request where it differs), so a value out of range gets the sentence `gptlab generate` and the Python
+    API give; the range is also written into `/openapi.json`."""
+    bounds = next(f for f in dataclasses.fields(GenerationSettings) if f.name == setting).metadata["bounds"]
+    schema = {key: value for key, value in (("minimum", bounds.low), ("maximum", bounds.high)) if value is not None}
+    if bounds.above:
+        schema["exclusiveMinimum"] = schema.pop("minimum")
+    finite = {"allow_inf_nan": False} if kind is float else {}
+    return Annotated[kind, Field(strict=True, json_schema_extra=schema, **finite),
+                     AfterValidator(range_check(GenerationSettings, setting, name))]
+
+
+MaxTokens = _checked(int, "max_new_tokens", "max_tokens")
+Temperature = _checked(float, "temperature")
+TopP = _checked(float, "top_p")
+TopK = _checked(int, "top_k")
+Seed = _checked(int, "seed")
+Logprobs = _checked(int, "logprobs")
+TopLogprobs = _checked(int, "logprobs", "top_logprobs")
 
 
 # Every text field of a request: JSON can spell a lone surrogate ("\ud83d" without its pair), which is
@@ -68,11 +92,11 @@ class Sampling(BaseModel):
     model_config = ConfigDict(extra="ignore")  # fields clients add (user, metadata, store) change nothing
 
     model: Text | None = None
-    max_tokens: Annotated[int, Field(strict=True, ge=0)] | None = None
-    temperature: Annotated[float, Field(strict=True, ge=0, le=2, allow_inf_nan=False)] | None = None
-    top_p: Annotated[float, Field(strict=True, gt=0, le=1, allow_inf_nan=False)] | None = None
-    top_k: Annotated[int, Field(strict=True, ge=1)] | None = None
-    seed: Annotated[int, Field(strict=True, ge=0, le=2**63 - 1)] | None = None
+    max_tokens: MaxTokens | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    top_k: TopK | None = None
+    seed: Seed | None = None
     stop: Annotated[Text, Field(min_length=1)] | Annotated[list[Annotated[Text, Field(min_length=1)]],
                                                           Field(max_length=MAX_STOP_STRINGS)] | None = None
     stream: Annotated[bool, Field(strict=True)] = False
@@ -103,7 +127,7 @@ class CompletionBody(Sampling):
 
     prompt: Annotated[Text, Field(min_length=1)] | Annotated[list[Annotated[Text, Field(min_length=1)]],
                                                             Field(min_length=1, max_length=1)]
-    logprobs: Annotated[int, Field(strict=True, ge=0, le=MAX_TOP_LOGPROBS)] | None = None
+    logprobs: Logprobs | None = None
     echo: Annotated[bool, Field(strict=True)] = False
 
 
@@ -134,7 +158,7 @@ class ChatBody(Sampling):
     messages: Annotated[list[Message], Field(min_length=1)]
     max_completion_tokens: Annotated[int, Field(strict=True, ge=1)] | None = None
     logprobs: Annotated[bool, Field(strict=True)] = False
-    top_logprobs: Annotated[int, Field(strict=True, ge=0, le=MAX_TOP_LOGPROBS)] | None = None
+    top_logprobs: TopLogprobs | None = None
 
     @model_validator(mode="after")
     def _top_logprobs_need_logprobs(self) -> ChatBody:
@@ -235,7 +259,8 @@ def refusal(errors: Sequence[Any]) -> APIError:
     if not loc and kind in ("missing", "model_attributes_type", "dict_type", "model_type"):
         return APIError(400, "the request body must be a JSON object (send Content-Type: application/json)")
     message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
-    if message.startswith("`"):  # the validator's own sentence names the field
+    # the validator's own sentence names the field; a setting's range is said as the CLI and the Python API say it
+    if message.startswith("`") or isinstance(error.get("ctx", {}).get("error"), OutOfRange):
         return APIError(400, message, param)
     got = "" if kind == "missing" else f", got {_short(error.get('input'))}"
     return APIError(400, f"`{param}`: {message[0].lower()}{message[1:]}{got}", param)

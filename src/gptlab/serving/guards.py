@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from gptlab.fields import Range, check_ranges, setting
 from gptlab.serving.api import APIError
 from gptlab.serving.headers import API_POLICY, SECURITY_HEADERS
 from gptlab.serving.metrics import Metrics
@@ -41,18 +42,23 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 class Protection:
     """The HTTP-side limits of `gptlab serve` (its flags)."""
 
-    allowed_hosts: tuple[str, ...] = ()  # Host names beside the loopback ones; "*" allows any
-    cors_origins: tuple[str, ...] = ()  # origins whose pages may call the API from a browser
-    api_key: str | None = None  # when set, every route but /health needs `Authorization: Bearer <key>`
-    max_body_bytes: int = 1 << 20
-    body_timeout: float = 10.0  # seconds for a request's whole body to arrive
-    request_timeout: float = 600.0  # wall-clock seconds for one request, streaming included
-    log_prompts: bool = False  # log the text of prompts (off: they may be private)
+    allowed_hosts: tuple[str, ...] = setting(
+        "also answer requests whose Host header names this, e.g. the name a proxy or the network uses (repeatable; "
+        "* allows any). Default: loopback names only, against DNS rebinding", (), flag="allowed-host")
+    cors_origins: tuple[str, ...] = setting(
+        "let web pages at this origin (e.g. https://app.example.com) call the API (repeatable; default none: pages of "
+        "other sites are refused)", (), flag="cors-origin")
+    api_key: str | None = setting(
+        "require `Authorization: Bearer <key>` on every route but /health and / (the chat page, which asks for the "
+        "key; default: $GPTLAB_API_KEY, else none)", None)
+    max_body_bytes: int = setting("largest request body", 1 << 20, bounds=Range(0, above=True))
+    body_timeout: float = setting("seconds for a request's body to arrive", 10.0, bounds=Range(0, above=True))
+    request_timeout: float = setting("wall-clock limit in seconds of one request, streaming included", 600.0,
+                                     bounds=Range(0, above=True))
+    log_prompts: bool = setting("log each prompt's text with its request id (off: prompts may be private)", False)
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "body_timeout", "request_timeout"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be above 0, got {getattr(self, name)}")
+        check_ranges(self)
 
     def host_allowed(self, host: str) -> bool:
         """Whether a Host header ("name", "name:port", "[::1]:port") names this server."""
@@ -60,7 +66,8 @@ class Protection:
             name = host[1:].split("]")[0]
         else:
             name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-        return name.lower() in (*LOOPBACK_HOSTS, *self.allowed_hosts) or "*" in self.allowed_hosts
+        allowed = (*LOOPBACK_HOSTS, *(allowed.lower() for allowed in self.allowed_hosts))
+        return name.lower() in allowed or "*" in self.allowed_hosts
 
     def origin_allowed(self, origin: str, host: str) -> bool:
         """A page of this server itself (behind a proxy its scheme may differ), or one of --cors-origin."""

@@ -23,6 +23,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from gptlab.engine import Engine
+from gptlab.fields import Range, check_ranges, setting
 from gptlab.serving.api import APIError
 from gptlab.serving.app import make_app
 from gptlab.serving.guards import Protection
@@ -37,13 +38,18 @@ CUT_GRACE = 10  # seconds answers cut at the drain timeout get to send their err
 class Listening:
     """Where and how the server listens (the `gptlab serve` flags)."""
 
-    host: str = "127.0.0.1"  # loopback: other machines reach it only through a proxy, or with --host 0.0.0.0
-    port: int = 8000  # 0 picks a free port
-    head_timeout: int = 10  # seconds for a request line and headers, and for an idle keep-alive socket
-    drain_timeout: int = 60  # seconds SIGTERM / Ctrl-C waits for answers in flight before it cuts them
-    backlog: int = 2048  # connections the OS queues before the server accepts them (bursts)
+    host: str = setting("address to listen on (loopback: other machines reach it only through a proxy; 0.0.0.0 "
+                        "exposes it to the network: add --allowed-host and --api-key, or put it behind a proxy)",
+                        "127.0.0.1")
+    port: int = setting("port (0 picks a free one)", 8000)
+    head_timeout: int = setting("seconds for a request's line and headers to arrive, and for an idle keep-alive "
+                                "socket to stay open", 10, bounds=Range(0, above=True))
+    drain_timeout: int = setting("seconds SIGTERM / Ctrl-C waits for answers in flight before it cuts them", 60,
+                                 flag=False)
+    backlog: int = setting("connections the OS queues before the server accepts them (bursts)", 2048, flag=False)
 
     def __post_init__(self) -> None:
+        check_ranges(self)
         if not 0 <= self.port <= 65535:
             raise ValueError(f"--port must be from 0 to 65535 (0 picks a free one), got {self.port}")
 

@@ -15,7 +15,8 @@ import torch
 from gptlab.classifier import classify_texts
 from gptlab.engine import Engine, QueueFull
 from gptlab.evaluation.perplexity import token_logprobs
-from gptlab.generation import GenerationSettings, TextCompletion, TokenLogprob
+from gptlab.fields import Range, check_ranges, setting
+from gptlab.generation import TEMPERATURE, TOP_K, TOP_P, GenerationSettings, TextCompletion, TokenLogprob
 from gptlab.loading import LoadedModel
 from gptlab.prompts import Conversation, Style
 from gptlab.serving.api import APIError, Classification, Request
@@ -27,21 +28,16 @@ from gptlab.tokenizer.chat_template import TemplateRefused
 class ServeDefaults:
     """What a request that leaves a setting out gets; the chat page shows them as its starting values."""
 
-    temperature: float = 1.0  # 0 = greedy
-    top_k: int | None = None
-    top_p: float | None = None
-    max_tokens: int = 256  # completion tokens when a request gives no max_tokens (cut to what fits)
-    system: str | None = None  # chat: the system message when a request has none
+    temperature: float = setting("temperature when a request gives none; 0 = greedy", 1.0, bounds=TEMPERATURE)
+    top_k: int | None = setting("top_k when a request gives none (unset: all tokens)", None, bounds=TOP_K)
+    top_p: float | None = setting("top_p when a request gives none (unset: the whole mass)", None,
+                                  bounds=TOP_P)
+    max_tokens: int = setting("completion tokens when a request gives no max_tokens, cut to what fits (more than "
+                              "gptlab generate's 64: whole chat answers)", 256, bounds=Range(low=1))
+    system: str | None = setting("system message for chat requests that have none", None)
 
     def __post_init__(self) -> None:
-        if not 0 <= self.temperature <= 2:
-            raise ValueError(f"--temperature must be from 0 to 2 (0 = greedy), got {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"--top-k must be at least 1, got {self.top_k}")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise ValueError(f"--top-p must be above 0 and at most 1, got {self.top_p}")
-        if self.max_tokens < 1:
-            raise ValueError(f"--max-tokens must be at least 1, got {self.max_tokens}")
+        check_ranges(self)
 
 
 @dataclass
