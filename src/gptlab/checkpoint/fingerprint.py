@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from gptlab.checkpoint.manifest import TRAINING_STATE
 from gptlab.lora import LoRASettings
 
 WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".pth", ".bin")
@@ -19,7 +20,8 @@ _CHUNK = 1 << 22
 
 def weights_digest(spec: str) -> str | None:
     """The sha256 of the weight files `spec` loads from: the file itself, or a folder's weight files
-    (safetensors shards, an OpenAI folder's `model.ckpt.data-*`) read one after the other by name. None
+    (safetensors shards, an OpenAI folder's `model.ckpt.data-*`; not a training checkpoint's optimizer
+    state, which a resumed base run rewrites) read one after the other by name. None
     for a spec that is no file or folder (a preset's seeded weights, a built-in model, a hub name)."""
     path = Path(spec).expanduser()
     files = [path] if path.is_file() else sorted(filter(_holds_weights, path.iterdir())) if path.is_dir() else []
@@ -34,7 +36,9 @@ def weights_digest(spec: str) -> str | None:
 
 
 def _holds_weights(path: Path) -> bool:
-    return path.is_file() and (path.suffix in WEIGHT_SUFFIXES or path.name.startswith("model.ckpt.data"))
+    """A model's weight file; a training checkpoint's optimizer and RNG state (also safetensors) are not."""
+    return path.is_file() and path.name not in TRAINING_STATE and (
+        path.suffix in WEIGHT_SUFFIXES or path.name.startswith("model.ckpt.data"))
 
 
 def check_lora_base(lora: LoRASettings, where: Path) -> None:
