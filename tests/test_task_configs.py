@@ -6,13 +6,15 @@ import json
 
 import pytest
 
-from gptlab.cli import build_parser
+from gptlab.cli import build_parser, main
 from gptlab.cli.train import task_config
+from gptlab.fields import setting
 from gptlab.lora import LoRASettings
 from gptlab.training.classify import ClassifyConfig
 from gptlab.training.loop import GENERIC, TrainSettings
 from gptlab.training.pretrain import PretrainConfig
 from gptlab.training.registry import TASKS
+from gptlab.training.reports import OnEvent, RunSummary
 from gptlab.training.runs import RunConfig
 from gptlab.training.sft import SFTConfig
 
@@ -28,6 +30,37 @@ def test_pretrain_on_texts_takes_its_recipe_in_python_as_on_the_command_line():
     assert (python.train_layers, python.dropout) == ("all", 0.2)
     cli = from_flags("finetune", "classify", "--data", "sms-spam", "--pretrain-on-texts")
     assert cli.to_dict() == python.to_dict()
+
+
+def test_the_pretraining_of_pretrain_on_texts_takes_its_recipe_from_flags_and_records_it():
+    config = from_flags("finetune", "classify", "--data", "sms-spam", "--pretrain-on-texts", "--pretrain-max-steps",
+                        "30", "--pretrain-lr", "5e-4", "--seed", "7")
+    recorded = json.loads(json.dumps(config.to_dict()))["pretrain"]
+    assert (recorded["max_steps"], recorded["lr"], recorded["min_lr"], recorded["warmup_steps"],
+            recorded["eval_every"], recorded["seed"]) == (30, 5e-4, 1e-4, 3, 10, 7)  # the recipe for 30 steps
+    assert ClassifyConfig.from_dict(config.to_dict()) == config  # replayable as recorded
+    assert ClassifyConfig(data="sms-spam").pretrain == TrainSettings()  # nothing recorded where nothing runs
+
+
+def test_registering_a_task_creates_its_command(monkeypatch, capsys, tmp_path):
+    @dataclasses.dataclass
+    class EchoConfig(RunConfig, task="echo"):
+        SUMMARY = "repeat the data (a task registered by a test)"
+        DESCRIPTION = "A throwaway task."
+
+        data: str = setting("text to repeat")
+        out: str = setting("run folder", "runs/echo")
+        train: TrainSettings = setting("optimisation", factory=TrainSettings)
+
+        def run(self, resume: bool = False, on_event: OnEvent | None = None) -> RunSummary:
+            raise ValueError(f"echo: {self.data} at lr {self.train.lr}")
+
+    monkeypatch.setitem(TASKS, "echo", EchoConfig)
+    assert main(["finetune", "echo", "--data", "hello", "--lr", "0.5", "--out", str(tmp_path / "run")]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "error: echo: hello at lr 0.5"
+    with pytest.raises(SystemExit):
+        main(["finetune", "--help"])
+    assert "echo" in capsys.readouterr().out and EchoConfig.COMMAND == "gptlab finetune echo"
     book = ClassifyConfig(data="sms-spam")
     assert (book.train.lr, book.train.max_steps, book.train_layers, book.dropout) == (5e-5, 650, "last", None)
 

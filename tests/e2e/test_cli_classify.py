@@ -99,13 +99,14 @@ def test_under_torchrun_rank_0_alone_scores_and_writes_the_summary(tmp_path):
 def test_pretrain_on_texts_pretrains_then_fine_tunes_with_the_recipe_defaults(tmp_path):
     run = tmp_path / "quick"
     out = gptlab("finetune", "classify", "--data", "sms-spam", "--model", "gpt-tiny", "--pretrain-on-texts",
-                 "--pretrain-steps", "3", "--max-steps", "6", "--eval-every", "3", "--out", str(run))
+                 "--pretrain-max-steps", "3", "--max-steps", "6", "--eval-every", "3", "--out", str(run))
     assert out.returncode == 0, out.stderr[-2000:]
     assert "pretraining step 3" in out.stderr
     assert (run / "pretrain" / "checkpoints" / "last" / "model.safetensors").is_file()
     assert (run / "pretrain-texts.txt").read_text().count("\n") == 1045  # training texts only
     config = json.loads((run / "config.json").read_text())
     assert config["train"]["lr"] == 3e-4 and config["train"]["max_steps"] == 6
+    assert (config["pretrain"]["lr"], config["pretrain"]["max_steps"]) == (1e-3, 3)  # the pretraining's recipe
     assert json.loads((run / "checkpoints" / "last" / "config.json").read_text())["model"]["dropout"] == 0.2
 
 

@@ -30,12 +30,13 @@ def saved_config(run: Path) -> dict:
 
 def test_classify_with_pretraining_on_the_texts(tmp_path):
     python, cli = tmp_path / "python", tmp_path / "cli"
-    ClassifyConfig(data="sms-spam", out=str(python), model="gpt-tiny", pretrain_on_texts=True, pretrain_steps=1,
-                   train=TrainSettings(max_steps=1)).run()
+    ClassifyConfig(data="sms-spam", out=str(python), model="gpt-tiny", pretrain_on_texts=True,
+                   pretrain=TrainSettings(max_steps=1), train=TrainSettings(max_steps=1)).run()
     cli_run("finetune", "classify", "--data", "sms-spam", "--out", str(cli), "--model", "gpt-tiny",
-            "--pretrain-on-texts", "--pretrain-steps", "1", "--max-steps", "1")
+            "--pretrain-on-texts", "--pretrain-max-steps", "1", "--max-steps", "1")
     assert saved_config(python) == saved_config(cli)
     assert saved_config(cli)["train"]["lr"] == 3e-4  # the recipe of --pretrain-on-texts, in both
+    assert saved_config(cli)["pretrain"]["lr"] == 1e-3  # and the recipe of its language-model pretraining
 
 
 def test_instruct(tmp_path, sixteen_records):

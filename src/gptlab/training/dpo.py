@@ -23,6 +23,7 @@ from gptlab.data.instruction import write_records
 from gptlab.data.order import EpochOrder, in_order
 from gptlab.data.preference import Preference, collate_preferences, encode_preference, load_preferences
 from gptlab.data.splits import shuffled_split
+from gptlab.evaluation.responses import RESPONSES_FILE
 from gptlab.fields import setting
 from gptlab.loading import LoadedModel, load_model
 from gptlab.lora import LoRASettings
@@ -39,6 +40,16 @@ Scorer = Callable[[nn.Module, Batch], tuple[Tensor, Tensor, Tensor]]  # (policy,
 @dataclass
 class DPOConfig(RunConfig, task="dpo"):
     """Everything `gptlab finetune dpo` needs; saved as the run's replayable `config.json`."""
+
+    SUMMARY = "preference tuning (DPO) of an instruction-tuned model on chosen/rejected pairs"
+    DESCRIPTION = ("Direct Preference Optimization, as in the book's chapter 7 bonus: make an instruction-tuned model "
+                   "(--model, e.g. a finetune instruct run) prefer each record's chosen response over its rejected "
+                   "one, relative to a frozen copy of its starting weights, then answer every test record. "
+                   "Evaluations report the DPO loss and, on training and validation pairs, the reward accuracy (share "
+                   "of pairs whose chosen reward is higher) and mean reward margin; best/ is the lowest validation DPO "
+                   "loss. Writes runs/<name>/ with the splits, metrics, loss.png, reward_margins.png, checkpoints, "
+                   f"{RESPONSES_FILE} and summary.json. The optimiser defaults are the book's, for GPT-2 355M after "
+                   "finetune instruct; --train-layers lora trains adapters only.")
 
     data: str = setting("instruction-data-with-preference, or a JSON list / JSONL file of records with chosen "
                         "and rejected")

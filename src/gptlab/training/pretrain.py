@@ -30,8 +30,13 @@ TRAINING_COPIES = 4  # of each parameter while training: the weight, its gradien
 
 
 @dataclass
-class PretrainConfig(RunConfig, task="pretrain"):
+class PretrainConfig(RunConfig, task="pretrain", finetune=False):
     """Everything `gptlab pretrain` needs; saved as the run's replayable `config.json`."""
+
+    SUMMARY = "pretrain a GPT on text files or built-in data sets (checkpoints, resume, plots)"
+    DESCRIPTION = ("Pretrain a GPT with next-token prediction. Writes runs/<name>/ with config.json, metrics.jsonl, "
+                   "loss.png, lr.png, checkpoints/last and checkpoints/best, summary.json. Run under "
+                   "`torchrun --nproc_per_node=N` for data-parallel training.")
 
     data: list[str] = setting("registry names (the-verdict, tinyshakespeare) or text files")
     out: str = setting("run folder", "runs/pretrain")

@@ -3,8 +3,9 @@
     config = TASKS["classify"](data="sms-spam", pretrain_on_texts=True)
     summary = config.run()
 
-The names are the commands' (`gptlab pretrain`, `gptlab finetune classify|instruct|dpo`) and
-the `"task"` of each run's `config.json`.
+The names are the `"task"` of each run's `config.json`. A task registered here is a command, with
+nothing else to edit: `gptlab finetune <task>` (or `gptlab <task>` for `finetune=False`), its help
+from the config's `SUMMARY` and `DESCRIPTION`, one flag per setting (`cli/train.py`).
 """
 
 from __future__ import annotations

@@ -45,14 +45,19 @@ class RunConfig(abc.ABC):
     """
 
     TASK: ClassVar[str]  # the name written into config.json and the command's, e.g. "pretrain"
+    COMMAND: ClassVar[str]  # how a user types the task's command: "gptlab pretrain", "gptlab finetune classify"
+    SUMMARY: ClassVar[str]  # the command's line in `gptlab --help`
+    DESCRIPTION: ClassVar[str]  # the command's own --help
     RECIPE: ClassVar[TrainSettings] = GENERIC  # the training settings this task uses where none are given
     train: TrainSettings
     out: str
 
-    def __init_subclass__(cls, task: str, **kwargs: Any) -> None:
-        """`class SFTConfig(RunConfig, task="instruct")`: the task's name."""
+    def __init_subclass__(cls, task: str, finetune: bool = True, **kwargs: Any) -> None:
+        """`class SFTConfig(RunConfig, task="instruct")`: the task's name, and its command: `gptlab finetune
+        <task>`, or `gptlab <task>` for a task that starts from no trained model (`finetune=False`)."""
         super().__init_subclass__(**kwargs)
         cls.TASK = task
+        cls.COMMAND = f"gptlab finetune {task}" if finetune else f"gptlab {task}"
 
     def __post_init__(self) -> None:
         self.train = self.train.over(self.recipe())
@@ -60,6 +65,11 @@ class RunConfig(abc.ABC):
     def recipe(self) -> TrainSettings:
         """The complete training settings for this config's other choices (`RECIPE` unless a task says)."""
         return self.RECIPE
+
+    @classmethod
+    def recipes(cls) -> dict[str, TrainSettings]:
+        """What each `TrainSettings` field starts from when none of its flags is given (its flags' defaults)."""
+        return {"train": cls.RECIPE}
 
     @abc.abstractmethod
     def run(self, resume: bool = False, on_event: OnEvent | None = None) -> RunSummary:

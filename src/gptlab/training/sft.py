@@ -13,6 +13,7 @@ from gptlab.checkpoint.native import write_model_files
 from gptlab.data.instruction import Record, collate, encode_record, load_records, write_records
 from gptlab.data.order import EpochOrder, in_order
 from gptlab.data.splits import shuffled_split
+from gptlab.evaluation.responses import RESPONSES_FILE
 from gptlab.fields import setting
 from gptlab.loading import load_model
 from gptlab.lora import LoRASettings
@@ -29,6 +30,12 @@ log = logging.getLogger(__name__)
 @dataclass
 class SFTConfig(RunConfig, task="instruct"):
     """Everything `gptlab finetune instruct` needs; saved as the run's replayable `config.json`."""
+
+    SUMMARY = "instruction fine-tuning (SFT) on instruction/input/output records"
+    DESCRIPTION = ("Teach a model to follow instructions: train on prompt + response with the prompt masked, then "
+                   "answer every test record. Writes runs/<name>/ with the train/test/val splits, metrics, loss.png, "
+                   f"checkpoints, {RESPONSES_FILE} and summary.json. The optimiser defaults are the book's, for "
+                   "pretrained weights; a random preset needs a higher --lr (e.g. 1e-3).")
 
     data: str = setting("instruction-data, or a JSON list / JSONL file of instruction records")
     out: str = setting("run folder", "runs/instruct")
