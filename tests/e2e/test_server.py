@@ -71,21 +71,22 @@ def test_streamed_chat_sends_the_same_answer_in_pieces(client):
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
 
 
-def test_earlier_turns_and_a_system_message_frame_the_new_question(client, overfit_run):
+def test_earlier_turns_and_a_system_message_frame_the_new_question(client):
     messages = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": RED},
                 {"role": "assistant", "content": "A red fruit is number 0."},
                 {"role": "user", "content": "Name a fruit that is green."}]
     answer = client.chat.completions.create(model="tiny", messages=messages, temperature=0, max_tokens=12)
-    # the same prompt, built by hand, continued by `gptlab generate`
+    # the conversation as the model saw it: the system text, the earlier turn closed by end-of-text, the new
+    # question, each piece tokenized apart as in training (so the ids, not the joined text, are what to count)
     header = ("Below is an instruction that describes a task. Write a response that appropriately completes "
               "the request.\n\n### Instruction:\n")
-    prompt = (f"Answer briefly.\n\n{header}{RED}\n\n### Response:\nA red fruit is number 0.<|endoftext|>"
-              f"{header}Name a fruit that is green.\n\n### Response:\n")
-    by_hand = subprocess.run([str(BIN / "gptlab"), "generate", "--model", str(overfit_run[0]), "--prompt", prompt,
-                              "--temperature", "0", "--max-new-tokens", "12", "--stop", "###", "--json"],
-                             capture_output=True, text=True, timeout=120)
-    assert by_hand.returncode == 0, by_hand.stderr
-    assert answer.choices[0].message.content == json.loads(by_hand.stdout)["completion"].strip()
+    by_hand = (f"Answer briefly.\n\n{header}{RED}\n\n### Response:\nA red fruit is number 0.<|endoftext|>"
+               f"{header}Name a fruit that is green.\n\n### Response:\n")
+    tokenizer = GPT2Tokenizer()
+    ids = prompt_style("alpaca").chat_ids(tokenizer, "Answer briefly.", [(RED, "A red fruit is number 0.")],
+                                          "Name a fruit that is green.")
+    assert tokenizer.decode(ids) == by_hand
+    assert answer.usage.prompt_tokens == len(ids) and answer.usage.completion_tokens > 0
 
 
 def test_text_completion_equals_gptlab_generate(client, overfit_run):
