@@ -62,6 +62,8 @@ TopLogprobs = _checked(int, "logprobs", "top_logprobs")
 # Every text field of a request: JSON can spell a lone surrogate ("\ud83d" without its pair), which is
 # no character and has no UTF-8 bytes; each field refuses it by name and position, the same way.
 Text = Annotated[str, AfterValidator(_whole_characters)]
+# the length checked on the string itself (after the validator, pydantic would call it "1 item")
+NonEmptyText = Annotated[str, Field(min_length=1), AfterValidator(_whole_characters)]
 
 
 class APIError(Exception):
@@ -97,8 +99,7 @@ class Sampling(BaseModel):
     top_p: TopP | None = None
     top_k: TopK | None = None
     seed: Seed | None = None
-    stop: Annotated[Text, Field(min_length=1)] | Annotated[list[Annotated[Text, Field(min_length=1)]],
-                                                          Field(max_length=MAX_STOP_STRINGS)] | None = None
+    stop: NonEmptyText | Annotated[list[NonEmptyText], Field(max_length=MAX_STOP_STRINGS)] | None = None
     stream: Annotated[bool, Field(strict=True)] = False
     stream_options: StreamOptions | None = None
     n: Annotated[int, Field(strict=True, ge=1, le=MAX_CHOICES)] = 1
@@ -125,8 +126,7 @@ class Sampling(BaseModel):
 class CompletionBody(Sampling):
     """`POST /v1/completions`."""
 
-    prompt: Annotated[Text, Field(min_length=1)] | Annotated[list[Annotated[Text, Field(min_length=1)]],
-                                                            Field(min_length=1, max_length=1)]
+    prompt: NonEmptyText | Annotated[list[NonEmptyText], Field(min_length=1, max_length=1)]
     logprobs: Logprobs | None = None
     echo: Annotated[bool, Field(strict=True)] = False
 
@@ -170,8 +170,7 @@ class ChatBody(Sampling):
 class ClassifyBody(BaseModel):
     """`POST /v1/classify`: one text or a list of them."""
 
-    input: Annotated[Text, Field(min_length=1)] | Annotated[list[Annotated[Text, Field(min_length=1)]],
-                                                           Field(min_length=1, max_length=MAX_CLASSIFY_INPUTS)]
+    input: NonEmptyText | Annotated[list[NonEmptyText], Field(min_length=1, max_length=MAX_CLASSIFY_INPUTS)]
 
     def texts(self) -> list[str]:
         return [self.input] if isinstance(self.input, str) else list(self.input)
