@@ -140,12 +140,12 @@ def test_a_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatc
     last = tmp_path / "checkpoints" / "last"
     before = (last / "training.json").read_text()
 
-    import gptlab.training.state as state
+    import gptlab.checkpoint.weights as weights  # every safetensors file of a checkpoint is written there
 
     def broken_save(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(state, "save_file", broken_save)
+    monkeypatch.setattr(weights, "save_file", broken_save)
     with pytest.raises(OSError, match="disk full"):
         run(config(tmp_path, max_steps=8), resume=True)
     assert (last / "training.json").read_text() == before
