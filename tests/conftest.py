@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from shared_folders import built_once
+
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("GPTLAB_DATA_DIR", str(REPO.parent / "shared" / "data"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -29,7 +31,8 @@ def hf_gpt2_124m(tmp_path_factory) -> Path:
     """A random-weight `transformers` GPT-2 124M saved with `save_pretrained` (seed 0)."""
     from hf_models import save_random_hf_gpt2
 
-    return save_random_hf_gpt2(tmp_path_factory.mktemp("hf-gpt2"), n_layer=12, n_embd=768, n_head=12)
+    return built_once(tmp_path_factory, "hf-gpt2",
+                      lambda folder: save_random_hf_gpt2(folder, n_layer=12, n_embd=768, n_head=12))
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +40,7 @@ def hf_smollm2(tmp_path_factory) -> Path:
     """The built-in SmolLM2, read by `transformers` and saved as a Hugging Face Llama folder."""
     from hf_models import save_smollm2_hf_folder
 
-    return save_smollm2_hf_folder(tmp_path_factory.mktemp("hf-smollm2"))
+    return built_once(tmp_path_factory, "hf-smollm2", save_smollm2_hf_folder)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,6 @@ import contextlib
 import io
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import torch
@@ -21,7 +20,6 @@ from gptlab.checkpoint.hf import export_hf_folder
 from gptlab.generation import GenerationSettings, generate
 from gptlab.loading import LoadedModel, load_model
 
-GPTLAB = str(Path(sys.executable).parent / "gptlab")
 PROMPT_LENGTH = 40  # tokens: above the tiny configs' sliding windows (8-16)
 NEW_TOKENS = 12
 

@@ -4,7 +4,6 @@ models with each family's distinguishing blocks switched on."""
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 
@@ -68,7 +67,8 @@ def test_a_sentencepiece_llama2_folder_prompts_after_bos_as_transformers(tmp_pat
     from tokenizers import Tokenizer
     from transformers import LlamaConfig
 
-    from family_checks import GPTLAB, NEW_TOKENS, transformers_greedy
+    from e2e.commands import gptlab
+    from family_checks import NEW_TOKENS, transformers_greedy
     from gptlab.files import fetch
     from sentencepiece_vocab import save_kind, trained_vocabulary
 
@@ -79,8 +79,8 @@ def test_a_sentencepiece_llama2_folder_prompts_after_bos_as_transformers(tmp_pat
     prompt = "The picture was"
     ids = Tokenizer.from_file(str(tokenizer_json)).encode(prompt).ids
     assert ids[0] == 1  # <s>
-    out = subprocess.run([GPTLAB, "generate", "--model", str(folder), "--prompt", prompt, "--temperature", "0",
-                          "--max-new-tokens", str(NEW_TOKENS), "--json"], capture_output=True, text=True, timeout=300)
+    out = gptlab("generate", "--model", str(folder), "--prompt", prompt, "--temperature", "0",
+                 "--max-new-tokens", str(NEW_TOKENS), "--json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["completion_ids"] == transformers_greedy(folder, ids)
 

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from e2e.commands import gptlab
 from gptlab.engine import Engine, EngineLimits
 from gptlab.generation import Completion, GenerationSettings
 from gptlab.lora import LoRASettings, apply_lora, is_lora_key
@@ -26,7 +24,6 @@ from gptlab.tokenizer import CharTokenizer
 TINY = sorted(name for name in PRESETS if name.endswith("-tiny"))
 TOKENIZER = CharTokenizer("abcdefghijklmnopqrstuvwxyz .,!?ABCDEFGHIJKLMNOPQRS")  # ids 0..49 of the model's 50,257
 PROMPTS = [("the quick brown fox jumps " * 3)[: 1 + 4 * i] for i in range(16)]  # 1 to 61 characters
-GPTLAB = str(Path(sys.executable).parent / "gptlab")
 
 
 def tiny(name: str, seed: int = 0) -> GPT:
@@ -123,7 +120,7 @@ def test_compiled_decoding_equals_eager_on_the_new_blocks():
 
 @pytest.mark.parametrize("name", ["qwen3-0.6b", "llama-3.2-1b"])
 def test_info_shows_a_real_shape_without_allocating_it(name):
-    out = subprocess.run([GPTLAB, "info", name, "--json"], capture_output=True, text=True, timeout=120)
+    out = gptlab("info", name, "--json")
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout)
     assert info["config"]["family"] == name.split("-")[0] and info["parameters"] > 5e8

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-BIN = Path(sys.executable).parent
+from e2e.commands import gptlab
+from shared_folders import built_once
+
 COLOURS = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white"]
 
 
@@ -26,31 +26,33 @@ def sixteen_records() -> list[dict]:
 @pytest.fixture(scope="session")
 def overfit_run(tmp_path_factory, sixteen_records) -> tuple[Path, Path]:
     """A 2-layer, 64-wide model fine-tuned through the CLI on 16 records until it knows them by heart."""
-    folder = tmp_path_factory.mktemp("overfit")
-    data = folder / "sixteen.json"
-    data.write_text(json.dumps(sixteen_records, indent=1))
-    for args in (["pretrain", "--data", "the-verdict", "--model", "gpt-tiny", "--n-embd", "64", "--n-head", "4",
-                  "--max-steps", "1", "--out", str(folder / "base")],
-                 ["finetune", "instruct", "--data", str(data), "--val-data", str(data), "--test-data", str(data),
-                  "--model", str(folder / "base"), "--out", str(folder / "sft"), "--max-steps", "150",
-                  "--eval-every", "50", "--lr", "3e-3", "--min-lr", "3e-4", "--warmup-steps", "10",
-                  "--weight-decay", "0", "--response-tokens", "20"]):
-        done = subprocess.run([str(BIN / "gptlab"), *args], capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr
-    return folder / "sft", data
+    def train(folder: Path) -> None:
+        data = folder / "sixteen.json"
+        data.write_text(json.dumps(sixteen_records, indent=1))
+        for args in (["pretrain", "--data", "the-verdict", "--model", "gpt-tiny", "--n-embd", "64", "--n-head", "4",
+                      "--max-steps", "1", "--out", str(folder / "base")],
+                     ["finetune", "instruct", "--data", str(data), "--val-data", str(data), "--test-data", str(data),
+                      "--model", str(folder / "base"), "--out", str(folder / "sft"), "--max-steps", "150",
+                      "--eval-every", "50", "--lr", "3e-3", "--min-lr", "3e-4", "--warmup-steps", "10",
+                      "--weight-decay", "0", "--response-tokens", "20"]):
+            done = gptlab(*args)
+            assert done.returncode == 0, done.stderr
+
+    folder = built_once(tmp_path_factory, "overfit", train)
+    return folder / "sft", folder / "sixteen.json"
 
 
 @pytest.fixture(scope="session")
 def classifier_run(tmp_path_factory) -> Path:
     """A three-topic classifier trained through the CLI (a few seconds of training)."""
-    folder = tmp_path_factory.mktemp("topics")
-    words = {"sport": ["goal", "match", "team", "score"], "food": ["pizza", "salad", "soup", "bread"],
-             "weather": ["rain", "sunny", "snow", "wind"]}
-    rows = [f"{' '.join(vocab[(i + j) % 4] for j in range(4))} today,{topic}"
-            for i in range(30) for topic, vocab in words.items()]
-    (folder / "topics.csv").write_text("\n".join(["text,label", *rows]) + "\n")
-    done = subprocess.run([str(BIN / "gptlab"), "finetune", "classify", "--data", str(folder / "topics.csv"),
-                           "--model", "gpt-tiny", "--max-steps", "30", "--eval-every", "30", "--lr", "3e-3",
-                           "--out", str(folder / "run")], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    return folder / "run"
+    def train(folder: Path) -> None:
+        words = {"sport": ["goal", "match", "team", "score"], "food": ["pizza", "salad", "soup", "bread"],
+                 "weather": ["rain", "sunny", "snow", "wind"]}
+        rows = [f"{' '.join(vocab[(i + j) % 4] for j in range(4))} today,{topic}"
+                for i in range(30) for topic, vocab in words.items()]
+        (folder / "topics.csv").write_text("\n".join(["text,label", *rows]) + "\n")
+        done = gptlab("finetune", "classify", "--data", str(folder / "topics.csv"), "--model", "gpt-tiny",
+                      "--max-steps", "30", "--eval-every", "30", "--lr", "3e-3", "--out", str(folder / "run"))
+        assert done.returncode == 0, done.stderr
+
+    return built_once(tmp_path_factory, "topics", train) / "run"

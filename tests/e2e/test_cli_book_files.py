@@ -4,27 +4,20 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from book_gpt import book_greedy, book_model
+from e2e.commands import gptlab
 from gptlab.tokenizer import GPT2Tokenizer
 from hf_models import PROMPTS, hf_greedy
 from openai_files import DATA_FILE, Host, closed_port, hf_model_from_arrays, model_files, openai_folder, saved
 
-GPTLAB = str(Path(sys.executable).parent / "gptlab")
 # GPT-2's shape at one layer, so the heads come from the width as for the book's files: a 50,257-token vocabulary
 BOOK_GPT2 = dict(vocab_size=50257, context_length=32, emb_dim=768, n_heads=12, n_layers=1, qkv_bias=True)
-
-
-def gptlab(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([GPTLAB, *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **(env or {})})
 
 
 def one_error_line(out: subprocess.CompletedProcess) -> str:

@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 import math
 import re
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
-BIN = Path(sys.executable).parent
+from e2e.commands import gptlab
+
 RESPONSES = [  # (output, model_response, what the stand-in judge replies)
     ("Paris.", "Paris.", "100"),
     ("Seven.", "Six.", "Score: 20"),
@@ -60,8 +58,7 @@ def test_judge_scores_each_response_and_summarises(ollama, tmp_path):
     responses = tmp_path / "instruction-data-with-response.json"
     responses.write_text(json.dumps([{"instruction": f"Question {i}?", "input": "", "output": output,
                                       "model_response": given} for i, (output, given, _) in enumerate(RESPONSES)]))
-    out = subprocess.run([str(BIN / "gptlab"), "judge", str(responses), "--judge-model", "llama3", "--url", ollama],
-                         capture_output=True, text=True, timeout=120)
+    out = gptlab("judge", str(responses), "--judge-model", "llama3", "--url", ollama)
     assert out.returncode == 0, out.stderr
     assert "ollama:llama3 scored 3/4 responses: mean 70.00 (median 90, min 20, max 100); 1 replies without a score" \
         in out.stdout
@@ -79,16 +76,14 @@ def test_judge_scores_each_response_and_summarises(ollama, tmp_path):
 def test_judge_refuses_records_without_responses(ollama, tmp_path):
     plain = tmp_path / "test.json"
     plain.write_text(json.dumps([{"instruction": "Question?", "input": "", "output": "Answer."}]))
-    out = subprocess.run([str(BIN / "gptlab"), "judge", str(plain), "--judge-model", "llama3", "--url", ollama],
-                         capture_output=True, text=True, timeout=120)
+    out = gptlab("judge", str(plain), "--judge-model", "llama3", "--url", ollama)
     assert out.returncode == 1
     assert f"error: {plain}, record 0: no string 'model_response' field" in out.stderr
     assert OllamaStandIn.requests == []
 
 
 def test_perplexity_of_a_random_model_is_about_the_vocabulary_size(tmp_path):
-    out = subprocess.run([str(BIN / "gptlab"), "perplexity", "--model", "gpt-tiny", "--data", "the-verdict", "--json"],
-                         capture_output=True, text=True, timeout=120)
+    out = gptlab("perplexity", "--model", "gpt-tiny", "--data", "the-verdict", "--json")
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert (report["tokens"], report["context"], report["stride"]) == (5144, 128, 64)
@@ -96,6 +91,5 @@ def test_perplexity_of_a_random_model_is_about_the_vocabulary_size(tmp_path):
     assert report["perplexity"] == pytest.approx(math.exp(report["loss"]), rel=1e-4)
     text = tmp_path / "mine.txt"
     text.write_text("A short text of my own. " * 20)
-    out = subprocess.run([str(BIN / "gptlab"), "perplexity", "--model", "gpt-tiny", "--data", str(text),
-                          "--context", "256"], capture_output=True, text=True, timeout=120)
+    out = gptlab("perplexity", "--model", "gpt-tiny", "--data", str(text), "--context", "256")
     assert out.returncode == 1 and "error: --context 256 is longer than the model's context (128)" in out.stderr

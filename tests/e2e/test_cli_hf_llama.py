@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import torch
 
+from e2e.commands import gptlab
 from hf_models import hf_greedy
 
-GPTLAB = str(Path(sys.executable).parent / "gptlab")
 PROMPT = "The capital of France is"
 
 
@@ -19,8 +16,8 @@ def test_generate_json_on_a_hf_llama_folder_matches_transformers_greedy(hf_smoll
     from tokenizers import Tokenizer
     from transformers import AutoModelForCausalLM
 
-    out = subprocess.run([GPTLAB, "generate", "--model", str(hf_smollm2), "--prompt", PROMPT, "--temperature", "0",
-                          "--max-new-tokens", "8", "--json"], capture_output=True, text=True, timeout=300)
+    out = gptlab("generate", "--model", str(hf_smollm2), "--prompt", PROMPT, "--temperature", "0",
+                 "--max-new-tokens", "8", "--json")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     ids = Tokenizer.from_file(str(hf_smollm2 / "tokenizer.json")).encode(PROMPT, add_special_tokens=False).ids

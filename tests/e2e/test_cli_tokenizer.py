@@ -16,12 +16,13 @@ import tiktoken
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 from tokenizers import Tokenizer as HFTokenizer
 
+from e2e import commands
+
 BIN = Path(sys.executable).parent
 
 
 def gptlab(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "gptlab"), *args], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "TIKTOKEN_CACHE_DIR": ""})
+    return commands.gptlab(*args, env={"OMP_NUM_THREADS": "1", "TIKTOKEN_CACHE_DIR": ""})
 
 
 @pytest.fixture(scope="module")

@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
+from e2e.commands import gptlab
 from gptlab import ask, load_model
-
-BIN = Path(sys.executable).parent
-
-
-def gptlab(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "gptlab"), *args], capture_output=True, text=True, timeout=300)
 
 
 def test_info_reports_the_weights_in_the_dtype_asked_for():

@@ -5,19 +5,17 @@ theirs) generates only ids the tokenizer has, in every path: `gptlab generate`, 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
 
+from e2e.commands import gptlab
 from e2e.servers import Server, start_server
 from gptlab import generate, load_model
 from hf_models import save_padded_hf_llama
 
-GPTLAB = str(Path(sys.executable).parent / "gptlab")
 PROMPT = "Once upon a time"
 TOKENS = 256  # the tokenizer's ids; the model has 64 more
 
@@ -35,9 +33,8 @@ def server(padded, tmp_path_factory) -> Iterator[Server]:
 
 
 def generated_ids(padded: Path, temperature: str, max_new_tokens: int) -> dict:
-    out = subprocess.run([GPTLAB, "generate", "--model", str(padded), "--prompt", PROMPT, "--temperature", temperature,
-                          "--seed", "0", "--max-new-tokens", str(max_new_tokens), "--json"],
-                         capture_output=True, text=True, timeout=300)
+    out = gptlab("generate", "--model", str(padded), "--prompt", PROMPT, "--temperature", temperature,
+                 "--seed", "0", "--max-new-tokens", str(max_new_tokens), "--json")
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 

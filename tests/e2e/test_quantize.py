@@ -4,24 +4,17 @@ checkpoints written by `gptlab convert --quantize` and loaded back."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
+from e2e.commands import gptlab
 from gptlab import load_model, save_checkpoint
 
-BIN = Path(sys.executable).parent
 PROMPT = "The capital of France is Paris, and the capital of Italy is"
 # SmolLM2's last-position logits against float32: cosine similarity at least this, and the same top token.
 # (Measured: bfloat16 0.9995, int8 0.998, int4 0.98.)
 COSINE_FLOOR = {"bfloat16": 0.995, "int8": 0.99, "int4": 0.95}
-
-
-def gptlab(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "gptlab"), *args], capture_output=True, text=True, timeout=900)
 
 
 def _last_logits(spec: str, **kwargs) -> torch.Tensor:
