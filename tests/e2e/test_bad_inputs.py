@@ -1,5 +1,6 @@
 """Every bad input the CLI can meet ends in at most three lines on stderr, no traceback, and the file
-(and line or record) named; odd but legal values just work. One subprocess per case."""
+(and line or record) named; odd but legal values just work. One process per case (forked: e2e/commands.py);
+the last two tests run the console script itself."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from e2e.commands import gptlab
 from gptlab.checkpoint.native import save_checkpoint
 from gptlab.files import builtin_model_path
 from gptlab.model import GPT
@@ -248,8 +250,7 @@ def tiny(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_a_bad_input_ends_in_one_clear_line(case: Case, tmp_path: Path, tiny: Path) -> None:
     args = case.make(tmp_path, tiny)
-    done = subprocess.run([str(BIN / "gptlab"), *args], input=case.stdin, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=tmp_path)
+    done = gptlab(*args, input=case.stdin, env={"OMP_NUM_THREADS": "1"}, cwd=tmp_path, timeout=300)
     assert done.returncode == case.code, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
