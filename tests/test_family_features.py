@@ -76,8 +76,11 @@ def test_reduced_precision_and_quantized_models_stay_close_and_generate(name):
             if variant != "bfloat16":
                 quantize_model(other, Quantization(variant))
             got = other(ids).float().log_softmax(-1)
-            # the same distribution within the precision's error: total variation per position
-            assert (got.exp() - reference.exp()).abs().sum(-1).max() < 0.35, variant
+            # the same distribution within the precision's error: L1 distance (twice the total variation) per
+            # position. Measured: bf16 and int8 0.004-0.036 (0.11 where a MoE router flips an expert), int4
+            # 0.13-0.35 (random 64-wide weights in groups of 32 are int4's worst case)
+            bound = 0.45 if variant == "int4" else 0.15
+            assert (got.exp() - reference.exp()).abs().sum(-1).max() < bound, variant
             assert len(greedy_alone(other, PROMPTS[3], GenerationSettings(max_new_tokens=5, temperature=0))) == 5
 
 

@@ -36,7 +36,7 @@ class Linear(nn.Linear):
     threads (`split_linear`) and bfloat16 inputs, without gradients, with a reordered weight."""
 
     _reordered: Tensor | None = None  # oneDNN's copy of a bfloat16 weight
-    _reordered_from: tuple[int, int] | None = None  # (address, version) of the weight it was made from
+    _reordered_from: tuple[int, int | None] | None = None  # (address, version) of the weight it was made from
 
     def forward(self, x: Tensor) -> Tensor:
         if x.device.type != "cpu" or torch.compiler.is_compiling():  # inductor chooses its own kernels
@@ -50,7 +50,10 @@ class Linear(nn.Linear):
         return F.linear(x, self.weight, self.bias)
 
     def _reordered_linear(self, x: Tensor) -> Tensor:
-        source = (self.weight.data_ptr(), self.weight._version)
+        # a weight made under inference_mode (a CLI command loads there) has no version counter: its
+        # address alone keys the copy, as nothing outside inference_mode can write to it
+        version = None if self.weight.is_inference() else self.weight._version
+        source = (self.weight.data_ptr(), version)
         if self._reordered_from != source:
             self._reordered = torch.ops.mkldnn._reorder_linear_weight(self.weight.contiguous(), 1)
             self._reordered_from = source
