@@ -59,7 +59,7 @@ def test_download_resumes_checks_and_converts(gpt2_host, tmp_path):
     converted = tmp_path / "gpt2" / "774M-safetensors"
     assert f"OpenAI's files are in {folder}" in out.stdout and f"gptlab checkpoint {converted}" in out.stdout
     assert f"gptlab generate --model {converted}" in out.stdout
-    assert sorted(path.name for path in converted.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(path.name for path in converted.iterdir()) == ["config.json", "manifest.json", "model.safetensors"]
     info = json.loads(gptlab("info", str(converted), "--json").stdout)
     assert info["source"] == "checkpoint" and info["config"]["n_layer"] == 11
 

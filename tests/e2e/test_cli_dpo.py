@@ -37,7 +37,7 @@ def test_dpo_widens_the_reward_margin_and_keeps_the_sft_answers(overfit_run, six
     sft, _ = overfit_run
     run = tmp_path / "dpo"
     pairs, out = dpo_on_the_sixteen(sft, sixteen_records, run, "--max-steps", "30", "--eval-every", "5",
-                                    "--lr", "1e-4", "--min-lr", "1e-4")
+                                    "--lr", "5e-5", "--min-lr", "5e-5")
     assert out.returncode == 0, out.stderr
     assert "val reward margin" in out.stderr and "sample:" in out.stderr
 

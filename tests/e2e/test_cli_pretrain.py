@@ -96,7 +96,9 @@ def test_ctrl_c_saves_last_and_resume_finishes_like_an_uninterrupted_run(tmp_pat
                              "--out", str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.time() + 300
-    while not (run / "metrics.jsonl").is_file() and time.time() < deadline and proc.poll() is None:
+    lines = run / "metrics.jsonl"  # a training line every step; wait for the first evaluation's (step 40)
+    while not (lines.is_file() and "val_loss" in lines.read_text()) and time.time() < deadline \
+            and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)

@@ -37,6 +37,12 @@ def _whole_characters(text: str) -> str:
     return text
 
 
+def _not_empty(text: str) -> str:
+    if not text:
+        raise ValueError("should have at least 1 character")
+    return text
+
+
 def _checked(kind: type, setting: str, name: str | None = None) -> Any:
     """A request field checked by `GenerationSettings`' own range for `setting` (`name`: its name in the
     request where it differs), so a value out of range gets the sentence `gptlab generate` and the Python
@@ -62,8 +68,9 @@ TopLogprobs = _checked(int, "logprobs", "top_logprobs")
 # Every text field of a request: JSON can spell a lone surrogate ("\ud83d" without its pair), which is
 # no character and has no UTF-8 bytes; each field refuses it by name and position, the same way.
 Text = Annotated[str, AfterValidator(_whole_characters)]
-# the length checked on the string itself (after the validator, pydantic would call it "1 item")
-NonEmptyText = Annotated[str, Field(min_length=1), AfterValidator(_whole_characters)]
+# checked by a validator too: a length constraint on the string would make pydantic parse it strictly and
+# refuse a lone surrogate with its own message, and one after the validator calls the text "1 item"
+NonEmptyText = Annotated[str, AfterValidator(_whole_characters), AfterValidator(_not_empty)]
 
 
 class APIError(Exception):
