@@ -85,3 +85,14 @@ def test_an_error_while_writing_keeps_the_previous_checkpoint(tmp_path):
         write_folder_atomically(folder, failing)
     assert (folder / "model.txt").read_text() == "v1"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]
+
+
+def test_a_full_disk_names_the_file_as_the_folder_will_hold_it(tmp_path):
+    folder = tmp_path / "last"
+
+    def failing(tmp: Path) -> None:
+        raise OSError(28, "No space left on device", str(tmp / "model.safetensors"))
+
+    with pytest.raises(OSError, match="No space left") as caught:
+        write_folder_atomically(folder, failing)
+    assert caught.value.filename == str(folder / "model.safetensors") and caught.value.errno == 28

@@ -40,3 +40,22 @@ def test_tokenizer_is_byte_exact_with_hf_on_real_text_and_edge_cases(smollm2, re
         assert smollm2.tokenizer.decode(smollm2.tokenizer.encode(text)) == text
     specials = smollm2.tokenizer.encode("<|im_start|>user\nHi<|im_end|>")
     assert specials[0] == 1 and specials[-1] == 2 == smollm2.tokenizer.eos_id
+
+
+def test_a_byte_level_vocabulary_without_merges_is_one_clear_error(tmp_path):
+    import gguf
+
+    from gptlab.tokenizer.bytelevel import gguf_tokenizer
+
+    path = tmp_path / "no-merges.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(["a", "b", "ab"])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(ValueError, match=r"no-merges.gguf: a byte-level BPE vocabulary \(tokenizer.ggml.model gpt2\) "
+                                         r"needs tokenizer.ggml.merges, tokenizer.ggml.token_type, which this file "
+                                         r"lacks"):
+        gguf_tokenizer({"type": "gguf", "path": str(path)})

@@ -187,3 +187,49 @@ def test_every_folder_gptlab_writes_has_a_manifest_its_files_match(run_folder, t
         listed = json.loads((folder / MANIFEST).read_text())
         assert sorted(listed) == sorted(p.name for p in folder.iterdir() if p.name != MANIFEST)
     assert sorted(json.loads((tmp_path / "copy" / MANIFEST).read_text())) == ["config.json", "model.safetensors"]
+
+
+def test_a_run_folders_own_files_are_in_its_manifest(run_folder):
+    listed = json.loads((run_folder / MANIFEST).read_text())
+    assert sorted(listed) == ["config.json", "summary.json"]  # metrics.jsonl grows: each checkpoint marks it
+    from gptlab.files import sha256_of
+
+    assert all(sha256_of(run_folder / name) == digest for name, digest in listed.items())
+
+
+def test_resume_refuses_a_damaged_run_config_and_a_replay_of_it_too(run_folder, tmp_path):
+    config = run_folder / "config.json"
+    flip_a_byte(config, config.read_text().index('"max_steps"') + 3)  # "max_steps" -> "max_sueps": still JSON
+    code, _, err = gptlab("pretrain", "--out", run_folder, "--resume", "--max-steps", "2")
+    assert code == 1 and err.rstrip().splitlines()[-1].startswith(f"error: {config}: damaged"), err
+    code, _, err = gptlab("pretrain", "--config", config, "--out", tmp_path / "replay")
+    assert code == 1 and err.rstrip().splitlines()[-1].startswith(f"error: {config}: damaged"), err
+
+
+def test_resume_checks_the_curve_up_to_its_checkpoint_and_drops_the_lines_after(run_folder):
+    metrics = run_folder / "metrics.jsonl"
+    recorded = metrics.read_bytes()
+    metrics.write_bytes(recorded + b'{"step": 7, "train_loss": 1.0}\n')  # written after the checkpoint
+    code, _, err = gptlab("pretrain", "--out", run_folder, "--resume", "--max-steps", "2")
+    assert code == 0, err
+    steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    assert 7 not in steps and steps[-1] == 2 and metrics.read_bytes().startswith(recorded)
+
+    flip_a_byte(metrics, 5)  # inside the lines checkpoint `last` (step 2) recorded
+    code, _, err = gptlab("pretrain", "--out", run_folder, "--resume", "--max-steps", "3")
+    assert code == 1 and f"error: {metrics}: damaged: its first" in err, err
+    metrics.unlink()  # moved aside: the resumed run's curve starts afresh
+    code, _, err = gptlab("pretrain", "--out", run_folder, "--resume", "--max-steps", "3")
+    assert code == 0 and f"{metrics} is missing" in err, err
+
+
+def test_a_damaged_split_of_a_finetuning_run_is_refused_where_it_is_read(run_folder, tmp_path, records):
+    sft = tmp_path / "sft"
+    assert gptlab(*commands(run_folder, tmp_path, records)["finetune instruct"])[0] == 0
+    test_split = sft / "test.json"
+    assert "test.json" in json.loads((sft / MANIFEST).read_text())
+    flip_a_byte(test_split, test_split.read_text().index("Say") + 1)  # "Say" -> "Sby"
+    code, printed, err = gptlab("respond", "--model", run_folder, "--data", test_split, "--out",
+                                tmp_path / "answers.json", "--max-new-tokens", "2")
+    assert code == 1 and printed == "" and err.rstrip().splitlines()[-1].startswith(f"error: {test_split}: damaged")
+    assert f"delete its line from {sft / MANIFEST}" in err

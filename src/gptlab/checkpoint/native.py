@@ -84,7 +84,12 @@ def write_folder_atomically(folder: Path, write: Callable[[Path], None]) -> None
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     try:
-        write(tmp)
+        try:
+            write(tmp)
+        except OSError as err:  # named as the user knows the file, not as its temporary sibling
+            if err.filename is None or not Path(err.filename).is_relative_to(tmp):
+                raise
+            raise OSError(err.errno, err.strerror, str(folder / Path(err.filename).relative_to(tmp))) from err
         write_manifest(tmp)
         _apply_umask(tmp)
         _fsync_tree(tmp)

@@ -8,6 +8,7 @@ import dataclasses
 import os
 from pathlib import Path
 
+from gptlab.checkpoint.manifest import check_listed
 from gptlab.checkpoint.weights import read_json
 from gptlab.cli.flags import add_dataclass_flags, flag_values, overlay
 from gptlab.cli.progress import TrainingDisplay, draw_plots, print_report
@@ -55,6 +56,8 @@ def task_config(args: argparse.Namespace) -> RunConfig:
         out_field = next(f for f in dataclasses.fields(config_class) if f.name == "out")
         own = Path(given.get("out", out_field.default)) / "config.json"
         config_file = own if own.is_file() else None
+    if config_file is not None:
+        check_listed(config_file)  # a run's config.json as the run wrote it
     values = overlay(read_json(config_file) if config_file else {}, given)
     if "data" not in values:
         raise ValueError(f"{command} needs --data or --config")

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from gptlab.checkpoint.manifest import check_listed
+
 BLOCK = 1 << 22  # bytes read at a time by `utf8_blocks`
 
 
@@ -15,6 +17,7 @@ def read_utf8(path: Path, name: str | None = None) -> str:
     """The file's text exactly (line ends untranslated; a UTF-8 byte-order mark dropped); bad bytes
     are an error naming their line."""
     data = path.read_bytes()
+    check_listed(path, data)  # a run folder's own file (a split, its test-set responses) as the run wrote it
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:

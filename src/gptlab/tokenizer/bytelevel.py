@@ -175,6 +175,10 @@ def gguf_tokenizer(description: Mapping[str, Any],
     if model != "gpt2":
         raise ValueError(f"{path}: tokenizer.ggml.model {model!r} is not supported; gptlab reads {KINDS} "
                          "(tokenizer.ggml.model gpt2 and llama)")
+    missing = [key for key in ("tokens", "merges", "token_type") if f"tokenizer.ggml.{key}" not in fields]
+    if missing:
+        raise ValueError(f"{path}: a byte-level BPE vocabulary (tokenizer.ggml.model gpt2) needs "
+                         f"{', '.join(f'tokenizer.ggml.{key}' for key in missing)}, which this file lacks")
     eos, bos = value("tokenizer.ggml.eos_token_id"), value("tokenizer.ggml.bos_token_id")
     vocabulary = Vocabulary(
         name=str(value("general.name", path.stem)), tokens=value("tokenizer.ggml.tokens"),

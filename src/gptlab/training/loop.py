@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -28,6 +29,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from gptlab.checkpoint.manifest import DamagedFileError, record_files
 from gptlab.checkpoint.native import recover_folder
 from gptlab.devices import cpu_has_native_bf16, pick_device
 from gptlab.evaluation.metrics import read_metrics
@@ -313,7 +315,7 @@ class _Run:
         log.info("resumed from %s at step %d", self.last_dir, self.progress.step)
         self.last_saved = self.progress.step
         if self.ddp.main:
-            _forget_lines_after(self.out_dir / "metrics.jsonl", self.progress.step)
+            _restore_metrics(self.out_dir / "metrics.jsonl", self.progress)
 
     def until_done(self, stop: threading.Event) -> tuple[str, str]:
         """Step and evaluate until max_steps or early stopping (or Ctrl-C); the status and its reason."""
@@ -397,6 +399,7 @@ class _Run:
         """A checkpoint of the run as it stands; callers have checked the weights (`check_weights`),
         so no checkpoint holds weights gone NaN or infinite."""
         if self.ddp.main:
+            self.progress.metrics_bytes, self.progress.metrics_sha256 = _metrics_mark(self.out_dir / "metrics.jsonl")
             save_training_checkpoint(folder, lambda tmp: self.task.write_model(self.model, tmp),
                                      self.optimizer if with_optimizer else None, self.progress, rng)
         if folder == self.last_dir:
@@ -431,6 +434,7 @@ class _Run:
         if self.ddp.main:
             try:
                 write_text_atomically(self.out_dir / "summary.json", json.dumps(summary.to_json(), indent=2) + "\n")
+                record_files(self.out_dir, ["summary.json"])
             except OSError:
                 if failure is None:
                     raise
@@ -489,6 +493,33 @@ def _evaluate(model: nn.Module, task: Task, settings: TrainSettings,
 def _named(value: float) -> str:
     """NaN, inf or -inf, as a message says it."""
     return "NaN" if math.isnan(value) else str(value)
+
+
+def _metrics_mark(metrics: Path) -> tuple[int, str]:
+    """The length and sha256 of `metrics.jsonl` as it stands (empty when there is none yet)."""
+    data = metrics.read_bytes() if metrics.is_file() else b""
+    return len(data), hashlib.sha256(data).hexdigest()
+
+
+def _restore_metrics(metrics: Path, progress: Progress) -> None:
+    """`metrics.jsonl` as the checkpoint resumed from recorded it: its lines up to then checked against the
+    recorded sha256 (a damaged curve is refused, not extended), the lines a run wrote after it dropped."""
+    if progress.metrics_bytes is None:  # a checkpoint that recorded no mark: cut by the lines' steps
+        _forget_lines_after(metrics, progress.step)
+        return
+    if not metrics.is_file():
+        log.warning("%s is missing: the resumed run's curve starts at step %d", metrics, progress.step)
+        return
+    data = metrics.read_bytes()
+    kept = data[:progress.metrics_bytes]
+    if len(kept) < progress.metrics_bytes or hashlib.sha256(kept).hexdigest() != progress.metrics_sha256:
+        raise DamagedFileError(
+            f"{metrics}: damaged: its first {progress.metrics_bytes} bytes, the lines up to step {progress.step}, "
+            "are not those the checkpoint resumed from recorded (a disk error, an interrupted copy or an edit); "
+            "restore it from a good copy, or move it aside to resume with the curve starting afresh")
+    if len(kept) < len(data):
+        write_text_atomically(metrics, kept.decode("utf-8"))
+        log.info("%s: dropped the lines after step %d, the step resumed from", metrics, progress.step)
 
 
 def _forget_lines_after(metrics: Path, step: int) -> None:

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, TypeVar
 
 from torch import nn
 
+from gptlab.checkpoint.manifest import record_files
 from gptlab.data.instruction import Record, write_records
 from gptlab.devices import pick_device
 from gptlab.evaluation.responses import RESPONSES_FILE, generate_responses
@@ -92,13 +93,16 @@ class RunConfig(abc.ABC):
 def start_run(config: RunConfig, splits: Mapping[str, Sequence[T]] | None = None,
               write: Callable[[Sequence[T], Path], None] | None = None, suffix: str = ".json") -> Path:
     """The run folder, with the data splits (each written by `write` to `<name><suffix>`) and the
-    replayable `config.json`."""
+    replayable `config.json`, both in the folder's manifest: what reads them back checks them."""
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    written = []
     if splits is not None and write is not None:
         for name, part in splits.items():
             write(part, out / f"{name}{suffix}")
+            written.append(f"{name}{suffix}")
     write_text_atomically(out / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")  # a full disk: no stub
+    record_files(out, [*written, "config.json"])
     return out
 
 
@@ -140,5 +144,6 @@ def add_test_responses(summary: RunSummary, out: Path, style: Style, test: list[
             on_event(RespondEvent(len(responses), len(test)))
     path = out / RESPONSES_FILE
     write_records(test, path, responses)
+    record_files(out, [RESPONSES_FILE])
     log.info("wrote %d test-set responses to %s", len(responses), path)
     return dataclasses.replace(summary, responses=str(path))

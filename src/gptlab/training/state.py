@@ -41,6 +41,10 @@ class Progress:
     window_losses: list[float] = field(default_factory=list)  # training losses since the last evaluation
     evaluated_at: int = 0  # step of the last evaluation
     initial_val_loss: float | None = None  # before the first step (TrainSettings.eval_first)
+    # metrics.jsonl as of this checkpoint: its length and sha256, so a resumed run goes on from those lines
+    # exactly and refuses them damaged (None: a checkpoint written before gptlab recorded them)
+    metrics_bytes: int | None = None
+    metrics_sha256: str | None = None
 
 
 def save_training_checkpoint(
