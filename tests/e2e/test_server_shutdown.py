@@ -62,3 +62,23 @@ def test_sigterm_drains_streams_and_a_second_one_ends_the_rest_with_an_error_eve
     assert "Traceback" not in log and "stopping the answers in flight" in log
     assert len(re.findall(r"path=/v1/completions status=200 ", log)) == 4
     assert len(re.findall(r"path=/v1/completions status=503 seconds=\S+ cut=server_shutdown", log)) == 4
+
+
+def test_the_drain_timeout_cuts_what_is_still_streaming_with_an_error_event(tmp_path):
+    """One SIGTERM and `--drain-timeout 1`: a stream of 900 tokens cannot finish in a second, so the timeout
+    ends it as a second signal would (a 503 error event, logged), and the server exits 0 on its own."""
+    server = start_server("gpt2", tmp_path / "server.log", "--drain-timeout", "1")
+    try:
+        response = stream(server, 900)
+        assert response.readline().startswith(b"data: {")
+        server.process.send_signal(signal.SIGTERM)
+        ended = events(response)
+        assert "[DONE]" not in ended and json.loads(ended[-1])["error"]["code"] == "server_shutdown"
+        assert len(ended) < 900
+        assert server.process.wait(timeout=TIMEOUT) == 0
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
+    log = server.log.read_text()
+    assert "Traceback" not in log
+    assert len(re.findall(r"path=/v1/completions status=503 seconds=\S+ cut=server_shutdown", log)) == 1

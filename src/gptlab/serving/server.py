@@ -44,8 +44,9 @@ class Listening:
     port: int = setting("port (0 picks a free one)", 8000)
     head_timeout: int = setting("seconds for a request's line and headers to arrive, and for an idle keep-alive "
                                 "socket to stay open", 10, bounds=Range(0, above=True))
-    drain_timeout: int = setting("seconds SIGTERM / Ctrl-C waits for answers in flight before it cuts them", 60,
-                                 flag=False)
+    drain_timeout: int = setting("seconds SIGTERM / Ctrl-C waits for answers in flight before it cuts them with an "
+                                 "error event (keep it under your service manager's stop timeout)", 60,
+                                 bounds=Range(0))
     backlog: int = setting("connections the OS queues before the server accepts them (bursts)", 2048, flag=False)
 
     def __post_init__(self) -> None:
