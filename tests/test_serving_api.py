@@ -103,7 +103,10 @@ def test_bad_messages_are_refused_with_the_reason(messages, message):
     ({"logprobs": 21}, "logprobs", "logprobs must be from 0 to 20, got 21"),
     ({"presence_penalty": 0.5}, "presence_penalty", "`presence_penalty` is not supported"),
     ({"tools": [{"type": "function"}]}, "tools", "not supported"),
-    ({"response_format": {"type": "json_object"}}, "response_format.type", "input should be 'text'"),
+    ({"response_format": {"type": "xml"}}, "response_format.type", "'text', 'json_object' or 'json_schema'"),
+    ({"response_format": {"type": "json_schema"}}, "response_format", 'goes with type "json_schema"'),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "a b"}}}, "response_format.json_schema.name",
+     "should match pattern"),
     ({"prompt": ""}, "prompt", "at least 1 character"),
     ({"prompt": ["a", "b"]}, "prompt", "at most 1 item"),
 ])

@@ -31,6 +31,7 @@ from gptlab.generation import (
     prefill_logits,
     token_logprob,
 )
+from gptlab.grammar import GrammarState, constrain
 from gptlab.model import GPT, KVCache
 from gptlab.tokenizer import Tokenizer
 
@@ -93,6 +94,7 @@ class _Request:
         self.last = 0  # the token fed at the next step
         self.produced = 0
         self.generator: torch.Generator | None = None
+        self.grammar: GrammarState | None = None  # where its text is in `settings.grammar`, once started
 
 
 class EngineCompletion(TextStream):
@@ -226,9 +228,10 @@ class Engine:
         for request in requests:
             request.generator = new_generator(request.settings.seed, self._device)
             request.position = len(request.prompt)
+            request.grammar = request.settings.grammar.start() if request.settings.grammar else None
         logits = prefill_logits(self.model, [r.prompt for r in requests], self._cache,
                                 [r.slot for r in requests])  # (n, V)
-        picked = pick_tokens(logits, [r.settings for r in requests], [r.generator for r in requests])
+        picked = self._pick(logits, requests)
         for row, (request, token) in enumerate(zip(requests, picked, strict=True)):
             self._deliver(request, token, logits[row])
 
@@ -247,10 +250,15 @@ class Engine:
                                         self._cache, attention_span(max(positions), self._cache.max_len))
         rows = list(self._rows)
         slots = torch.tensor([r.slot for r in rows], device=self._device)
-        picked = pick_tokens(logits[slots], [r.settings for r in rows], [r.generator for r in rows])
+        picked = self._pick(logits[slots], rows)
         for request, token in zip(rows, picked, strict=True):
             request.position += 1
             self._deliver(request, token, logits[request.slot])
+
+    def _pick(self, logits: torch.Tensor, requests: list[_Request]) -> list[int]:
+        """Each request's next token from its row of `logits` (n, V), within what its grammar allows."""
+        allowed = constrain(logits, [r.grammar for r in requests], [r.settings.stop_ids for r in requests])
+        return pick_tokens(allowed, [r.settings for r in requests], [r.generator for r in requests])
 
     def _batch_width(self) -> int:
         """Rows the step computes: the used slots rounded up to a power of two (fewer dummy rows when
@@ -267,6 +275,11 @@ class Engine:
         request.events.put(_Token(token, token_logprob(logits, token, settings)))
         request.produced += 1
         request.last = token
+        if request.grammar is not None:
+            request.grammar.advance(token)
+            if request.grammar.complete:  # the text is whole: nothing but a stop id could follow
+                self._finish(request, "stop")
+                return
         if request.produced >= settings.max_new_tokens:
             self._finish(request, "length")
 

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from gptlab.fields import Range, check_ranges, setting
+from gptlab.grammar import Grammar, GrammarState, constrain
 from gptlab.model import GPT, KVCache
 from gptlab.tokenizer import Tokenizer
 
@@ -80,6 +81,8 @@ class GenerationSettings:
     vocab_size: int | None = setting("ids from here up are never picked: rows of a padded embedding that the "
                                      "tokenizer lacks (Qwen2.5, Phi-3, Pythia); `stopping_for` sets it", None,
                                      flag=False, bounds=Range(low=1))
+    grammar: Grammar | None = setting("the text must follow this grammar (JSON under a schema): ids it does not "
+                                      "allow next are never picked (`grammar.compile_grammar`)", None, flag=False)
 
     def __post_init__(self) -> None:
         check_ranges(self)
@@ -300,10 +303,13 @@ def _decode(
         logits = _recomputed_logits(model, sequences, device)
     positions = torch.tensor([len(seq) for seq in sequences], device=device)  # (B,) where each next token goes
     last_position = max(map(len, sequences))  # the furthest place any row writes next (host-side, no sync)
+    states = [settings.grammar.start() if settings.grammar else None for _ in sequences]
     for step in range(max_new_tokens):
-        picked = pick_tokens(logits, [settings] * len(sequences), generators)
+        picked = pick_tokens(constrain(logits, states, [settings.stop_ids] * len(states)),
+                             [settings] * len(sequences), generators)
         next_ids = [stop if done else token for done, token in zip(finished, picked, strict=True)]
         finished = [done or token in settings.stop_ids for done, token in zip(finished, next_ids, strict=True)]
+        finished = [done or _follow(state, token) for done, state, token in zip(finished, states, next_ids)]
         yield torch.tensor(next_ids, device=device), logits
         if all(finished) or step == max_new_tokens - 1:
             return
@@ -315,6 +321,14 @@ def _decode(
         else:
             sequences = [[*seq, token] for seq, token in zip(sequences, next_ids, strict=True)]
             logits = _recomputed_logits(model, sequences, device)
+
+
+def _follow(state: GrammarState | None, token: int) -> bool:
+    """Move a sequence's grammar past its picked `token`; True when its text is now complete."""
+    if state is None:
+        return False
+    state.advance(token)
+    return state.complete
 
 
 def generate(model: GPT, prompt: Sequence[int], settings: GenerationSettings) -> Iterator[int]:

@@ -351,12 +351,6 @@ def test_echo_with_logprobs_scores_the_prompt_as_gptlab_perplexity_does(client, 
         logprobs.token_logprobs[1:], abs=1e-5)
 
 
-def test_json_mode_is_refused_by_name(client):
-    with pytest.raises(openai.BadRequestError, match="response_format.type"):
-        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": RED}],
-                                       response_format={"type": "json_object"})
-
-
 def test_a_models_chat_template_frames_chat_requests_and_its_refusals_are_400s(tmp_path):
     """A tiny random Llama whose folder carries a Gemma-2-shaped template: prompt_tokens counts the template's
     prompt as transformers builds it, and a system message, which that template refuses, is a 400 saying why."""

@@ -2,7 +2,7 @@
 
 Requests are pydantic models (they also make `/openapi.json`); a refused one becomes an `APIError`
 naming the field, in OpenAI's error shape. A request that asks for something this server cannot
-do (tools, penalties, JSON mode) gets a clear 400 naming the field, rather than an answer that
+do (tools, penalties) gets a clear 400 naming the field, rather than an answer that
 silently ignores it.
 """
 
@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from gptlab.fields import OutOfRange, range_check
 from gptlab.generation import GenerationSettings, TokenLogprob
+from gptlab.grammar import OutputFormat
 from gptlab.tokenizer.bpe import refuse_surrogates
 
 MAX_STOP_STRINGS = 4  # as in the OpenAI API
@@ -91,8 +92,36 @@ class StreamOptions(BaseModel):
     include_usage: Annotated[bool, Field(strict=True)] = False  # a last chunk with the token counts
 
 
+class JSONSchemaFormat(BaseModel):
+    """`response_format.json_schema`: the JSON Schema an answer must validate against (always enforced:
+    the answer is decoded under it, so `strict` changes nothing)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]  # OpenAI's rule for the name
+    description: Text | None = None
+    json_schema: dict[str, Any] = Field(default_factory=dict, alias="schema")  # {}: any JSON value
+    strict: Annotated[bool, Field(strict=True)] | None = None
+
+
 class ResponseFormat(BaseModel):
-    type: Literal["text"] = Field(description="only plain text; JSON mode and schemas are not supported")
+    """Plain text, any JSON object (JSON mode) or JSON under a schema: the JSON kinds are decoded under a
+    grammar, so the answer parses unless `max_tokens` cuts it short (finish_reason "length")."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_with_its_type(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError('`response_format.json_schema` goes with type "json_schema", and only with it')
+        return self
+
+    def output(self) -> OutputFormat | None:
+        """What the answer must be; None for plain text."""
+        if self.type == "text":
+            return None
+        return OutputFormat(self.type, self.json_schema.json_schema if self.json_schema else None)
 
 
 class Sampling(BaseModel):
@@ -197,6 +226,7 @@ class Request:
     stream: bool
     include_usage: bool  # stream_options.include_usage: a last chunk with token counts
     n: int = 1
+    output: OutputFormat | None = None  # response_format: JSON (under a schema), decoded under a grammar
     logprobs: int | None = None  # None: none; k: each token's log-probability and k alternatives
     echo: bool = False  # completions: the answer repeats the prompt (with its logprobs when asked)
     prompt: str = ""  # completions: the text to continue; chat: the latest user message
@@ -246,6 +276,7 @@ def _common(body: Sampling, max_tokens: int | None) -> Request:
     return Request(
         model=body.model, max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p, top_k=body.top_k,
         seed=body.seed, stop=tuple(stops), stream=body.stream, n=body.n,
+        output=body.response_format.output() if body.response_format else None,
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
     )
 
@@ -272,8 +303,9 @@ def refusal(errors: Sequence[Any]) -> APIError:
     return APIError(400, f"`{param}`: {message[0].lower()}{message[1:]}{got}", param)
 
 
-FIELD_NAMES = frozenset(name for model in (CompletionBody, ChatBody, Message, TextPart, StreamOptions, ResponseFormat,
-                                           ClassifyBody) for name in model.model_fields)
+FIELD_NAMES = frozenset(f.alias or name for model in (CompletionBody, ChatBody, Message, TextPart, StreamOptions,
+                                                      ResponseFormat, JSONSchemaFormat, ClassifyBody)
+                        for name, f in model.model_fields.items())
 
 
 def _short(value: Any, limit: int = 60) -> str:

@@ -17,6 +17,7 @@ from gptlab.engine import Engine, QueueFull
 from gptlab.evaluation.perplexity import token_logprobs
 from gptlab.fields import Range, check_ranges, setting
 from gptlab.generation import TEMPERATURE, TOP_K, TOP_P, GenerationSettings, TextCompletion, TokenLogprob
+from gptlab.grammar import Grammar, GrammarError, OutputFormat, compile_grammar
 from gptlab.loading import LoadedModel
 from gptlab.prompts import Conversation, Style
 from gptlab.serving.api import APIError, Classification, Request
@@ -117,7 +118,19 @@ class ModelService:
             temperature=defaults.temperature if request.temperature is None else request.temperature,
             top_k=request.top_k or defaults.top_k, top_p=request.top_p or defaults.top_p,
             seed=request.seed, stop_strings=request.stop, logprobs=request.logprobs,
+            grammar=self.grammar(request.output),
         )
+
+    def grammar(self, output: OutputFormat | None) -> Grammar | None:
+        """`response_format` compiled for this model's tokenizer; a schema it cannot compile is a 400 naming
+        the part."""
+        if output is None:
+            return None
+        try:
+            return compile_grammar(self.loaded.tokenizer, output)
+        except GrammarError as err:
+            param = "response_format.json_schema.schema" if output.kind == "json_schema" else "response_format"
+            raise APIError(400, f"`{param}`: {err}", param) from None
 
     def completion(self, request: Request) -> Answer:
         """The `/v1/completions` answer: the prompt continued as it is (and scored, for `echo` with logprobs)."""
