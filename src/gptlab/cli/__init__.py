@@ -1,9 +1,9 @@
 """`gptlab <command>`: flags in, library calls out.
 
 Each command's parser is built by one small function in the module of its group (`generate`,
-`instruct`, `classify`, `judge`, `tokenize`, `train`, `weights`); the trainers' flags come from the
-task configs (`flags`). Here: the top-level parser, logging, the error boundary (every failure one line; its traceback
-with --debug), and leaving torchrun.
+`instruct`, `evaluate`, `classify`, `judge`, `tokenize`, `train`, `weights`); the trainers' flags come
+from the task configs (`flags`). Here: the top-level parser, logging, the error boundary (every failure one
+line; its traceback with --debug), and leaving torchrun.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 
 from gptlab import __version__
-from gptlab.cli import classify, generate, instruct, judge, tokenize, train, weights
+from gptlab.cli import classify, evaluate, generate, instruct, judge, tokenize, train, weights
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (generate.add_info, generate.add_generate, train.add_pretrain, train.add_finetune,
                 instruct.add_respond, instruct.add_chat, instruct.add_serve, generate.add_perplexity,
-                judge.add_judge, classify.add_classify, weights.add_download, weights.add_convert,
-                tokenize.add_tokenize, tokenize.add_tokenizer):
+                evaluate.add_evaluate, judge.add_judge, classify.add_classify, weights.add_download,
+                weights.add_convert, tokenize.add_tokenize, tokenize.add_tokenizer):
         add(commands)
     return parser
 
