@@ -1,4 +1,5 @@
 import json
+import math
 import socket
 
 import pytest
@@ -6,12 +7,15 @@ import pytest
 from gptlab.data.instruction import Record
 from gptlab.evaluation.judge import (
     JudgeClient,
+    ScoredToken,
     agreement_with_rouge_l,
     judge_file,
     judge_prompt,
     parse_score,
+    reply_score,
     responses_of,
     score_summary,
+    weighted_score,
 )
 
 
@@ -106,3 +110,31 @@ def test_a_local_judge_is_asked_through_its_chat_template(tmp_path):
     greedy = style.answer_settings(GenerationSettings(max_new_tokens=64, temperature=0)).stopping_for(loaded.tokenizer)
     assert reply == loaded.tokenizer.decode(list(generate(loaded.model, ids, greedy))).strip()
     assert client.url is None and client.ask(question) == reply  # loaded once, deterministic
+
+
+def scored(*tokens: tuple[str, dict[str, float]]) -> list[ScoredToken]:
+    """A reply's tokens, each with its alternatives given as probabilities."""
+    return [ScoredToken(text, tuple((alt, math.log(p)) for alt, p in top.items())) for text, top in tokens]
+
+
+def test_the_weighted_score_adds_each_place_of_a_split_number_by_its_digits_probabilities():
+    """SmolLM2 and Llama write "85" as "8", "5": tens expected 7.9, then units 3.0 given the tens written."""
+    reply = scored(('{"', {}), ("score", {}), ('":', {}), (" ", {}), ("8", {"8": .5, "7": .3, "9": .2, "x": .1}),
+                   ("5", {"5": .6, "0": .4}), ("}", {}))
+    assert weighted_score(reply) == 82.0
+
+
+def test_the_weighted_score_of_a_whole_number_token_weighs_numbers_of_its_width_within_100():
+    """GPT-2 writes " 85" as one token: " 80", "90" (the space does not matter) and "85" count; "100" and "8"
+    have another width; nothing above 100 ever counts."""
+    reply = scored(("Score:", {}), (" 85", {" 85": .4, " 80": .2, "90": .2, "100": .1, "8": .1}), (".", {}))
+    assert weighted_score(reply) == pytest.approx((85 * .4 + 80 * .2 + 90 * .2) / .8)
+    assert weighted_score(scored(("1", {"1": .5, "2": .5}), ("00", {"00": .5, "50": .5}))) == 100.0
+    assert weighted_score(scored(("No", {}), (" idea", {}))) is None
+    assert weighted_score(scored(("250", {"250": 1.0}))) is None
+
+
+@pytest.mark.parametrize("reply, score", [('{"score": 85}', 85), ('{"score": 85.5} 7', 7), ("Score: 40", 40),
+                                          ('{"score": true}', None), ("[1]", 1)])
+def test_a_reply_in_the_schemas_json_gives_its_score_and_free_text_its_first_number(reply, score):
+    assert reply_score(reply) == score

@@ -21,11 +21,13 @@ import pytest
 from e2e.servers import Server, start_server
 from gptlab import ask, load_model
 from gptlab.cli import main
+from gptlab.evaluation.judge import OPENAI_EXTRAS
 from gptlab.prompts import prompt_style
 from gptlab.tokenizer import GPT2Tokenizer
 
 BIN = Path(sys.executable).parent
 RED = "Name a fruit that is red."
+SCORE_FORMAT = OPENAI_EXTRAS[0]["response_format"]  # what `gptlab judge` asks an OpenAI-compatible judge for
 
 
 @pytest.fixture(scope="module")
@@ -221,21 +223,23 @@ def test_one_slot_overflow_429_and_dropped_or_abandoned_requests_free_it(tmp_pat
 
 
 def test_gptlab_judge_speaks_to_an_openai_compatible_server(server, client, sixteen_records, tmp_path):
-    """The judge's openai backend, with this server as the (poor) judge: every reply is recorded as sent."""
+    """The judge's openai backend, with this server as the (poor) judge: every reply is recorded as sent, and
+    holds a score (the judge asks for one under a JSON schema, and for logprobs for the weighted score)."""
     responses = tmp_path / "responses.json"
     responses.write_text(json.dumps([{**r, "model_response": r["output"]} for r in sixteen_records[:3]]))
     out = subprocess.run([str(BIN / "gptlab"), "judge", str(responses), "--backend", "openai", "--url",
                           server.url + "/v1", "--judge-model", "tiny", "--json"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["records"] == 3
+    summary = json.loads(out.stdout)
+    assert summary["records"] == summary["scored"] == summary["weighted"]["scored"] == 3
     written = json.loads((tmp_path / "responses-scores.json").read_text())["records"]
     record = sixteen_records[0]
     prompt = (f"Given the input `{record['instruction']}` and correct output `{record['output']}`, score the model "
               f"response `{record['output']}` on a scale from 0 to 100, where 100 is the best score. Respond with "
               "the integer number only.")
     direct = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": prompt}],
-                                            temperature=0, seed=123)
+                                            temperature=0, seed=123, response_format=SCORE_FORMAT)
     assert written[0]["judge_reply"] == direct.choices[0].message.content
 
 

@@ -75,6 +75,14 @@ def cmd_judge(args: argparse.Namespace) -> int:
               f"{summary['unparsable']} replies without a score")
         if summary["rouge_l_mean"] is not None:
             print(f"ROUGE-L of the responses against the outputs: mean {summary['rouge_l_mean']:.3f}; rank "
-                  f"agreement of the scores with it (Spearman): {'undefined' if rho is None else f'{rho:+.2f}'}")
+                  f"agreement of the scores with it (Spearman): {_rho(rho)}")
+        weighted = summary.get("weighted")
+        if weighted is not None:
+            print(f"probability-weighted scores (G-Eval, from the judge's logprobs) of {weighted['scored']} replies: "
+                  f"mean {weighted['mean']:.2f}; Spearman with ROUGE-L: {_rho(weighted['spearman_vs_rouge_l'])}")
         print(f"wrote {result.out} and {result.plot}")
     return status
+
+
+def _rho(rho: float | None) -> str:
+    return "undefined" if rho is None else f"{rho:+.2f}"

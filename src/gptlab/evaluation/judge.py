@@ -5,16 +5,22 @@ seed and temperature 0. The judge is any model behind Ollama's `/api/chat` or an
 OpenAI-compatible `/v1/chat/completions` (OpenAI, vLLM, llama.cpp, `gptlab serve`), reached with
 the standard library's HTTP client, or a model gptlab loads here ("local"), asked as `gptlab chat`
 asks it: through its chat template or prompt style.
+
+An OpenAI-compatible judge is asked for `{"score": <integer 0..100>}` under a JSON schema
+(`response_format`), so even a small model's every reply holds a score, and for the alternatives of
+every token (`logprobs`), from which the probability-weighted score of G-Eval (Liu et al., 2023) is
+read: steadier than one sampled number. A server that refuses either (a 400) is asked without it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import statistics
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +34,20 @@ DEFAULT_URLS = {"ollama": "http://localhost:11434", "openai": "https://api.opena
 JUDGE_PROMPT = ("Given the input `{input}` and correct output `{output}`, score the model response "
                 "`{response}` on a scale from 0 to 100, where 100 is the best score. "
                 "Respond with the integer number only.")
+SCORE_SCHEMA = {"type": "object", "properties": {"score": {"type": "integer", "minimum": 0, "maximum": 100}},
+                "required": ["score"], "additionalProperties": False}
+TOP_LOGPROBS = 20  # alternatives per token asked of an OpenAI-compatible judge (OpenAI's most)
+# What an OpenAI-compatible judge is asked for besides its reply, most useful first; the first one the
+# server accepts is kept (a 400 moves on to the next).
+OPENAI_EXTRAS: tuple[dict[str, Any], ...] = (
+    {"response_format": {"type": "json_schema", "json_schema": {"name": "score", "schema": SCORE_SCHEMA,
+                                                                "strict": True}},
+     "logprobs": True, "top_logprobs": TOP_LOGPROBS},
+    {"response_format": {"type": "json_schema", "json_schema": {"name": "score", "schema": SCORE_SCHEMA,
+                                                                "strict": True}}},
+    {"logprobs": True, "top_logprobs": TOP_LOGPROBS},
+    {},
+)
 _INTEGER = re.compile(r"(?<![\d.])\d{1,3}(?!\d|\.\d)")  # not part of a longer or decimal number
 
 
@@ -45,6 +65,72 @@ def parse_score(reply: str) -> int | None:
     return None
 
 
+def reply_score(reply: str) -> int | None:
+    """The score of a reply: `{"score": N}` as the schema asks for it, else the first whole number from
+    0 to 100 in free text."""
+    try:
+        score = json.loads(reply).get("score")
+    except (ValueError, AttributeError):
+        return parse_score(reply)
+    return score if isinstance(score, int) and not isinstance(score, bool) and 0 <= score <= 100 \
+        else parse_score(reply)
+
+
+@dataclass(frozen=True)
+class ScoredToken:
+    """A token of a reply, as OpenAI's `logprobs.content` reports it: its text and the most likely
+    alternatives at its place (text, log-probability), itself among them."""
+
+    text: str
+    top: tuple[tuple[str, float], ...]
+
+
+def weighted_score(tokens: Sequence[ScoredToken]) -> float | None:
+    """G-Eval's probability-weighted score: the expected value of the number the reply starts, from the
+    alternatives at each of its tokens, None when the reply holds no number from 0 to 100.
+
+    At each token of the number (one token "85" in GPT-2's vocabulary, "8" then "5" in Llama's and
+    SmolLM2's), the alternatives that are digits of the same width, and keep the number within 0..100,
+    are weighted by their probabilities; the expectations add up by place value, each later place
+    conditioned on the digits the judge wrote before it."""
+    start = next((i for i, token in enumerate(tokens) if any(c.isdigit() for c in token.text)), None)
+    if start is None:
+        return None
+    digits: list[str] = []
+    for token in tokens[start:]:
+        text = token.text if digits else token.text.strip()
+        if not (text.isascii() and text.isdigit()):
+            break
+        digits.append(text)
+    if not digits or int("".join(digits)) > 100:
+        return None
+    value = 0.0
+    for place, (token, written) in enumerate(zip(tokens[start:], digits)):
+        before, after = "".join(digits[:place]), "".join(digits[place + 1:])
+        weights: dict[str, float] = {}
+        for text, logprob in token.top:
+            text = text.strip() if place == 0 else text
+            if text.isascii() and text.isdigit() and len(text) == len(written) and int(before + text + after) <= 100:
+                weights[text] = weights.get(text, 0.0) + math.exp(logprob)  # " 8" and "8" are the same digit
+        weights = weights or {written: 1.0}
+        value += sum(int(text) * p for text, p in weights.items()) / sum(weights.values()) * 10 ** len(after)
+    return round(value, 2)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A judge's answer about one response: its reply, the score in it, and (when the judge sent
+    logprobs) the probability-weighted score."""
+
+    reply: str
+    score: int | None
+    weighted: float | None = None
+
+
+class JudgeRefused(OSError):
+    """The judge's server answered 400: it does not take something the request asked for."""
+
+
 @dataclass
 class JudgeClient:
     """Asks a judge model one question at a time, deterministically (temperature 0, fixed seed)."""
@@ -57,6 +143,7 @@ class JudgeClient:
     timeout: float = 300.0  # seconds per answer: a large judge on a CPU is slow
     verify: bool = True  # local: check a gptlab folder against its manifest.json before loading it
     _loaded: Any = field(default=None, init=False, repr=False)  # the local judge, loaded on its first question
+    _extras: int = field(default=0, init=False, repr=False)  # OPENAI_EXTRAS[_extras]: what the server takes
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -73,9 +160,31 @@ class JudgeClient:
             body = {"model": self.model, "messages": messages, "stream": False,
                     "options": {"temperature": 0, "seed": self.seed, "num_ctx": 2048}}
             return self._post("/api/chat", body)["message"]["content"] or ""
+        return self.verdict(prompt).reply
+
+    def verdict(self, prompt: str) -> Verdict:
+        """The judge's reply to one scoring question and its scores; an OpenAI-compatible judge is asked
+        for JSON under `SCORE_SCHEMA` with logprobs, or as much of it as the server takes."""
+        if self.backend != "openai":
+            reply = self.ask(prompt)
+            return Verdict(reply, parse_score(reply))
         endpoint = "/chat/completions" if self.url.endswith("/v1") else "/v1/chat/completions"
-        body = {"model": self.model, "messages": messages, "temperature": 0, "seed": self.seed}
-        return self._post(endpoint, body)["choices"][0]["message"]["content"] or ""
+        body = {"model": self.model, "messages": [{"role": "user", "content": prompt}], "temperature": 0,
+                "seed": self.seed}
+        for extras in range(self._extras, len(OPENAI_EXTRAS)):
+            try:
+                choice = self._post(endpoint, {**body, **OPENAI_EXTRAS[extras]})["choices"][0]
+            except JudgeRefused:
+                if extras == len(OPENAI_EXTRAS) - 1:
+                    raise
+                continue
+            self._extras = extras  # kept: a server that refused something refuses it every time
+            reply = choice["message"]["content"] or ""
+            content = (choice.get("logprobs") or {}).get("content") or []
+            tokens = [ScoredToken(t["token"], tuple((a["token"], a["logprob"]) for a in t.get("top_logprobs") or []))
+                      for t in content]
+            return Verdict(reply, reply_score(reply), weighted_score(tokens) if tokens else None)
+        raise AssertionError("unreachable: the last request either answers or raises")
 
     def _ask_here(self, prompt: str) -> str:
         """The reply of the model `model` names, loaded in this process once: framed by its chat template
@@ -97,18 +206,21 @@ class JudgeClient:
                 return json.loads(response.read())
         except urllib.error.HTTPError as err:
             detail = err.read().decode("utf-8", errors="replace")[:500]
-            raise OSError(f"judge at {self.url}{path} answered HTTP {err.code}: {detail}") from None
+            kind = JudgeRefused if err.code == 400 else OSError
+            raise kind(f"judge at {self.url}{path} answered HTTP {err.code}: {detail}") from None
         except (urllib.error.URLError, TimeoutError) as err:
             hint = " (is `ollama serve` running, and the model pulled?)" if self.backend == "ollama" else ""
             raise OSError(f"cannot reach the judge at {self.url}{path}: {getattr(err, 'reason', err)}{hint}") from None
 
 
 def judge_records(client: JudgeClient, records: list[Record], responses: list[str]) -> Iterator[dict[str, Any]]:
-    """Each record as read, with the judge's reply, its parsed score (None when it has none) and the
-    response's ROUGE-L against the correct output (a judge-free check of the same response)."""
+    """Each record as read, with the judge's reply, its parsed score (None when it has none), the
+    probability-weighted score (when the judge sends logprobs) and the response's ROUGE-L against the
+    correct output (a judge-free check of the same response)."""
     for record, response in zip(records, responses, strict=True):
-        reply = client.ask(judge_prompt(record, response))
-        yield {**record.original, "judge_reply": reply, "score": parse_score(reply),
+        verdict = client.verdict(judge_prompt(record, response))
+        weighted = {"weighted_score": verdict.weighted} if verdict.weighted is not None else {}
+        yield {**record.original, "judge_reply": verdict.reply, "score": verdict.score, **weighted,
                "rouge_l": round(rouge_l(record.output, response), 4)}
 
 
@@ -122,7 +234,7 @@ def score_summary(scores: list[int | None]) -> dict[str, Any]:
     return summary
 
 
-def agreement_with_rouge_l(scores: list[int | None], rouge: list[float]) -> dict[str, Any]:
+def agreement_with_rouge_l(scores: Sequence[float | None], rouge: list[float]) -> dict[str, Any]:
     """Mean ROUGE-L, and the Spearman rank correlation of the judge's scores with it over the
     scored responses: a judge that reads the responses should rank them roughly as word overlap
     with the correct output does (rho well above 0); a weak judge scores them at random (near 0).
@@ -191,8 +303,14 @@ def _write_scores(rows: list[dict[str, Any]], judge: str, path: Path, title: str
     """The scored records and their summary as JSON, and the histogram beside them."""
     from gptlab.evaluation.plots import score_histogram  # matplotlib: imported only when needed
 
-    scores = [r["score"] for r in rows]
-    summary = {"judge": judge, **score_summary(scores), **agreement_with_rouge_l(scores, [r["rouge_l"] for r in rows])}
+    scores, rouge = [r["score"] for r in rows], [r["rouge_l"] for r in rows]
+    summary = {"judge": judge, **score_summary(scores), **agreement_with_rouge_l(scores, rouge)}
+    weighted = [r.get("weighted_score") for r in rows]
+    if any(w is not None for w in weighted):
+        values = [w for w in weighted if w is not None]
+        rho = agreement_with_rouge_l(weighted, rouge)["spearman_score_vs_rouge_l"]
+        summary["weighted"] = {"scored": len(values), "mean": round(statistics.fmean(values), 2),
+                               "spearman_vs_rouge_l": rho}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"summary": summary, "records": rows}, indent=2, ensure_ascii=False) + "\n",
                     encoding="utf-8")
