@@ -11,6 +11,7 @@ from gptlab.serving.api import (
     ChatCompletionObject,
     CompletionBody,
     Delta,
+    Prompt,
     TextChoice,
     TextCompletionObject,
     Usage,
@@ -66,7 +67,7 @@ def test_chat_request_splits_system_turns_and_the_new_message():
 
 def test_defaults_follow_the_openai_api():
     request = parse_completion_request({"prompt": ["Once upon a time"]})
-    assert request.prompt == "Once upon a time"
+    assert request.prompts == [Prompt("Once upon a time", "prompt[0]")]
     assert (request.model, request.max_tokens, request.temperature, request.stop, request.stream) == \
         (None, None, None, (), False)  # None: the server's default temperature
     assert parse_chat_request({"messages": [{"role": "user", "content": "x"}],
@@ -108,7 +109,15 @@ def test_bad_messages_are_refused_with_the_reason(messages, message):
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "a b"}}}, "response_format.json_schema.name",
      "should match pattern"),
     ({"prompt": ""}, "prompt", "at least 1 character"),
-    ({"prompt": ["a", "b"]}, "prompt", "at most 1 item"),
+    ({"prompt": ["a"] * 65}, "prompt", "at most 64 items"),
+    ({"prompt": [[1]] * 9, "n": 8}, "n", "9 prompts with `n` 8 ask for 72 completions; at most 64 per request"),
+    ({"prompt": [1, "a"]}, "prompt", "a list of token ids (integers) or a list of token-id lists"),
+    ({"prompt": [True]}, "prompt", "must be a string, a list of strings"),
+    ({"prompt": [[1], [2.0]]}, "prompt", "must be a string, a list of strings"),
+    ({"prompt": []}, "prompt", "at least 1 item"),
+    ({"prompt": [[1], []]}, "prompt[1]", "at least 1 item"),
+    ({"prompt": [[1], [2, -3]]}, "prompt[1][1]", "greater than or equal to 0"),
+    ({"prompt": ["a", ""]}, "prompt[1]", "at least 1 character"),
 ])
 def test_bad_fields_name_the_parameter(changes, param, message):
     error = refused(parse_completion_request, {"prompt": "x", **changes})
@@ -120,8 +129,19 @@ def test_bad_fields_name_the_parameter(changes, param, message):
 def test_neutral_values_of_unsupported_fields_are_accepted():
     body = {"prompt": "x", "n": 1, "echo": False, "logprobs": None, "presence_penalty": 0.0, "tools": [],
             "logit_bias": {}, "response_format": {"type": "text"}, "user": "someone"}
-    assert parse_completion_request(body).prompt == "x"
+    assert parse_completion_request(body).prompts == [Prompt("x", "prompt")]
     assert "JSON object" in refused(parse_completion_request, ["x"]).message
+
+
+def test_prompt_in_each_of_openais_four_forms_is_a_list_of_prompts_with_their_places():
+    """A text, texts, token ids, lists of token ids: each prompt knows where it was, for the model side's errors."""
+    forms = {"Hi": [Prompt("Hi", "prompt")], ("Hi", "Yo"): [Prompt("Hi", "prompt[0]"), Prompt("Yo", "prompt[1]")],
+             (5, 0, 7): [Prompt((5, 0, 7), "prompt")],
+             ((5,), (6, 7)): [Prompt((5,), "prompt[0]"), Prompt((6, 7), "prompt[1]")]}
+    for form, prompts in forms.items():
+        sent = form if isinstance(form, str) else [list(p) if isinstance(p, tuple) else p for p in form]
+        assert parse_completion_request({"prompt": sent}).prompts == prompts, form
+    assert len(parse_completion_request({"prompt": [[1]] * 8, "n": 8}).prompts) == 8
 
 
 def test_n_logprobs_and_echo_reach_the_request():

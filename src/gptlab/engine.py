@@ -80,6 +80,7 @@ class _End:
 
     reason: str  # "stop" | "length" | "cancelled"
     error: BaseException | None = None
+    end: TokenLogprob | None = None  # the stop id that ended it, scored when logprobs were asked for
 
 
 class _Request:
@@ -123,7 +124,7 @@ class EngineCompletion(TextStream):
             if isinstance(event, _End):
                 if event.error is not None:
                     raise RuntimeError(f"generation failed: {event.error}") from event.error
-                self.finish_reason = event.reason
+                self.finish_reason, self.end = event.reason, event.end
                 return
             self._record(event.id, event.logprob)
             yield event.id
@@ -270,7 +271,7 @@ class Engine:
         """Hand a picked token to the reader, or end the request at a stop id or its token budget."""
         settings = request.settings
         if token in settings.stop_ids:
-            self._finish(request, "stop")
+            self._finish(request, "stop", token_logprob(logits, token, settings))
             return
         request.events.put(_Token(token, token_logprob(logits, token, settings)))
         request.produced += 1
@@ -283,8 +284,8 @@ class Engine:
         if request.produced >= settings.max_new_tokens:
             self._finish(request, "length")
 
-    def _finish(self, request: _Request, reason: str) -> None:
-        request.events.put(_End(reason))
+    def _finish(self, request: _Request, reason: str, end: TokenLogprob | None = None) -> None:
+        request.events.put(_End(reason, end=end))
         self._rows.remove(request)
         with self._lock:
             heapq.heappush(self._free, request.slot)

@@ -362,6 +362,7 @@ class TextCompletion(Protocol):
     ids: list[int]
     finish_reason: str | None  # "stop" | "length" | "cancelled", once iteration ends
     logprobs: list[TokenLogprob]
+    end: TokenLogprob | None  # the stop id that ended it (in neither `ids` nor the text), with logprobs asked for
 
     def __iter__(self) -> Iterator[str]: ...
 
@@ -388,6 +389,7 @@ class TextStream:
         self.settings = dataclasses.replace(settings.stopping_for(tokenizer), max_new_tokens=max_new_tokens)
         self.ids: list[int] = []
         self.logprobs: list[TokenLogprob] = []  # filled when `settings.logprobs` is set
+        self.end: TokenLogprob | None = None  # the stop id that ended it, scored when `settings.logprobs` is set
         self.finish_reason: str | None = None
 
     def __iter__(self) -> Iterator[str]:
@@ -433,6 +435,7 @@ class Completion(TextStream):
                 return
             token = int(step[0])
             if token in self.settings.stop_ids:
+                self.end = token_logprob(logits[0], token, self.settings)
                 break
             self._record(token, token_logprob(logits[0], token, self.settings))
             yield token

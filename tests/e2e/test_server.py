@@ -314,8 +314,9 @@ def test_logprobs_on_chat_and_completions(client):
     text = client.completions.create(model="tiny", prompt="Below is an instruction", max_tokens=5, temperature=0,
                                      logprobs=2)
     logprobs = text.choices[0].logprobs
-    assert "".join(logprobs.tokens) == text.choices[0].text
-    assert len(logprobs.token_logprobs) == text.usage.completion_tokens > 0
+    ended = text.choices[0].finish_reason == "stop"  # the end-of-text id that stopped it comes last, as OpenAI's
+    assert "".join(logprobs.tokens) == text.choices[0].text + "<|endoftext|>" * ended
+    assert len(logprobs.token_logprobs) == text.usage.completion_tokens + ended > 0
     assert all(len(top) == 2 and max(top.values()) == pytest.approx(lp)
                for top, lp in zip(logprobs.top_logprobs, logprobs.token_logprobs))
     assert logprobs.text_offset[0] == 0
@@ -349,8 +350,9 @@ def test_echo_with_logprobs_scores_the_prompt_as_gptlab_perplexity_does(client, 
     assert sum(losses) / len(losses) == pytest.approx(expected["loss"], abs=1e-5)
     continued = client.completions.create(model="tiny", prompt=prompt, max_tokens=3, echo=True, logprobs=0,
                                           temperature=0)
+    ended = continued.choices[0].finish_reason == "stop"  # then its end-of-text id is scored last
     assert continued.choices[0].text.startswith(prompt) and len(continued.choices[0].logprobs.tokens) == \
-        len(logprobs.tokens) + continued.usage.completion_tokens
+        len(logprobs.tokens) + continued.usage.completion_tokens + ended
     assert continued.choices[0].logprobs.token_logprobs[1:len(losses) + 1] == pytest.approx(
         logprobs.token_logprobs[1:], abs=1e-5)
 

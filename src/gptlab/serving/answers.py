@@ -43,7 +43,7 @@ from gptlab.serving.api import (
 )
 from gptlab.serving.guards import ClientGone, Protection, Scope, printable, stream_failed
 from gptlab.serving.metrics import Metrics
-from gptlab.serving.service import Answer, ModelService
+from gptlab.serving.service import Answer, EchoedPrompt, ModelService
 
 log = logging.getLogger("gptlab.serving")
 READER_THREADS = 512  # threads that may wait for the engine at once (readers of running and queued requests)
@@ -61,11 +61,12 @@ class Answers:
     async def answer(self, request: Request, http: HTTPRequest, chat: bool) -> Response:
         self.service.check_model(request.model)
         if self.protection.log_prompts:
-            log.info("prompt id=%s text=%s", http.scope["state"]["request_id"], printable(request.prompt, 10_000))
+            shown = request.prompt if chat else " | ".join(str(prompt.content) for prompt in request.prompts)
+            log.info("prompt id=%s text=%s", http.scope["state"]["request_id"], printable(shown, 10_000))
         answer = await run_in_threadpool(self.service.chat if chat else self.service.completion, request)
         shape = _Shape(chat, f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", int(time.time()),
                        self.service, request, answer)
-        self.metrics.prompt_tokens.inc(len(answer.prompt_ids))
+        self.metrics.prompt_tokens.inc(sum(map(len, answer.prompt_ids)))
         if request.stream:
             return StreamingResponse(self._events(shape, http.scope), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "Connection": "close"})
@@ -102,13 +103,14 @@ class Answers:
             for index, completion in enumerate(shape.answer.choices):
                 for chunk in shape.opening(index):
                     yield _event(chunk)
-                seen, offset = 0, shape.echoed_length()
+                seen, offset = 0, shape.echoed_length(index)
                 async for piece in self._pieces(completion):
                     yield _event(shape.chunk(index, piece, completion.logprobs[seen:], offset=offset))
                     seen, offset = len(completion.logprobs), offset + len(piece)
                 if completion.finish_reason == "cancelled":
                     raise _stopped()
-                yield _event(shape.chunk(index, None, [], completion.finish_reason))
+                end = [] if shape.chat else _end(completion)
+                yield _event(shape.chunk(index, None, end, completion.finish_reason, offset=offset))
             if shape.request.include_usage:
                 last = shape.chunk(0, None, [])
                 yield _event(last.model_copy(update={"choices": [], "usage": shape.usage()}))
@@ -121,6 +123,13 @@ class Answers:
             failure = APIError(500, f"internal error: {err}", kind="server_error")
             stream_failed(scope, failure)
             yield _error_event(failure)
+
+
+def _end(completion: TextCompletion) -> list[TokenLogprob]:
+    """The stop id that ended a completion, scored, as /v1/completions' logprobs report it after the text's
+    tokens (OpenAI's `<|endoftext|>`, vLLM's EOS): lm-eval's scoring request (`echo`, `max_tokens` 1) reads
+    every entry but the last as the prompt's. Empty without logprobs or a stop id."""
+    return [completion.end] if completion.end is not None else []
 
 
 def _stopped() -> APIError:
@@ -175,10 +184,9 @@ class _Shape:
             return ChatCompletionObject(**head, choices=[
                 ChatChoice(index=i, message=AssistantMessage(content=text), finish_reason=c.finish_reason,
                            logprobs=self._chat_logprobs(c.logprobs)) for i, (c, text) in enumerate(completions)])
-        echoed = self.answer.echoed
         return TextCompletionObject(**head, choices=[
-            TextChoice(index=i, text=(echoed.text if echoed else "") + text, finish_reason=c.finish_reason,
-                       logprobs=self._text_logprobs(c.logprobs, echo=echoed is not None))
+            TextChoice(index=i, text=self._echoed_text(i) + text, finish_reason=c.finish_reason,
+                       logprobs=self._text_logprobs(i, [*c.logprobs, *_end(c)], echo=True))
             for i, (c, text) in enumerate(completions)])
 
     def opening(self, index: int) -> list[TextCompletionObject | ChatCompletionChunk]:
@@ -187,8 +195,8 @@ class _Shape:
             return [self._chat_chunk(ChatChunkChoice(index=index, delta=Delta(role="assistant", content="")))]
         if self.answer.echoed is None:
             return []
-        return [self._text_chunk(TextChoice(index=index, text=self.answer.echoed.text,
-                                            logprobs=self._text_logprobs([], echo=True)))]
+        return [self._text_chunk(TextChoice(index=index, text=self._echoed_text(index),
+                                            logprobs=self._text_logprobs(index, [], echo=True)))]
 
     def chunk(self, index: int, text: str | None, logprobs: Sequence[TokenLogprob],
               finish_reason: str | None = None, offset: int = 0) -> TextCompletionObject | ChatCompletionChunk:
@@ -197,15 +205,24 @@ class _Shape:
         if self.chat:
             return self._chat_chunk(ChatChunkChoice(index=index, delta=Delta(content=text), finish_reason=finish_reason,
                                                     logprobs=self._chat_logprobs(logprobs) if logprobs else None))
-        return self._text_chunk(TextChoice(index=index, text=text or "", finish_reason=finish_reason,
-                                           logprobs=self._text_logprobs(logprobs, offset=offset) if logprobs else None))
+        return self._text_chunk(TextChoice(index=index, text=text or "", finish_reason=finish_reason, logprobs=(
+            self._text_logprobs(index, logprobs, offset=offset) if logprobs else None)))
 
-    def echoed_length(self) -> int:
-        """Characters of the echoed prompt a completion's text starts with (0 without `echo`, and in chat)."""
-        return len(self.answer.echoed.text) if self.answer.echoed and not self.chat else 0
+    def echoed_length(self, index: int) -> int:
+        """Characters of the echoed prompt choice `index`'s text starts with (0 without `echo`, and in chat)."""
+        return len(self._echoed_text(index)) if not self.chat else 0
 
     def usage(self) -> Usage:
-        return Usage.of(len(self.answer.prompt_ids), sum(len(c.ids) for c in self.answer.choices))
+        """Every prompt's tokens once (however many choices continue it) and every choice's tokens."""
+        return Usage.of(sum(map(len, self.answer.prompt_ids)), sum(len(c.ids) for c in self.answer.choices))
+
+    def _echoed(self, index: int) -> EchoedPrompt | None:
+        """The echoed prompt choice `index` continues (choices are prompt-major, `n` per prompt)."""
+        return self.answer.echoed[index // self.request.n] if self.answer.echoed is not None else None
+
+    def _echoed_text(self, index: int) -> str:
+        echoed = self._echoed(index)
+        return echoed.text if echoed is not None else ""
 
     def _chat_chunk(self, choice: ChatChunkChoice) -> ChatCompletionChunk:
         return ChatCompletionChunk(id=self.ident, created=self.created, model=self.service.name, choices=[choice])
@@ -216,13 +233,14 @@ class _Shape:
     def _chat_logprobs(self, tokens: Sequence[TokenLogprob]) -> ChatLogprobs | None:
         return chat_logprobs(tokens, self._piece) if self.request.logprobs is not None else None
 
-    def _text_logprobs(self, tokens: Sequence[TokenLogprob], echo: bool = False,
+    def _text_logprobs(self, index: int, tokens: Sequence[TokenLogprob], echo: bool = False,
                        offset: int = 0) -> CompletionLogprobs | None:
-        """Completions' logprobs; with `echo`, the prompt's tokens first; `offset`: the text before them."""
+        """Choice `index`'s logprobs; with `echo` (asked for), its prompt's tokens first; `offset`: the text
+        before them."""
         if self.request.logprobs is None:
             return None
-        if echo and self.answer.echoed is not None:
-            echoed = self.answer.echoed
+        echoed = self._echoed(index) if echo else None
+        if echoed is not None:
             return completion_logprobs([*echoed.scored, *tokens], self._piece, echoed.first_id)
         return completion_logprobs(tokens, self._piece, offset=offset)
 

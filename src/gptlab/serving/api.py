@@ -22,6 +22,7 @@ from gptlab.tokenizer.bpe import refuse_surrogates
 
 MAX_STOP_STRINGS = 4  # as in the OpenAI API
 MAX_CHOICES = 8  # `n`: completions per request, bounding the work one request asks for
+MAX_PROMPTS = 64  # prompts per /v1/completions request, times `n`: the completions one batch asks for
 MAX_CLASSIFY_INPUTS = 64  # texts per /v1/classify request, for the same reason
 # Fields whose only supported value is the API's default; anything else is refused, not ignored.
 UNSUPPORTED: dict[str, Any] = {
@@ -159,10 +160,28 @@ class Sampling(BaseModel):
         return value
 
 
-class CompletionBody(Sampling):
-    """`POST /v1/completions`."""
+TokenIds = Annotated[list[Annotated[int, Field(strict=True, ge=0)]], Field(min_length=1)]
 
-    prompt: NonEmptyText | Annotated[list[NonEmptyText], Field(min_length=1, max_length=1)]
+
+class CompletionBody(Sampling):
+    """`POST /v1/completions`: `prompt` in any of OpenAI's four forms (a text, texts, token ids, lists of
+    token ids); lm-evaluation-harness sends batches of token ids and scores exactly those tokens."""
+
+    prompt: (NonEmptyText | Annotated[list[NonEmptyText], Field(min_length=1, max_length=MAX_PROMPTS)]
+             | TokenIds | Annotated[list[TokenIds], Field(min_length=1, max_length=MAX_PROMPTS)])
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _one_of_four_forms(cls, prompt: Any) -> Any:
+        """A shape that is none of the four is named as such (each form alone would call it "not a string")."""
+        def ids(value: Any) -> bool:
+            return isinstance(value, list) and all(type(i) is int for i in value)  # not bool: True is no token
+
+        if not (isinstance(prompt, str) or ids(prompt) or isinstance(prompt, list) and (
+                all(isinstance(p, str) for p in prompt) or all(ids(p) for p in prompt))):
+            raise ValueError("`prompt` must be a string, a list of strings, a list of token ids (integers) or a list "
+                             "of token-id lists")
+        return prompt
     logprobs: Logprobs | None = None
     echo: Annotated[bool, Field(strict=True)] = False
 
@@ -212,6 +231,14 @@ class ClassifyBody(BaseModel):
         return [self.input] if isinstance(self.input, str) else list(self.input)
 
 
+@dataclass(frozen=True)
+class Prompt:
+    """One prompt of a completions request: a text to tokenize, or token ids used exactly as sent."""
+
+    content: str | tuple[int, ...]
+    param: str  # where the request holds it, for errors: "prompt" or "prompt[2]"
+
+
 @dataclass
 class Request:
     """A validated completion or chat request, in the terms the model service works in."""
@@ -229,19 +256,33 @@ class Request:
     output: OutputFormat | None = None  # response_format: JSON (under a schema), decoded under a grammar
     logprobs: int | None = None  # None: none; k: each token's log-probability and k alternatives
     echo: bool = False  # completions: the answer repeats the prompt (with its logprobs when asked)
-    prompt: str = ""  # completions: the text to continue; chat: the latest user message
+    prompts: list[Prompt] = field(default_factory=list)  # completions: each continued n times
+    prompt: str = ""  # chat: the latest user message
     system: str = ""  # chat: system/developer messages, joined
     turns: list[tuple[str, str]] = field(default_factory=list)  # chat: earlier (user, assistant) pairs
 
 
 def completion_request(body: CompletionBody) -> Request:
-    """A `/v1/completions` request: `prompt` is one string (or a list holding one)."""
+    """A `/v1/completions` request: one prompt or a batch, each answered with `n` choices."""
     request = _common(body, body.max_tokens)
-    request.prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
+    request.prompts = _prompts(body.prompt)
+    if len(request.prompts) * request.n > MAX_PROMPTS:
+        raise APIError(400, f"{len(request.prompts)} prompts with `n` {request.n} ask for "
+                            f"{len(request.prompts) * request.n} completions; at most {MAX_PROMPTS} per request", "n")
     request.logprobs, request.echo = body.logprobs, body.echo
     if request.max_tokens == 0 and not request.echo:
         raise APIError(400, "`max_tokens` 0 is only useful with `echo` (scoring the prompt)", "max_tokens")
     return request
+
+
+def _prompts(prompt: str | list[str] | list[int] | list[list[int]]) -> list[Prompt]:
+    """The four forms as a list of prompts (lists are never empty: the body's validation says so)."""
+    if isinstance(prompt, str):
+        return [Prompt(prompt, "prompt")]
+    items: list[Any] = list(prompt)
+    if isinstance(items[0], int):  # one prompt of token ids
+        return [Prompt(tuple(items), "prompt")]
+    return [Prompt(p if isinstance(p, str) else tuple(p), f"prompt[{i}]") for i, p in enumerate(items)]
 
 
 def chat_request(body: ChatBody) -> Request:

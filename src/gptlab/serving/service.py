@@ -20,7 +20,7 @@ from gptlab.generation import TEMPERATURE, TOP_K, TOP_P, GenerationSettings, Tex
 from gptlab.grammar import Grammar, GrammarError, OutputFormat, compile_grammar
 from gptlab.loading import LoadedModel
 from gptlab.prompts import Conversation, Style
-from gptlab.serving.api import APIError, Classification, Request
+from gptlab.serving.api import APIError, Classification, Prompt, Request
 from gptlab.tokenizer import document_ids
 from gptlab.tokenizer.chat_template import TemplateRefused
 
@@ -102,16 +102,16 @@ class ModelService:
         with torch.inference_mode():
             return self.classifier.classify(texts)
 
-    def settings(self, request: Request, prompt_tokens: int, chat: bool) -> GenerationSettings:
+    def settings(self, request: Request, prompt_tokens: int, param: str) -> GenerationSettings:
         """Generation settings for `request`, the server's defaults filling what it leaves out; its max
-        tokens must fit beside the prompt."""
+        tokens must fit beside the prompt (`param`: the prompt's place in the request, for the error)."""
         context = self.loaded.model.config.context_length
         room = context - prompt_tokens
         if room < (0 if request.max_tokens == 0 else 1) or (request.max_tokens or 0) > room:
             asked = request.max_tokens if request.max_tokens is not None else 1
             raise APIError(400, f"this model's context is {context} tokens; the prompt takes {prompt_tokens} "
                                 f"and {asked} more were asked for. Shorten the prompt or lower max_tokens.",
-                           "messages" if chat else "prompt", code="context_length_exceeded")
+                           param, code="context_length_exceeded")
         defaults = self.defaults
         return GenerationSettings(
             max_new_tokens=min(defaults.max_tokens, room) if request.max_tokens is None else request.max_tokens,
@@ -133,16 +133,33 @@ class ModelService:
             raise APIError(400, f"`{param}`: {err}", param) from None
 
     def completion(self, request: Request) -> Answer:
-        """The `/v1/completions` answer: the prompt continued as it is (and scored, for `echo` with logprobs)."""
+        """The `/v1/completions` answer: each prompt continued `n` times as it is, choices prompt-major as
+        OpenAI orders them (and each prompt scored, for `echo` with logprobs)."""
+        prompts = [self._ids(prompt) for prompt in request.prompts]
+        settings = [self.settings(request, len(ids), prompt.param) for ids, prompt in zip(prompts, request.prompts)]
+        echoed = [self._echo(prompt, ids, request.logprobs) for prompt, ids in zip(request.prompts, prompts)] \
+            if request.echo else None
+        return Answer(prompts, self._start(list(zip(prompts, settings)), request.n), echoed)
+
+    def _ids(self, prompt: Prompt) -> list[int]:
+        """A text's token ids as a document starts; token ids as sent (what lm-eval scores), each in the
+        vocabulary, else a 400 naming its place."""
         tokenizer = self.loaded.tokenizer
-        prompt = document_ids(tokenizer, request.prompt)
-        settings = self.settings(request, len(prompt), chat=False)
-        echoed = None
-        if request.echo:
-            scored = token_logprobs(self.loaded.model, prompt, request.logprobs or 0, vocab_size=tokenizer.vocab_size) \
-                if request.logprobs is not None and len(prompt) > 1 else []
-            echoed = EchoedPrompt(request.prompt, prompt[0], scored)
-        return Answer(prompt, self._start(prompt, settings, request.n), echoed)
+        if isinstance(prompt.content, str):
+            return document_ids(tokenizer, prompt.content)
+        for place, token in enumerate(prompt.content):
+            if token >= tokenizer.vocab_size:
+                raise APIError(400, f"`{prompt.param}[{place}]`: token id {token} is not in this model's vocabulary "
+                                    f"(0..{tokenizer.vocab_size - 1})", f"{prompt.param}[{place}]")
+        return list(prompt.content)
+
+    def _echo(self, prompt: Prompt, ids: list[int], logprobs: int | None) -> EchoedPrompt:
+        """The prompt repeated (token ids decoded), its tokens scored when logprobs were asked for."""
+        tokenizer = self.loaded.tokenizer
+        scored = token_logprobs(self.loaded.model, ids, logprobs, vocab_size=tokenizer.vocab_size) \
+            if logprobs is not None and len(ids) > 1 else []
+        text = prompt.content if isinstance(prompt.content, str) else tokenizer.decode(ids)
+        return EchoedPrompt(text, ids[0], scored)
 
     def chat(self, request: Request) -> Answer:
         """The `/v1/chat/completions` answer: messages framed by the model's chat template or prompt style.
@@ -156,20 +173,27 @@ class ModelService:
                                     request.system or self.defaults.system, list(request.turns))
         try:
             needed = len(conversation.ids(request.prompt))  # the new message alone: earlier turns may be left out
-            settings = self.style.answer_settings(self.settings(request, needed, chat=True))
+            settings = self.style.answer_settings(self.settings(request, needed, "messages"))
             prompt = conversation.prompt(request.prompt, settings.max_new_tokens)
         except TemplateRefused as refused:
             raise APIError(400, str(refused), "messages") from None
-        return Answer(prompt, self._start(prompt, settings, request.n))
+        return Answer([prompt], self._start([(prompt, settings)], request.n))
 
-    def _start(self, prompt: list[int], settings: GenerationSettings, n: int) -> list[TextCompletion]:
-        """`n` completions of `prompt` queued in the engine; with a seed, choice i samples with seed + i.
-        A full queue is a 429 (and the choices already queued are cancelled)."""
+    def _start(self, prompts: list[tuple[list[int], GenerationSettings]], n: int) -> list[TextCompletion]:
+        """`n` completions of each prompt queued in the engine, prompt-major; with a seed, a prompt's choice i
+        samples with seed + i. More than the engine ever holds is a 400; a full queue is a 429 (and the
+        choices already queued are cancelled)."""
+        limits = self.engine.limits
+        if len(prompts) * n > limits.max_batch + limits.max_queue:
+            raise APIError(400, f"this server holds at most {limits.max_batch + limits.max_queue} completions "
+                                f"(--max-batch plus --max-queue); the request asks for {len(prompts) * n}", "prompt")
         started: list[TextCompletion] = []
         try:
-            for i in range(n):
-                seeded = dataclasses.replace(settings, seed=settings.seed + i if settings.seed is not None else None)
-                started.append(self.engine.submit(self.loaded.tokenizer, prompt, seeded))
+            for prompt, settings in prompts:
+                for i in range(n):
+                    seed = settings.seed + i if settings.seed is not None else None
+                    started.append(self.engine.submit(self.loaded.tokenizer, prompt,
+                                                      dataclasses.replace(settings, seed=seed)))
         except QueueFull as full:
             for completion in started:
                 completion.cancel()
@@ -189,8 +213,8 @@ class EchoedPrompt:
 
 @dataclass
 class Answer:
-    """What one request gets: its prompt's token ids, `n` completions of it, and the echoed prompt."""
+    """What one request gets: its prompts' token ids, `n` completions of each, and the echoed prompts."""
 
-    prompt_ids: list[int]
-    choices: list[TextCompletion]
-    echoed: EchoedPrompt | None = None
+    prompt_ids: list[list[int]]  # chat: one, the framed conversation
+    choices: list[TextCompletion]  # prompt-major: choice i continues prompt i // n
+    echoed: list[EchoedPrompt] | None = None  # `echo`: one per prompt
