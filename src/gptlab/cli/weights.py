@@ -8,17 +8,19 @@ import shlex
 from pathlib import Path
 
 from gptlab.checkpoint.crc32c import using_fast_crc32c
+from gptlab.checkpoint.gguf_export import QUANTS, export_gguf
 from gptlab.checkpoint.hf import export_hf_folder
 from gptlab.checkpoint.native import save_checkpoint
 from gptlab.cli.common import add_device_flags, load
 from gptlab.cli.progress import DownloadBars
 from gptlab.download import SIZES, SOURCES, download_gpt2, gpt2_size
-from gptlab.loading import load_model
+from gptlab.loading import LoadedModel, load_model
+from gptlab.modelfile import exported_chat, write_modelfile
 from gptlab.prompts import TEMPLATE
 
 log = logging.getLogger("gptlab")
 FORMATS = ("tf", "safetensors")
-TARGETS = ("gptlab", "hf")
+TARGETS = ("gptlab", "hf", "gguf")
 
 
 DOWNLOAD = ("Download OpenAI's original GPT-2 files (checkpoint, encoder.json, hparams.json, model.ckpt.*, "
@@ -67,22 +69,32 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 def add_convert(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
-        "convert", help="write any model gptlab reads as a gptlab checkpoint or a Hugging Face folder",
+        "convert", help="write any model gptlab reads as a gptlab checkpoint, a Hugging Face folder or a GGUF file",
         description="Read a model as --model does (an OpenAI GPT-2 folder, the book's .pth, a Hugging Face folder, "
-                    "a .gguf file, a gptlab checkpoint or a preset) and write it to a new folder DST: a gptlab "
-                    "checkpoint (model.safetensors + config.json, quick to load) or a Hugging Face folder that "
-                    "transformers' from_pretrained loads.")
+                    "a .gguf file, a gptlab checkpoint or a preset) and write it to DST: a gptlab checkpoint folder "
+                    "(model.safetensors + config.json, quick to load), a Hugging Face folder that transformers' "
+                    "from_pretrained loads, or a GGUF file for llama.cpp, LM Studio and Ollama (with "
+                    "DST's name.Modelfile beside it: `ollama create NAME -f name.Modelfile`). A LoRA run "
+                    "exports merged.")
     p.add_argument("model", metavar="SRC", help="the model to read")
-    p.add_argument("dest", metavar="DST", type=Path, help="the folder to write (new or empty)")
+    p.add_argument("dest", metavar="DST", type=Path,
+                   help="the folder to write (new or empty); with --to gguf, the new .gguf file")
     p.add_argument("--to", choices=TARGETS, default="gptlab",
                    help="gptlab: our checkpoint folder (default); hf: a Hugging Face folder of the model's "
-                        "family (GPT-2, Llama, Qwen, ...)")
+                        "family (GPT-2, Llama, Qwen, ...); gguf: one llama.cpp file (GPT-2, Llama, SmolLM2, Qwen2, "
+                        "Qwen3, OLMo 2) with its tokenizer and chat template, and an Ollama Modelfile")
+    p.add_argument("--quant", choices=QUANTS, default="f16",
+                   help="with --to gguf: the weights' type: f32, f16 (default, as llama.cpp's converter), bf16, "
+                        "or llama.cpp's blocks of 32 with one scale each, q8_0 (near-lossless) and q4_0 "
+                        "(embeddings kept q8_0); norms stay f32")
     p.add_argument("--seed", type=int, default=0, help="seed of a preset's random weights (default 0)")
     add_device_flags(p, device="cpu")
     p.set_defaults(func=cmd_convert)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    if args.to == "gguf":
+        return _convert_gguf(args)
     if args.dest.exists() and (not args.dest.is_dir() or any(args.dest.iterdir())):
         raise ValueError(f"{args.dest} already exists and is not an empty folder; convert writes a new folder, "
                          "so remove it or choose another")
@@ -98,6 +110,28 @@ def cmd_convert(args: argparse.Namespace) -> int:
     else:
         folder = save_checkpoint(loaded.model, loaded.tokenizer, args.dest, loaded.meta)
         print(f"wrote the gptlab checkpoint {folder} ({_files(folder)}) from {loaded.description}")
+    return 0
+
+
+def _convert_gguf(args: argparse.Namespace) -> int:
+    """`convert --to gguf`: the file, and the Modelfile that runs it in Ollama."""
+    if args.dest.suffix != ".gguf":
+        raise ValueError(f"{args.dest}: --to gguf writes one .gguf file; name it NAME.gguf")
+    if args.dest.exists():
+        raise ValueError(f"{args.dest} already exists; convert writes a new file, so remove it or choose another")
+    loaded: LoadedModel = load(args)
+    logging.getLogger("gguf").setLevel(logging.WARNING)  # its writer's notes name our temporary file
+    if loaded.meta.quantization is not None:
+        raise ValueError(f"{loaded.description} is quantized ({loaded.meta.quantization.scheme}), and gptlab writes "
+                         "no GGUF type from its scales (int8 scales whole rows; GGUF's q8_0 and q4_0 scale blocks of "
+                         "32): convert the float model with --quant q8_0 or q4_0")
+    chat = exported_chat(loaded.meta, loaded.tokenizer)
+    written = export_gguf(loaded.model, args.dest, loaded.tokenizer, chat.template, args.quant)
+    eos = loaded.tokenizer.decode([loaded.tokenizer.eos_id]) if loaded.tokenizer.eos_id is not None else ""
+    modelfile = write_modelfile(written.path, chat, eos)
+    types = ", ".join(f"{count} {kind}" for kind, count in sorted(written.tensor_types.items()))
+    print(f"wrote the GGUF file {written.path} ({written.architecture}; tensors: {types}) from {loaded.description}")
+    print(f"and {modelfile}: ollama create {shlex.quote(written.path.stem)} -f {shlex.quote(str(modelfile))}")
     return 0
 
 

@@ -76,14 +76,20 @@ class HFFormat:
     to_hf: Callable[[dict[str, Tensor], GPTConfig], dict[str, Tensor]]  # the inverse, for export
 
 
+GGUFValue = int | float | bool | str  # a metadata value as GGUF stores one (ints as uint32, floats as float32)
+
+
 @dataclass(frozen=True)
 class GGUFFormat:
-    """How the family reads llama.cpp's GGUF files."""
+    """How the family reads llama.cpp's GGUF files, and writes them where llama.cpp runs its models."""
 
-    architectures: tuple[str, ...]  # `general.architecture` values it reads
+    architectures: tuple[str, ...]  # `general.architecture` values it reads; the first is the one it writes
     # (metadata, each tensor's shape by name (rows first, as torch has it), path) → our config
     read_config: Callable[[dict[str, Any], dict[str, tuple[int, ...]], str], GPTConfig]
     to_ours: Callable[[dict[str, Tensor], GPTConfig], dict[str, Tensor]]  # rename, unpermute, fuse
+    # our config → the file's `<architecture>.…` metadata (full keys); None: gptlab does not write this family
+    write_config: Callable[[GPTConfig], dict[str, GGUFValue]] | None = None
+    to_gguf: Callable[[dict[str, Tensor], GPTConfig], dict[str, Tensor]] | None = None  # split, permute, rename
 
 
 @dataclass(frozen=True)

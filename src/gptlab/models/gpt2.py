@@ -1,7 +1,9 @@
-"""GPT-2 (OpenAI, 2019): its presets, its Hugging Face names, its tokenizer's cut.
+"""GPT-2 (OpenAI, 2019): its presets, its Hugging Face and GGUF names, its tokenizer's cut.
 
 Our parameter names are GPT-2's, so Hugging Face import is: drop the `transformer.` prefix, skip
 the attention-mask buffers, transpose the four Conv1D weights (stored as (in, out)), check shapes.
+llama.cpp's "gpt2" keeps the projections as our `nn.Linear` does, q/k/v fused (`attn_qkv`), and an
+`output` tensor even where the head is tied (its converter writes the embedding twice).
 """
 
 from __future__ import annotations
@@ -9,7 +11,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from gptlab.config import GPTConfig
-from gptlab.models.family import Family, HFFormat, PreTokenizer, block_parts, stack_parts
+from gptlab.models.family import (
+    Family,
+    GGUFFormat,
+    GGUFValue,
+    HFFormat,
+    PreTokenizer,
+    block_parts,
+    split_parts,
+    stack_parts,
+)
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -37,6 +48,9 @@ BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers in 
 HF_NAMES = {"wte": "wte", "wpe": "wpe", "ln_f": "ln_f", "lm_head": "lm_head", "ln_1": "h.{i}.ln_1",
             "ln_2": "h.{i}.ln_2", "qkv": "h.{i}.attn.c_attn", "o": "h.{i}.attn.c_proj", "fc": "h.{i}.mlp.c_fc",
             "down": "h.{i}.mlp.c_proj"}
+GGUF_NAMES = {"wte": "token_embd", "wpe": "position_embd", "ln_f": "output_norm", "lm_head": "output",
+              "ln_1": "blk.{i}.attn_norm", "ln_2": "blk.{i}.ffn_norm", "qkv": "blk.{i}.attn_qkv",
+              "o": "blk.{i}.attn_output", "fc": "blk.{i}.ffn_up", "down": "blk.{i}.ffn_down"}
 TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 
 
@@ -116,11 +130,47 @@ def ours_to_hf(state: dict[str, Tensor], config: GPTConfig) -> dict[str, Tensor]
     }
 
 
+def config_from_gguf(meta: dict[str, Any], shapes: dict[str, tuple[int, ...]], source: str) -> GPTConfig:
+    """Our config from a gpt2 GGUF file; the vocabulary is the embedding's rows (llama.cpp writes no size)."""
+    if "token_embd.weight" not in shapes:
+        raise ValueError(f"{source}: no tensor token_embd.weight; a gpt2 model keeps its token embedding there")
+    try:
+        return GPTConfig(
+            vocab_size=shapes["token_embd.weight"][0], context_length=int(meta["gpt2.context_length"]),
+            n_layer=int(meta["gpt2.block_count"]), n_head=int(meta["gpt2.attention.head_count"]),
+            n_embd=int(meta["gpt2.embedding_length"]), mlp_hidden=int(meta["gpt2.feed_forward_length"]),
+            layer_norm_eps=float(meta["gpt2.attention.layer_norm_epsilon"]),
+            tie_embeddings="output.weight" not in shapes, name=str(meta.get("general.name", "gguf")),
+        )
+    except KeyError as err:
+        raise ValueError(f"{source}: missing metadata {err} of a gpt2 model") from None
+
+
+def config_to_gguf(config: GPTConfig) -> dict[str, GGUFValue]:
+    """The `gpt2.…` metadata llama.cpp reads (its converter's keys)."""
+    return {"gpt2.context_length": config.context_length, "gpt2.embedding_length": config.n_embd,
+            "gpt2.feed_forward_length": config.hidden_size, "gpt2.block_count": config.n_layer,
+            "gpt2.attention.head_count": config.n_head, "gpt2.attention.layer_norm_epsilon": config.layer_norm_eps}
+
+
+def gguf_to_ours(tensors: dict[str, Tensor], config: GPTConfig) -> dict[str, Tensor]:
+    """Our names for llama.cpp's; its layout is ours already."""
+    return stack_parts(tensors, block_parts(config, GGUF_NAMES))
+
+
+def ours_to_gguf(state: dict[str, Tensor], config: GPTConfig) -> dict[str, Tensor]:
+    """llama.cpp's names, with the `output` tensor its gpt2 converter always writes (the embedding, when tied)."""
+    tensors = split_parts(state, block_parts(config, GGUF_NAMES))
+    tensors.setdefault("output.weight", tensors["token_embd.weight"])
+    return tensors
+
+
 FAMILY = Family(
     name="gpt2",
     holds=holds,
     vocabulary="gpt2",
     hf=HFFormat(("gpt2",), config_from_hf, config_to_hf, hf_to_ours, ours_to_hf),
+    gguf=GGUFFormat(("gpt2",), config_from_gguf, gguf_to_ours, config_to_gguf, ours_to_gguf),
     presets=PRESETS,
     pre_tokenizers=(GPT2_SPLIT,),
 )

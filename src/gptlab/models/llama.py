@@ -14,6 +14,7 @@ from gptlab.config import GPTConfig, RopeScaling
 from gptlab.models.family import (
     Family,
     GGUFFormat,
+    GGUFValue,
     HFFormat,
     Names,
     PreTokenizer,
@@ -230,12 +231,57 @@ def gguf_halves_to_ours(tensors: dict[str, Tensor], config: GPTConfig) -> dict[s
     return stack_parts(tensors, block_parts(config, GGUF_NAMES))
 
 
+def config_to_gguf(config: GPTConfig, arch: str = "llama", qkv_bias: bool = False) -> dict[str, GGUFValue]:
+    """The `<arch>.…` metadata llama.cpp reads for a Llama-shaped model, under the keys its converter writes.
+    Llama 3's rotary scaling travels as the `rope_freqs` tensor (the writer adds it), linear as two keys;
+    what llama.cpp's `arch` lacks (biases beyond q/k/v's where `qkv_bias`, a sliding window) is refused
+    rather than silently dropped."""
+    if config.bias or config.qkv_bias != qkv_bias:
+        raise ValueError(f"a {arch} model {'without' if qkv_bias else 'with'} q/k/v biases, or with other biases, "
+                         f"has no GGUF form gptlab writes (llama.cpp's {arch} is not built so)")
+    if config.sliding_window is not None:
+        raise ValueError(f"this model attends over a sliding window of {config.sliding_window}, which llama.cpp's "
+                         f"{arch} does not; it has no GGUF form")
+    meta: dict[str, GGUFValue] = {
+        "context_length": config.context_length, "embedding_length": config.n_embd, "block_count": config.n_layer,
+        "feed_forward_length": config.hidden_size, "attention.head_count": config.n_head,
+        "attention.head_count_kv": config.kv_heads, "attention.key_length": config.head_dim,
+        "attention.value_length": config.head_dim, "rope.dimension_count": config.rotary_dims,
+        "rope.freq_base": config.rope_theta, "attention.layer_norm_rms_epsilon": config.layer_norm_eps,
+        "vocab_size": config.vocab_size,
+    }
+    if config.rope_scaling is not None and config.rope_scaling.kind == "linear":
+        meta.update({"rope.scaling.type": "linear", "rope.scaling.factor": config.rope_scaling.factor})
+    return {f"{arch}.{key}": value for key, value in meta.items()}
+
+
+def _permute(weight: Tensor, heads: int) -> Tensor:
+    """llama.cpp's interleaving of rotary dimensions, the inverse of `_unpermute`: rows (h, pair, i) → (h, i, pair)."""
+    out, width = weight.shape
+    return weight.reshape(heads, 2, out // heads // 2, width).transpose(1, 2).reshape(out, width).contiguous()
+
+
+def ours_to_gguf(state: dict[str, Tensor], config: GPTConfig) -> dict[str, Tensor]:
+    """llama.cpp's tensors: q/k/v and gate/up split, q/k rows interleaved as its Llama rotates them."""
+    tensors = ours_to_gguf_halves(state, config)
+    for i in range(config.n_layer):
+        for role, heads in (("q", config.n_head), ("k", config.kv_heads)):
+            name = GGUF_NAMES[role].format(i=i) + ".weight"
+            tensors[name] = _permute(tensors[name], heads)
+    return tensors
+
+
+def ours_to_gguf_halves(state: dict[str, Tensor], config: GPTConfig) -> dict[str, Tensor]:
+    """llama.cpp's tensors for an architecture it rotates as halves (qwen2, qwen3, olmo2): split and renamed."""
+    return split_parts(state, block_parts(config, GGUF_NAMES))
+
+
 FAMILY = Family(
     name="llama",
     holds=holds,
     vocabulary="file",
     hf=HFFormat(("llama",), config_from_hf, config_to_hf, hf_to_ours, ours_to_hf),
-    gguf=GGUFFormat(("llama",), config_from_gguf, gguf_to_ours),
+    gguf=GGUFFormat(("llama",), config_from_gguf, gguf_to_ours, config_to_gguf, ours_to_gguf),
     presets=PRESETS,
     pre_tokenizers=(SMOLLM_SPLIT, LLAMA3_SPLIT),
 )

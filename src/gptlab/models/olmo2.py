@@ -17,7 +17,7 @@ from typing import Any
 
 from gptlab.config import GPTConfig
 from gptlab.models import llama
-from gptlab.models.family import Family, GGUFFormat, HFFormat, window_from_gguf
+from gptlab.models.family import Family, GGUFFormat, GGUFValue, HFFormat, window_from_gguf
 
 BLOCKS = dict(norm_position="post", qk_norm="full")  # what OLMo 2 changes in a Llama
 PRESETS: dict[str, dict[str, Any]] = {
@@ -54,13 +54,19 @@ def config_from_gguf(meta: dict[str, Any], shapes: dict[str, tuple[int, ...]], s
                                   **window_from_gguf(meta, "olmo2", source))
 
 
+def config_to_gguf(config: GPTConfig) -> dict[str, GGUFValue]:
+    """The `olmo2.…` metadata llama.cpp reads: Llama's keys (its post-norms and QK-norm are the tensors')."""
+    return llama.config_to_gguf(config, "olmo2")
+
+
 FAMILY = Family(
     name="olmo2",
     vocabulary="file",
     hf=HFFormat(("olmo2",), config_from_hf, config_to_hf, partial(llama.hf_to_ours, names=HF_NAMES),
                 partial(llama.ours_to_hf, names=HF_NAMES)),
     # llama.cpp keeps OLMo 2's q/k rows as Hugging Face has them (it rotates halves, "NEOX")
-    gguf=GGUFFormat(("olmo2",), config_from_gguf, llama.gguf_halves_to_ours),
+    gguf=GGUFFormat(("olmo2",), config_from_gguf, llama.gguf_halves_to_ours, config_to_gguf,
+                    llama.ours_to_gguf_halves),
     presets=PRESETS,
     pre_tokenizers=(OLMO2_SPLIT,),
 )

@@ -12,7 +12,16 @@ from typing import Any
 
 from gptlab.config import GPTConfig
 from gptlab.models import llama
-from gptlab.models.family import ChatDefaults, Family, GGUFFormat, HFFormat, regex_cut, window_from_hf, window_to_hf
+from gptlab.models.family import (
+    ChatDefaults,
+    Family,
+    GGUFFormat,
+    GGUFValue,
+    HFFormat,
+    regex_cut,
+    window_from_hf,
+    window_to_hf,
+)
 
 BLOCKS = dict(qkv_bias=True)  # what Qwen2 changes in a Llama
 PRESETS: dict[str, dict[str, Any]] = {
@@ -55,12 +64,18 @@ def config_from_gguf(meta: dict[str, Any], shapes: dict[str, tuple[int, ...]], s
     return llama.config_from_gguf(meta, shapes, source, "qwen2", "qwen2", **BLOCKS)
 
 
+def config_to_gguf(config: GPTConfig) -> dict[str, GGUFValue]:
+    """The `qwen2.…` metadata llama.cpp reads: Llama's keys, with q/k/v biases."""
+    return llama.config_to_gguf(config, "qwen2", qkv_bias=True)
+
+
 FAMILY = Family(
     name="qwen2",
     vocabulary="file",
     hf=HFFormat(("qwen2",), config_from_hf, config_to_hf, llama.hf_to_ours, llama.ours_to_hf),
     # llama.cpp keeps Qwen2's q/k rows as Hugging Face has them (it rotates halves, "NEOX")
-    gguf=GGUFFormat(("qwen2",), config_from_gguf, llama.gguf_halves_to_ours),
+    gguf=GGUFFormat(("qwen2",), config_from_gguf, llama.gguf_halves_to_ours, config_to_gguf,
+                    llama.ours_to_gguf_halves),
     presets=PRESETS,
     pre_tokenizers=(QWEN2_SPLIT,),  # Qwen3's too
     chat=ChatDefaults(prompt_style="chatml"),

@@ -10,7 +10,7 @@ from typing import Any
 
 from gptlab.config import GPTConfig
 from gptlab.models import llama, qwen2
-from gptlab.models.family import ChatDefaults, Family, GGUFFormat, HFFormat
+from gptlab.models.family import ChatDefaults, Family, GGUFFormat, GGUFValue, HFFormat
 
 BLOCKS = dict(qk_norm="head")  # what Qwen3 changes in a Llama
 PRESETS: dict[str, dict[str, Any]] = {
@@ -39,12 +39,18 @@ def config_from_gguf(meta: dict[str, Any], shapes: dict[str, tuple[int, ...]], s
     return llama.config_from_gguf(meta, shapes, source, "qwen3", "qwen3", **BLOCKS)
 
 
+def config_to_gguf(config: GPTConfig) -> dict[str, GGUFValue]:
+    """The `qwen3.…` metadata llama.cpp reads: Llama's keys (its QK-norm is the tensors' business)."""
+    return llama.config_to_gguf(config, "qwen3")
+
+
 FAMILY = Family(
     name="qwen3",
     vocabulary="file",
     hf=HFFormat(("qwen3",), config_from_hf, config_to_hf, llama.hf_to_ours, llama.ours_to_hf),
     # llama.cpp keeps Qwen3's q/k rows as Hugging Face has them (it rotates halves, "NEOX")
-    gguf=GGUFFormat(("qwen3",), config_from_gguf, llama.gguf_halves_to_ours),
+    gguf=GGUFFormat(("qwen3",), config_from_gguf, llama.gguf_halves_to_ours, config_to_gguf,
+                    llama.ours_to_gguf_halves),
     presets=PRESETS,
     chat=ChatDefaults(prompt_style="chatml"),
 )
