@@ -114,22 +114,24 @@ def test_a_local_judge_is_asked_through_its_chat_template(tmp_path):
 
 def scored(*tokens: tuple[str, dict[str, float]]) -> list[ScoredToken]:
     """A reply's tokens, each with its alternatives given as probabilities."""
-    return [ScoredToken(text, tuple((alt, math.log(p)) for alt, p in top.items())) for text, top in tokens]
+    return [ScoredToken(text, math.log(top.get(text, 1.0)), tuple((alt, math.log(p)) for alt, p in top.items()))
+            for text, top in tokens]
 
 
-def test_the_weighted_score_adds_each_place_of_a_split_number_by_its_digits_probabilities():
-    """SmolLM2 and Llama write "85" as "8", "5": tens expected 7.9, then units 3.0 given the tens written."""
+def test_the_weighted_score_of_a_split_number_weighs_each_place_given_the_digits_written_before():
+    """SmolLM2 and Llama write "85" as "8", "5": after "8", 85 .6 and 80 .4 (83); at the first place,
+    that 83 .5, "7" (75) .3, "9" (95) .2."""
     reply = scored(('{"', {}), ("score", {}), ('":', {}), (" ", {}), ("8", {"8": .5, "7": .3, "9": .2, "x": .1}),
                    ("5", {"5": .6, "0": .4}), ("}", {}))
-    assert weighted_score(reply) == 82.0
+    assert weighted_score(reply) == 83.0
 
 
-def test_the_weighted_score_of_a_whole_number_token_weighs_numbers_of_its_width_within_100():
-    """GPT-2 writes " 85" as one token: " 80", "90" (the space does not matter) and "85" count; "100" and "8"
-    have another width; nothing above 100 ever counts."""
+def test_the_weighted_score_reads_each_alternative_as_the_number_it_makes_within_100():
+    """GPT-2 writes " 85" as one token: each alternative is a number (the space does not matter). After "1",
+    "00" is 100 and "50" (150) is no score; a first "2" with the "00" written after it reads as 20."""
     reply = scored(("Score:", {}), (" 85", {" 85": .4, " 80": .2, "90": .2, "100": .1, "8": .1}), (".", {}))
-    assert weighted_score(reply) == pytest.approx((85 * .4 + 80 * .2 + 90 * .2) / .8)
-    assert weighted_score(scored(("1", {"1": .5, "2": .5}), ("00", {"00": .5, "50": .5}))) == 100.0
+    assert weighted_score(reply) == pytest.approx(85 * .4 + 80 * .2 + 90 * .2 + 100 * .1 + 8 * .1)
+    assert weighted_score(scored(("1", {"1": .5, "2": .5}), ("00", {"00": .5, "50": .5}))) == 60.0
     assert weighted_score(scored(("No", {}), (" idea", {}))) is None
     assert weighted_score(scored(("250", {"250": 1.0}))) is None
 

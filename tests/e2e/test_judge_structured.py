@@ -80,7 +80,7 @@ def judged(judge: ScriptedJudge, responses: Path) -> dict:
 
 
 def test_a_judge_that_takes_the_schema_and_sends_logprobs_gives_every_score_and_its_weighted_mean(responses):
-    """SmolLM2 writes 85 as "8", "5": tens 10 x (8 .5 + 7 .3 + 9 .2) = 79, units 5 .6 + 0 .4 = 3."""
+    """SmolLM2 writes 85 as "8", "5": after "8", 85 .6 and 80 .4 (83); first, that 83 .5, 75 .3, 95 .2."""
     tokens = [('{"', {}), ("score", {}), ('":', {}), (" ", {}), ("8", {"8": .5, "7": .3, "9": .2}),
               ("5", {"5": .6, "0": .4}), ("}", {})]
     with serving(ScriptedJudge('{"score": 85}', tokens, refuses=())) as judge:
@@ -90,9 +90,9 @@ def test_a_judge_that_takes_the_schema_and_sends_logprobs_gives_every_score_and_
         "type": "integer", "minimum": 0, "maximum": 100}
     assert asked["logprobs"] is True and asked["top_logprobs"] == 20 and len(judge.bodies) == 3
     assert [r["score"] for r in written["records"]] == [85, 85, 85]
-    assert [r["weighted_score"] for r in written["records"]] == [82.0, 82.0, 82.0]
+    assert [r["weighted_score"] for r in written["records"]] == [83.0, 83.0, 83.0]
     summary = written["summary"]
-    assert summary["scored"] == 3 and summary["weighted"] == {"scored": 3, "mean": 82.0, "spearman_vs_rouge_l": None}
+    assert summary["scored"] == 3 and summary["weighted"] == {"scored": 3, "mean": 83.0, "spearman_vs_rouge_l": None}
 
 
 def test_a_judge_that_refuses_the_schema_is_asked_in_free_text_from_then_on(responses):

@@ -78,43 +78,60 @@ def reply_score(reply: str) -> int | None:
 
 @dataclass(frozen=True)
 class ScoredToken:
-    """A token of a reply, as OpenAI's `logprobs.content` reports it: its text and the most likely
-    alternatives at its place (text, log-probability), itself among them."""
+    """A token of a reply, as OpenAI's `logprobs.content` reports it: its text, its log-probability and
+    the most likely alternatives at its place (text, log-probability)."""
 
     text: str
+    logprob: float
     top: tuple[tuple[str, float], ...]
 
 
 def weighted_score(tokens: Sequence[ScoredToken]) -> float | None:
     """G-Eval's probability-weighted score: the expected value of the number the reply starts, from the
-    alternatives at each of its tokens, None when the reply holds no number from 0 to 100.
+    alternatives at each of its tokens; None when the reply holds no number from 0 to 100.
 
-    At each token of the number (one token "85" in GPT-2's vocabulary, "8" then "5" in Llama's and
-    SmolLM2's), the alternatives that are digits of the same width, and keep the number within 0..100,
-    are weighted by their probabilities; the expectations add up by place value, each later place
-    conditioned on the digits the judge wrote before it."""
+    A number may take several tokens ("85" is one token in GPT-2's vocabulary, "8" then "5" in Llama's
+    and SmolLM2's). At each of them, every alternative made of digits counts with its probability: the
+    token the judge wrote stands for the expected value of what follows it; another stands for the number
+    it would make with the rest of the written digits, cut to stay within 0..100 (after "1", "0", "0",
+    a first "8" reads as 80)."""
     start = next((i for i, token in enumerate(tokens) if any(c.isdigit() for c in token.text)), None)
     if start is None:
         return None
-    digits: list[str] = []
+    number: list[ScoredToken] = []
     for token in tokens[start:]:
-        text = token.text if digits else token.text.strip()
-        if not (text.isascii() and text.isdigit()):
+        if not _digits(token.text if number else token.text.strip()):
             break
-        digits.append(text)
-    if not digits or int("".join(digits)) > 100:
+        number.append(token)
+    written = [token.text.strip() if place == 0 else token.text for place, token in enumerate(number)]
+    if not written or int("".join(written)) > 100:
         return None
-    value = 0.0
-    for place, (token, written) in enumerate(zip(tokens[start:], digits)):
-        before, after = "".join(digits[:place]), "".join(digits[place + 1:])
-        weights: dict[str, float] = {}
-        for text, logprob in token.top:
-            text = text.strip() if place == 0 else text
-            if text.isascii() and text.isdigit() and len(text) == len(written) and int(before + text + after) <= 100:
-                weights[text] = weights.get(text, 0.0) + math.exp(logprob)  # " 8" and "8" are the same digit
-        weights = weights or {written: 1.0}
-        value += sum(int(text) * p for text, p in weights.items()) / sum(weights.values()) * 10 ** len(after)
-    return round(value, 2)
+    return round(_expected(number, written, 0), 2)
+
+
+def _expected(number: list[ScoredToken], written: list[str], place: int) -> float:
+    """The expected score given the judge's first `place` tokens of the number."""
+    if place == len(written):
+        return float(int("".join(written)))
+    before, after = "".join(written[:place]), "".join(written[place + 1:])
+    weights: dict[str, float] = {}
+    for text, logprob in number[place].top:
+        text = text.strip() if place == 0 else text  # " 8" and "8" are the same digit
+        if _digits(text) and text != written[place]:
+            weights[text] = weights.get(text, 0.0) + math.exp(logprob)
+    total = math.exp(number[place].logprob)
+    value = total * _expected(number, written, place + 1)
+    for text, p in weights.items():
+        rest = after
+        while rest and int(before + text + rest) > 100:
+            rest = rest[:-1]
+        if int(before + text + rest) <= 100:
+            value, total = value + p * int(before + text + rest), total + p
+    return value / total
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
 
 
 @dataclass(frozen=True)
@@ -181,7 +198,8 @@ class JudgeClient:
             self._extras = extras  # kept: a server that refused something refuses it every time
             reply = choice["message"]["content"] or ""
             content = (choice.get("logprobs") or {}).get("content") or []
-            tokens = [ScoredToken(t["token"], tuple((a["token"], a["logprob"]) for a in t.get("top_logprobs") or []))
+            tokens = [ScoredToken(t["token"], t["logprob"],
+                                  tuple((a["token"], a["logprob"]) for a in t.get("top_logprobs") or []))
                       for t in content]
             return Verdict(reply, reply_score(reply), weighted_score(tokens) if tokens else None)
         raise AssertionError("unreachable: the last request either answers or raises")
