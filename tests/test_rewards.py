@@ -83,10 +83,10 @@ def test_user_rewards_load_from_a_file_or_module_with_one_line_errors(tmp_path):
                     "def text(problem, completion):\n    return 'high'\n"
                     "NOT_A_FUNCTION = 3\n")
     (length, fmt) = parse_rewards([f"{mine}:length=0.5", "format=0.1"])
-    assert (length.name, length.weight, length(SUM, "abcde")) == (f"{mine}:length", 0.5, 0.5)
+    assert (length.name, length.weight, length(SUM, "abcde")) == ("mine.py:length", 0.5, 0.5)
     assert (fmt.weight, fmt(SUM, "\\boxed{1}")) == (0.1, 1.0)
     (text,) = parse_rewards([f"{mine}:text"])
-    with pytest.raises(ValueError, match=r"returned 'high' \(str\), not a finite number"):
+    with pytest.raises(ValueError, match=r"reward mine.py:text returned 'high' \(str\), not a finite number"):
         text(SUM, "x")
     assert parse_rewards(["fractions:Fraction"])[0].weight == 1.0  # an importable module's callable
     broken = tmp_path / "broken.py"

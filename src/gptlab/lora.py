@@ -10,6 +10,8 @@ the update back into `W` for inference.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -57,12 +59,15 @@ class LoRALinear(Linear):
         nn.init.kaiming_uniform_(lora_a, a=math.sqrt(5), generator=generator)  # as nn.Linear initialises its weight
         self.lora_A = nn.Parameter(lora_a.to(device))
         self.lora_B = nn.Parameter(torch.zeros(self.out_features, rank, device=device, dtype=dtype))
+        self.active = True  # False: the base layer alone (`adapters_off`)
 
     @property
     def scale(self) -> float:
         return self.alpha / self.rank
 
     def forward(self, x: Tensor) -> Tensor:
+        if not self.active:
+            return super().forward(x)
         return super().forward(x) + F.linear(F.linear(x, self.lora_A), self.lora_B) * self.scale
 
     def delta(self) -> Tensor:
@@ -86,6 +91,20 @@ def apply_lora(model: nn.Module, settings: LoRASettings, generator: torch.Genera
     if not wrapped:
         raise ValueError(f"no linear layer matches the LoRA targets {list(targets)}")
     return settings
+
+
+@contextmanager
+def adapters_off(model: nn.Module) -> Iterator[nn.Module]:
+    """`model` computing as its base, every adapter skipped, for the duration: the frozen reference a
+    LoRA fine-tune is compared with (GRPO's KL), without a second copy of the weights."""
+    layers = [module for module in model.modules() if isinstance(module, LoRALinear)]
+    for layer in layers:
+        layer.active = False
+    try:
+        yield model
+    finally:
+        for layer in layers:
+            layer.active = True
 
 
 def merge_lora(model: nn.Module) -> nn.Module:

@@ -52,6 +52,15 @@ def plot_run(run_dir: str | Path) -> list[Path]:
         written.append(_curves(run_dir / "reward_margins.png", evaluations,
                                {"train_reward_margin": "training", "val_reward_margin": "validation"},
                                "reward margin"))
+    if any("reward" in r for r in metrics.training):  # GRPO: the rollouts' rewards and accuracy, every step
+        written.append(_curves(run_dir / "rewards.png", metrics.training,
+                               {"reward": "mean reward", "accuracy": "accuracy of the samples"}, "reward"))
+    if any("heldout_accuracy" in r for r in evaluations):  # GRPO: greedy accuracy and pass@k on held-out problems
+        passes = sorted({key for r in evaluations for key in r if key.startswith("heldout_pass_at_")})
+        written.append(_curves(run_dir / "heldout.png", evaluations,
+                               {"heldout_accuracy": "held-out accuracy (greedy)",
+                                **{key: key.removeprefix("heldout_").replace("_at_", "@") for key in passes}},
+                               "accuracy", ylim=(0, 1)))
     summary = run_dir / "summary.json"
     if summary.is_file() and "test_confusion" in (result := json.loads(summary.read_text())):
         written.append(_confusion_plot(run_dir, result["test_confusion"], result["labels"]))

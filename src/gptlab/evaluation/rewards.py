@@ -139,7 +139,7 @@ VERIFIERS = ("numeric", "string", "regex", "countdown")  # the built-ins that sa
 class WeightedReward:
     """A reward function and its share of the total reward."""
 
-    name: str  # as given: a built-in's name or module:function
+    name: str  # a built-in's name, module:function or file.py:function (the file's folder left out)
     weight: float
     function: Reward
 
@@ -161,7 +161,8 @@ def parse_rewards(specs: Sequence[str]) -> list[WeightedReward]:
             value = float(weight) if weight else 1.0
         except ValueError:
             raise ValueError(f"--reward {spec}: the weight after '=' must be a number") from None
-        rewards.append(WeightedReward(name, value, BUILTIN[name] if name in BUILTIN else load_reward(name)))
+        function = BUILTIN[name] if name in BUILTIN else load_reward(name)
+        rewards.append(WeightedReward(Path(name).name, value, function))  # a file's reward named without its folder
     if not rewards:
         raise ValueError("--reward: give at least one reward")
     return rewards

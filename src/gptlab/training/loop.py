@@ -130,6 +130,9 @@ class Task:
     score: Callable[[EvalRecord], float] | None = None  # of an evaluation, for best/ (default: -val_loss)
     sample: Callable[[nn.Module], str] | None = None  # e.g. text from a fixed prompt
     report: Callable[[RunSummary], RunSummary] | None = None  # after training, main process: add the task's results
+    val_loss: Callable[[nn.Module, Batch], Tensor] | None = None  # of a validation batch, where not `loss`
+    step_metrics: Callable[[], dict[str, float]] | None = None  # the task's numbers of the step just taken
+    # (e.g. rewards), averaged over the steps of each training line of metrics.jsonl
 
 
 @dataclass
@@ -139,14 +142,22 @@ class _Window:
     losses: list[float] = dataclasses.field(default_factory=list)
     tokens: int = 0
     seconds: float = 0.0
+    metrics: list[dict[str, float]] = dataclasses.field(default_factory=list)  # the task's, of each step
 
-    def add(self, loss: float, tokens: int, seconds: float) -> None:
+    def add(self, loss: float, tokens: int, seconds: float, metrics: dict[str, float]) -> None:
         self.losses.append(loss)
         self.tokens += tokens
         self.seconds += seconds
+        self.metrics.append(metrics)
 
     def mean_loss(self) -> float:
         return sum(self.losses) / len(self.losses)
+
+    def mean_metrics(self) -> dict[str, float]:
+        """Each task metric's mean over the steps that reported it."""
+        names = dict.fromkeys(name for step in self.metrics for name in step)
+        return {name: sum(values) / len(values)
+                for name in names if (values := [step[name] for step in self.metrics if name in step])}
 
 
 @dataclass
@@ -351,7 +362,8 @@ class _Run:
         p.step, p.tokens, p.lr = p.step + 1, p.tokens + tokens, lr
         p.window_losses.append(loss)
         self.rng_for_next_step = torch.get_rng_state()
-        self.since_logged.add(loss, tokens, time.perf_counter() - started)
+        metrics = self.task.step_metrics() if self.task.step_metrics is not None else {}
+        self.since_logged.add(loss, tokens, time.perf_counter() - started, metrics)
         if p.step % settings.log_every == 0:
             self.log_training()
         self.emit(StepEvent(p.step, loss, lr))
@@ -363,7 +375,7 @@ class _Run:
             return
         record = TrainRecord(step=p.step, tokens=p.tokens, lr=p.lr, train_loss=window.mean_loss(),
                              tokens_per_second=window.tokens / max(window.seconds, 1e-9),
-                             elapsed=time.perf_counter() - self.started)
+                             elapsed=time.perf_counter() - self.started, metrics=window.mean_metrics())
         self.since_logged = _Window()
         if self.ddp.main:
             append_line(self.out_dir / "metrics.jsonl", json.dumps(record.to_json()))
@@ -481,9 +493,10 @@ def _evaluate(model: nn.Module, task: Task, settings: TrainSettings,
     """Mean val loss over `eval_batches` batches (shared across ranks), and the task's metrics."""
     model.eval()
     total = torch.zeros(2, device=device)  # loss sum, batch count
+    loss = task.val_loss or task.loss
     for index in range(ddp.rank, settings.eval_batches, ddp.world):
         with autocast:
-            total[0] += task.loss(model, _to(task.val_batch(index), device)).float()
+            total[0] += loss(model, _to(task.val_batch(index), device)).float()
         total[1] += 1
     if ddp.world > 1:
         dist.all_reduce(total)

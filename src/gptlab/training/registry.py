@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from gptlab.training.classify import ClassifyConfig
 from gptlab.training.dpo import DPOConfig
+from gptlab.training.grpo import GRPOConfig
 from gptlab.training.pretrain import PretrainConfig
 from gptlab.training.runs import RunConfig
 from gptlab.training.sft import SFTConfig
 
 TASKS: dict[str, type[RunConfig]] = {config.TASK: config for config in (PretrainConfig, ClassifyConfig, SFTConfig,
-                                                                         DPOConfig)}
+                                                                         DPOConfig, GRPOConfig)}

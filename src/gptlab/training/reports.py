@@ -24,10 +24,12 @@ class TrainRecord:
     train_loss: float  # mean over the steps since the previous line (each the mean of its micro-batches)
     tokens_per_second: float  # over those steps' own time
     elapsed: float  # seconds since the run started (across resumes)
+    metrics: dict[str, float] = field(default_factory=dict)  # the task's own, each the mean over those steps
 
     def to_json(self) -> dict[str, float]:
-        """The `metrics.jsonl` line."""
-        return dataclasses.asdict(self)
+        """The `metrics.jsonl` line: the bookkeeping, the training loss, then the task's metrics."""
+        return {"step": self.step, "tokens": self.tokens, "lr": self.lr, "train_loss": self.train_loss,
+                "tokens_per_second": self.tokens_per_second, "elapsed": self.elapsed, **self.metrics}
 
 
 @dataclass
@@ -129,6 +131,7 @@ class RunSummary(Mapping[str, Any]):
     responses: str | None = None  # instruct, dpo: the file of test-set responses
     classifier: ClassifierResults | None = None  # classify: scores on every split and the baseline
     initial_val_loss: float | None = None  # before training (TrainSettings.eval_first), else None
+    scores: dict[str, float] | None = None  # a task's own results, e.g. grpo's initial and final held-out accuracy
 
     @classmethod
     def of_loop(cls, status: str, reason: str, best_val_loss: float, best_step: int | None,
@@ -142,7 +145,8 @@ class RunSummary(Mapping[str, Any]):
     def to_json(self) -> dict[str, Any]:
         """The `summary.json` object: the loop's keys, then the task's results."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name not in ("responses", "classifier")}
+                if f.name not in ("responses", "classifier", "scores")}
+        data.update(self.scores or {})
         if self.classifier is not None:
             data.update(self.classifier.to_json())
         if self.responses is not None:
