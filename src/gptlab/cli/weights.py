@@ -10,11 +10,14 @@ from pathlib import Path
 from gptlab.checkpoint.crc32c import using_fast_crc32c
 from gptlab.checkpoint.gguf_export import QUANTS, export_gguf
 from gptlab.checkpoint.hf import export_hf_folder
+from gptlab.checkpoint.manifest import check_listed
+from gptlab.checkpoint.model_card import CardFacts, model_card
 from gptlab.checkpoint.native import save_checkpoint
 from gptlab.cli.common import add_device_flags, load
 from gptlab.cli.progress import DownloadBars
 from gptlab.download import SIZES, SOURCES, download_gpt2, gpt2_size
-from gptlab.loading import LoadedModel, load_model
+from gptlab.files import read_json, write_text_atomically
+from gptlab.loading import LoadedModel, checkpoint_of, load_model
 from gptlab.modelfile import exported_chat, write_modelfile
 from gptlab.prompts import TEMPLATE
 
@@ -106,11 +109,25 @@ def cmd_convert(args: argparse.Namespace) -> int:
         answers_in_template = loaded.meta.prompt_style == TEMPLATE  # else it learned a named style: no template
         folder = export_hf_folder(loaded.model, args.dest, loaded.tokenizer,
                                   loaded.meta.chat_template if answers_in_template else None)
+        write_text_atomically(folder / "README.md", model_card(_card_facts(args.model, loaded, folder)))
         print(f"wrote the Hugging Face folder {folder} ({_files(folder)}) from {loaded.description}")
     else:
         folder = save_checkpoint(loaded.model, loaded.tokenizer, args.dest, loaded.meta)
         print(f"wrote the gptlab checkpoint {folder} ({_files(folder)}) from {loaded.description}")
     return 0
+
+
+def _card_facts(source: str, loaded: LoadedModel, folder: Path) -> CardFacts:
+    """What the model card of `folder` says: the model, and the run that trained it (its config and summary)."""
+    run_folder = Path(source).expanduser()
+    summary = run_folder / "summary.json"
+    results = None
+    if run_folder.is_dir() and checkpoint_of(run_folder) != run_folder and summary.is_file():
+        check_listed(summary)
+        results = read_json(summary)
+    return CardFacts(name=folder.name, source=source, description=loaded.description, config=loaded.model.config,
+                     parameters=loaded.model.num_parameters(), run=loaded.meta.run, results=results,
+                     lora=loaded.meta.lora is not None)
 
 
 def _convert_gguf(args: argparse.Namespace) -> int:
