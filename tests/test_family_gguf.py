@@ -46,7 +46,7 @@ def test_gguf_loads_with_equal_logits(arch, make_config, tmp_path, small_tokeniz
 def test_bad_files_are_refused_in_one_line(tmp_path, small_tokenizer_json):
     path = write_gguf(tmp_path / "mamba.gguf", "mamba", {"block_count": 1}, {}, small_tokenizer_json)
     with pytest.raises(ValueError, match=r"^\S*mamba\.gguf: architecture 'mamba' is not supported; gptlab reads "
-                                         r"GGUF files of llama, .*qwen2, qwen3.*olmo2"):
+                                         r"GGUF files of gpt2, llama, .*qwen2, qwen3.*olmo2"):
         load_model(str(path))
     meta = {"qwen2.rope.scaling.type": "yarn", "qwen2.rope.scaling.factor": 4.0}  # Qwen2.5's long-context recipe
     with pytest.raises(ValueError, match=r"^q\.gguf: rope scaling 'yarn' is not supported"):
