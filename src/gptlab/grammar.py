@@ -14,7 +14,6 @@ whole answer's length.
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -101,7 +100,8 @@ def constrain(logits: Tensor, states: Sequence[GrammarState | None], stop_ids: S
     llguidance = _llguidance()
     words = (logits.shape[-1] + 31) // 32
     bitmask = np.zeros((len(states), words), dtype=np.int32)
-    llguidance.numpy.fill_next_token_bitmask_par(_executor(), rows, bitmask)
+    for matcher, row in rows:  # on this thread: a pool's threads would contend with torch's for the cores
+        llguidance.numpy.fill_next_token_bitmask(matcher, bitmask, row)
     allowed = torch.from_numpy(np.unpackbits(bitmask.view(np.uint8), axis=1, bitorder="little"))  # (n, 32 * words)
     allowed = allowed[:, : logits.shape[-1]].to(device=logits.device, dtype=torch.bool)  # (n, V)
     for matcher, row in rows:
@@ -156,12 +156,6 @@ def _grammar_tokenizer(tokenizer: Tokenizer) -> Any:
         _CACHED.clear()
     _CACHED[id(tokenizer)] = (tokenizer, built)
     return built
-
-
-@functools.cache
-def _executor() -> Any:
-    """llguidance's thread pool that computes many rows' masks at once."""
-    return _llguidance().LLExecutor()
 
 
 def _llguidance() -> Any:
