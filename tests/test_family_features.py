@@ -1,5 +1,5 @@
-"""Everything else works on every family: each `<family>-tiny` preset runs in the batching engine (16
-mixed-length concurrent greedy requests equal each alone), in bfloat16, quantized to int8 and int4,
+"""Everything else works on every family: each `<family>-tiny` preset runs in the batching engine (8
+mixed-length concurrent greedy requests through 3 rows equal each alone), in bfloat16, quantized to int8 and int4,
 compiled, and trains (LoRA and full) with a falling loss. The families' own blocks are what is new here;
 `test_families.py` and the `test_family_*` files prove them against transformers."""
 
@@ -52,16 +52,17 @@ def test_every_family_has_a_tiny_preset():
 
 
 @pytest.mark.parametrize("name", TINY)
-def test_sixteen_concurrent_greedy_requests_equal_each_alone(name):
+def test_eight_concurrent_greedy_requests_equal_each_alone(name):
     model = tiny(name)
-    settings = [GenerationSettings(max_new_tokens=6 + (5 * i) % 14, temperature=0) for i in range(16)]
-    engine = Engine(model, EngineLimits(max_batch=6, max_queue=16))  # rows join and leave mid-run
+    prompts = PROMPTS[::2]  # 1 to 57 characters; the longest with its tokens outgrows the first 64-long cache
+    settings = [GenerationSettings(max_new_tokens=6 + (5 * i) % 14, temperature=0) for i in range(len(prompts))]
+    engine = Engine(model, EngineLimits(max_batch=3, max_queue=8))  # rows join and leave mid-run
     try:
-        completions = [engine.submit(TOKENIZER, TOKENIZER.encode(p), s) for p, s in zip(PROMPTS, settings)]
+        completions = [engine.submit(TOKENIZER, TOKENIZER.encode(p), s) for p, s in zip(prompts, settings)]
         batched = [ids_of(completion) for completion in completions]
     finally:
         engine.close()
-    assert batched == [greedy_alone(model, p, s) for p, s in zip(PROMPTS, settings)]
+    assert batched == [greedy_alone(model, p, s) for p, s in zip(prompts, settings)]
 
 
 @pytest.mark.parametrize("name", TINY)
