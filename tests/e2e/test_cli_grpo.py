@@ -142,6 +142,19 @@ def test_lora_with_a_kl_penalty_and_reused_rollouts(folder):
     assert config["lora"]["rank"] == 8
 
 
+def test_a_run_resumed_inside_a_reused_rollout_batch_goes_on_exactly(folder):
+    flags = ("--updates-per-batch", "2", "--probe", "0", "--pass-k", "0", "--eval-every", "3")
+    whole, cut = folder / "reused-whole", folder / "reused-cut"
+    assert gptlab(*grpo_flags(folder, whole, "--max-steps", "4", *flags), env=ONE_THREAD).returncode == 0
+    assert gptlab(*grpo_flags(folder, cut, "--max-steps", "3", *flags), env=ONE_THREAD).returncode == 0
+    resumed = gptlab("finetune", "grpo", "--out", str(cut), "--resume", "--max-steps", "4", env=ONE_THREAD)
+    assert resumed.returncode == 0 and "without it saved" not in resumed.stderr, resumed.stderr[-3000:]
+    a, b = read_metrics(whole).training, read_metrics(cut).training
+    assert [r["step"] for r in b] == [1, 2, 3, 4]
+    timeless = [{k: v for k, v in r.items() if k not in ("elapsed", "tokens_per_second")} for r in (a[3], b[3])]
+    assert timeless[0] == pytest.approx(timeless[1], abs=1e-7)  # the second update of the batch sampled at step 3
+
+
 def test_eval_only_scores_the_model_without_training(folder):
     run = folder / "scored"
     done = gptlab("finetune", "grpo", "--data", str(folder / "problems.jsonl"), "--model", str(folder / "chars"),

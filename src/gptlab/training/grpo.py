@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,6 +52,7 @@ from gptlab.training.rollouts import Sampled, Scores, complete, pass_at_k, row_s
 from gptlab.training.runs import VERIFY, RunConfig, start_run
 
 log = logging.getLogger(__name__)
+ROLLOUTS_FILE = "rollouts.json"  # with --updates-per-batch above 1: the batch in training, for an exact resume
 NOTHING_TO_LEARN = 0.05  # a base pass rate below this (or above 1 minus it) leaves few groups with a signal
 
 
@@ -166,6 +168,7 @@ def run(config: GRPOConfig, resume: bool = False, on_event: OnEvent | None = Non
         config.train_layers != "lora" else None  # under LoRA the reference is the model with its adapters off
     lora = choose_trainable(model, config.train_layers, config.lora, torch.Generator().manual_seed(config.train.seed))
     task.reference = reference if reference is not None else model
+    task.rollouts_file = out / ROLLOUTS_FILE if config.updates_per_batch > 1 else None
     if not resume and config.probe:
         _probe(task, train_problems[: config.probe], config)
     meta = CheckpointMeta(prompt_style=style.name, default_system=style.default_system or None, run=config.to_dict(),
@@ -224,6 +227,23 @@ class _RolloutBatch:
     weights: dict[int, float]  # row -> the weight of each of its tokens in the step's loss
     metrics: dict[str, float]
     kept: dict[str, dict[int, Tensor]] = dataclasses.field(default_factory=lambda: {"old": {}, "reference": {}})
+    saved: bool = False  # written to ROLLOUTS_FILE, with the log-probs of its first update
+
+    def to_json(self) -> dict[str, Any]:
+        """The batch as JSON, its numbers exact (a float32 read back from Python's repr is the same float)."""
+        return {"index": self.index, "sampled": [[s.prompt, s.ids, s.text] for s in self.sampled],
+                "advantages": self.advantages.tolist(), "chunks": self.chunks,
+                "weights": [[row, weight] for row, weight in self.weights.items()], "metrics": self.metrics,
+                "kept": {kind: [[row, values.tolist()] for row, values in rows.items()]
+                         for kind, rows in self.kept.items()}}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> _RolloutBatch:
+        """The inverse of `to_json`."""
+        return cls(data["index"], [Sampled(*row) for row in data["sampled"]], torch.tensor(data["advantages"]),
+                   data["chunks"], {row: weight for row, weight in data["weights"]}, data["metrics"],
+                   {kind: {row: torch.tensor(values) for row, values in rows} for kind, rows in data["kept"].items()},
+                   saved=True)
 
 
 class GRPOTask:
@@ -237,6 +257,7 @@ class GRPOTask:
         self.order = EpochOrder(len(train_problems), config.train.seed)
         self.sampling = GenerationSettings(max_new_tokens=config.completion_tokens, temperature=config.temperature)
         self.reference: nn.Module = model
+        self.rollouts_file: Path | None = None  # where a batch trained more than once is kept (resume)
         self.current: _RolloutBatch | None = None
         self.step_parts: list[tuple[float, float, int]] = []  # (kl, clip fraction, tokens) of each micro-batch
         self.greedy: list[Sampled] = []  # the held-out answers of the latest evaluation
@@ -272,11 +293,20 @@ class GRPOTask:
         step, micro = divmod(i, self.config.train.grad_accum)
         index = step // self.config.updates_per_batch
         if self.current is None or self.current.index != index:
-            if step % self.config.updates_per_batch:
-                log.warning("step %d resumes inside rollout batch %d: its remaining updates train on fresh "
-                            "rollouts of the resumed weights", step + 1, index)
-            self.current = self.rollouts(index)
+            self.current = self._saved(index) if step % self.config.updates_per_batch else None
+            if self.current is None:
+                self.current = self.rollouts(index)
         return _collate(self.current, self.current.chunks[micro])
+
+    def _saved(self, index: int) -> _RolloutBatch | None:
+        """Rollout batch `index` as a run resumed inside it saved it, if it did."""
+        if self.rollouts_file is not None and self.rollouts_file.is_file():
+            data = json.loads(self.rollouts_file.read_text())
+            if data["index"] == index:
+                return _RolloutBatch.from_json(data)
+        log.warning("resumed inside rollout batch %d without it saved: its remaining updates train on fresh "
+                    "rollouts of the resumed weights", index)
+        return None
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         """The clipped policy loss of a micro-batch (plus the KL penalty), its kl and clip share noted."""
@@ -317,6 +347,9 @@ class GRPOTask:
         tokens = sum(count for _, _, count in parts)
         kl = sum(value * count for value, _, count in parts) / max(tokens, 1)
         clipped = sum(value * count for _, value, count in parts) / max(tokens, 1)
+        if self.rollouts_file is not None and not self.current.saved:  # its first update: the log-probs are known
+            write_text_atomically(self.rollouts_file, json.dumps(self.current.to_json()))
+            self.current.saved = True
         return {**self.current.metrics, "kl": kl, "clip_fraction": clipped}
 
     def val_batch(self, i: int) -> Batch:
