@@ -176,3 +176,26 @@ def test_what_llama_cpp_cannot_run_is_refused_in_one_line(tmp_path, small_bpe):
     assert "a mix of blocks llama.cpp does not define" in refusal(no_family, tmp_path / "mixed.gguf")
     assert "is quantized (int8)" in refusal("gpt-tiny", tmp_path / "q.gguf", "--quantize", "int8")
     assert "name it NAME.gguf" in refusal("gpt-tiny", tmp_path / "tiny.bin")
+
+
+def test_a_lora_run_exports_merged(tmp_path, small_bpe, sixteen_records):
+    """A LoRA fine-tune's checkpoint holds adapters beside a base elsewhere: the GGUF file holds the merged
+    model, whose logits are the run's and not the base's."""
+    import json
+
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=small_bpe.vocab_size, context_length=128, n_layer=2, n_head=2, n_embd=64)
+    base = save_checkpoint(GPT(config), small_bpe, tmp_path / "base")
+    data = tmp_path / "sixteen.json"
+    data.write_text(json.dumps(sixteen_records))
+    run = tmp_path / "lora"
+    tuned = gptlab("finetune", "instruct", "--data", str(data), "--val-data", str(data), "--model", str(base),
+                   "--out", str(run), "--train-layers", "lora", "--max-steps", "3", "--eval-every", "3",
+                   "--lr", "1e-2", "--batch-size", "4")
+    assert tuned.returncode == 0, tuned.stderr
+    path = tmp_path / "lora.gguf"
+    convert(run, path, "--quant", "f32")
+    ids = [i % small_bpe.vocab_size for i in IDS]
+    expected = logits(load_model(str(run)).model, ids)
+    assert (logits(load_model(str(path)).model, ids) - expected).abs().max().item() < 1e-5
+    assert (logits(load_model(str(base)).model, ids) - expected).abs().max().item() > 1e-3
