@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import gptlab
+from e2e import commands
 from gptlab import GenerationSettings, ask, generate, load_model, stream
-
-BIN = Path(sys.executable).parent
 
 
 def test_every_public_name_resolves_and_an_unknown_one_is_an_attribute_error():
@@ -28,9 +23,8 @@ def test_generate_gives_what_the_cli_gives(tmp_path):
     text = generate(model, "Every effort moves you", max_new_tokens=12, temperature=0)
     settings = GenerationSettings(max_new_tokens=12, temperature=0)
     assert text == "".join(stream(model, "Every effort moves you", settings))
-    cli = subprocess.run([str(BIN / "gptlab"), "generate", "--model", "gpt-tiny", "--seed", "0", "--prompt",
-                          "Every effort moves you", "--max-new-tokens", "12", "--temperature", "0"],
-                         capture_output=True, text=True, timeout=300)
+    cli = commands.gptlab("generate", "--model", "gpt-tiny", "--seed", "0", "--prompt", "Every effort moves you",
+                          "--max-new-tokens", "12", "--temperature", "0", timeout=300)
     assert cli.returncode == 0, cli.stderr
     assert cli.stdout == "Every effort moves you" + text + "\n"
 

@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
-BIN = Path(sys.executable).parent
+from e2e.commands import gptlab
+
 TINY = ["--data", "the-verdict", "--model", "gpt-tiny", "--context-length", "32", "--batch-size", "4",
         "--eval-batches", "2", "--warmup-steps", "2", "--sample-tokens", "0", "--seed", "3"]
-
-
-def gptlab(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "gptlab"), *args], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
 def test_resume_after_a_crash_between_the_renames_of_a_checkpoint_swap(tmp_path):
     run = tmp_path / "run"
-    done = gptlab("pretrain", *TINY, "--max-steps", "4", "--eval-every", "2", "--out", str(run))
+    done = gptlab("pretrain", *TINY, "--max-steps", "4", "--eval-every", "2", "--out", str(run), env=ONE_THREAD)
     assert done.returncode == 0, done.stderr
     checkpoints = run / "checkpoints"
     # the state a kill between "move last/ aside" and "move the new one in" leaves, plus an unfinished write
@@ -29,7 +22,7 @@ def test_resume_after_a_crash_between_the_renames_of_a_checkpoint_swap(tmp_path)
     (checkpoints / "last").rename(checkpoints / ".last.old-4242")
     (checkpoints / ".last.tmp-abc").mkdir()
     (checkpoints / ".last.tmp-abc" / "model.safetensors").write_bytes(b"half")
-    again = gptlab("pretrain", "--out", str(run), "--resume", "--max-steps", "6")
+    again = gptlab("pretrain", "--out", str(run), "--resume", "--max-steps", "6", env=ONE_THREAD)
     assert again.returncode == 0, again.stderr
     assert "restored" in again.stderr and ".last.new-4242" in again.stderr
     assert "resumed from" in again.stderr and "at step 4" in again.stderr
