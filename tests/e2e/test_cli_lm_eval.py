@@ -31,14 +31,15 @@ def offline(tmp_path_factory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def ours(overfit_run, offline, tmp_path_factory) -> tuple[dict[str, Any], Path]:
-    """`gptlab evaluate` on the three tasks: its printed JSON and its --output folder."""
+def ours(overfit_run, offline, tmp_path_factory) -> tuple[dict[str, Any], Path, str]:
+    """`gptlab evaluate` on the three tasks: the results it wrote to --output, that folder, and its table."""
     output = tmp_path_factory.mktemp("lm-eval") / "out"
     done = gptlab("evaluate", "--model", str(overfit_run[0]), "--tasks", f"{CHOICE},{ANSWER},{TEXTS}",
-                  "--include-path", str(TASK_FOLDER), "--batch-size", "4", "--output", str(output), "--json",
+                  "--include-path", str(TASK_FOLDER), "--batch-size", "4", "--output", str(output),
                   cwd=TASK_FOLDER, env=offline)
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout), output
+    [results] = output.glob("*/results_*.json")
+    return json.loads(results.read_text()), output, done.stdout
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,7 @@ def _samples(output: Path, task: str) -> list[dict[str, Any]]:
 
 
 def test_multiple_choice_gives_the_hf_backends_accuracy_and_log_likelihoods(ours, reference) -> None:
-    results, output = ours
+    results, output, _ = ours
     accuracy = results["results"][CHOICE]["acc,none"]
     assert accuracy >= 0.75  # the model knows the records: it picks their answers
     assert abs(accuracy - reference["results"][CHOICE]["acc,none"]) <= 1 / 16  # within one item of 16
@@ -79,7 +80,7 @@ def test_multiple_choice_gives_the_hf_backends_accuracy_and_log_likelihoods(ours
 
 
 def test_generation_gives_the_hf_backends_answers_and_exact_match(ours, reference) -> None:
-    results, output = ours
+    results, output, _ = ours
     assert results["results"][ANSWER]["exact_match,none"] == reference["results"][ANSWER]["exact_match,none"]
     assert results["results"][ANSWER]["exact_match,none"] >= 0.5
     answers = [sample["filtered_resps"] for sample in _samples(output, ANSWER)]
@@ -87,27 +88,26 @@ def test_generation_gives_the_hf_backends_answers_and_exact_match(ours, referenc
 
 
 def test_rolling_perplexity_over_windows_of_the_context_matches_the_hf_backend(ours, reference) -> None:
-    results, _ = ours
+    results, _, _ = ours
     for metric in ("word_perplexity,none", "bits_per_byte,none"):
         mine, theirs = results["results"][TEXTS][metric], reference["results"][TEXTS][metric]
         assert math.isfinite(mine) and mine == pytest.approx(theirs, rel=1e-4)
 
 
-def test_the_results_file_is_lm_evals(ours) -> None:
-    results, output = ours
-    files = list(output.glob("*/results_*.json"))
-    assert len(files) == 1
-    written = json.loads(files[0].read_text())
-    assert written["results"][CHOICE]["acc,none"] == results["results"][CHOICE]["acc,none"]
-    assert set(written["configs"]) == {CHOICE, ANSWER, TEXTS} and written["model_name"]
+def test_the_results_are_lm_evals_files_and_table(ours) -> None:
+    results, output, table = ours
+    assert set(results["configs"]) == {CHOICE, ANSWER, TEXTS} and results["model_name"]
+    assert len(list(output.glob("*/samples_*.jsonl"))) == 3
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("|gptlab_")}
+    assert set(rows) == {CHOICE, ANSWER, TEXTS} and "acc" in rows[CHOICE] and "exact_match" in rows[ANSWER]
 
 
-def test_the_table_shows_each_tasks_metric(overfit_run, offline) -> None:
-    done = gptlab("evaluate", "--model", str(overfit_run[0]), "--tasks", CHOICE, "--limit", "4",
-                  "--include-path", str(TASK_FOLDER), cwd=TASK_FOLDER, env=offline)
+def test_json_prints_the_results_of_a_quantized_model(overfit_run, offline) -> None:
+    done = gptlab("evaluate", "--model", str(overfit_run[0]), "--quantize", "int8", "--tasks", CHOICE,
+                  "--limit", "4", "--json", "--include-path", str(TASK_FOLDER), cwd=TASK_FOLDER, env=offline)
     assert done.returncode == 0, done.stderr
-    row = next(line for line in done.stdout.splitlines() if CHOICE in line)
-    assert "acc" in row and len(done.stdout.splitlines()) < 10
+    results = json.loads(done.stdout)
+    assert results["results"][CHOICE]["acc,none"] >= 0.75 and results["config"]["limit"] == 4
 
 
 def test_an_unknown_task_is_one_line_with_close_names(offline) -> None:
