@@ -29,7 +29,7 @@ BIN = Path(sys.executable).parent
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 QUESTIONS = ["Say seven", "Say a digit", "Count to three", "Name a number", "Write 7", "Pick one", "Go", "Again"]
 STEP_METRICS = {"reward", "reward_string", "reward_sevens.py:sevens", "accuracy", "zero_advantage_groups", "kl",
-                "clip_fraction", "completion_length"}
+                "clip_fraction", "completion_length", "truncated"}
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_a_run_writes_its_folder_with_metrics_every_step(straight):
     assert [r["step"] for r in metrics.training] == list(range(1, 31))
     assert all(STEP_METRICS <= set(r) for r in metrics.training)
     assert all(0 <= r["zero_advantage_groups"] <= 1 and r["kl"] == 0 for r in metrics.training)
-    assert all(r["completion_length"] == 8 for r in metrics.training)  # no end-of-text to stop at: all 8 tokens
+    assert all(r["completion_length"] == 8 and r["truncated"] == 1 for r in metrics.training)  # no end-of-text
     assert [e["step"] for e in metrics.evaluations] == [10, 20, 30]
     assert all(e["val_loss"] == 1 - e["heldout_accuracy"] and "heldout_pass_at_2" in e for e in metrics.evaluations)
     summary = json.loads((straight / "summary.json").read_text())

@@ -65,10 +65,10 @@ class GRPOConfig(RunConfig, task="grpo"):
                    "(generated offline from --data-seed at --difficulty) or a JSONL file of prompt + answer records. "
                    "Each step samples --group-size completions per problem, scores them with --reward functions, "
                    "and reinforces those better than their group's mean. Metrics every step (reward, each reward, "
-                   "accuracy, zero_advantage_groups, kl, clip_fraction, completion_length); each evaluation scores "
-                   "greedy answers to the held-out problems (heldout_accuracy; val_loss is 1 minus it) and pass@k. "
-                   "Writes runs/<name>/ with metrics, plots, checkpoints and summary.json (initial_ and "
-                   "final_heldout_accuracy). --eval-only scores --model without training.")
+                   "accuracy, zero_advantage_groups, kl, clip_fraction, completion_length, truncated); each "
+                   "evaluation scores greedy answers to the held-out problems (heldout_accuracy; val_loss is 1 "
+                   "minus it) and pass@k. Writes runs/<name>/ with metrics, plots, checkpoints and summary.json "
+                   "(initial_ and final_heldout_accuracy). --eval-only scores --model without training.")
 
     data: str = setting("arithmetic or countdown (problems generated offline), or a JSONL file of records with "
                         "prompt and answer")
@@ -231,7 +231,7 @@ class _RolloutBatch:
 
     def to_json(self) -> dict[str, Any]:
         """The batch as JSON, its numbers exact (a float32 read back from Python's repr is the same float)."""
-        return {"index": self.index, "sampled": [[s.prompt, s.ids, s.text] for s in self.sampled],
+        return {"index": self.index, "sampled": [[s.prompt, s.ids, s.text, s.truncated] for s in self.sampled],
                 "advantages": self.advantages.tolist(), "chunks": self.chunks,
                 "weights": [[row, weight] for row, weight in self.weights.items()], "metrics": self.metrics,
                 "kept": {kind: [[row, values.tolist()] for row, values in rows.items()]
@@ -284,7 +284,8 @@ class GRPOTask:
         else:
             weights = {row: accum / (lengths[row] * len(kept)) for row in kept}
         metrics = {**scores.metrics(), "zero_advantage_groups": 1 - varied.float().mean().item(),
-                   "completion_length": sum(len(s.ids) for s in sampled) / len(sampled)}
+                   "completion_length": sum(len(s.ids) for s in sampled) / len(sampled),
+                   "truncated": sum(s.truncated for s in sampled) / len(sampled)}
         return _RolloutBatch(index, sampled, advantages, [c.tolist() for c in np.array_split(kept, accum)], weights,
                              metrics)
 

@@ -34,6 +34,7 @@ class Sampled:
     prompt: list[int]  # the prompt's ids, as fitted to the context
     ids: list[int]  # the generated ids, with the stop id that ended the answer (ending is part of it)
     text: str  # the answer as a reader sees it: no stop id, no stop string
+    truncated: bool = False  # cut by the token budget, not ended by the model
 
 
 def row_seeds(seed: int, batch: int, rows: int) -> list[int]:
@@ -59,8 +60,8 @@ def complete(model: GPT, tokenizer: Tokenizer, style: Style, problems: Sequence[
     finally:
         engine.close(drain=False)
         model.train(training)
-    return [Sampled(stream.prompt_ids, stream.ids + ([stream.end.id] if stream.end is not None else []), text)
-            for stream, text in zip(streams, texts, strict=True)]
+    return [Sampled(stream.prompt_ids, stream.ids + ([stream.end.id] if stream.end is not None else []), text,
+                    stream.finish_reason == "length") for stream, text in zip(streams, texts, strict=True)]
 
 
 @dataclass(frozen=True)
