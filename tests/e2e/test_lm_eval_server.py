@@ -60,6 +60,8 @@ def test_a_batch_in_any_of_the_four_forms_is_answered_in_one_response(client):
         assert [(c.index, c.text) for c in batch.choices] == [(0, alone[0]), (1, alone[0]), (2, alone[1]),
                                                                (3, alone[1])]
         assert batch.usage.prompt_tokens == len(tokenizer.encode(red)) + len(tokenizer.encode(word))
+    echoed = client.completions.create(model="tiny", prompt=[red, word], max_tokens=8, temperature=0, n=2, echo=True)
+    assert [c.text for c in echoed.choices] == [red + alone[0]] * 2 + [word + alone[1]] * 2
     one = client.completions.create(model="tiny", prompt=tokenizer.encode(red), max_tokens=8, temperature=0)
     assert [c.text for c in one.choices] == alone[:1]
     streamed = client.completions.create(model="tiny", prompt=[red, word], max_tokens=8, temperature=0, stream=True)
