@@ -361,7 +361,7 @@ class GRPOTask:
         problems = [self.heldout[i] for i in batch[0].tolist()]
         greedy = dataclasses.replace(self.sampling, temperature=0)
         self.greedy, scores = self.sample_rows(problems, 1, [None] * len(problems), greedy)
-        self.greedy_accuracy = scores.correct.float().mean().item()
+        self.greedy_accuracy = int(scores.correct.sum()) / len(problems)
         return torch.tensor(1 - self.greedy_accuracy)
 
     def eval_metrics(self, model: nn.Module) -> dict[str, float]:
@@ -381,9 +381,9 @@ class GRPOTask:
 
     def report(self, summary: RunSummary) -> RunSummary:
         """`summary.json` with the held-out accuracy before training and at the last evaluation."""
-        accuracy = {name: 1 - loss for name, loss in (("initial_heldout_accuracy", summary.initial_val_loss),
-                                                      ("final_heldout_accuracy", summary.final_val_loss))
-                    if loss is not None}
+        losses = {"initial_heldout_accuracy": summary.initial_val_loss,
+                  "final_heldout_accuracy": summary.final_val_loss}
+        accuracy = {name: round(1 - loss, 6) for name, loss in losses.items() if loss is not None}  # loss: a float32
         return dataclasses.replace(summary, scores=accuracy)
 
 
