@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from gptlab.config import GPTConfig
 from gptlab.engine import Engine, EngineLimits
-from gptlab.generation import Completion, GenerationSettings
+from gptlab.generation import Completion, GenerationSettings, generate_batch
 from gptlab.grammar import GrammarError, OutputFormat, compile_grammar
 from gptlab.model import GPT
 from gptlab.tokenizer import CharTokenizer, get_tokenizer
@@ -103,6 +103,23 @@ def test_a_constrained_row_leaves_its_neighbours_as_they_are_alone(model, engine
     assert texts[1] == alone
     assert json.loads(texts[0]) in ({"ok": True}, {"ok": False})
     assert texts[0] == "".join(Completion(model, TOKENIZER, PROMPT, constrained))
+
+
+def test_the_python_apis_batch_decoding_ends_each_row_when_its_grammar_is_complete():
+    """No stop ids at all: a row whose text is whole stops there while the others still write. Weights
+    drawn wide, so that each prompt picks its own tokens greedily (and the rows end at different steps)."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=TOKENIZER.vocab_size, context_length=64, n_layer=1, n_head=2, n_embd=16)).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0, 1.0)
+    schema = {"type": "string", "maxLength": 6}
+    grammar = compile_grammar(TOKENIZER, OutputFormat("json_schema", schema))
+    rows = generate_batch(model, [PROMPT, PROMPT[:2], PROMPT[:1]], GenerationSettings(
+        max_new_tokens=longest(schema), temperature=0, grammar=grammar))
+    assert len({len(ids) for ids in rows}) > 1
+    for ids in rows:
+        jsonschema.validate(json.loads(TOKENIZER.decode(ids)), schema)
 
 
 def test_json_mode_makes_an_object_or_runs_out_of_tokens(engine):

@@ -2,7 +2,8 @@
 
 Each request gets a row (slot) of one preallocated KV cache: its prompt is prefilled there as soon
 as a slot is free, then it is decoded together with every row already running, one token per row
-per step, each row at its own position and with its own sampling settings, seed and stops. A row
+per step, each row at its own position and with its own sampling settings, seed, stops and grammar
+(structured outputs: the ids its grammar does not allow next are masked before it picks). A row
 that ends (a stop id, its token budget, or its reader cancelled or left) frees its slot before the
 next step. Readers on other threads iterate an `EngineCompletion`, which blocks until tokens arrive.
 """

@@ -270,8 +270,8 @@ def decode_steps(
 ) -> Iterator[Tensor]:
     """Yield the next token ids (B,) of every prompt, step by step.
 
-    Stops after `max_new_tokens` steps or once every row has produced a stop id; rows that
-    stopped keep yielding stop ids, which callers drop.
+    Stops after `max_new_tokens` steps or once every row has produced a stop id (or completed its
+    grammar's text); rows that stopped keep yielding a stop id (-1 when there is none), which callers drop.
     """
     for next_ids, _ in _decode(model, prompts, settings):
         yield next_ids
@@ -315,7 +315,8 @@ def _decode(
             return
         if cache is not None:
             span = attention_span(last_position, cache.max_len)
-            logits = model.decode_step(torch.tensor(next_ids, device=device), positions, cache, span)
+            fed = [max(token, 0) for token in next_ids]  # a finished row without stop ids feeds any id
+            logits = model.decode_step(torch.tensor(fed, device=device), positions, cache, span)
             positions += 1
             last_position += 1
         else:
@@ -348,7 +349,7 @@ def generate_batch(
     done = [False] * len(prompts)
     for step in decode_steps(model, prompts, settings):
         for row, token in enumerate(step.tolist()):
-            done[row] = done[row] or token in settings.stop_ids
+            done[row] = done[row] or token in settings.stop_ids or token < 0
             if not done[row]:
                 outputs[row].append(token)
     return outputs
