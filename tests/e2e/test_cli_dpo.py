@@ -6,22 +6,17 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import torch
 
+from e2e.commands import gptlab
 from gptlab.checkpoint.weights import read_safetensors
 from gptlab.evaluation.metrics import read_metrics
 from gptlab.loading import load_model
 from gptlab.lora import DEFAULT_TARGETS
 
-BIN = Path(sys.executable).parent
 REJECTED = "I do not know."
-
-
-def gptlab(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "gptlab"), *args], capture_output=True, text=True, timeout=600)
 
 
 def dpo_on_the_sixteen(sft: Path, records: list[dict], run: Path,

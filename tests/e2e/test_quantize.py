@@ -4,12 +4,13 @@ checkpoints written by `gptlab convert --quantize` and loaded back."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 import torch
 
 from e2e.commands import gptlab
-from gptlab import load_model, save_checkpoint
+from gptlab import LoadedModel, load_model, save_checkpoint
 
 PROMPT = "The capital of France is Paris, and the capital of Italy is"
 # SmolLM2's last-position logits against float32: cosine similarity at least this, and the same top token.
@@ -17,23 +18,30 @@ PROMPT = "The capital of France is Paris, and the capital of Italy is"
 COSINE_FLOOR = {"bfloat16": 0.995, "int8": 0.99, "int4": 0.95}
 
 
-def _last_logits(spec: str, **kwargs) -> torch.Tensor:
-    loaded = load_model(spec, **kwargs)
+def _last_logits(loaded: LoadedModel) -> torch.Tensor:
     ids = torch.tensor([loaded.tokenizer.encode(PROMPT)])
     with torch.no_grad():
         return loaded.model(ids)[0, -1].float()
 
 
 @pytest.fixture(scope="module")
-def smollm2_float32() -> torch.Tensor:
-    return _last_logits("smollm2")
+def smollm2() -> Callable[[str | None], LoadedModel]:
+    """SmolLM2 as load_model gives it with each quantize= (None: float32), loaded once for this module."""
+    loaded: dict[str | None, LoadedModel] = {}
+
+    def load(quantize: str | None) -> LoadedModel:
+        if quantize not in loaded:
+            loaded[quantize] = load_model("smollm2", quantize=quantize)
+        return loaded[quantize]
+
+    return load
 
 
 @pytest.mark.parametrize("quantize", ["int8", "int4"])
-def test_smollm2_quantized_stays_close_to_float32(quantize, smollm2_float32):
-    logits = _last_logits("smollm2", quantize=quantize)
-    assert logits.argmax() == smollm2_float32.argmax()
-    assert torch.nn.functional.cosine_similarity(logits, smollm2_float32, dim=0) > COSINE_FLOOR[quantize]
+def test_smollm2_quantized_stays_close_to_float32(quantize, smollm2):
+    logits, float32 = _last_logits(smollm2(quantize)), _last_logits(smollm2(None))
+    assert logits.argmax() == float32.argmax()
+    assert torch.nn.functional.cosine_similarity(logits, float32, dim=0) > COSINE_FLOOR[quantize]
 
 
 @pytest.mark.parametrize("quantize", ["int8", "int4"])
@@ -54,22 +62,23 @@ def test_a_tiny_preset_generates_in_int8_through_the_cli():
     assert len(json.loads(done.stdout)["completion_ids"]) == 8
 
 
-def test_convert_quantize_writes_a_checkpoint_that_records_its_scheme(tmp_path):
+def test_convert_quantize_writes_a_checkpoint_that_records_its_scheme(tmp_path, smollm2):
     done = gptlab("convert", "smollm2", str(tmp_path / "q"), "--quantize", "int8")
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "q" / "config.json").read_text())["quantization"]["scheme"] == "int8"
-    assert torch.equal(_last_logits(str(tmp_path / "q")), _last_logits("smollm2", quantize="int8"))
+    assert torch.equal(_last_logits(load_model(str(tmp_path / "q"))), _last_logits(smollm2("int8")))
     info = json.loads(gptlab("info", str(tmp_path / "q"), "--json").stdout)
     assert info["quantization"]["scheme"] == "int8"
     assert info["size_mb"] < 200  # float32: 538 MB, bfloat16: 269 MB
 
 
 @pytest.mark.parametrize("quantize", ["int8", "int4"])
-def test_a_saved_quantized_checkpoint_reloads_with_identical_logits(quantize, tmp_path):
-    loaded = load_model("smollm2", quantize=quantize)
+def test_a_saved_quantized_checkpoint_reloads_with_identical_logits(quantize, tmp_path, smollm2):
+    loaded = smollm2(quantize)
     save_checkpoint(loaded.model, loaded.tokenizer, tmp_path / "q", loaded.meta)
-    assert load_model(str(tmp_path / "q")).meta.quantization.scheme == quantize
-    assert torch.equal(_last_logits(str(tmp_path / "q")), _last_logits("smollm2", quantize=quantize))
+    reloaded = load_model(str(tmp_path / "q"))
+    assert reloaded.meta.quantization.scheme == quantize
+    assert torch.equal(_last_logits(reloaded), _last_logits(loaded))
 
 
 def test_info_reports_the_smaller_size():
