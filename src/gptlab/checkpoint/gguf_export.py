@@ -79,6 +79,7 @@ def export_gguf(model: GPT, path: str | Path, tokenizer: Tokenizer, template: Ch
         writer.close()
         os.replace(partial, path)
     finally:
+        writer.close()  # idempotent; here for a write that failed half-way (a full disk)
         partial.unlink(missing_ok=True)
     counts: dict[str, int] = {}
     for kind in types.values():
