@@ -5,20 +5,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pexpect
 
+from e2e.commands import gptlab
 from gptlab.evaluation.metrics import read_metrics
 from gptlab.files import sha256_of
 
-BIN = Path(sys.executable).parent
-
-
-def gptlab(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "gptlab"), *args], capture_output=True, text=True, timeout=600)
+BIN = Path(sys.executable).parent  # the console script, for the chat tests' terminal
 
 
 def test_tiny_model_trained_on_16_records_reproduces_them_through_respond(overfit_run, sixteen_records, tmp_path):
