@@ -11,11 +11,9 @@ from pathlib import Path
 
 import pytest
 
-BIN = Path(sys.executable).parent
+from e2e.commands import gptlab
 
-
-def gptlab(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "gptlab"), *args], capture_output=True, text=True, timeout=600)
+BIN = Path(sys.executable).parent  # torchrun
 
 
 def test_sms_spam_run_folder_and_classify_command(tmp_path):

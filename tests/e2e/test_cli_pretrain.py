@@ -16,20 +16,21 @@ import torch
 from matplotlib.colors import to_rgb
 from matplotlib.image import imread
 
+from e2e.commands import gptlab as forked_gptlab
 from gptlab.cli import main
 from gptlab.devices import cpu_has_native_bf16
 from gptlab.evaluation.metrics import read_metrics
 from gptlab.evaluation.plots import TRAINING_COLOR
 
-BIN = Path(sys.executable).parent
+BIN = Path(sys.executable).parent  # the console script and torchrun, where a real process is under test
 TINY = ["--data", "the-verdict", "--model", "gpt-tiny", "--context-length", "32", "--batch-size", "4",
         "--eval-batches", "2", "--warmup-steps", "5", "--lr", "3e-3", "--sample-tokens", "8", "--seed", "3"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def gptlab(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "gptlab"), *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+def gptlab(*args: str) -> subprocess.CompletedProcess:
+    """A forked `gptlab` (tests/e2e/commands.py) on one thread, as the real processes below run."""
+    return forked_gptlab(*args, env={"OMP_NUM_THREADS": "1"})
 
 
 def metrics(run: Path) -> list[dict]:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
+from e2e.commands import gptlab
 from gptlab import generate, load_model
 from gptlab.cli import main
 from gptlab.generation import GenerationSettings
@@ -14,11 +13,9 @@ from gptlab.training.classify import ClassifyConfig
 from gptlab.training.loop import TrainSettings
 from gptlab.training.sft import SFTConfig
 
-BIN = Path(sys.executable).parent
-
 
 def cli_run(*args: str) -> None:
-    done = subprocess.run([str(BIN / "gptlab"), *args], capture_output=True, text=True, timeout=600)
+    done = gptlab(*args)
     assert done.returncode == 0, done.stderr[-2000:]
 
 

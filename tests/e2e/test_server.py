@@ -7,17 +7,15 @@ import json
 import re
 import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import openai
 import pytest
 
+from e2e.commands import gptlab
 from e2e.servers import Server, start_server
 from gptlab import ask, load_model
 from gptlab.cli import main
@@ -25,7 +23,6 @@ from gptlab.evaluation.judge import OPENAI_EXTRAS
 from gptlab.prompts import prompt_style
 from gptlab.tokenizer import GPT2Tokenizer
 
-BIN = Path(sys.executable).parent
 RED = "Name a fruit that is red."
 SCORE_FORMAT = OPENAI_EXTRAS[0]["response_format"]  # what `gptlab judge` asks an OpenAI-compatible judge for
 
@@ -94,9 +91,8 @@ def test_earlier_turns_and_a_system_message_frame_the_new_question(client):
 def test_text_completion_equals_gptlab_generate(client, overfit_run):
     prompt = "Below is an instruction"
     answer = client.completions.create(model="tiny", prompt=prompt, max_tokens=15, temperature=0)
-    cli = subprocess.run([str(BIN / "gptlab"), "generate", "--model", str(overfit_run[0]), "--prompt", prompt,
-                          "--temperature", "0", "--max-new-tokens", "15", "--json"],
-                         capture_output=True, text=True, timeout=120)
+    cli = gptlab("generate", "--model", str(overfit_run[0]), "--prompt", prompt, "--temperature", "0",
+                 "--max-new-tokens", "15", "--json", timeout=120)
     expected = json.loads(cli.stdout)
     assert answer.choices[0].text == expected["completion"]
     assert answer.choices[0].finish_reason == expected["finish_reason"]
@@ -227,9 +223,8 @@ def test_gptlab_judge_speaks_to_an_openai_compatible_server(server, client, sixt
     holds a score (the judge asks for one under a JSON schema, and for logprobs for the weighted score)."""
     responses = tmp_path / "responses.json"
     responses.write_text(json.dumps([{**r, "model_response": r["output"]} for r in sixteen_records[:3]]))
-    out = subprocess.run([str(BIN / "gptlab"), "judge", str(responses), "--backend", "openai", "--url",
-                          server.url + "/v1", "--judge-model", "tiny", "--json"],
-                         capture_output=True, text=True, timeout=300)
+    out = gptlab("judge", str(responses), "--backend", "openai", "--url", server.url + "/v1", "--judge-model", "tiny",
+                 "--json", timeout=300)
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     assert summary["records"] == summary["scored"] == summary["weighted"]["scored"] == 3
@@ -256,8 +251,7 @@ def test_info_shows_the_flags_defaults_and_classify_equals_gptlab_classify(overf
                         "classifier": {"labels": ["food", "sport", "weather"]}}
         texts = ["pizza soup today", "rain snow wind"]
         status, body = post(served.url + "/v1/classify", json.dumps({"input": texts}).encode())
-        cli = subprocess.run([str(BIN / "gptlab"), "classify", "--model", str(classifier_run), "--json", *texts],
-                             capture_output=True, text=True, timeout=120)
+        cli = gptlab("classify", "--model", str(classifier_run), "--json", *texts, timeout=120)
         expected = [json.loads(line) for line in cli.stdout.splitlines()]
         assert status == 200 and body["object"] == "list"
         assert [(d["index"], d["label"]) for d in body["data"]] == [(i, e["label"]) for i, e in enumerate(expected)]
@@ -341,8 +335,8 @@ def test_echo_with_logprobs_scores_the_prompt_as_gptlab_perplexity_does(client, 
     assert answer.choices[0].text == prompt and "".join(logprobs.tokens) == prompt
     assert logprobs.token_logprobs[0] is None and logprobs.top_logprobs[0] is None
     (tmp_path / "prompt.txt").write_text(prompt)
-    cli = subprocess.run([str(BIN / "gptlab"), "perplexity", "--model", str(overfit_run[0]), "--data",
-                          str(tmp_path / "prompt.txt"), "--json"], capture_output=True, text=True, timeout=120)
+    cli = gptlab("perplexity", "--model", str(overfit_run[0]), "--data", str(tmp_path / "prompt.txt"), "--json",
+                 timeout=120)
     assert cli.returncode == 0, cli.stderr
     expected = json.loads(cli.stdout)
     losses = [-lp for lp in logprobs.token_logprobs[1:]]
