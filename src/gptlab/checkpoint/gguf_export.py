@@ -54,7 +54,7 @@ def export_gguf(model: GPT, path: str | Path, tokenizer: Tokenizer, template: Ch
     gguf = family.gguf if family is not None else None
     if gguf is None or gguf.write_config is None or gguf.to_gguf is None:
         raise ValueError(f"{path}: {_family_name(family, config)} has no GGUF form gptlab writes; GGUF export covers "
-                         "gpt2, llama (SmolLM2, Llama 3), qwen2, qwen3 and olmo2")
+                         "gpt2, llama (SmolLM2, Llama 3), qwen2, qwen3, qwen3_moe, olmo2 and gpt_neox")
     if config.num_classes is not None:
         raise ValueError(f"{path}: a classifier ({config.num_classes} classes) has no GGUF causal-LM form")
     if quant not in QUANTS:

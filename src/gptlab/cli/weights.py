@@ -85,7 +85,8 @@ def add_convert(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--to", choices=TARGETS, default="gptlab",
                    help="gptlab: our checkpoint folder (default); hf: a Hugging Face folder of the model's "
                         "family (GPT-2, Llama, Qwen, ...); gguf: one llama.cpp file (GPT-2, Llama, SmolLM2, Qwen2, "
-                        "Qwen3, OLMo 2) with its tokenizer and chat template, and an Ollama Modelfile")
+                        "Qwen3, Qwen3-MoE, OLMo 2, GPT-NeoX) with its tokenizer and chat template, and an Ollama "
+                        "Modelfile")
     p.add_argument("--quant", choices=QUANTS, default="f16",
                    help="with --to gguf: the weights' type: f32, f16 (default, as llama.cpp's converter), bf16, "
                         "or llama.cpp's blocks of 32 with one scale each, q8_0 (near-lossless) and q4_0 "

@@ -6,7 +6,7 @@ both read the block's input and are added to it together.
 Hugging Face files keep q, k and v interleaved per head in `query_key_value` (rows: head, then
 q | k | v, then the head's dimensions); our `attn.c_attn` stacks all queries, then all keys, then all
 values, so import regroups the rows and export puts them back. llama.cpp's converter already
-regroups them as we do, so GGUF import only renames.
+regroups them as we do, so GGUF import and export only rename.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from gptlab.models import gpt2
 from gptlab.models.family import (
     Family,
     GGUFFormat,
+    GGUFValue,
     HFFormat,
     block_parts,
     rope_from_hf,
@@ -164,11 +165,33 @@ def gguf_to_ours(tensors: dict[str, Tensor], config: GPTConfig) -> dict[str, Ten
     return stack_parts(tensors, block_parts(config, GGUF_NAMES))
 
 
+def config_to_gguf(config: GPTConfig) -> dict[str, GGUFValue]:
+    """The `gptneox.…` metadata llama.cpp reads (its converter's keys, and the rotary base, which it reads where
+    given); a rotary scaling, which llama.cpp's gptneox converter never writes, is refused."""
+    if config.rope_scaling is not None:
+        raise ValueError(f"a GPT-NeoX model with {config.rope_scaling.kind} rotary scaling has no GGUF form gptlab "
+                         "writes (llama.cpp's gptneox files carry none)")
+    meta: dict[str, GGUFValue] = {
+        "context_length": config.context_length, "embedding_length": config.n_embd, "block_count": config.n_layer,
+        "feed_forward_length": config.hidden_size, "rope.dimension_count": config.rotary_dims,
+        "rope.freq_base": config.rope_theta, "attention.head_count": config.n_head,
+        "use_parallel_residual": config.parallel_residual, "attention.layer_norm_epsilon": config.layer_norm_eps,
+    }
+    return {f"gptneox.{key}": value for key, value in meta.items()}
+
+
+def ours_to_gguf(state: dict[str, Tensor], config: GPTConfig) -> dict[str, Tensor]:
+    """llama.cpp's names, with the `output` tensor its gptneox always has (the embedding, when tied)."""
+    tensors = split_parts(state, block_parts(config, GGUF_NAMES))
+    tensors.setdefault("output.weight", tensors["token_embd.weight"])
+    return tensors
+
+
 FAMILY = Family(
     name="gpt_neox",
     vocabulary="file",
     hf=HFFormat(("gpt_neox",), config_from_hf, config_to_hf, hf_to_ours, ours_to_hf),
-    gguf=GGUFFormat(("gptneox",), config_from_gguf, gguf_to_ours),
+    gguf=GGUFFormat(("gptneox",), config_from_gguf, gguf_to_ours, config_to_gguf, ours_to_gguf),
     presets=PRESETS,
     pre_tokenizers=(NEOX_SPLIT,),
 )

@@ -7,7 +7,8 @@ The experts come in three layouts: one tensor per expert and projection (`mlp.ex
 as the hub's files and transformers' `save_pretrained` write them), transformers 5's fused stacks
 (`mlp.experts.gate_up_proj` (E, 2I, H) and `mlp.experts.down_proj` (E, H, I), as it holds them in
 memory), and llama.cpp's stacks (`ffn_gate_exps`, `ffn_up_exps`, `ffn_down_exps`, (E, out, in)).
-Import cuts every stack into the experts our GPT keeps one by one; export writes the hub's layout.
+Import cuts every stack into the experts our GPT keeps one by one; Hugging Face export writes the hub's
+layout, GGUF export llama.cpp's stacks.
 llama.cpp keeps Hugging Face's rotary "halves" for Qwen, so GGUF q/k rows need no unpermuting.
 """
 
@@ -22,11 +23,13 @@ from gptlab.models.family import (
     ChatDefaults,
     Family,
     GGUFFormat,
+    GGUFValue,
     HFFormat,
     Names,
     block_parts,
     check_piece,
     piece_shapes,
+    split_parts,
     stack_parts,
     window_from_hf,
 )
@@ -54,8 +57,8 @@ GGUF_NAMES = {**llama.GGUF_NAMES, "router": "blk.{i}.ffn_gate_inp",  # the exper
 # A stacked tensor's name ending → the endings of the pieces each expert's slice is cut into (along rows).
 HF_STACKS = {".experts.gate_up_proj": (".experts.{e}.gate_proj.weight", ".experts.{e}.up_proj.weight"),
              ".experts.down_proj": (".experts.{e}.down_proj.weight",)}
-GGUF_STACKS = {f".{stack}.weight": (f".{stack}.{{e}}.weight",) for stack in ("ffn_gate_exps", "ffn_up_exps",
-                                                                              "ffn_down_exps")}
+GGUF_EXPERT_STACKS = ("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps")  # llama.cpp's, each (E, out, in)
+GGUF_STACKS = {f".{stack}.weight": (f".{stack}.{{e}}.weight",) for stack in GGUF_EXPERT_STACKS}
 SHARED_EXPERTS = ("shared_expert_intermediate_size", "n_shared_experts", "num_shared_experts")
 
 
@@ -149,11 +152,36 @@ def gguf_to_ours(tensors: dict[str, Tensor], config: GPTConfig) -> dict[str, Ten
     return stack_parts(per_expert(tensors, GGUF_STACKS, config, GGUF_NAMES), block_parts(config, GGUF_NAMES))
 
 
+def config_to_gguf(config: GPTConfig) -> dict[str, GGUFValue]:
+    """The `qwen3moe.…` metadata llama.cpp reads: Llama's keys plus the experts' (its converter's). llama.cpp
+    always renormalises the chosen experts' weights, so a model that does not is refused."""
+    experts = config.experts
+    if experts is None or not experts.normalize:
+        raise ValueError("a Qwen3-MoE model that weighs its chosen experts without renormalising them "
+                         "(norm_topk_prob false) has no GGUF form: llama.cpp's qwen3moe always renormalises")
+    return {**llama.config_to_gguf(config, "qwen3moe"), "qwen3moe.expert_count": experts.count,
+            "qwen3moe.expert_used_count": experts.active, "qwen3moe.expert_feed_forward_length": experts.hidden}
+
+
+def ours_to_gguf(state: dict[str, Tensor], config: GPTConfig) -> dict[str, Tensor]:
+    """llama.cpp's tensors: q/k/v and gate/up split (q/k rows as they are), each projection's experts stacked
+    into one (E, out, in) tensor: the inverse of `gguf_to_ours`."""
+    import torch  # here: the families' data is read where torch is not imported
+
+    tensors = split_parts(state, block_parts(config, GGUF_NAMES))
+    count = config.experts.count if config.experts is not None else 0
+    for i in range(config.n_layer):
+        for stack in GGUF_EXPERT_STACKS:
+            pieces = [tensors.pop(f"blk.{i}.{stack}.{e}.weight") for e in range(count)]
+            tensors[f"blk.{i}.{stack}.weight"] = torch.stack(pieces)
+    return tensors
+
+
 FAMILY = Family(
     name="qwen3_moe",
     vocabulary="file",
     hf=HFFormat(("qwen3_moe",), config_from_hf, config_to_hf, hf_to_ours, ours_to_hf),
-    gguf=GGUFFormat(("qwen3moe",), config_from_gguf, gguf_to_ours),
+    gguf=GGUFFormat(("qwen3moe",), config_from_gguf, gguf_to_ours, config_to_gguf, ours_to_gguf),
     presets=PRESETS,
     chat=ChatDefaults(prompt_style="chatml"),
 )
