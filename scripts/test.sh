@@ -8,7 +8,9 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 # machine much of a test's time is a subprocess starting or a server waiting, which the other worker fills.
 # GPTLAB_TEST_WORKERS=0 runs everything in this one process.
 workers=${GPTLAB_TEST_WORKERS:-2}
-if [ "$workers" = 0 ]; then parallel=(); else parallel=(-n "$workers" --dist loadscope); fi
+# One torch thread per worker (and per command it starts): two workers on two cores each with two threads
+# spend their time in OpenMP's spin-waits (the family engine tests: 10x the CPU time on this machine).
+if [ "$workers" = 0 ]; then parallel=(); else parallel=(-n "$workers" --dist loadscope); export OMP_NUM_THREADS=1; fi
 .venv/bin/python -m pytest "${parallel[@]}" "$@"
 rc=$?
 if [ $rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi
