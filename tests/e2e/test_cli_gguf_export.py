@@ -55,10 +55,12 @@ def logits(model, ids: list[int]) -> torch.Tensor:
     return out if isinstance(out, torch.Tensor) else out.logits
 
 
-def transformers_gguf(path: Path):
+def transformers_gguf(path: Path, **config):
+    """transformers' model of a GGUF file; `config`: fields its reader leaves at a default that does not fit."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+    return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32,
+                                                **config).eval()
 
 
 def transformers_folder(folder: Path):

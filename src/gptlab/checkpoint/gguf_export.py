@@ -2,7 +2,8 @@
 
 The family says how: its architecture name, metadata and tensor layout (`GGUFFormat.write_config`,
 `to_gguf`); a family without them is refused in one line. The tokenizer goes in llama.cpp's form
-(`tokenizer.gguf_vocab`, which refuses what llama.cpp would tokenize differently), with the ids that
+(`tokenizer.gguf_vocab`: byte-level BPE, or SentencePiece-style with scores; what llama.cpp would tokenize
+differently is refused), with the ids that
 begin and end a text and a turn, and the chat template. Weights are float32, float16, bfloat16 or
 llama.cpp's block quantizations Q8_0 / Q4_0 (32 weights per block, one scale each); vectors (norms,
 biases) stay float32 as llama.cpp's converter keeps them. The file appears whole or not at all.
@@ -22,7 +23,7 @@ from torch import Tensor
 from gptlab.checkpoint.weights import state_to_save
 from gptlab.config import GPTConfig
 from gptlab.model import GPT, inverse_frequencies
-from gptlab.models import family_of
+from gptlab.models import FAMILIES, family_of
 from gptlab.models.family import Family, GGUFValue
 from gptlab.tokenizer import Tokenizer
 from gptlab.tokenizer.chat_template import ChatTemplate
@@ -33,6 +34,7 @@ BLOCK = 32  # weights per Q8_0 / Q4_0 block: a matrix's rows must be whole block
 # kept at Q8_0 under q4_0, as llama.cpp's own quantizer keeps them above the blocks' type
 EMBEDDINGS = ("token_embd.weight", "output.weight", "position_embd.weight")
 UNUSED = 5  # tokenizer.ggml.token_type of a padding row's made-up token
+PAD_SCORE = -1000.0  # its score in a SentencePiece-style vocabulary, as llama.cpp's converter pads
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,9 @@ def export_gguf(model: GPT, path: str | Path, tokenizer: Tokenizer, template: Ch
     family = family_of(config)
     gguf = family.gguf if family is not None else None
     if gguf is None or gguf.write_config is None or gguf.to_gguf is None:
+        written = ", ".join(f.name for f in FAMILIES if f.gguf is not None and f.gguf.write_config is not None)
         raise ValueError(f"{path}: {_family_name(family, config)} has no GGUF form gptlab writes; GGUF export covers "
-                         "gpt2, llama (SmolLM2, Llama 3), qwen2, qwen3, qwen3_moe, olmo2 and gpt_neox")
+                         f"the families {written}")
     if config.num_classes is not None:
         raise ValueError(f"{path}: a classifier ({config.num_classes} classes) has no GGUF causal-LM form")
     if quant not in QUANTS:
@@ -128,16 +131,24 @@ def _add_tokenizer(writer: Any, vocab: GGUFVocabulary, rows: int, template: Chat
     """The vocabulary (padded with unused tokens to the embedding's rows, as llama.cpp's converter pads),
     its begin/end ids, the end-of-turn id and the chat template."""
     padding = range(len(vocab.tokens), rows)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(vocab.pre)
+    writer.add_tokenizer_model(vocab.model)
+    if vocab.pre is not None:
+        writer.add_tokenizer_pre(vocab.pre)
     writer.add_token_list([*vocab.tokens, *(f"[PAD{i}]" for i in padding)])
     writer.add_token_types([*vocab.token_types, *(UNUSED for _ in padding)])
-    writer.add_token_merges(vocab.merges)
+    if vocab.model == "llama":  # SentencePiece-style: scores instead of merges
+        writer.add_token_scores([*vocab.scores, *(PAD_SCORE for _ in padding)])
+        writer.add_add_space_prefix(vocab.adds_space_prefix)
+        if vocab.unknown_id is not None:
+            writer.add_unk_token_id(vocab.unknown_id)
+    else:
+        writer.add_token_merges(vocab.merges)
     if vocab.bos_id is not None:
         writer.add_bos_token_id(vocab.bos_id)
     if vocab.eos_id is not None:
         writer.add_eos_token_id(vocab.eos_id)
     writer.add_add_bos_token(vocab.adds_bos)
+    writer.add_add_eos_token(False)  # gptlab ends no text with a token of its own
     if template is not None:
         writer.add_chat_template(template.template)
         if template.end_of_turn is not None:

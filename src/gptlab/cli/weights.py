@@ -84,9 +84,8 @@ def add_convert(commands: argparse._SubParsersAction) -> None:
                    help="the folder to write (new or empty); with --to gguf, the new .gguf file")
     p.add_argument("--to", choices=TARGETS, default="gptlab",
                    help="gptlab: our checkpoint folder (default); hf: a Hugging Face folder of the model's "
-                        "family (GPT-2, Llama, Qwen, ...); gguf: one llama.cpp file (GPT-2, Llama, SmolLM2, Qwen2, "
-                        "Qwen3, Qwen3-MoE, OLMo 2, GPT-NeoX) with its tokenizer and chat template, and an Ollama "
-                        "Modelfile")
+                        "family (GPT-2, Llama, Qwen, ...); gguf: one llama.cpp file (every family gptlab reads) "
+                        "with its tokenizer and chat template, and an Ollama Modelfile")
     p.add_argument("--quant", choices=QUANTS, default="f16",
                    help="with --to gguf: the weights' type: f32, f16 (default, as llama.cpp's converter), bf16, "
                         "or llama.cpp's blocks of 32 with one scale each, q8_0 (near-lossless) and q4_0 "

@@ -25,6 +25,7 @@ from gptlab.models import llama
 from gptlab.models.family import (
     Family,
     GGUFFormat,
+    GGUFValue,
     HFFormat,
     block_parts,
     check_piece,
@@ -184,10 +185,35 @@ def config_from_gguf(meta: dict[str, Any], shapes: dict[str, tuple[int, ...]], s
     )
 
 
+def config_to_gguf(config: GPTConfig) -> dict[str, GGUFValue]:
+    """The `gemma3.…` metadata llama.cpp's converter writes: Llama's keys and the window. llama.cpp assumes the
+    rest as `config_from_gguf` reads it (which blocks are windowed, their rotary base, the attention and
+    embedding scales): a model that differs is refused rather than written to run differently."""
+    n_layer, head_dim = config.n_layer, config.head_dim
+    assumed = window_from_hf({"sliding_window": config.sliding_window}, n_layer, windowed_blocks(n_layer))
+    scale = (config.n_embd // config.n_head) ** -0.5 if n_layer == 62 else head_dim**-0.5
+    checks = (
+        ("which blocks attend over the window (five in six)",
+         (config.sliding_window, config.sliding_layers) == (assumed["sliding_window"], assumed["sliding_layers"])),
+        (f"the windowed blocks' rotary base ({LOCAL_THETA:g})",
+         config.sliding_window is None or config.local_rope_theta == LOCAL_THETA),
+        ("the attention scale (1 / sqrt(head width))", math.isclose(config.attn_scale or head_dim**-0.5, scale)),
+        ("the embedding scale (sqrt(n_embd))", math.isclose(config.embedding_scale, config.n_embd**0.5)),
+    )
+    differs = [what for what, same in checks if not same]
+    if differs:
+        raise ValueError(f"this Gemma 3 model differs from what llama.cpp's gemma3 assumes in {', '.join(differs)}; "
+                         "it has no GGUF form")
+    return {**llama.config_to_gguf(config, "gemma3", window=True),
+            "gemma3.attention.sliding_window": config.sliding_window or 0}
+
+
 FAMILY = Family(
     name="gemma3",
     vocabulary="file",
     hf=HFFormat(("gemma3_text", "gemma3"), config_from_hf, config_to_hf, hf_to_ours, ours_to_hf),
-    gguf=GGUFFormat(("gemma3",), config_from_gguf, llama.gguf_halves_to_ours),
+    # llama.cpp keeps Gemma's q/k rows in "halves" order and its norms as 1 + w, as we do
+    gguf=GGUFFormat(("gemma3",), config_from_gguf, llama.gguf_halves_to_ours, config_to_gguf,
+                    llama.ours_to_gguf_halves),
     presets=PRESETS,
 )

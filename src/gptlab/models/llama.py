@@ -231,15 +231,16 @@ def gguf_halves_to_ours(tensors: dict[str, Tensor], config: GPTConfig) -> dict[s
     return stack_parts(tensors, block_parts(config, GGUF_NAMES))
 
 
-def config_to_gguf(config: GPTConfig, arch: str = "llama", qkv_bias: bool = False) -> dict[str, GGUFValue]:
+def config_to_gguf(config: GPTConfig, arch: str = "llama", qkv_bias: bool = False,
+                   window: bool = False) -> dict[str, GGUFValue]:
     """The `<arch>.…` metadata llama.cpp reads for a Llama-shaped model, under the keys its converter writes.
     Llama 3's rotary scaling travels as the `rope_freqs` tensor (the writer adds it), linear as two keys;
-    what llama.cpp's `arch` lacks (biases beyond q/k/v's where `qkv_bias`, a sliding window) is refused
-    rather than silently dropped."""
+    what llama.cpp's `arch` lacks (biases beyond q/k/v's where `qkv_bias`, a sliding window unless `window`:
+    the caller writes its own window keys) is refused rather than silently dropped."""
     if config.bias or config.qkv_bias != qkv_bias:
         raise ValueError(f"a {arch} model {'without' if qkv_bias else 'with'} q/k/v biases, or with other biases, "
                          f"has no GGUF form gptlab writes (llama.cpp's {arch} is not built so)")
-    if config.sliding_window is not None:
+    if config.sliding_window is not None and not window:
         raise ValueError(f"this model attends over a sliding window of {config.sliding_window}, which llama.cpp's "
                          f"{arch} does not; it has no GGUF form")
     meta: dict[str, GGUFValue] = {

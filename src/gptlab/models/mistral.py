@@ -1,5 +1,8 @@
 """Mistral (Mistral AI, 2023): a Llama whose every block attends over a sliding window of keys
-(4,096 in Mistral-7B v0.1; later versions set `sliding_window` to null, which is a plain Llama)."""
+(4,096 in Mistral-7B v0.1; later versions set `sliding_window` to null, which is a plain Llama).
+
+llama.cpp runs Mistral as its `llama` architecture, which has no window: a windowless Mistral is written
+as a Llama GGUF file (and reads back as the llama family), a windowed one is refused."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from typing import Any
 
 from gptlab.config import GPTConfig
 from gptlab.models import llama
-from gptlab.models.family import Family, HFFormat, window_from_hf
+from gptlab.models.family import Family, GGUFFormat, HFFormat, window_from_hf
 
 PRESETS: dict[str, dict[str, Any]] = {
     "mistral-tiny": dict(vocab_size=50257, context_length=256, n_layer=2, n_head=4, n_kv_head=2, n_embd=64,
@@ -34,5 +37,8 @@ FAMILY = Family(
     name="mistral",
     vocabulary="file",
     hf=HFFormat(("mistral",), config_from_hf, config_to_hf, llama.hf_to_ours, llama.ours_to_hf),
+    # llama.cpp's converter writes Mistral as `llama`; the llama family (listed first) reads such files
+    gguf=GGUFFormat(("llama",), llama.config_from_gguf, llama.gguf_to_ours, llama.config_to_gguf,
+                    llama.ours_to_gguf),
     presets=PRESETS,
 )

@@ -19,9 +19,11 @@ from gptlab.models.family import (
     ChatDefaults,
     Family,
     GGUFFormat,
+    GGUFValue,
     HFFormat,
     block_parts,
     rotary_fraction_from_hf,
+    split_parts,
     stack_parts,
     window_from_hf,
 )
@@ -88,12 +90,27 @@ def gguf_to_ours(tensors: dict[str, Tensor], config: GPTConfig) -> dict[str, Ten
     return stack_parts(tensors, block_parts(config, GGUF_NAMES))
 
 
+def config_to_gguf(config: GPTConfig) -> dict[str, GGUFValue]:
+    """The `phi3.…` metadata llama.cpp's converter writes: Llama's keys, the rotating dimensions among them,
+    the window (0: none) and the context the rotary positions were trained on."""
+    if config.sliding_layers is not None:
+        raise ValueError("Phi-3's window covers every block; this model windows only some of them")
+    return {**llama.config_to_gguf(config, "phi3", window=True),
+            "phi3.attention.sliding_window": config.sliding_window or 0,
+            "phi3.rope.scaling.original_context_length": config.context_length}
+
+
+def ours_to_gguf(state: dict[str, Tensor], config: GPTConfig) -> dict[str, Tensor]:
+    """Rename: llama.cpp keeps Phi-3's fused q/k/v and gate/up, q/k rows in "halves" order."""
+    return split_parts(state, block_parts(config, GGUF_NAMES))
+
+
 FAMILY = Family(
     name="phi3",
     vocabulary="file",
     hf=HFFormat(("phi3",), config_from_hf, config_to_hf, functools.partial(llama.hf_to_ours, names=HF_NAMES),
                 functools.partial(llama.ours_to_hf, names=HF_NAMES)),
-    gguf=GGUFFormat(("phi3",), config_from_gguf, gguf_to_ours),
+    gguf=GGUFFormat(("phi3",), config_from_gguf, gguf_to_ours, config_to_gguf, ours_to_gguf),
     presets=PRESETS,
     chat=ChatDefaults(prompt_style="phi3"),
 )

@@ -4,34 +4,49 @@ llama.cpp runs a byte-level BPE vocabulary ("gpt2") with the cut before BPE that
 names; it knows cuts by name only, so a vocabulary whose cut has no llama.cpp name would tokenize
 differently there and produce garbage: it is refused, as is a tokenizer llama.cpp has no kind for
 (gptlab's char tokenizer). Every family's cut (`gptlab.models`) is named as llama.cpp names it.
+
+A SentencePiece-style vocabulary (Llama 2, Mistral, Phi-3, Gemma) goes as llama.cpp's "llama" kind, which
+lists scores instead of merges and merges the pair whose token scores highest: each token scores minus
+(1 + the rank of the first merge that makes it), so merges happen in the order the file's ranks give. The
+inverse of `sentencepiece_files.gguf_sentencepiece`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 from gptlab.models import PRE_TOKENIZERS
 from gptlab.tokenizer.base import Tokenizer
 from gptlab.tokenizer.bytelevel import ByteLevelBPE
 from gptlab.tokenizer.gpt2 import ENDOFTEXT, GPT2Tokenizer, read_merges
+from gptlab.tokenizer.hf_steps import SPACE, metaspace
 from gptlab.tokenizer.scratch import BPETokenizer
-from gptlab.tokenizer.sentencepiece import SentencePieceBPE
-from gptlab.tokenizer.sentencepiece_files import GGUF_CONTROL
+from gptlab.tokenizer.sentencepiece import SentencePieceBPE, SentencePieceVocabulary
+from gptlab.tokenizer.sentencepiece_files import GGUF_BYTE, GGUF_CONTROL, GGUF_UNKNOWN, GGUF_USER_DEFINED
 
 GGUF_NORMAL = 1  # tokenizer.ggml.token_type of a token made by merges
+BYTE_TOKEN = re.compile(r"<0x[0-9A-F]{2}>")  # a SentencePiece byte-fallback token
+# the normalizers (tokenizer.json) llama.cpp runs as a "llama" vocabulary, by whether they put a space first
+PREPEND = {"type": "Prepend", "prepend": SPACE}
+REPLACE = {"type": "Replace", "pattern": {"String": " "}, "content": SPACE}
 
 
 @dataclass(frozen=True)
 class GGUFVocabulary:
     """A byte-level BPE vocabulary in llama.cpp's form."""
 
-    pre: str  # tokenizer.ggml.pre: llama.cpp's name for the cut before BPE
-    tokens: list[str]  # token text by id, in GPT-2's byte-to-character alphabet
-    token_types: list[int]  # GGUF_NORMAL, or GGUF_CONTROL for tokens matched whole in text
-    merges: list[str]  # "left right", in merge order
+    pre: str | None  # tokenizer.ggml.pre: llama.cpp's name for the cut before BPE (None: a "llama" vocabulary)
+    tokens: list[str]  # token text by id, in GPT-2's byte-to-character alphabet ("▁" for spaces in "llama")
+    token_types: list[int]  # GGUF_NORMAL, GGUF_CONTROL for tokens matched whole in text, ("llama") byte, ...
+    merges: list[str]  # "left right", in merge order (empty for "llama": its scores say)
     bos_id: int | None  # the id that begins a document
     eos_id: int | None  # the id that ends one
     adds_bos: bool  # whether every text starts with bos_id
+    model: str = "gpt2"  # tokenizer.ggml.model: "gpt2" (byte-level BPE) or "llama" (SentencePiece-style)
+    scores: list[float] = field(default_factory=list)  # "llama": each token's score, higher merges sooner
+    unknown_id: int | None = None  # "llama": the token of a character with no token and no byte tokens
+    adds_space_prefix: bool = False  # "llama": a space goes before the text (Llama 2, Phi-3; not Gemma)
 
 
 def gguf_vocabulary(tokenizer: Tokenizer) -> GGUFVocabulary:
@@ -45,8 +60,7 @@ def gguf_vocabulary(tokenizer: Tokenizer) -> GGUFVocabulary:
     if isinstance(tokenizer, BPETokenizer):
         return _trained(tokenizer)
     if isinstance(tokenizer, SentencePieceBPE):
-        raise ValueError(f"the {tokenizer.name} tokenizer is SentencePiece-style BPE (Llama 2, Mistral, Phi-3, Gemma), "
-                         "which gptlab does not write to GGUF yet; it writes byte-level BPE vocabularies")
+        return _sentencepiece(tokenizer.vocabulary)
     raise ValueError(f"the {tokenizer.name} tokenizer has no form llama.cpp runs (it runs byte-level BPE and "
                      "SentencePiece vocabularies); train a BPE tokenizer (gptlab tokenizer train) for a model "
                      "to export")
@@ -75,6 +89,43 @@ def _trained(tokenizer: BPETokenizer) -> GGUFVocabulary:
     recorded = vocab.to_dict()
     return GGUFVocabulary(cut.name, recorded["vocab"], _types(vocab.size, list(vocab.special_ids.values())),
                           recorded["merges"], None, vocab.eos_id, False)
+
+
+def _sentencepiece(v: SentencePieceVocabulary) -> GGUFVocabulary:
+    """A SentencePiece-style vocabulary as llama.cpp's "llama" kind: scores from the merges' ranks, token types."""
+    first: dict[str, float] = {}  # each token made by a merge → the rank of the first merge that makes it
+    for left, right, rank in v.merges:
+        first[left + right] = min(rank, first.get(left + right, rank))
+    added = {token["id"]: token for token in v.added}
+    unknown_id = None if v.unk is None else v.vocab[v.unk]
+    types = []
+    for i, token in enumerate(v.tokens):
+        if v.byte_fallback and BYTE_TOKEN.fullmatch(token):
+            types.append(GGUF_BYTE)
+        elif i == unknown_id:
+            types.append(GGUF_UNKNOWN)
+        elif i in added:
+            types.append(GGUF_CONTROL if added[i].get("special", True) else GGUF_USER_DEFINED)
+        else:
+            types.append(GGUF_NORMAL)
+    scores = [-1.0 - first[token] if token in first else 0.0 for token in v.tokens]
+    return GGUFVocabulary(None, list(v.tokens), types, [], v.bos_id, v.eos_id, v.adds_bos, "llama", scores,
+                          unknown_id, _space_prefix(v))
+
+
+def _space_prefix(v: SentencePieceVocabulary) -> bool:
+    """Whether the text gets a space before it (`add_space_prefix`, llama.cpp's one setting for the steps around
+    a "llama" vocabulary): a Prepend normalizer or a Metaspace that prepends; other steps are refused."""
+    normalizer, pre_tokenizer = v.steps.get("normalizer"), v.steps.get("pre_tokenizer")
+    steps = [] if normalizer is None else normalizer.get("normalizers", []) if normalizer.get("type") == "Sequence" \
+        else [normalizer]
+    if pre_tokenizer is None and steps in ([PREPEND, REPLACE], [REPLACE]):
+        return steps[0] == PREPEND
+    space = metaspace(pre_tokenizer, v.source) if not steps else None
+    if space is None or space.replacement != SPACE:
+        raise ValueError(f"the {v.name} tokenizer prepares text with steps llama.cpp has no setting for (it writes "
+                         f"spaces as {SPACE!r}, with or without one before the text); it has no GGUF form")
+    return space.prepend != "never"
 
 
 def _types(count: int, special_ids: list[int]) -> list[int]:
