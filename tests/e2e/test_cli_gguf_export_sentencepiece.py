@@ -102,3 +102,18 @@ def test_gemma3_keeps_its_norms_and_scales(tokenizers, tmp_path):
                               max_position_embeddings=128, sliding_window=64, rms_norm_eps=1e-6)
     back = round_trip(save_model(tmp_path / "gemma3", config, kinds["gemma"]), tmp_path / "gemma3.gguf", "gemma3")
     assert back.model.config.sliding_window == 64
+
+
+def test_a_gemma3_unlike_llama_cpps_is_refused(tokenizers, tmp_path):
+    """llama.cpp's gemma3 reads neither which blocks are windowed nor their rotary base from the file: a model
+    that windows other blocks, with another local base, would run differently there."""
+    from transformers import Gemma3TextConfig
+
+    kinds, vocab_size = tokenizers
+    config = Gemma3TextConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                              num_attention_heads=2, num_key_value_heads=1, head_dim=32, query_pre_attn_scalar=32,
+                              sliding_window=64, layer_types=["sliding_attention", "full_attention"],
+                              rope_local_base_freq=20000.0)
+    line = refusal(save_model(tmp_path / "gemma3", config, kinds["gemma"]), tmp_path / "gemma3.gguf")
+    assert ("differs from what llama.cpp's gemma3 assumes in which blocks attend over the window (five in six), "
+            "the windowed blocks' rotary base (10000)") in line

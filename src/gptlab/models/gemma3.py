@@ -193,8 +193,8 @@ def config_to_gguf(config: GPTConfig) -> dict[str, GGUFValue]:
     assumed = window_from_hf({"sliding_window": config.sliding_window}, n_layer, windowed_blocks(n_layer))
     scale = (config.n_embd // config.n_head) ** -0.5 if n_layer == 62 else head_dim**-0.5
     checks = (
-        ("which blocks attend over the window (five in six)",
-         (config.sliding_window, config.sliding_layers) == (assumed["sliding_window"], assumed["sliding_layers"])),
+        ("which blocks attend over the window (five in six)", config.sliding_window is not None
+         and (config.sliding_window, config.sliding_layers) == (assumed["sliding_window"], assumed["sliding_layers"])),
         (f"the windowed blocks' rotary base ({LOCAL_THETA:g})",
          config.sliding_window is None or config.local_rope_theta == LOCAL_THETA),
         ("the attention scale (1 / sqrt(head width))", math.isclose(config.attn_scale or head_dim**-0.5, scale)),
