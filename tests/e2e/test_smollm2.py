@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import openai
 import pexpect
 
+from e2e.commands import gptlab
 from e2e.servers import start_server
 from gptlab.evaluation.metrics import read_metrics
 
-BIN = Path(sys.executable).parent
+BIN = Path(sys.executable).parent  # the console script, for the chat test's terminal
 FRANCE = "What is the capital of France?"
-
-
-def gptlab(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "gptlab"), *args], capture_output=True, text=True, timeout=900)
 
 
 def test_chat_with_the_built_in_model_answers_a_real_question():
